@@ -1,0 +1,1 @@
+from lm_eval_genbound._version import __version__
