@@ -1,0 +1,134 @@
+"""The streaming sufficient statistics equal the array path (lm_eval_genbound/stats.py)."""
+import math
+
+import numpy as np
+import pytest
+
+from lm_eval_genbound import bounds as B
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.stats import GenboundStats, smoothed_nll
+
+ALPHAS = [0.001, 0.05, 0.3]
+
+
+def _tokens(seed=0, n=6000, V=50, noise=0.25):
+    """Per-token log p and smoothed entropies of a random model, with some surprising tokens."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3.0, (n, V))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    tok = np.array([rng.integers(V) if rng.random() < noise else rng.choice(V, p=row) for row in p])
+    logp = np.log(p[np.arange(n), tok])
+    ent = np.stack([-(((1 - a) * p + a / V) * np.log((1 - a) * p + a / V)).sum(1) for a in ALPHAS], 1)
+    return logp, ent, V
+
+
+def test_stats_path_equals_array_path():
+    logp, ent, V = _tokens()
+    acc = GenboundStats(V, ALPHAS)
+    acc.update(logp, ent, n_bytes=12345)
+    assert acc.tail_count.sum() > 0                         # the exact tail path is exercised
+    for i, a in enumerate(ALPHAS):
+        x = smoothed_nll(logp, a, V)
+        ref = B.freedman_bound(x, ent[:, i], log_prior_nats=7.0, delta=0.05, loss_range=math.log(V / a))
+        got = acc.freedman(a, log_prior_nats=7.0, delta=0.05)
+        assert got.gap_bound == pytest.approx(ref.gap_bound, rel=1e-9)
+        assert got.sigma == pytest.approx(ref.sigma, rel=1e-9)
+        assert got.lam == ref.lam
+        lam = acc.lambdas[i]
+        np.testing.assert_allclose(acc.sum_v(a), B.sum_v_exact(ent[:, i] - x, lam), rtol=1e-9)
+    assert acc.mean_raw_loss == pytest.approx(-logp.mean())
+    assert acc.bits_per_byte == pytest.approx(-logp.sum() / 12345 / math.log(2))
+
+
+def test_bound_from_stats_equals_token_bound_on_arrays():
+    logp, ent, V = _tokens(seed=2)
+    acc = GenboundStats(V, ALPHAS)
+    acc.update(logp, ent)
+    t = acc.bound(code_length_bits=3000.0, delta=0.05, alpha=0.05)
+    x = smoothed_nll(logp, 0.05, V)
+    s = B.s_grid()
+    ref = B.token_bound(sum_v=B.sum_v_exact(ent[:, 1] - x, s / math.log(V / 0.05)), s_values=s,
+                        n_tokens=logp.size, mean_smoothed_loss=x.mean(), mean_raw_loss=-logp.mean(),
+                        vocab_size=V, alpha=0.05, code_length_bits=3000.0, delta=0.05)
+    for k, v in ref.to_dict().items():
+        if isinstance(v, float):
+            assert t.to_dict()[k] == pytest.approx(v, rel=1e-9), k
+
+
+def test_default_alpha_depends_on_complexity_only():
+    logp, ent, V = _tokens(seed=3, n=2000)
+    acc = GenboundStats(V, ALPHAS)
+    acc.update(logp, ent)
+    small = acc.bound(code_length_bits=10.0, delta=0.05)
+    large = acc.bound(code_length_bits=1e4, delta=0.05)
+    assert small.alpha == B.choose_alpha(small.complexity, ALPHAS)
+    assert large.alpha >= small.alpha
+
+
+def test_merge_of_random_splits_equals_whole():
+    logp, ent, V = _tokens(seed=4)
+    whole = GenboundStats(V, ALPHAS)
+    whole.update(logp, ent, n_bytes=9000)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, logp.size), 7, replace=False))
+    parts = []
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, logp.size]):
+        acc = GenboundStats(V, ALPHAS)
+        acc.update(logp[lo:hi], ent[lo:hi], n_bytes=0)
+        parts.append(acc)
+    merged = GenboundStats(V, ALPHAS)
+    for i in rng.permutation(len(parts)):
+        merged.merge(parts[i])
+    merged.n_bytes = 9000
+    for a in ALPHAS:
+        np.testing.assert_allclose(merged.sum_v(a), whole.sum_v(a), rtol=1e-11)
+        assert merged.bound(code_length_bits=500.0, alpha=a).bound_paper_nats == pytest.approx(
+            whole.bound(code_length_bits=500.0, alpha=a).bound_paper_nats, rel=1e-11)
+    assert merged.n_tokens == whole.n_tokens
+    assert merged.max_x0 == whole.max_x0
+
+
+def test_save_load_is_lossless(tmp_path):
+    logp, ent, V = _tokens(seed=5, n=1500)
+    acc = GenboundStats(V, ALPHAS)
+    acc.update(logp, ent, n_bytes=777, doc_lengths=[500, 1000])
+    path = acc.save(tmp_path / "stats.npz")
+    back = GenboundStats.load(path)
+    assert back.config() == acc.config()
+    for f in ("moments", "tail_sum_v", "sum_x", "sum_doc_mean_x", "min_d"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(acc, f))
+    assert (back.n_tokens, back.n_bytes, back.n_docs, back.sum_x0) == (1500, 777, 2, acc.sum_x0)
+    assert not list(tmp_path.glob(".*"))          # no temp files left behind
+
+
+def test_document_means_feed_the_document_baseline():
+    logp, ent, V = _tokens(seed=6, n=900)
+    acc = GenboundStats(V, ALPHAS)
+    acc.update(logp, ent, doc_lengths=[100, 300, 500])
+    x = smoothed_nll(logp, 0.05, V)
+    expect = np.mean([x[:100].mean(), x[100:400].mean(), x[400:].mean()])
+    assert acc.sum_doc_mean_x[1] / acc.n_docs == pytest.approx(expect)
+
+
+def test_errors(tmp_path):
+    logp, ent, V = _tokens(seed=7, n=50)
+    acc = GenboundStats(V, ALPHAS)
+    with pytest.raises(GenboundError, match="shape"):
+        acc.update(logp, ent[:, :2])
+    with pytest.raises(GenboundError, match="finite"):
+        acc.update(np.r_[logp[:-1], np.nan], ent)
+    with pytest.raises(GenboundError, match="no tokens"):
+        acc.bound(code_length_bits=10.0)
+    with pytest.raises(GenboundError, match="not in the accumulated grid"):
+        acc.update(logp, ent)
+        acc.bound(code_length_bits=10.0, alpha=0.2)
+    with pytest.raises(GenboundError, match="different settings"):
+        acc.merge(GenboundStats(V, [0.1]))
+    with pytest.raises(GenboundError, match="between 0 and 1"):
+        GenboundStats(V, [0.0])
+    with pytest.raises(GenboundError, match="does not exist"):
+        GenboundStats.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(GenboundError, match="not a readable"):
+        GenboundStats.load(tmp_path / "junk.npz")
