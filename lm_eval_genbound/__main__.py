@@ -1,0 +1,6 @@
+"""``python -m lm_eval_genbound`` = ``lm-eval-genbound`` (for ``accelerate launch -m`` / ``torchrun -m``)."""
+import sys
+
+from lm_eval_genbound.harness_cli import main
+
+sys.exit(main())

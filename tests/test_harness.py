@@ -1,0 +1,244 @@
+"""The harness plugin end to end: real lm-eval, real transformers models built here."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import lm_eval
+import lm_eval_genbound.model  # noqa: F401  registers hf-genbound
+from lm_eval.tasks import TaskManager
+from lm_eval_genbound import bounds as B
+from lm_eval_genbound.harness_cli import TASKS_DIR
+from lm_eval_genbound.model import GenBoundHFLM
+from lm_eval_genbound.stats import smoothed_nll
+from lm_eval_genbound.tokenstream import write_megatron
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import build_model, corpus_texts, write_jsonl  # noqa: E402
+
+ALPHAS = [0.01, 0.1, 0.4]
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("harness")
+    model_dir = build_model(d / "model")
+    corpus = write_jsonl(d / "corpus.jsonl", corpus_texts(6, 900))
+    return {"dir": d, "model": model_dir, "corpus": corpus}
+
+
+def _evaluate(env, tasks, metadata, model="hf-genbound", model_args="", batch_size=4):
+    tm = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=metadata)
+    args = f"pretrained={env['model']},dtype=float32" + ("," + model_args if model_args else "")
+    return lm_eval.simple_evaluate(model=model, model_args=args, tasks=tasks, task_manager=tm,
+                                   device="cpu", batch_size=batch_size, log_samples=False)
+
+
+def _cli(args, env_extra=None, cwd=None):
+    e = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    e.update(env_extra or {})
+    return subprocess.run(args, capture_output=True, text=True, env=e, cwd=cwd, timeout=300)
+
+
+def test_every_shipped_task_yaml_loads(env, tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 200, 3000).astype(np.uint16)
+    write_megatron(tmp_path / "seq.bin", [tokens[:1000], tokens[1000:]])
+    yamls = sorted(Path(TASKS_DIR).glob("*.yaml"))
+    names = [p.stem for p in yamls]
+    meta = {"genbound_data": str(env["corpus"]), "genbound_tokens": str(tmp_path / "seq.bin")}
+    tm = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=meta)
+    assert set(names) <= set(tm.all_tasks), "a shipped YAML was silently skipped by the index"
+    offline = [n for n in names if n not in ("genbound_wikitext", "genbound_suite")]
+    loaded = tm.load(offline)
+    for n in offline:
+        task = loaded["tasks"][n] if "tasks" in loaded else loaded[n]
+        assert len(list(task.test_docs())) > 0
+    # the hub and suite tasks parse and build when pointed at local data
+    tm2 = TaskManager(include_path=TASKS_DIR, include_defaults=False,
+                      metadata={**meta, "genbound_source": "local"})
+    loaded2 = tm2.load(["genbound_wikitext", "genbound_suite"])
+    assert loaded2
+
+
+def test_bits_per_byte_equals_stock_hf(env):
+    stock_task = {
+        "task": "stock_rolling", "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(env["corpus"])}}, "test_split": "test",
+        "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
+        "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte",
+                         "higher_is_better": False}],
+    }
+    stock = _evaluate(env, [stock_task], {}, model="hf")["results"]["stock_rolling"]["bits_per_byte,none"]
+    ours = _evaluate(env, ["genbound_local"], {"genbound_data": str(env["corpus"]),
+                                              "genbound_alphas": ALPHAS})
+    got = ours["results"]["genbound_local"]["genbound_bits_per_byte,none"]
+    assert got == pytest.approx(stock, rel=1e-5)
+    # hf-genbound still answers stock (one-argument) rolling requests, identically
+    plain = _evaluate(env, [stock_task], {})["results"]["stock_rolling"]["bits_per_byte,none"]
+    assert plain == pytest.approx(stock, rel=1e-6)
+
+
+def _reference_stats(model, ids, alphas):
+    """Independent float64 reference: one forward pass over the whole sequence."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    logp_all = torch.log_softmax(logits, -1)
+    V = logits.shape[-1]
+    lp = logp_all[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1).numpy()
+    p = logp_all[:-1].exp().numpy()
+    ent = np.stack([-(((1 - a) * p + a / V) * np.log((1 - a) * p + a / V)).sum(-1) for a in alphas], -1)
+    return lp, ent
+
+
+def test_per_token_statistics_equal_direct_forward(env):
+    lm = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32", batch_size=3,
+                      window=128)
+    from transformers import AutoModelForCausalLM
+    ref_model = AutoModelForCausalLM.from_pretrained(env["model"], dtype=torch.float32).eval()
+    text = corpus_texts(1, 150)[0]
+    ids = lm._tokens_for(text, {})
+    assert ids[0] == lm.tokenizer.eos_token_id and len(ids) <= 128
+    (s,) = lm.score_token_lists([ids], ALPHAS)
+    lp, ent = _reference_stats(ref_model, ids, ALPHAS)
+    np.testing.assert_allclose(s.logp, lp, atol=1e-5)
+    np.testing.assert_allclose(s.entropies, ent, atol=1e-5)
+    assert lm.vocab_size_logits == 320 and len(lm.tokenizer) < 320   # V = logit dimension
+
+    # sliding windows: each token's context is exactly n_ctx tokens, and n_ctx ≥ W − S + 1
+    lm2 = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32", batch_size=5,
+                       window=32, stride=8)
+    long_ids = lm2._tokens_for(corpus_texts(1, 1500)[0], {})
+    (s2,) = lm2.score_token_lists([long_ids], ALPHAS)
+    assert s2.n_tokens == len(long_ids) - 1
+    positions = np.arange(1, len(long_ids))
+    assert np.all(s2.n_ctx >= np.minimum(positions, 32 - 8 + 1))
+    for k in [0, 5, 31, 77, len(positions) - 1]:
+        p = positions[k]
+        ctx = long_ids[p - s2.n_ctx[k]: p + 1]
+        lp_k, ent_k = _reference_stats(ref_model, ctx, ALPHAS)
+        assert s2.logp[k] == pytest.approx(lp_k[-1], abs=1e-5)
+        np.testing.assert_allclose(s2.entropies[k], ent_k[-1], atol=1e-5)
+
+
+def test_harness_bound_equals_freedman_on_per_token_arrays(env, tmp_path):
+    side = tmp_path / "side"
+    res = _evaluate(env, ["genbound_local"], {
+        "genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS, "genbound_output_dir": str(side),
+        "genbound_per_token": True, "genbound_complexity": "bits:2000"})
+    r = res["results"]["genbound_local"]
+    manifest = json.loads((side / "manifest.json").read_text())
+    final = manifest["final"]
+    tokens = pd.read_parquet(side / "tokens.parquet").sort_values(["doc_id", "pos"])
+    V = manifest["protocol"]["vocab_size"]
+    a_idx = ALPHAS.index(final["alpha"])
+    logp = tokens["logp"].to_numpy(np.float64)
+    x = smoothed_nll(logp, final["alpha"], V)
+    y = tokens[f"entropy_{a_idx}"].to_numpy(np.float64)
+    ref = B.freedman_bound(x, y, log_prior_nats=B.prior_nats(2000.0), delta=0.05,
+                           loss_range=math.log(V / final["alpha"]))
+    assert r["genbound_sigma,none"] == pytest.approx(ref.sigma, rel=1e-7)
+    assert r["genbound_complexity,none"] == pytest.approx(ref.complexity, rel=1e-12)
+    assert r["genbound_bound_exact,none"] == pytest.approx(x.mean() + ref.gap_bound, rel=1e-7)
+    assert r["genbound_loss,none"] == pytest.approx(-logp.mean(), rel=1e-7)
+    assert r["genbound_n_tokens,none"] == len(tokens)
+    for f in ("manifest.json", "stats.npz", "summary.csv", "tokens.parquet"):
+        assert (side / f).is_file()
+    summary = pd.read_csv(side / "summary.csv")
+    assert list(summary["alpha"]) == ALPHAS
+    assert manifest["model"]["n_params"] > manifest["model"]["n_params_nonembedding"] > 0
+    assert manifest["protocol"]["window"] == 128 and manifest["protocol"]["stride"] == 128
+
+
+def test_batch_size_does_not_change_results(env):
+    meta = {"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS}
+    a = _evaluate(env, ["genbound_local"], meta, batch_size=1)["results"]["genbound_local"]
+    b = _evaluate(env, ["genbound_local"], meta, batch_size=8)["results"]["genbound_local"]
+    for k, v in a.items():
+        if k.endswith(",none") and isinstance(v, float):
+            assert b[k] == pytest.approx(v, rel=1e-6), k
+
+
+def _results_json(out_dir: Path) -> dict:
+    files = sorted(out_dir.rglob("results_*.json"))
+    assert files, f"no results JSON under {out_dir}"
+    return json.loads(files[-1].read_text())["results"]["genbound_local"]
+
+
+def test_two_cpu_ranks_equal_one_rank(env, tmp_path):
+    common = ["--model", "hf-genbound", "--model_args", f"pretrained={env['model']},dtype=float32",
+              "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "2",
+              "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
+    one = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = str(Path(PY).with_name("torchrun"))
+    two = _cli([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "lm_eval_genbound",
+                "run", *common, "--output_path", str(tmp_path / "two")], {"ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = _results_json(tmp_path / "one"), _results_json(tmp_path / "two")
+    assert r1["genbound_n_tokens,none"] == r2["genbound_n_tokens,none"]
+    for k, v in r1.items():
+        if isinstance(v, float):
+            assert r2[k] == pytest.approx(v, rel=1e-6), k
+    m2 = json.loads((tmp_path / "two" / "genbound" / "genbound_local" / "manifest.json").read_text())
+    assert m2["n_docs"] == 6
+
+
+def test_kill_and_resume_gives_identical_numbers(env, tmp_path):
+    common = ["--model", "hf-genbound", "--model_args",
+              f"pretrained={env['model']},dtype=float32,resume_group_tokens=200",
+              "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "2",
+              "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
+    clean = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "clean")])
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    out = tmp_path / "killed"
+    killed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)],
+                  {"GENBOUND_FAULT_AFTER_SHARDS": "2"})
+    assert killed.returncode == 17
+    cache = out / "genbound" / "genbound_local" / "cache"
+    assert len(list(cache.glob("shard-*.npz"))) == 2
+    assert not (out / "genbound" / "genbound_local" / "manifest.json").exists()
+    resumed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming: " in resumed.stderr
+    a, b = _results_json(tmp_path / "clean"), _results_json(out)
+    for k, v in a.items():
+        if isinstance(v, float):
+            assert b[k] == pytest.approx(v, rel=1e-9), k
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "token_range", "model", "alpha", "key"])
+def test_bad_input_gives_one_line_error(env, tmp_path, case):
+    meta = {"genbound_data": str(env["corpus"])}
+    task, model = "genbound_local", "hf-genbound"
+    if case == "missing":
+        meta["genbound_data"] = str(tmp_path / "nope.jsonl")
+    elif case == "empty":
+        (tmp_path / "empty.jsonl").write_text("")
+        meta["genbound_data"] = str(tmp_path / "empty.jsonl")
+    elif case == "token_range":
+        np.save(tmp_path / "toks.npy", np.array([1, 2, 999, 3], dtype=np.int64))
+        meta = {"genbound_tokens": str(tmp_path / "toks.npy")}
+        task = "genbound_tokens"
+    elif case == "model":
+        model = "hf"
+    elif case == "alpha":
+        meta["genbound_alphas"] = [0.1, 1.5]
+    elif case == "key":
+        meta["genbound_alpha_grid"] = [0.1]
+    r = _cli([PY, "-m", "lm_eval_genbound", "run", "--model", model, "--model_args",
+              f"pretrained={env['model']},dtype=float32", "--tasks", task, "--device", "cpu",
+              "--metadata", json.dumps(meta)])
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
