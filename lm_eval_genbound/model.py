@@ -220,7 +220,7 @@ class GenBoundHFLM(HFLM):
         if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
             raise GenboundError(
                 f"token id {max(ids)} is outside the model's logit dimension {self.vocab_size_logits}")
-        prefix = self._prefix_id()
+        prefix = None if opts.get("no_prefix") else self._prefix_id()
         return ([prefix] if prefix is not None else []) + ids
 
     def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,

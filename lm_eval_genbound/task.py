@@ -183,7 +183,7 @@ def build_documents(s: TaskSettings) -> list[dict]:
 
 def _text_doc(key: str, text: str) -> dict:
     return {"key": str(key), "text": text, "token_ids": None, "n_bytes": len(text.encode("utf-8")),
-            "score_last": False}
+            "score_last": False, "no_prefix": False}
 
 
 def _suite_documents(s: TaskSettings) -> list[dict]:
@@ -194,7 +194,7 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
     for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
         ids = [int(t) for t in ids]
         out.append({"key": f"chunk{i}", "text": "", "token_ids": ids, "n_bytes": len(ids),
-                    "score_last": False})
+                    "score_last": False, "no_prefix": True})
     return out
 
 
@@ -207,9 +207,9 @@ def _token_documents(s: TaskSettings) -> list[dict]:
     if s.subsample:
         positions = stream.sample_positions(int(s.subsample), int(s.token_start), end, int(s.seed))
         return [{"key": f"pos{int(p)}", "text": "", "token_ids": stream.context_for(int(p), 4096).tolist(),
-                 "n_bytes": 0, "score_last": True} for p in positions]
-    return [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False}
-            for off, ids in stream.documents(int(s.token_start), end)]
+                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions]
+    return [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
+             "no_prefix": True} for off, ids in stream.documents(int(s.token_start), end)]
 
 
 def _hf_documents(s: TaskSettings) -> list[dict]:
@@ -253,7 +253,7 @@ class GenBoundTask(ConfigurableTask):
 
     def construct_requests(self, doc, ctx, **kwargs):
         opts = {"alphas": self.settings.alphas, "token_ids": doc["token_ids"],
-                "score_last": bool(doc.get("score_last")),
+                "score_last": bool(doc.get("score_last")), "no_prefix": bool(doc.get("no_prefix")),
                 "cache_dir": (os.path.join(self.settings.output_dir, "cache")
                               if self.settings.output_dir else None)}
         return Instance(request_type="loglikelihood_rolling", doc=doc,

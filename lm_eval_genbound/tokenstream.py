@@ -48,12 +48,26 @@ class TokenStream:
                 out.append((lo, np.asarray(self.tokens[lo:hi], dtype=np.int64)))
         return out
 
+    def predicted_count(self, start: int, end: int) -> int:
+        """Tokens in [start, end) that have context (every position but document starts)."""
+        starts = self.doc_starts[(self.doc_starts >= start) & (self.doc_starts < end)]
+        return int(end - start - starts.size)
+
     def sample_positions(self, n: int, start: int, end: int, seed: int) -> np.ndarray:
-        """n positions drawn uniformly without replacement from [start, end), sorted."""
-        if n > end - start:
+        """n predicted positions (not document starts) drawn uniformly without replacement."""
+        if n > self.predicted_count(start, end):
             raise GenboundError(f"cannot subsample {n} tokens from a range of {end - start}")
         rng = np.random.default_rng(seed)
-        return np.sort(rng.choice(np.arange(start, end), size=n, replace=False))
+        chosen: set[int] = set()
+        starts = set(self.doc_starts[(self.doc_starts >= start) & (self.doc_starts < end)].tolist())
+        while len(chosen) < n:
+            draw = rng.integers(start, end, size=2 * (n - len(chosen)) + 16)
+            for p in draw.tolist():
+                if p not in starts and p not in chosen:
+                    chosen.add(p)
+                    if len(chosen) == n:
+                        break
+        return np.array(sorted(chosen), dtype=np.int64)
 
     def context_for(self, pos: int, window: int) -> np.ndarray:
         """Tokens of pos's document before pos (at most ``window``) followed by the token at pos."""

@@ -1,0 +1,110 @@
+"""``genbound pythia [SIZE]``: compute-optimal Pythia checkpoints and the command that bounds them.
+
+    $ genbound pythia 160m
+
+Pythia trains on 1024 sequences × 2049 tokens per step (2,097,152 predicted tokens) read in order
+from the pre-shuffled Pile (Megatron ``.bin``/``.idx``; item i is the i-th 2049-token training
+sequence). Checkpoints exist at steps 0, 1, 2, 4, …, 512 and every 1000 steps to 143,000. The
+compute-optimal checkpoint has D ≈ 20·N tokens; we report it for both N conventions (total
+parameters, the Chinchilla convention used by default here, and non-embedding parameters) and
+bound on the tokens of steps [0, step): sequences [0, 1024·step) of the pre-shuffled Pile.
+
+Non-embedding counts up to 2.8B are from the model cards; the totals and the 6.9B/12B
+non-embedding counts are from memory of the model cards (marked unverified).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+from lm_eval_genbound.errors import GenboundError
+
+TOKENS_PER_STEP = 1024 * 2048
+SEQ_LEN = 2049
+SEQS_PER_STEP = 1024
+FINAL_STEP = 143_000
+
+#: size -> (total params, non-embedding params, verified)
+PYTHIA_SIZES: dict[str, tuple[int, int, bool]] = {
+    "70m": (70_426_624, 18_915_328, True),
+    "160m": (162_322_944, 85_056_000, True),
+    "410m": (405_334_016, 302_311_424, True),
+    "1b": (1_011_781_632, 805_736_448, True),
+    "1.4b": (1_414_647_808, 1_208_602_624, True),
+    "2.8b": (2_775_208_960, 2_517_652_480, True),
+    "6.9b": (6_857_302_016, 6_444_163_072, False),
+    "12b": (11_846_072_320, 11_327_027_200, False),
+}
+
+
+def available_steps() -> list[int]:
+    return [0] + [2 ** i for i in range(10)] + list(range(1000, FINAL_STEP + 1, 1000))
+
+
+def nearest_checkpoint(target_step: float) -> int:
+    """The saved step closest to ``target_step`` (ties go to the later step, so D ≥ 20N)."""
+    steps = available_steps()
+    return min(steps, key=lambda s: (abs(s - target_step), -s))
+
+
+@dataclass(frozen=True)
+class PythiaPlan:
+    size: str
+    n_params: int
+    n_params_nonembedding: int
+    counts_verified: bool
+    step: int
+    step_nonembedding: int
+    train_tokens: int
+    sequence_end: int
+    token_end: int
+
+    def command(self, data: str = "/data/pile_preshuffled/document.bin", subsample: int = 100_000) -> str:
+        meta = {"genbound_tokens": data, "genbound_token_end": self.token_end,
+                "genbound_subsample": subsample, "genbound_seed": 0,
+                "genbound_train_tokens": self.train_tokens, "genbound_complexity": "param16"}
+        return ("lm-eval-genbound run --model hf-genbound --model_args "
+                f"pretrained=EleutherAI/pythia-{self.size},revision=step{self.step},dtype=bfloat16,window=2048 "
+                f"--tasks genbound_tokens --batch_size auto --output_path out/pythia-{self.size} "
+                f"--metadata '{json.dumps(meta)}'")
+
+
+def plan(size: str, tokens_per_param: float = 20.0) -> PythiaPlan:
+    key = size.lower().removeprefix("pythia-")
+    if key not in PYTHIA_SIZES:
+        raise GenboundError(f"unknown Pythia size {size!r}; known: {', '.join(PYTHIA_SIZES)}")
+    total, nonemb, verified = PYTHIA_SIZES[key]
+    step = nearest_checkpoint(tokens_per_param * total / TOKENS_PER_STEP)
+    step_ne = nearest_checkpoint(tokens_per_param * nonemb / TOKENS_PER_STEP)
+    seq_end = step * SEQS_PER_STEP
+    return PythiaPlan(key, total, nonemb, verified, step, step_ne, step * TOKENS_PER_STEP,
+                      seq_end, seq_end * SEQ_LEN)
+
+
+def main_pythia(argv: Optional[Sequence[str]] = None) -> int:
+    """Print compute-optimal checkpoints and ready-to-run commands for Pythia sizes."""
+    p = argparse.ArgumentParser(prog="genbound pythia", description=main_pythia.__doc__)
+    p.add_argument("sizes", nargs="*", default=list(PYTHIA_SIZES), help="e.g. 160m 1.4b (default: all)")
+    p.add_argument("--tokens-per-param", type=float, default=20.0)
+    p.add_argument("--data", default="/data/pile_preshuffled/document.bin",
+                   help="path of the pre-shuffled Pile .bin (with its .idx beside it)")
+    p.add_argument("--subsample", type=int, default=100_000, help="uniformly sampled tokens to score")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    plans = [plan(s, a.tokens_per_param) for s in a.sizes]
+    if a.json:
+        print(json.dumps([asdict(x) | {"command": x.command(a.data, a.subsample)} for x in plans], indent=2))
+        return 0
+    print(f"{'size':6s} {'N total':>14s} {'N non-emb':>14s} {'step(total)':>11s} {'step(non-emb)':>13s} "
+          f"{'D tokens':>15s} {'token range':>24s}")
+    for x in plans:
+        flag = "" if x.counts_verified else " *"
+        print(f"{x.size:6s} {x.n_params:14,d} {x.n_params_nonembedding:14,d} {x.step:11d} "
+              f"{x.step_nonembedding:13d} {x.train_tokens:15,d} [0, {x.token_end:,d}){flag}")
+    if any(not x.counts_verified for x in plans):
+        print("* parameter counts from memory of the model card, not verified")
+    for x in plans:
+        print(f"\n# pythia-{x.size}, compute-optimal step {x.step} (N = total parameters):\n{x.command(a.data, a.subsample)}")
+    return 0
