@@ -1,0 +1,279 @@
+"""Leaderboard of bounds: leaderboard.md, leaderboard.csv and a self-contained leaderboard.html.
+
+    >>> from fitting.leaderboard import write_leaderboard
+    >>> paths = write_leaderboard(["demo_out/runs.csv", "out/results_x.json"], "board/")  # doctest: +SKIP
+    >>> paths["html"]                                                                   # doctest: +SKIP
+    'board/leaderboard.html'
+
+    $ genbound leaderboard demo_out/runs.csv out/**/results_*.json --out board/
+
+Rows (one per model and complexity method, from runs.csv files, user CSVs or lm-eval results
+JSON; see :mod:`fitting.io`) are ranked by ``bound_bpb`` ascending (bits per UTF-8 byte, the
+number comparable across tokenizers; derived as bound_nats·tokens/(bytes·ln 2) when a results
+file only has the per-token bound). Columns: every bound term, the complexity method, a
+``certification`` flag ("certified" or "heuristic" for a prequential complexity), protocol and
+vocab_size, and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
+flagged there (and shaded in the HTML), never silently mixed.
+
+The HTML page has no external resource: inline CSS, inline JavaScript (click a header to sort
+ascending, again for descending; the URL hash ``#sort=bound_bpb:desc`` sorts on load and
+``#click=COL,COL`` clicks headers, for automated checks) and the figures embedded as base64
+PNG — those given with ``figures=`` / ``--figures`` and the fitter's figures found in the
+output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import logging
+import math
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from lm_eval_genbound.errors import GenboundError
+
+from fitting.atomic import atomic_write_text
+from fitting.io import load_inputs
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "rank", "model", "complexity_method", "certification", "bound_bpb", "bound_nats", "bound_exact_nats",
+    "empirical_loss_nats", "heldout_loss_nats", "gap_bound_nats", "quant_gap_nats", "random_guess_nats",
+    "loss_variation_nats", "smoothing_nats", "sigma", "complexity_bits", "complexity_C", "n_params",
+    "train_tokens", "vocab_size", "protocol", "task", "comparable", "comparability_note", "source",
+)
+_INT_COLUMNS = {"rank", "n_params", "train_tokens", "vocab_size"}
+_STR_COLUMNS = {"model", "complexity_method", "certification", "protocol", "task", "comparable",
+                "comparability_note", "source"}
+FIGURE_FILES = ("bound_vs_N.png", "terms_vs_N.png", "complexity_vs_N.png", "chinchilla_residuals.png")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _vocab_key(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
+
+
+def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Rank rows by bound_bpb (ascending, missing last) and add certification/comparable columns.
+
+    df: a table from :func:`fitting.io.load_inputs`. Returns a DataFrame with
+    :data:`LEADERBOARD_COLUMNS`. Raises GenboundError for duplicated (model, complexity_method)
+    rows or when no row has a bound_bpb (or the numbers to derive it).
+    """
+    df = df.copy()
+    if "task" not in df.columns:
+        df["task"] = ""
+    if "source" not in df.columns:
+        df["source"] = ""
+    dup = df.duplicated(["model", "complexity_method", "task"], keep=False)
+    if dup.any():
+        d = df.loc[dup].iloc[0]
+        raise GenboundError(
+            f"duplicated model: {d['model']!r} with complexity_method {d['complexity_method']!r} appears "
+            f"{int(dup.sum())} times ({', '.join(sorted(set(df.loc[dup, 'source'].astype(str))))}); "
+            "keep one row per (model, complexity_method)")
+    # derive bound_bpb where only the per-token bound and the byte counts are known
+    need = df["bound_bpb"].isna() & df["bound_nats"].notna() & (df["bytes_evaluated"] > 0) & \
+        (df["tokens_evaluated"] > 0)
+    df.loc[need, "bound_bpb"] = df.loc[need, "bound_nats"] * df.loc[need, "tokens_evaluated"] / (
+        df.loc[need, "bytes_evaluated"] * math.log(2))
+    if df["bound_bpb"].isna().all():
+        raise GenboundError(
+            "no bound_bpb values in the inputs (nor bound_nats with tokens_evaluated and bytes_evaluated); "
+            "the leaderboard ranks by bound_bpb")
+    df["certification"] = df["certified"].map(
+        lambda c: "unknown" if c is None or (isinstance(c, float) and math.isnan(c))
+        else ("certified" if bool(c) else "heuristic"))
+    keys = list(zip(df["protocol"].fillna("").astype(str), df["vocab_size"].map(_vocab_key)))
+    counts: dict[tuple[str, str], int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    majority = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    comparable, notes = [], []
+    for p, v in keys:
+        why = []
+        if p != majority[0]:
+            why.append(f"protocol {p or '(none)'} differs from the majority {majority[0] or '(none)'}")
+        if v != majority[1]:
+            why.append(f"vocab_size {v or '(none)'} differs from the majority {majority[1] or '(none)'}")
+        comparable.append("yes" if not why else "no")
+        notes.append("; ".join(why))
+    df["comparable"] = comparable
+    df["comparability_note"] = notes
+    df = df.sort_values(["bound_bpb", "model", "complexity_method"], na_position="last", kind="mergesort")
+    df = df.reset_index(drop=True)
+    ranks = np.arange(1, len(df) + 1, dtype=float)
+    ranks[df["bound_bpb"].isna().to_numpy()] = np.nan
+    df["rank"] = ranks
+    for c in LEADERBOARD_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[list(LEADERBOARD_COLUMNS)]
+
+
+def _fmt(col: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if col in _STR_COLUMNS:
+        return str(v)
+    if col in _INT_COLUMNS:
+        return f"{int(round(float(v)))}"
+    f = float(v)
+    if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
+        return f"{f:.4e}"
+    return f"{f:.5g}"
+
+
+def render_markdown(board: pd.DataFrame, title: str = "Generalization-bound leaderboard") -> str:
+    """The leaderboard as a GitHub-flavoured Markdown table (source column left out)."""
+    cols = [c for c in LEADERBOARD_COLUMNS if c != "source"]
+    lines = [f"# {title}", "",
+             "Ranked by `bound_bpb` (bits per UTF-8 byte), ascending. `certification`: heuristic = prequential "
+             "(non-certified) complexity. `comparable = no`: protocol or vocabulary differs from the majority.", "",
+             "| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c not in _STR_COLUMNS else "---" for c in cols) + "|"]
+    for _, row in board.iterrows():
+        cells = [_fmt(c, row[c]).replace("|", "\\|") for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    n_nc = int((board["comparable"] == "no").sum())
+    if n_nc:
+        lines += ["", f"{n_nc} row(s) not comparable with the majority protocol/vocabulary (see comparability_note)."]
+    return "\n".join(lines) + "\n"
+
+
+def _figure_html(paths: Sequence[Path]) -> str:
+    parts = []
+    for p in paths:
+        data = p.read_bytes()
+        b64 = base64.b64encode(data).decode("ascii")
+        name = html.escape(p.stem)
+        parts.append(f'<figure><img alt="{name}" src="data:image/png;base64,{b64}">'
+                     f"<figcaption>{name}</figcaption></figure>")
+    return ("<h2>Figures</h2>\n" + "\n".join(parts)) if parts else ""
+
+
+def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = "Generalization-bound leaderboard",
+                meta: str = "") -> str:
+    """A self-contained HTML page (inline CSS/JS, base64 figures) with a sortable table."""
+    head = "".join(
+        f'<th data-col="{c}" data-type="{"str" if c in _STR_COLUMNS else "num"}">{html.escape(c)}'
+        f'<span class="arrow"></span></th>' for c in LEADERBOARD_COLUMNS)
+    body = []
+    for _, row in board.iterrows():
+        cls = []
+        if row["comparable"] == "no":
+            cls.append("noncomparable")
+        if row["certification"] == "heuristic":
+            cls.append("heuristic")
+        tds = []
+        for c in LEADERBOARD_COLUMNS:
+            v = row[c]
+            text = html.escape(_fmt(c, v))
+            if c in _STR_COLUMNS:
+                klass = "str flag" if c == "certification" else "str"
+                title_attr = f' title="{html.escape(str(v))}"' if c == "comparability_note" and v else ""
+                tds.append(f'<td class="{klass}"{title_attr}>{text}</td>')
+            else:
+                raw = "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+                tds.append(f'<td data-value="{raw}">{text}</td>')
+        body.append(f'<tr class="{" ".join(cls)}" data-model="{html.escape(str(row["model"]))}">' + "".join(tds) + "</tr>")
+    table = (f'<table id="leaderboard"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body) +
+             "\n</tbody></table>")
+    template = resources.files("fitting").joinpath("leaderboard_template.html").read_text(encoding="utf-8")
+    return (template.replace("{{TITLE}}", html.escape(title)).replace("{{META}}", html.escape(meta))
+            .replace("{{TABLE}}", table).replace("{{FIGURES}}", _figure_html(figures))
+            .replace("{{DEFAULT_SORT}}", "bound_bpb"))
+
+
+def _collect_figures(out_dir: Path, figures: Optional[Iterable[PathLike]]) -> list[Path]:
+    found: list[Path] = []
+    for f in figures or ():
+        p = Path(f)
+        if not p.is_file():
+            raise GenboundError(f"figure {p}: no such file")
+        with open(p, "rb") as fh:
+            if fh.read(8) != _PNG_MAGIC:
+                raise GenboundError(f"figure {p}: not a PNG file")
+        found.append(p)
+    for name in FIGURE_FILES:
+        p = out_dir / name
+        if p.is_file() and all(p.resolve() != q.resolve() for q in found):
+            found.append(p)
+    return found
+
+
+def write_leaderboard(inputs: Union[PathLike, Sequence[PathLike], pd.DataFrame], out_dir: PathLike, *,
+                      figures: Optional[Iterable[PathLike]] = None,
+                      title: str = "Generalization-bound leaderboard") -> dict[str, str]:
+    """Build the leaderboard from ``inputs`` and write leaderboard.md/.csv/.html into ``out_dir``.
+
+    inputs: runs.csv / user CSV / results JSON paths (or a directory, or a DataFrame from
+    :func:`fitting.io.load_inputs`). figures: PNG files to embed (plus the fitter's figures
+    found in out_dir). Returns {"md": path, "csv": path, "html": path}. Raises GenboundError on
+    bad input (nothing written then).
+    """
+    if isinstance(inputs, pd.DataFrame):
+        df, names = inputs, ["<DataFrame>"]
+    else:
+        paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        df, names = load_inputs(paths), [str(p) for p in paths]
+    board = build_leaderboard(df)
+    out = Path(out_dir)
+    figs = _collect_figures(out, figures)
+    from lm_eval_genbound._version import __version__
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta = (f"{len(board)} rows from {len(names)} input(s): {', '.join(os.path.basename(n) for n in names)}"
+            f" · lm-eval-genbound {__version__} · {stamp}")
+    csv_text = board.to_csv(index=False, float_format="%.10g")
+    md = render_markdown(board, title)
+    page = render_html(board, figs, title, meta)
+    paths = {
+        "csv": str(atomic_write_text(out / "leaderboard.csv", csv_text)),
+        "md": str(atomic_write_text(out / "leaderboard.md", md)),
+        "html": str(atomic_write_text(out / "leaderboard.html", page)),
+    }
+    return paths
+
+
+def build_leaderboard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genbound leaderboard",
+        usage="genbound leaderboard RESULTS... --out DIR [--figures PNG ...] [--title TEXT]",
+        description="Rank models by bound_bpb; write leaderboard.md, leaderboard.csv and a self-contained, "
+                    "sortable leaderboard.html.")
+    p.add_argument("inputs", nargs="+", help="runs.csv, user CSV or lm-eval results JSON files (or directories)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--figures", nargs="*", default=None, help="PNG files to embed in the HTML page")
+    p.add_argument("--title", default="Generalization-bound leaderboard", help="page title")
+    return p
+
+
+def main_leaderboard(argv: Optional[Sequence[str]] = None) -> int:
+    """``genbound leaderboard RESULTS... --out DIR``: returns the exit code (0 ok, 2 user error)."""
+    parser = build_leaderboard_parser()
+    try:
+        a = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title)
+    except GenboundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for k in ("md", "csv", "html"):
+        print(f"wrote {paths[k]}")
+    return 0
+
+
+__all__ = ["build_leaderboard", "render_markdown", "render_html", "write_leaderboard", "main_leaderboard",
+           "LEADERBOARD_COLUMNS"]

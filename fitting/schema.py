@@ -1,0 +1,84 @@
+"""Column names, units and complexity-method classes shared by the fitter and the leaderboard.
+
+    >>> from fitting.schema import RUNS_COLUMNS, TERM_QUANTITIES, method_kind
+    >>> method_kind("gptq4"), method_kind("prequential"), method_kind("param16")
+    ('quantized', 'prequential', 'param_counting')
+
+``runs.csv`` (written by ``genbound demo``) has one row per (model, complexity_method) with the
+columns of :data:`RUNS_COLUMNS`. Units are in the names: ``_nats`` = nats per token,
+``_bits`` = bits, ``_bpb`` = bits per UTF-8 byte. ``n_params`` is the total parameter count N,
+``train_tokens`` the number D of training tokens.
+
+A plain user CSV needs only ``model``, ``N`` (or ``n_params``), ``D`` (or ``train_tokens``) and at
+least one quantity column; ``loss`` is read as ``empirical_loss_nats`` (the ``C,N,D,loss`` layout
+of the ``chinchilla`` toolkit works as is). Optional: ``complexity_method``, ``protocol``,
+``vocab_size``, ``certified``.
+"""
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+#: columns of runs.csv, in order
+RUNS_COLUMNS: tuple[str, ...] = (
+    "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
+    "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
+    "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
+    "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
+    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats", "stats_path",
+)
+
+#: numeric columns (everything but the strings and the flag)
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    c for c in RUNS_COLUMNS if c not in ("model", "protocol", "complexity_method", "certified", "stats_path"))
+
+#: quantities fitted against N by default (y = a + b·N^(-c) and y = b·N^(-c))
+TERM_QUANTITIES: tuple[str, ...] = (
+    "loss_variation_nats", "sigma", "quant_gap_nats", "complexity_bits", "bound_nats",
+    "gap_bound_nats", "empirical_loss_nats", "bound_bpb",
+)
+
+#: quantities that do not depend on the complexity method (one value per model)
+METHOD_INDEPENDENT: frozenset[str] = frozenset({"empirical_loss_nats", "heldout_loss_nats"})
+
+#: columns allowed to hold NaN (not measured)
+OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats"})
+
+#: aliases accepted in user CSVs -> canonical column
+CSV_ALIASES: dict[str, str] = {
+    "N": "n_params", "D": "train_tokens", "loss": "empirical_loss_nats",
+}
+
+#: the stacked decomposition of the paper-form bound (Finzi et al. Fig. 2 right), bottom to top
+STACK_TERMS: tuple[str, ...] = (
+    "empirical_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats",
+    "smoothing_nats",
+)
+
+UNITS: dict[str, str] = {
+    "loss_variation_nats": "nats/token", "sigma": "nats/token (Σ)", "quant_gap_nats": "nats/token",
+    "complexity_bits": "bits", "bound_nats": "nats/token", "gap_bound_nats": "nats/token",
+    "empirical_loss_nats": "nats/token", "heldout_loss_nats": "nats/token", "bound_bpb": "bits/byte",
+    "random_guess_nats": "nats/token", "smoothing_nats": "nats/token",
+    "bits_per_param": "bits/parameter",
+}
+
+ANY_METHOD = "(any)"
+UNSPECIFIED_METHOD = "unspecified"
+
+
+def method_kind(method: str) -> str:
+    """Class of a complexity method: 'prequential', 'quantized' (gptq*/rtn*), 'param_counting'
+    (param*) or 'other'."""
+    m = str(method).lower()
+    if m == "prequential":
+        return "prequential"
+    if m.startswith("gptq") or m.startswith("rtn"):
+        return "quantized"
+    if m.startswith("param"):
+        return "param_counting"
+    return "other"
+
+
+def is_per_byte(quantity: str) -> bool:
+    """Whether a quantity is normalised per UTF-8 byte, hence comparable across tokenizers."""
+    return quantity.endswith("_bpb")
