@@ -1,0 +1,771 @@
+"""Post-training quantizers (round-to-nearest and GPTQ) whose output can be entropy-coded.
+
+    >>> from lm_eval_genbound.quantize import quantize_model, quantized_copy, parse_quant_spec
+    >>> parse_quant_spec("gptq3-g32")
+    ('gptq', 3, 32)
+    >>> qm = quantize_model(model, method="gptq", bits=4, group_size=64,     # doctest: +SKIP
+    ...                     calibration=token_ids)          # LongTensor [n_seq, T]
+    >>> qm.model                  # dequantized deep copy, same architecture, ready to evaluate
+    >>> qm.code_length(n_configs=4).total_bits                # certified L(h), bits
+    >>> qmodel, cl = quantized_copy(model, "rtn4", seed=0)    # what ``quantize=rtn4`` uses
+
+What is quantized: the 2-D weight of every ``torch.nn.Linear``, ``torch.nn.Embedding`` (and
+transformers' ``Conv1D``, as its transpose) — for GPT-NeoX: ``embed_in``, the attention and MLP
+linears and the output head — unless a ``keep_fp16`` pattern names it. Every other parameter
+(biases, LayerNorm) and every ``keep_fp16`` weight is stored in 16 bits: the returned model holds
+those tensors rounded to float16 (bfloat16 where float16 would overflow), so the code describes
+exactly the model that is evaluated. Buffers (rotary tables, masks) follow from the
+architecture and are not charged.
+
+Grid (both methods): per row and per group of ``group_size`` consecutive input columns, an
+asymmetric min–max grid over [min(w, 0), max(w, 0)] with 2^b levels, as in the GPTQ reference:
+``scale = (max − min)/(2^b − 1)`` rounded to float16 (it is stored as float16), integer zero
+point ``z = round(−min/scale)``, codes ``q = clamp(round(w/scale) + z, 0, 2^b − 1)``, weight
+``ŵ = scale·(q − z)``. ``group_size=None`` means one group per row.
+
+GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022): for each linear layer, H = E[x xᵀ] over the
+layer's inputs on the calibration tokens (the paper's 2XXᵀ up to a constant, which does not
+change the algorithm), dampened by ``damp``·mean(diag H); the upper Cholesky factor U of H⁻¹
+drives column-by-column quantization with error feedback ``W[:, j+1:] −= (w_j − ŵ_j)/U_jj ·
+U_j,j+1:``, with lazy batch updates in blocks of ``block_size`` columns (blocks are aligned to
+groups, so a group's grid is computed from its error-updated weights). Layers are processed
+sequentially in forward order: the inputs of each linear layer are computed by the model whose
+earlier layers are already quantized (decoder blocks are run one at a time on cached inputs, as
+in the reference implementation). Embeddings have no input activations and are quantized by RTN
+under either method. The proxy loss tr((Ŵ−W) H (Ŵ−W)ᵀ) of every GPTQ layer is recorded.
+
+Everything is deterministic on a given device (no random numbers except the seeded choice of
+calibration windows from a 1-D token stream).
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lm_eval_genbound.codelength import CodeLength, QuantizedTensor, RawTensor, model_code_length
+from lm_eval_genbound.errors import GenboundError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_GROUP_SIZE",
+    "SUPPORTED_BITS",
+    "QuantizedModel",
+    "WeightQuantization",
+    "format_quant_spec",
+    "gptq_quantize_weight",
+    "make_calibration",
+    "parse_quant_spec",
+    "proxy_loss",
+    "quantize_model",
+    "quantized_copy",
+    "rtn_quantize_weight",
+]
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+DEFAULT_GROUP_SIZE = 64
+METHODS = ("rtn", "gptq")
+_SPEC_RE = re.compile(r"^(rtn|gptq)(\d+)(?:-(?:g(\d+)|(row)))?$")
+_FP16_MIN_SUBNORMAL = 2.0 ** -24
+
+
+# --------------------------------------------------------------------------------------------
+# specs
+# --------------------------------------------------------------------------------------------
+def parse_quant_spec(spec: str) -> tuple[str, int, int | None]:
+    """Parse ``"rtn4"``, ``"gptq4"``, ``"rtn3-g32"``, ``"gptq4-row"`` into (method, bits, group_size).
+
+    Without a suffix the group size is ``DEFAULT_GROUP_SIZE`` (64); ``-gN`` sets it to N; ``-row``
+    means one group per row (``None``). Case and surrounding blanks are ignored.
+    """
+    if not isinstance(spec, str):
+        raise GenboundError(f"quantization spec must be a string like 'gptq4' or 'rtn3-g32'; got {spec!r}")
+    m = _SPEC_RE.match(spec.strip().lower())
+    if not m:
+        raise GenboundError(
+            f"bad quantization spec {spec!r}; expected <rtn|gptq><bits>[-g<group size>|-row], e.g. 'gptq4' or 'rtn3-g32'")
+    method, bits = m.group(1), int(m.group(2))
+    if bits not in SUPPORTED_BITS:
+        raise GenboundError(f"bad quantization spec {spec!r}: bits must be one of {SUPPORTED_BITS}; got {bits}")
+    if m.group(4):
+        group_size: int | None = None
+    elif m.group(3) is not None:
+        group_size = int(m.group(3))
+        if group_size < 1:
+            raise GenboundError(f"bad quantization spec {spec!r}: group size must be ≥ 1")
+    else:
+        group_size = DEFAULT_GROUP_SIZE
+    return method, bits, group_size
+
+
+def format_quant_spec(method: str, bits: int, group_size: int | None) -> str:
+    """Inverse of :func:`parse_quant_spec`: ``("gptq", 4, 64) -> "gptq4-g64"``."""
+    return f"{method}{bits}-" + ("row" if group_size is None else f"g{group_size}")
+
+
+# --------------------------------------------------------------------------------------------
+# grids and single-matrix quantizers
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightQuantization:
+    """Result of quantizing one weight matrix W [rows, cols] (groups along cols).
+
+    Attributes:
+        codes: uint8 ``[rows, cols]`` in ``[0, 2^bits)``.
+        scales: float16 ``[rows, n_groups]``.
+        zeros: uint8 ``[rows, n_groups]`` (integer zero points).
+        weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W).
+        bits, group_size: the grid (``group_size`` = cols when one group per row).
+    """
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+    weight: torch.Tensor
+    bits: int
+    group_size: int
+
+
+def _minmax_grid(w: torch.Tensor, maxq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric grid per row of ``w`` [rows, k]: (float32 scale exactly representable in float16,
+    float32 integral zero point in [0, maxq])."""
+    xmin = w.min(dim=1).values.clamp(max=0)
+    xmax = w.max(dim=1).values.clamp(min=0)
+    both = (xmin == 0) & (xmax == 0)
+    xmin = torch.where(both, torch.full_like(xmin, -1.0), xmin)
+    xmax = torch.where(both, torch.full_like(xmax, 1.0), xmax)
+    scale = ((xmax - xmin) / maxq).to(torch.float16).to(torch.float32)
+    if not torch.isfinite(scale).all():
+        raise GenboundError("a weight group's range overflows a float16 scale (|w| > ~1e6); cannot quantize")
+    scale = scale.clamp(min=_FP16_MIN_SUBNORMAL)
+    zero = torch.round(-xmin / scale).clamp(0, maxq)
+    return scale, zero
+
+
+def _quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def _check_weight(W: torch.Tensor, bits: int, group_size: int | None) -> int:
+    if W.ndim != 2:
+        raise GenboundError(f"weight must be 2-D [rows, cols]; got shape {tuple(W.shape)}")
+    if bits not in SUPPORTED_BITS:
+        raise GenboundError(f"bits must be one of {SUPPORTED_BITS}; got {bits!r}")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise GenboundError(f"group_size must be a positive integer or None (one group per row); got {group_size!r}")
+    if not torch.isfinite(W).all():
+        raise GenboundError("weight contains non-finite values")
+    cols = W.shape[1]
+    return cols if group_size is None else min(group_size, cols)
+
+
+def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE) -> WeightQuantization:
+    """Round-to-nearest quantization of ``W`` [rows, cols] on the per-group min–max grid."""
+    gs = _check_weight(W, bits, group_size)
+    maxq = (1 << bits) - 1
+    Wf = W.detach().to(torch.float32)
+    rows, cols = Wf.shape
+    n_groups = math.ceil(cols / gs)
+    codes = torch.empty(rows, cols, dtype=torch.float32, device=W.device)
+    scales = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    zeros = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    for g in range(n_groups):
+        sl = slice(g * gs, min((g + 1) * gs, cols))
+        s, z = _minmax_grid(Wf[:, sl], maxq)
+        codes[:, sl] = _quant(Wf[:, sl], s[:, None], z[:, None], maxq)
+        scales[:, g], zeros[:, g] = s, z
+    return _finish(codes, scales, zeros, bits, gs)
+
+
+def _finish(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, gs: int) -> WeightQuantization:
+    cols = codes.shape[1]
+    gidx = torch.arange(cols, device=codes.device) // gs
+    weight = scales[:, gidx] * (codes - zeros[:, gidx])
+    return WeightQuantization(codes=codes.to(torch.uint8), scales=scales.to(torch.float16),
+                              zeros=zeros.to(torch.uint8), weight=weight, bits=bits, group_size=gs)
+
+
+def proxy_loss(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """Layer proxy loss tr((Ŵ−W) H (Ŵ−W)ᵀ) (H = E[x xᵀ] of the layer's inputs; units of W²·x²)."""
+    D = (W_hat.to(torch.float64) - W.to(torch.float64))
+    return float(torch.einsum("ij,jk,ik->", D, H.to(torch.float64).to(D.device), D))
+
+
+def _inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor U of (H + λI)⁻¹ (float64), λ = damp·mean(diag H); dead inputs
+    (zero diagonal) get a unit diagonal. Raises the damping 10× (up to 5 times) if needed."""
+    H = H.to(torch.float64).clone()
+    diag = torch.diagonal(H)
+    dead = diag == 0
+    diag[dead] = 1.0
+    mean_diag = float(diag.mean())
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    lam = damp
+    for _ in range(6):
+        L, info = torch.linalg.cholesky_ex(H + lam * mean_diag * eye)
+        if int(info) == 0:
+            Hinv = torch.cholesky_inverse(L)
+            U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
+            if int(info2) == 0:
+                if lam != damp:
+                    logger.warning("GPTQ: Hessian needed damping %.3g instead of %.3g", lam, damp)
+                return U
+        lam *= 10.0
+    raise GenboundError("GPTQ: the calibration Hessian is not positive definite even with heavy damping")
+
+
+def gptq_quantize_weight(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    bits: int,
+    group_size: int | None = DEFAULT_GROUP_SIZE,
+    *,
+    damp: float = 0.01,
+    block_size: int = 128,
+    static_groups: bool = False,
+) -> WeightQuantization:
+    """GPTQ quantization of ``W`` [rows, cols] given the input second moment ``H`` [cols, cols].
+
+    Args:
+        W: weight, rows = outputs, cols = inputs (any float dtype; computed in float32).
+        H: E[x xᵀ] of the layer's inputs (symmetric PSD; any positive multiple gives the same result).
+        bits, group_size: the grid (as in :func:`rtn_quantize_weight`).
+        damp: relative dampening λ/mean(diag H) (reference default 0.01).
+        block_size: lazy-batch block width in columns (rounded to a multiple of the group size).
+        static_groups: compute every group's grid from the original W up front (then the grid is
+            exactly RTN's) instead of from the error-updated weights when the group is reached.
+    """
+    gs = _check_weight(W, bits, group_size)
+    cols = W.shape[1]
+    if H.shape != (cols, cols):
+        raise GenboundError(f"H must be [{cols}, {cols}] for a weight with {cols} columns; got {tuple(H.shape)}")
+    if not (isinstance(block_size, int) and block_size >= 1):
+        raise GenboundError(f"block_size must be a positive integer; got {block_size!r}")
+    if not (0 <= damp < 1e6):
+        raise GenboundError(f"damp must be ≥ 0; got {damp!r}")
+    maxq = (1 << bits) - 1
+    rows = W.shape[0]
+    n_groups = math.ceil(cols / gs)
+    Wc = W.detach().to(torch.float32).clone()
+    U = _inverse_hessian_cholesky(H.to(W.device), damp).to(torch.float32)
+    codes = torch.empty(rows, cols, dtype=torch.float32, device=W.device)
+    scales = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    zeros = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    precomputed = group_size is None or static_groups
+    if precomputed:
+        for g in range(n_groups):
+            s, z = _minmax_grid(Wc[:, g * gs:min((g + 1) * gs, cols)], maxq)
+            scales[:, g], zeros[:, g] = s, z
+    bs = max(gs, (block_size // gs) * gs) if group_size is not None else block_size
+    for b0 in range(0, cols, bs):
+        b1 = min(b0 + bs, cols)
+        W1 = Wc[:, b0:b1].clone()
+        E1 = torch.zeros_like(W1)
+        U1 = U[b0:b1, b0:b1]
+        for j in range(b1 - b0):
+            col = b0 + j
+            g = col // gs
+            if not precomputed and col % gs == 0:
+                # the whole group lies inside this block, whose columns are up to date
+                s, z = _minmax_grid(W1[:, j:j + gs], maxq)
+                scales[:, g], zeros[:, g] = s, z
+            w = W1[:, j]
+            q = _quant(w, scales[:, g], zeros[:, g], maxq)
+            codes[:, col] = q
+            err = (w - scales[:, g] * (q - zeros[:, g])) / U1[j, j]
+            if j + 1 < b1 - b0:
+                W1[:, j + 1:] -= err[:, None] * U1[j, j + 1:][None, :]
+            E1[:, j] = err
+        if b1 < cols:
+            Wc[:, b1:] -= E1 @ U[b0:b1, b1:]
+    return _finish(codes, scales, zeros, bits, gs)
+
+
+# --------------------------------------------------------------------------------------------
+# model-level
+# --------------------------------------------------------------------------------------------
+@dataclass
+class QuantizedModel:
+    """A quantized model: the dequantized torch model plus everything its code length needs.
+
+    Attributes:
+        model: deep copy of the input model, same architecture, weights replaced by their
+            dequantized values (float32 ``scale·(code − zero)``, cast to the parameter's dtype)
+            and unquantized tensors rounded to 16 bits; in eval mode.
+        method: ``"rtn"`` or ``"gptq"``; bits: b; group_size: columns per group (None = per row).
+        quantized: parameter name → :class:`QuantizedTensor` (codes, float16 scales, zeros).
+        raw: parameter name → :class:`RawTensor` (stored at 16 bits/param).
+        seed: seed used to cut calibration windows; n_calibration_tokens: tokens seen by GPTQ.
+        proxy_losses: GPTQ layers' tr((Ŵ−W) H (Ŵ−W)ᵀ) with H = E[x xᵀ] (empty for RTN).
+    """
+
+    model: nn.Module
+    method: str
+    bits: int
+    group_size: int | None
+    quantized: dict[str, QuantizedTensor]
+    raw: dict[str, RawTensor]
+    seed: int = 0
+    n_calibration_tokens: int = 0
+    proxy_losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string, e.g. ``"gptq4-g64"``."""
+        return format_quant_spec(self.method, self.bits, self.group_size)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_params for t in self.quantized.values()) + sum(t.n_params for t in self.raw.values())
+
+    def code_length(self, n_configs: int = 1, *, extra_bits: float = 0.0, verify: bool = True) -> CodeLength:
+        """Certified L(h) in bits (entropy-coded codes + side information + prefix + log2 n_configs)."""
+        return model_code_length(self, n_configs=n_configs, extra_bits=extra_bits, verify=verify)
+
+
+@dataclass
+class _Target:
+    module_name: str
+    module: nn.Module
+    param_name: str
+    kind: str  # "linear" | "embedding" | "conv1d"
+
+    def weight_matrix(self) -> torch.Tensor:
+        w = self.module.weight.detach()
+        return w.t() if self.kind == "conv1d" else w
+
+    def set_weight(self, W: torch.Tensor) -> None:
+        p = self.module.weight
+        p.data.copy_((W.t() if self.kind == "conv1d" else W).to(dtype=p.dtype, device=p.device))
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass early."""
+
+
+def _conv1d_type() -> type | None:
+    try:
+        from transformers.pytorch_utils import Conv1D  # noqa: PLC0415
+    except Exception:  # pragma: no cover
+        return None
+    return Conv1D
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, f"*{pattern}*")
+
+
+def _collect_targets(model: nn.Module, keep_fp16: Sequence[str]) -> tuple[list[_Target], dict[int, str]]:
+    names: dict[int, str] = {}
+    for n, p in model.named_parameters():
+        names.setdefault(id(p), n)
+    conv1d = _conv1d_type()
+    targets: list[_Target] = []
+    done: set[int] = set()
+    for mname, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            kind = "linear"
+        elif isinstance(mod, nn.Embedding):
+            kind = "embedding"
+        elif conv1d is not None and isinstance(mod, conv1d):
+            kind = "conv1d"
+        else:
+            continue
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, nn.Parameter) or w.ndim != 2 or id(w) in done or id(w) not in names:
+            continue
+        pname = names[id(w)]
+        if any(_pattern_matches(pat, pname) or _pattern_matches(pat, mname) for pat in keep_fp16):
+            continue
+        done.add(id(w))
+        targets.append(_Target(mname, mod, pname, kind))
+    return targets, names
+
+
+def _round_to_16bit(p: torch.Tensor) -> None:
+    if p.dtype in (torch.float16, torch.bfloat16) or not p.dtype.is_floating_point:
+        return
+    r = p.data.to(torch.float16)
+    if not torch.isfinite(r).all():
+        r = p.data.to(torch.bfloat16)
+    p.data.copy_(r.to(p.dtype))
+
+
+def make_calibration(tokens: torch.Tensor | np.ndarray | Sequence[int], n_seq: int = 128, seq_len: int = 2048,
+                     seed: int = 0) -> torch.Tensor:
+    """Cut ``n_seq`` windows of ``seq_len`` tokens from a 1-D token stream at seeded random
+    offsets (numpy ``default_rng(seed)``), as the GPTQ reference samples its calibration set.
+
+    Returns a LongTensor ``[n_seq, seq_len']`` with ``seq_len' = min(seq_len, len(tokens))``.
+    """
+    arr = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens).reshape(-1)
+    if arr.size < 2:
+        raise GenboundError(f"calibration stream has {arr.size} tokens; need at least 2")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise GenboundError(f"calibration tokens must be integers; got dtype {arr.dtype}")
+    if n_seq < 1 or seq_len < 1:
+        raise GenboundError(f"n_seq and seq_len must be ≥ 1; got {n_seq}, {seq_len}")
+    T = min(int(seq_len), int(arr.size))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, arr.size - T + 1, size=n_seq)
+    return torch.as_tensor(np.stack([arr[s:s + T] for s in starts]).astype(np.int64))
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    v = getattr(cfg, "vocab_size", None)
+    if isinstance(v, int):
+        return v
+    for mod in model.modules():
+        if isinstance(mod, nn.Embedding):
+            return mod.num_embeddings
+    return None
+
+
+def _prepare_calibration(model: nn.Module, calibration: Any, seed: int, n_seq: int, seq_len: int | None) -> torch.Tensor:
+    if isinstance(calibration, np.ndarray):
+        calibration = torch.as_tensor(calibration)
+    if not isinstance(calibration, torch.Tensor):
+        raise GenboundError(f"calibration must be a LongTensor [n_seq, T] or a 1-D token stream; got {type(calibration).__name__}")
+    if calibration.dtype.is_floating_point or calibration.dtype == torch.bool:
+        raise GenboundError(f"calibration tokens must be integers; got {calibration.dtype}")
+    if calibration.ndim == 1:
+        cfg = getattr(model, "config", None)
+        window = getattr(cfg, "max_position_embeddings", None) or 2048
+        calibration = make_calibration(calibration, n_seq=n_seq, seq_len=min(seq_len or 2048, window), seed=seed)
+    if calibration.ndim != 2 or calibration.numel() == 0:
+        raise GenboundError(f"calibration must be [n_seq, T] with n_seq, T ≥ 1; got shape {tuple(calibration.shape)}")
+    calibration = calibration.to(torch.long)
+    v = _vocab_size(model)
+    lo, hi = int(calibration.min()), int(calibration.max())
+    if lo < 0 or (v is not None and hi >= v):
+        raise GenboundError(f"calibration token ids must lie in [0, {v}); got range [{lo}, {hi}]")
+    return calibration
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _forward(model: nn.Module, ids: torch.Tensor) -> Any:
+    try:
+        from transformers import PreTrainedModel  # noqa: PLC0415
+    except Exception:  # pragma: no cover
+        PreTrainedModel = ()  # type: ignore[assignment]
+    if PreTrainedModel and isinstance(model, PreTrainedModel):
+        return model(input_ids=ids, use_cache=False)
+    return model(ids)
+
+
+class _HessianAccumulator:
+    """Forward pre-hook state: Σ x xᵀ (float64) and the row count over a linear layer's inputs."""
+
+    def __init__(self, dim: int, device: torch.device, stop: bool):
+        self.H = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.n = 0
+        self.stop = stop
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0].detach()
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        self.H += (x.t() @ x).to(torch.float64)
+        self.n += x.shape[0]
+        if self.stop:
+            raise _Stop
+
+    def mean(self) -> torch.Tensor:
+        return self.H / max(self.n, 1)
+
+
+def _find_block_list(model: nn.Module, targets: list[_Target]) -> tuple[str, nn.ModuleList] | None:
+    """The longest ModuleList whose every child holds a target linear (the decoder blocks)."""
+    linear_ids = {id(t.module) for t in targets if t.kind != "embedding"}
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            if all(any(id(m) in linear_ids for m in child.modules()) for child in mod):
+                if best is None or len(mod) > len(best[1]):
+                    best = (name, mod)
+    return best
+
+
+def _call_order(model: nn.Module, modules: list[nn.Module], run: Callable[[], None]) -> list[nn.Module]:
+    order: list[nn.Module] = []
+    seen: set[int] = set()
+    handles = []
+    for m in modules:
+        def hook(mod, args, _m=m):
+            if id(_m) not in seen:
+                seen.add(id(_m))
+                order.append(_m)
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+class _GPTQRunner:
+    def __init__(self, model: nn.Module, calibration: torch.Tensor, bits: int, group_size: int | None, damp: float,
+                 block_size: int, batch_size: int, progress: bool):
+        self.model = model
+        self.device = _device_of(model)
+        self.batches = [calibration[i:i + batch_size].to(self.device) for i in range(0, calibration.shape[0], batch_size)]
+        self.bits, self.group_size, self.damp, self.block_size = bits, group_size, damp, block_size
+        self.progress = progress
+        self.results: dict[str, WeightQuantization] = {}
+        self.proxy: dict[str, float] = {}
+
+    # -- one target ---------------------------------------------------------------------------
+    def _quantize(self, t: _Target, acc: _HessianAccumulator | None) -> None:
+        W = t.weight_matrix()
+        if acc is None or acc.n == 0:
+            if t.kind != "embedding":
+                logger.warning("GPTQ: %s received no calibration input; using round-to-nearest", t.module_name)
+            res = rtn_quantize_weight(W, self.bits, self.group_size)
+        else:
+            H = acc.mean()
+            res = gptq_quantize_weight(W, H, self.bits, self.group_size, damp=self.damp, block_size=self.block_size)
+            self.proxy[t.param_name] = proxy_loss(W, res.weight, H)
+        t.set_weight(res.weight)
+        self.results[t.param_name] = res
+
+    def _whole_model(self, t: _Target) -> None:
+        """Hessian of ``t`` from full forwards of the (partly quantized) model, stopped at ``t``."""
+        acc = _HessianAccumulator(t.weight_matrix().shape[1], self.device, stop=True)
+        h = t.module.register_forward_pre_hook(acc)
+        try:
+            for ids in self.batches:
+                try:
+                    _forward(self.model, ids)
+                except _Stop:
+                    pass
+        finally:
+            h.remove()
+        self._quantize(t, acc)
+
+    # -- all targets -------------------------------------------------------------------------
+    def run(self, targets: list[_Target], strategy: str = "blocks") -> None:
+        embeddings = [t for t in targets if t.kind == "embedding"]
+        linears = [t for t in targets if t.kind != "embedding"]
+        for t in embeddings:  # no activations: RTN, and before anything that reads them
+            self._quantize(t, None)
+        by_module = {id(t.module): t for t in linears}
+        found = _find_block_list(self.model, linears) if strategy == "blocks" else None
+        if found is None:
+            self._sequential(linears, by_module)
+            return
+        _, blocks = found
+        in_blocks = {id(m) for b in blocks for m in b.modules()}
+        # forward order of the linears and of the first block
+        marker = blocks[0]
+        order = _call_order(self.model, [t.module for t in linears] + [marker],
+                            lambda: _forward(self.model, self.batches[0]))
+        pos = {id(m): i for i, m in enumerate(order)}
+        first_block = pos.get(id(marker), math.inf)
+        outside = [t for t in linears if id(t.module) not in in_blocks]
+        pre = sorted([t for t in outside if pos.get(id(t.module), math.inf) < first_block], key=lambda t: pos[id(t.module)])
+        post = [t for t in outside if t not in pre]
+        post.sort(key=lambda t: pos.get(id(t.module), math.inf))
+        for t in pre:
+            self._whole_model(t)
+        cache = self._capture_block_inputs(blocks[0])
+        it: Iterable[int] = range(len(blocks))
+        if self.progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+            it = tqdm(it, desc="GPTQ blocks", unit="block")
+        for i in it:
+            block = blocks[i]
+            block_targets = [by_module[id(m)] for m in block.modules() if id(m) in by_module]
+            border = _call_order(block, [t.module for t in block_targets], lambda: self._run_block(block, cache[0]))
+            ordered = [by_module[id(m)] for m in border]
+            ordered += [t for t in block_targets if t not in ordered]
+            for t in ordered:
+                acc = _HessianAccumulator(t.weight_matrix().shape[1], self.device, stop=True)
+                h = t.module.register_forward_pre_hook(acc)
+                try:
+                    for item in cache:
+                        try:
+                            self._run_block(block, item)
+                        except _Stop:
+                            pass
+                finally:
+                    h.remove()
+                self._quantize(t, acc)
+            cache = [self._advance(block, item) for item in cache]
+        for t in post:
+            self._whole_model(t)
+
+    def _sequential(self, linears: list[_Target], by_module: dict[int, _Target]) -> None:
+        order = _call_order(self.model, [t.module for t in linears], lambda: _forward(self.model, self.batches[0]))
+        ordered = [by_module[id(m)] for m in order] + [t for t in linears if t.module not in order]
+        for t in ordered:
+            self._whole_model(t)
+
+    def _capture_block_inputs(self, block: nn.Module) -> list[tuple[tuple, dict]]:
+        cache: list[tuple[tuple, dict]] = []
+
+        def hook(mod, args, kwargs):
+            cache.append((tuple(args), dict(kwargs)))
+            raise _Stop
+
+        h = block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            for ids in self.batches:
+                try:
+                    _forward(self.model, ids)
+                except _Stop:
+                    pass
+        finally:
+            h.remove()
+        if len(cache) != len(self.batches):
+            raise GenboundError("GPTQ: could not capture the decoder blocks' inputs")
+        return cache
+
+    @staticmethod
+    def _run_block(block: nn.Module, item: tuple[tuple, dict]) -> Any:
+        args, kwargs = item
+        return block(*args, **kwargs)
+
+    def _advance(self, block: nn.Module, item: tuple[tuple, dict]) -> tuple[tuple, dict]:
+        out = self._run_block(block, item)
+        hs = out[0] if isinstance(out, (tuple, list)) else out
+        args, kwargs = item
+        if args:
+            return (hs,) + tuple(args[1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = hs
+        return args, kwargs
+
+
+def quantize_model(
+    model: nn.Module,
+    method: str = "rtn",
+    bits: int = 4,
+    group_size: int | None = DEFAULT_GROUP_SIZE,
+    calibration: torch.Tensor | np.ndarray | None = None,
+    keep_fp16: Sequence[str] = (),
+    seed: int = 0,
+    *,
+    damp: float = 0.01,
+    block_size: int = 128,
+    batch_size: int = 8,
+    n_calibration: int = 128,
+    calibration_seq_len: int | None = None,
+    progress: bool = False,
+    _strategy: str = "blocks",
+) -> QuantizedModel:
+    """Quantize a deep copy of ``model`` with RTN or GPTQ; the input model is not modified.
+
+    Args:
+        model: a torch model (e.g. a transformers causal LM) on any device.
+        method: ``"rtn"`` or ``"gptq"``.
+        bits: b ∈ {2, 3, 4, 8}.
+        group_size: input columns per group (None: one group per row).
+        calibration: GPTQ's calibration tokens, LongTensor ``[n_seq, T]`` used as given, or a 1-D
+            token stream from which ``n_calibration`` windows of ``calibration_seq_len`` tokens
+            (default min(2048, model window)) are drawn with ``seed``. Ignored by RTN.
+        keep_fp16: glob patterns (matched anywhere in a parameter or module name, e.g.
+            ``"embed_in"``, ``"*.lm_head*"``) of weights to keep in 16 bits (charged at 16 bits).
+        seed: seed for the calibration windows (recorded).
+        damp, block_size: GPTQ dampening and lazy-batch block width.
+        batch_size: calibration sequences per forward pass.
+        progress: show a tqdm bar over decoder blocks.
+
+    Returns:
+        :class:`QuantizedModel` (dequantized model + codes/scales/zeros for the code length).
+    """
+    if method not in METHODS:
+        raise GenboundError(f"method must be one of {METHODS}; got {method!r}")
+    if bits not in SUPPORTED_BITS:
+        raise GenboundError(f"bits must be one of {SUPPORTED_BITS}; got {bits!r}")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise GenboundError(f"group_size must be a positive integer or None (one group per row); got {group_size!r}")
+    if isinstance(keep_fp16, str):
+        keep_fp16 = (keep_fp16,)
+    keep_fp16 = tuple(keep_fp16)
+    if batch_size < 1:
+        raise GenboundError(f"batch_size must be ≥ 1; got {batch_size}")
+    all_names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_modules()]
+    for pat in keep_fp16:
+        if not isinstance(pat, str) or not pat or not any(_pattern_matches(pat, n) for n in all_names):
+            raise GenboundError(f"keep_fp16 pattern {pat!r} matches no parameter or module of the model")
+    if method == "gptq":
+        if calibration is None:
+            raise GenboundError("gptq needs calibration tokens (calibration=LongTensor [n_seq, T] or a 1-D stream)")
+        calib = _prepare_calibration(model, calibration, seed, n_calibration, calibration_seq_len)
+    else:
+        calib = None
+
+    qm = copy.deepcopy(model)
+    qm.eval()
+    with torch.no_grad():
+        targets, names = _collect_targets(qm, keep_fp16)
+        target_params = {t.param_name for t in targets}
+        raw: dict[str, RawTensor] = {}
+        for n, p in qm.named_parameters():
+            if n in target_params:
+                continue
+            _round_to_16bit(p)
+            raw[n] = RawTensor(n, tuple(int(s) for s in p.shape), 16)
+        proxy: dict[str, float] = {}
+        if method == "rtn":
+            results = {}
+            for t in targets:
+                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size)
+                t.set_weight(res.weight)
+                results[t.param_name] = res
+        else:
+            runner = _GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress)
+            runner.run(targets, strategy=_strategy)
+            results, proxy = runner.results, runner.proxy
+    quantized = {
+        t.param_name: QuantizedTensor(name=t.param_name, codes=results[t.param_name].codes.cpu().numpy(),
+                                      scales=results[t.param_name].scales.cpu().numpy(),
+                                      zeros=results[t.param_name].zeros.cpu().numpy(), bits=bits,
+                                      group_size=results[t.param_name].group_size,
+                                      transposed=t.kind == "conv1d")
+        for t in targets
+    }
+    return QuantizedModel(model=qm, method=method, bits=bits, group_size=group_size, quantized=quantized, raw=raw,
+                          seed=seed, n_calibration_tokens=0 if calib is None else int(calib.numel()),
+                          proxy_losses=proxy)
+
+
+def quantized_copy(
+    model: nn.Module,
+    spec: str,
+    calibration: torch.Tensor | np.ndarray | None = None,
+    seed: int = 0,
+    *,
+    keep_fp16: Sequence[str] = (),
+    n_configs: int = 1,
+    verify: bool = True,
+    **kwargs: Any,
+) -> tuple[nn.Module, CodeLength]:
+    """Quantize a copy of ``model`` by a spec string and return (dequantized model, L(h)).
+
+    ``spec`` is parsed by :func:`parse_quant_spec` (``"gptq4"``, ``"rtn3-g32"``, …); ``n_configs``
+    is the number of configurations searched (charged log2(n_configs) bits). Extra keyword
+    arguments go to :func:`quantize_model`. The model is what ``quantize=<spec>`` evaluates; the
+    ``CodeLength`` (bits) is what enters the bound's complexity.
+    """
+    method, bits, group_size = parse_quant_spec(spec)
+    qm = quantize_model(model, method=method, bits=bits, group_size=group_size, calibration=calibration,
+                        keep_fp16=keep_fp16, seed=seed, **kwargs)
+    return qm.model, qm.code_length(n_configs=n_configs, verify=verify)
