@@ -81,6 +81,8 @@ class GenBoundHFLM(HFLM):
             # global rank, also on CPU (gloo) and across nodes; the stock class uses the local rank
             self._rank = acc.process_index
             self._world_size = acc.num_processes
+        if bos_policy is None:                      # the harness parses "none" as None
+            bos_policy = "none"
         if bos_policy not in ("prefix", "none"):
             raise GenboundError(f"bos_policy={bos_policy!r} must be 'prefix' or 'none'")
         max_len = int(self.max_length)

@@ -67,9 +67,9 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, stats: Any, info: d
     d.mkdir(parents=True, exist_ok=True)
     stats.save(d / "stats.npz")
     from lm_eval_genbound.task import complexity_bits
-    bits, _, _ = complexity_bits(settings, info)
+    bits, _, _, prefix_free = complexity_bits(settings, info)
     rows = stats.summary_rows(code_length_bits=bits, train_tokens=settings.train_tokens,
-                              delta=settings.delta)
+                              delta=settings.delta, prefix_free=prefix_free)
     atomic_write_text(d / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
     manifest = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_manifest", "task": task,

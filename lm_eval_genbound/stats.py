@@ -263,12 +263,12 @@ class GenboundStats:
             prefix_free=prefix_free, unquantized_loss=unquantized_loss, certified=certified)
 
     def summary_rows(self, *, code_length_bits: float, train_tokens: Optional[float] = None,
-                     delta: float = 0.05) -> list[dict]:
+                     delta: float = 0.05, prefix_free: bool = True) -> list[dict]:
         """One row per α: its sums and the bound with this complexity (for summary.csv)."""
         rows = []
         for alpha in self.alphas:
             t = self.bound(code_length_bits=code_length_bits, train_tokens=train_tokens,
-                           delta=delta, alpha=float(alpha))
+                           delta=delta, alpha=float(alpha), prefix_free=prefix_free)
             a = self.alpha_index(alpha)
             rows.append({"alpha": float(alpha), "n_tokens": self.n_tokens, "n_bytes": self.n_bytes,
                          "mean_smoothed_loss_nats": t.smoothed_empirical_risk_nats,

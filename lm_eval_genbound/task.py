@@ -193,7 +193,8 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
     out = []
     for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
         ids = [int(t) for t in ids]
-        out.append({"key": f"chunk{i}", "text": "", "token_ids": ids, "n_bytes": len(ids),
+        # byte tokens: the first token of a piece is context only, the rest are the predicted bytes
+        out.append({"key": f"chunk{i}", "text": "", "token_ids": ids, "n_bytes": len(ids) - 1,
                     "score_last": False, "no_prefix": True})
     return out
 
@@ -306,42 +307,44 @@ class GenBoundTask(ConfigurableTask):
 
 
 def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[GenboundStats, dict]:
-    """Fold per-document statistics (sorted by doc id) into one accumulator."""
+    """Fold per-document statistics (sorted by doc id) into one accumulator, in one vectorised pass."""
     if not records:
         raise GenboundError("no documents were scored")
     info = records[0].scores.info
-    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size))
     for r in records:
-        s = r.scores
-        if s.info["protocol"] != info["protocol"]:
+        if r.scores.info["protocol"] != info["protocol"]:
             raise GenboundError("documents were scored with different protocols; refusing to mix them")
-        if s.n_tokens:
-            stats.update(s.logp, s.entropies, n_bytes=r.n_bytes)
-        else:
-            stats.n_bytes += r.n_bytes
+    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size))
+    scored = [r for r in records if r.scores.n_tokens]
+    if scored:
+        stats.update(np.concatenate([r.scores.logp for r in scored]),
+                     np.concatenate([r.scores.entropies for r in scored]),
+                     doc_lengths=[r.scores.n_tokens for r in scored])
+    stats.n_bytes = int(sum(r.n_bytes for r in records))
     return stats, info
 
 
-def complexity_bits(settings: TaskSettings, info: dict) -> tuple[float, str, bool]:
-    """(L(h) bits, method label, certified) from the settings and the model's identity."""
+def complexity_bits(settings: TaskSettings, info: dict) -> tuple[float, str, bool, bool]:
+    """(L(h) bits, method label, certified, prefix-free overhead still to add) for this run."""
     kind, value = parse_complexity(settings.complexity)
     model = info["model"]
     if kind == "param":
-        return value * model["n_params"], f"param{value:g}", True
+        return value * model["n_params"], f"param{value:g}", True, True
     if kind == "bits":
-        return value, "bits", True
+        return value, "bits", True, True
     code = model.get("code_length")
     if not code:
         raise GenboundError("genbound_complexity=model needs a quantized model (model arg quantize=...)")
-    return float(code["total_bits"]), str(code.get("method", "quantized")), True
+    # the certified code length already includes the prefix-free and configuration bits
+    return float(code["total_bits"]), str(code.get("method", "quantized")), True, False
 
 
 def finalize(stats: GenboundStats, info: dict, settings: TaskSettings) -> tuple[dict, float, str]:
     """The bound with the configured complexity, plus counts and bits-per-byte (one flat dict)."""
-    bits, method, certified = complexity_bits(settings, info)
+    bits, method, certified, prefix_free = complexity_bits(settings, info)
     terms = stats.bound(code_length_bits=bits, train_tokens=settings.train_tokens,
                         delta=settings.delta, n_configurations=int(settings.n_configurations),
-                        certified=certified)
+                        prefix_free=prefix_free, certified=certified)
     final = terms.to_dict()
     final.update({"bits_per_byte": stats.bits_per_byte, "n_bytes": stats.n_bytes,
                   "n_docs": stats.n_docs, "complexity_method": method})

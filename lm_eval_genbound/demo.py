@@ -1,0 +1,201 @@
+"""``genbound demo``: the whole job on the embedded default, with no model hub.
+
+    $ genbound demo --out demo_out            # what `make demo` runs
+    $ genbound demo --out demo_out --preset micro --no-quantize   # a quick look (seconds)
+
+1. trains (or reuses) the default compute-optimal suite of byte-level GPT-NeoX models on the State
+   of the Union speeches up to 2014 (``genbound suite train``; D = 20·N tokens each);
+2. evaluates every model through the real harness (``hf-genbound``) on *its own training tokens, in
+   training order* (task ``genbound_suite``: the exact training pieces, same contexts), and on the
+   held-out speeches (2015–2026, task ``genbound_sotu_heldout``);
+3. evaluates the quantized models (``quantize=gptq4``, ``rtn4``) on the same training tokens, with
+   certified entropy-coded code lengths, and computes the prequential code length from each
+   model's training-loss curve;
+4. writes ``DIR/runs.csv`` — one row per (model, complexity method): parameter counting at 16 bits
+   (certified), the quantized models (certified, quantization gap separate), and prequential
+   (heuristic) — and prints the table;
+5. fits the scaling laws and writes the figures and leaderboard (``DIR/fits/``).
+
+Every step resumes: a finished model, evaluation or quantization is reused on a re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.evaluate import dump_json, evaluate_bound
+
+logger = logging.getLogger(__name__)
+
+RUNS_COLUMNS = [
+    "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
+    "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
+    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
+    "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
+    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
+    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
+]
+
+
+def _protocol_label(protocol: dict) -> str:
+    return f"w{protocol['window']}s{protocol['stride']}-V{protocol['vocab_size']}-{protocol['bos_policy']}"
+
+
+def _row(model, terms, *, method: str, stats_path: Path, protocol: dict, heldout: float,
+         n_bytes: int, delta: float) -> dict:
+    t = terms.to_dict()
+    bound_bpb = t["bound_paper_nats"] * t["n_tokens"] / (n_bytes * math.log(2)) if n_bytes else float("nan")
+    return {
+        "model": model.name, "n_params": model.n_params,
+        "n_params_nonembedding": model.n_params_nonembedding, "train_tokens": int(t["train_tokens"]),
+        "vocab_size": t["vocab_size"], "protocol": _protocol_label(protocol),
+        "tokens_evaluated": t["n_tokens"], "bytes_evaluated": n_bytes, "complexity_method": method,
+        "certified": bool(t["certified"]), "complexity_bits": t["code_length_bits"],
+        "bits_per_param": t["code_length_bits"] / model.n_params, "complexity_C": t["complexity"],
+        "delta": delta, "alpha": t["alpha"], "empirical_loss_nats": t["empirical_risk_nats"],
+        "heldout_loss_nats": heldout, "smoothed_loss_nats": t["smoothed_empirical_risk_nats"],
+        "quant_gap_nats": t["quantization_gap_nats"], "random_guess_nats": t["random_guess_nats"],
+        "loss_variation_nats": t["loss_variation_nats"], "sigma": t["sigma"],
+        "smoothing_nats": t["smoothing_paper_nats"], "bound_nats": t["bound_paper_nats"],
+        "bound_exact_nats": t["bound_exact_nats"], "bound_bpb": bound_bpb,
+        "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
+        "heldout_gap_nats": heldout - t["empirical_risk_nats"],
+        "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
+        "stats_path": str(stats_path),
+    }
+
+
+def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
+                         alphas: Sequence[float], batch_size: int, progress: bool):
+    """Harness run of one (possibly quantized) suite model on its own training tokens."""
+    tag = quantize or "fp"
+    side = out_dir / "eval" / model.name / tag
+    if (side / "manifest.json").is_file() and (side / "stats.npz").is_file():
+        from lm_eval_genbound.sidecar import read_manifest
+        from lm_eval_genbound.stats import GenboundStats
+        return GenboundStats.load(side / "stats.npz"), read_manifest(side), side
+    meta = {"genbound_suite": str(suite_dir / "suite.json"), "genbound_suite_model": model.name,
+            "genbound_alphas": list(alphas), "genbound_output_dir": str(side),
+            "genbound_complexity": "model" if quantize else "param16"}
+    args = {"window": model.context, "stride": model.context, "bos_policy": "none", "quantize": quantize}
+    out = evaluate_bound(str(suite_dir / model.path), task="genbound_suite", metadata=meta,
+                         model_args=args, batch_size=batch_size, progress=progress)
+    return out.stats, out.manifest, side
+
+
+def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_size: int,
+                     progress: bool) -> tuple[float, float]:
+    """(held-out loss nats/token, bits/byte) on the speeches after the cut-off year."""
+    side = out_dir / "eval" / model.name / "heldout"
+    if not (side / "manifest.json").is_file():
+        meta = {"genbound_source": "sotu", "genbound_split": "heldout", "genbound_alphas": list(alphas),
+                "genbound_output_dir": str(side)}
+        args = {"window": model.context, "stride": model.context, "bos_policy": "none"}
+        evaluate_bound(str(suite_dir / model.path), task="genbound_sotu_heldout", metadata=meta,
+                       model_args=args, batch_size=batch_size, progress=progress)
+    from lm_eval_genbound.sidecar import read_manifest
+    final = read_manifest(side)["final"]
+    return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
+
+
+def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequence[str]] = None,
+             quantize: Sequence[str] = ("gptq4", "rtn4"), prequential: bool = True,
+             delta: float = 0.05, batch_size: int = 32, fit: bool = True,
+             progress: bool = True) -> pd.DataFrame:
+    """Run the whole pipeline; returns the runs table (also ``out_dir/runs.csv``)."""
+    from lm_eval_genbound.stats import DEFAULT_ALPHAS
+    from lm_eval_genbound.suite import train_suite
+
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suite_dir = out / "suite"
+    info = train_suite(suite_dir, sizes=sizes, preset=preset, progress=progress)
+    t_train = time.time() - t0
+    alphas = list(DEFAULT_ALPHAS)
+    rows = []
+    for model in info.models:
+        logger.info("evaluating %s (N=%d, D=%d)", model.name, model.n_params, model.n_train_tokens)
+        stats, manifest, side = evaluate_suite_model(suite_dir, model, out, alphas=alphas,
+                                                     batch_size=batch_size, progress=progress)
+        if stats.n_tokens != model.n_train_tokens:
+            raise GenboundError(f"{model.name}: evaluated {stats.n_tokens} tokens but it trained on "
+                                f"{model.n_train_tokens}")
+        heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
+                                      progress=progress)
+        protocol = manifest["protocol"]
+        common = dict(protocol=protocol, heldout=heldout, n_bytes=stats.n_bytes, delta=delta)
+        terms = stats.bound(code_length_bits=16.0 * model.n_params, delta=delta)
+        rows.append(_row(model, terms, method="param16", stats_path=side / "stats.npz", **common))
+        for spec in quantize:
+            qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
+                                                       alphas=alphas, batch_size=batch_size,
+                                                       progress=progress)
+            code = qman["model"]["code_length"]
+            terms = qstats.bound(code_length_bits=code["total_bits"], delta=delta, prefix_free=False,
+                                 unquantized_loss=stats.mean_raw_loss)
+            row = _row(model, terms, method=spec, stats_path=qside / "stats.npz", **common)
+            rows.append(row)
+        if prequential:
+            from lm_eval_genbound.prequential import prequential_code_length
+            pq = prequential_code_length(suite_dir / model.path / "loss_curve.csv",
+                                         up_to_tokens=model.n_train_tokens, seed=0)
+            dump_json(out / "eval" / model.name / "prequential.json", pq.to_dict())
+            terms = stats.bound(code_length_bits=max(pq.bits, 0.0), delta=delta, certified=False)
+            rows.append(_row(model, terms, method="prequential", stats_path=side / "stats.npz", **common))
+    runs = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    from lm_eval_genbound.sidecar import atomic_write_text
+    atomic_write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.8g"))
+    t_eval = time.time() - t0 - t_train
+    print(format_runs_table(runs))
+    print(f"\nwrote {out / 'runs.csv'} ({len(runs)} rows); training {t_train:.0f} s, evaluation {t_eval:.0f} s")
+    held = runs.drop_duplicates("model")
+    n_hold = int(runs["bound_holds_heldout"].sum())
+    print(f"held-out check: the bound is ≥ the held-out loss in {n_hold} of {len(runs)} rows "
+          f"({len(held)} models; held-out years 2015–2026 may differ in distribution, so this is "
+          "reported, not guaranteed)")
+    if fit:
+        from fitting.report import fit_and_report
+        rep = fit_and_report(out / "runs.csv", out / "fits", progress=progress)
+        print(f"fits: {rep['fits_json']}\nfigures: " + ", ".join(rep["figures"].values())
+              + f"\nleaderboard: {rep['leaderboard']['html']}")
+        for note in rep.get("notes", []):
+            print(f"note: {note}")
+    return runs
+
+
+def format_runs_table(runs: pd.DataFrame) -> str:
+    cols = ["model", "n_params", "train_tokens", "complexity_method", "bits_per_param", "complexity_C",
+            "empirical_loss_nats", "heldout_loss_nats", "quant_gap_nats", "random_guess_nats",
+            "loss_variation_nats", "smoothing_nats", "bound_nats", "bound_bpb"]
+    view = runs[cols].copy()
+    view.columns = ["model", "N", "D", "complexity", "bits/param", "C", "R̂ nats", "held-out",
+                    "q-gap", "C·lnV", "Σ√C", "√2C", "bound", "bound bpb"]
+    return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def main_demo(argv: Optional[Sequence[str]] = None) -> int:
+    """Train the default suite, bound every model, fit scaling laws, write figures."""
+    p = argparse.ArgumentParser(prog="genbound demo", description=main_demo.__doc__)
+    p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu", "micro"])
+    p.add_argument("--sizes", default=None, help="comma-separated <d>x<L> sizes (default: the preset's)")
+    p.add_argument("--quantize", default="gptq4,rtn4", help="quantizers to bound (comma list, '' for none)")
+    p.add_argument("--no-quantize", action="store_true")
+    p.add_argument("--no-prequential", action="store_true")
+    p.add_argument("--no-fit", action="store_true")
+    p.add_argument("--delta", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=32)
+    a = p.parse_args(argv)
+    quant = [] if a.no_quantize else [q for q in a.quantize.split(",") if q.strip()]
+    run_demo(a.out, preset=a.preset, sizes=a.sizes.split(",") if a.sizes else None, quantize=quant,
+             prequential=not a.no_prequential, delta=a.delta, batch_size=a.batch_size, fit=not a.no_fit)
+    return 0
