@@ -237,21 +237,26 @@ class GenBoundHFLM(HFLM):
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
+        arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
         for b0 in range(0, len(order), bs):
             batch = [jobs[j] for j in order[b0:b0 + bs]]
             width = max(w.input_end - w.input_start for _, w in batch)
-            inp = torch.full((len(batch), width), pad, dtype=torch.long)
+            inp = np.full((len(batch), width), pad, dtype=np.int64)
             rows_b, rows_p, targets = [], [], []
             for r, (d, w) in enumerate(batch):
-                toks = token_lists[d]
-                inp[r, : w.input_end - w.input_start] = torch.tensor(toks[w.input_start:w.input_end])
+                toks = arrays[d]
+                inp[r, : w.input_end - w.input_start] = toks[w.input_start:w.input_end]
                 off = w.logit_offset
-                rows_b.extend([r] * w.n_scored)
-                rows_p.extend(range(off, off + w.n_scored))
-                targets.extend(toks[w.score_start:w.input_end + 1])
+                rows_b.append(np.full(w.n_scored, r))
+                rows_p.append(np.arange(off, off + w.n_scored))
+                targets.append(toks[w.score_start:w.input_end + 1])
+            inp = torch.from_numpy(inp)
+            rows_b = np.concatenate(rows_b)
+            rows_p = np.concatenate(rows_p)
+            targets = np.concatenate(targets)
             logits = self._model_call(inp.to(self.device))
-            sel = logits[torch.tensor(rows_b, device=logits.device), torch.tensor(rows_p, device=logits.device)]
-            logp, ent = token_statistics(sel, torch.tensor(targets, device=sel.device), alphas,
+            sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
+            logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
                                          chunk_tokens=self.stats_chunk)
             logp, ent = logp.cpu().numpy(), ent.cpu().numpy()
             k = 0

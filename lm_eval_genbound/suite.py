@@ -161,7 +161,7 @@ LOSS_CURVE = "loss_curve.csv"
 PRESETS: dict[str, dict] = {
     # name: default sizes (<d>x<L>) and batch size (sequences of `context` tokens per step)
     "micro": {"sizes": ("8x1", "16x1"), "batch_size": 8},
-    "cpu": {"sizes": ("8x2", "16x2", "24x2", "32x2", "48x2", "64x3"), "batch_size": 8},
+    "cpu": {"sizes": ("8x2", "16x2", "24x2", "32x2", "48x2", "64x2"), "batch_size": 8},
     "gpu": {"sizes": ("128x6", "256x6", "384x8", "512x8", "768x12"), "batch_size": 128},
 }
 PRESET_NOTES: dict[str, str] = {

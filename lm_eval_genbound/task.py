@@ -252,6 +252,9 @@ class GenBoundTask(ConfigurableTask):
     def doc_to_target(self, doc, doc_to_target=None):
         return doc["text"]
 
+    def doc_to_text(self, doc, doc_to_text=None):
+        return ""
+
     def construct_requests(self, doc, ctx, **kwargs):
         opts = {"alphas": self.settings.alphas, "token_ids": doc["token_ids"],
                 "score_last": bool(doc.get("score_last")), "no_prefix": bool(doc.get("no_prefix")),

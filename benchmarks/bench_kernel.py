@@ -1,0 +1,83 @@
+"""Statistics kernel vs a naive torch implementation, side by side in one process.
+
+    $ python benchmarks/bench_kernel.py                 # CPU: V = 256 and 8192
+    $ python benchmarks/bench_kernel.py --device cuda --vocab 50304 --dtype bfloat16
+
+Both compute, from logits [n, V] and targets, ln p(target) and H(q_α) for an 8-value α grid.
+"naive" materialises fp32 log-softmax and, per α, the smoothed distribution as whole [n, V]
+tensors (what a direct implementation does); "genbound" is lm_eval_genbound.token_stats
+(position-chunked, fp32 accumulation). Prints tokens/s, the ratio and (CUDA) peak memory, and
+reports each one's max error against a float64 reference (first 256 rows).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lm_eval_genbound.stats import DEFAULT_ALPHAS
+from lm_eval_genbound.token_stats import token_statistics
+
+
+def naive(logits: torch.Tensor, targets: torch.Tensor, alphas) -> tuple[torch.Tensor, torch.Tensor]:
+    logp = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
+    p = logp.exp()
+    V = logits.shape[-1]
+    ents = []
+    for a in alphas:
+        q = (1 - a) * p + a / V
+        ents.append(-(q * q.log()).sum(-1))
+    return logp.gather(-1, targets[:, None]).squeeze(-1), torch.stack(ents, -1)
+
+
+def timeit(fn, device: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--vocab", type=int, nargs="*", default=[256, 8192])
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    dt = getattr(torch, a.dtype)
+    alphas = list(DEFAULT_ALPHAS)
+    print(f"device={a.device} dtype={a.dtype} tokens={a.tokens} |alphas|={len(alphas)} threads={torch.get_num_threads()}")
+    print(f"{'V':>7s} {'naive tok/s':>13s} {'genbound tok/s':>15s} {'ratio':>7s} {'naive peak MiB':>15s} {'genbound peak MiB':>18s} {'naive err':>10s} {'genbound err':>12s}")
+    for V in a.vocab:
+        g = torch.Generator().manual_seed(0)
+        logits = (torch.randn(a.tokens, V, generator=g) * 3).to(a.device, dt)
+        targets = torch.randint(0, V, (a.tokens,), generator=g).to(a.device)
+        peaks = []
+        outs = []
+        rates = []
+        for fn in (lambda: naive(logits, targets, alphas), lambda: token_statistics(logits, targets, alphas)):
+            if a.device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            outs.append(fn())
+            sec = timeit(fn, a.device, a.repeats)
+            rates.append(a.tokens / sec)
+            peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20 if a.device == "cuda" else float("nan"))
+        ref = naive(logits[:256].double(), targets[:256], alphas)     # float64 reference, 256 rows
+        err = [max((o[0][:256].double() - ref[0]).abs().max().item(),
+                   (o[1][:256].double() - ref[1]).abs().max().item()) for o in outs]
+        print(f"{V:7d} {rates[0]:13.0f} {rates[1]:15.0f} {rates[1] / rates[0]:7.2f} {peaks[0]:15.1f} {peaks[1]:18.1f} {err[0]:10.1e} {err[1]:12.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The statistics kernel equals a float64 reference (lm_eval_genbound/token_stats.py)."""
+import numpy as np
+import pytest
+import torch
+
+from lm_eval_genbound.stats import DEFAULT_ALPHAS
+from lm_eval_genbound.token_stats import token_statistics
+
+ALPHAS = list(DEFAULT_ALPHAS)
+
+
+def _reference(logits: torch.Tensor, targets: torch.Tensor, alphas):
+    lp = torch.log_softmax(logits.double(), -1)
+    p = lp.exp()
+    V = logits.shape[-1]
+    ent = torch.stack([-(((1 - a) * p + a / V) * ((1 - a) * p + a / V).log()).sum(-1) for a in alphas], -1)
+    return lp.gather(-1, targets[:, None]).squeeze(-1), ent
+
+
+def _logits(V: int, n: int = 600, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, V, generator=g) * 3
+    z[:50] *= 40                                   # very peaked
+    z[50:100] *= 1e-3                              # very flat
+    z[100:150, : V // 2] = -float("inf")           # masked vocabulary entries
+    z[150:160] += 1e4                              # huge offsets (log-sum-exp stability)
+    return z
+
+
+@pytest.mark.parametrize("V", [256, 4099, 50304])
+def test_kernel_matches_float64_reference_on_extreme_logits(V):
+    z = _logits(V, n=600 if V < 10_000 else 200)
+    g = torch.Generator().manual_seed(1)
+    targets = torch.randint(V // 2, V, (z.shape[0],), generator=g)     # never a masked entry
+    logp, ent = token_statistics(z, targets, ALPHAS)
+    ref_lp, ref_ent = _reference(z, targets, ALPHAS)
+    assert logp.dtype == torch.float32 and ent.shape == (z.shape[0], len(ALPHAS))
+    assert torch.isfinite(ent).all() and torch.isfinite(logp).all()
+    # float32 output: |ln p| can reach hundreds on peaked rows, so allow one float32 ulp on top
+    np.testing.assert_allclose(logp.double(), ref_lp, atol=1e-5, rtol=2.4e-7)
+    np.testing.assert_allclose(ent.double(), ref_ent, atol=1e-5, rtol=0)
+    # the smoothed entropy lies between the point-mass value and ln V
+    assert (ent <= np.log(V) + 1e-5).all()
+
+
+def test_chunking_and_shapes_do_not_change_results():
+    z = _logits(300, n=257).reshape(1, 257, 300)
+    t = torch.randint(0, 300, (1, 257))
+    a = token_statistics(z, t, ALPHAS, chunk_tokens=1 << 16)
+    b = token_statistics(z, t, ALPHAS, chunk_tokens=7)
+    assert a[0].shape == (1, 257) and a[1].shape == (1, 257, len(ALPHAS))
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-6)
+
+
+def test_bfloat16_logits_are_scored_in_float32():
+    z = _logits(512, n=128)
+    t = torch.randint(0, 512, (128,))
+    lp, ent = token_statistics(z.bfloat16(), t, ALPHAS)
+    ref_lp, ref_ent = _reference(z.bfloat16().float(), t, ALPHAS)
+    assert lp.dtype == torch.float32
+    np.testing.assert_allclose(ent.double(), ref_ent, atol=1e-5, rtol=0)
