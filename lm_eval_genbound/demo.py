@@ -21,7 +21,6 @@ Every step resumes: a finished model, evaluation or quantization is reused on a 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time

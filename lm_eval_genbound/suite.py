@@ -106,7 +106,6 @@ import platform
 import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,6 +113,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .byte_tokenizer import BYTE_VOCAB_SIZE, PAD_TOKEN_ID, encode_bytes, save_byte_tokenizer
 from .corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_local_corpus, load_sotu
 from .errors import GenboundError
@@ -435,23 +435,7 @@ class SuiteInfo:
 # ----------------------------------------------------------------------------- files
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write_bytes = atomic_write_bytes
 
 
 def _atomic_write_json(path: Path, obj) -> None:
