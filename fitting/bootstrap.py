@@ -139,3 +139,19 @@ def cluster_bootstrap(
             out.setdefault(k, []).append(float(v))
     samples = {k: np.asarray(v, dtype=float) for k, v in out.items()}
     return BootstrapResult(samples=samples, n_boot=int(n_boot), n_ok=n_ok, level=level, seed=seed)
+
+
+class BootstrapAccessors:
+    """Mixin for fit results with an optional ``bootstrap: BootstrapResult`` field."""
+
+    def interval(self, name: str):
+        """Bootstrap percentile interval of a parameter, or None when it was not bootstrapped."""
+        if self.bootstrap is None or name not in self.bootstrap.samples:
+            return None
+        return self.bootstrap.interval(name)
+
+    def stderr(self, name: str):
+        """Bootstrap standard error of a parameter, or None."""
+        if self.bootstrap is None or name not in self.bootstrap.samples:
+            return None
+        return self.bootstrap.stderr(name)

@@ -48,7 +48,7 @@ from scipy.special import logsumexp
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import DEFAULT_LEVEL, BootstrapResult, draw_resamples, summarise
+from fitting.bootstrap import DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples, summarise
 from fitting.lm import solve_batch
 from fitting.objectives import DEFAULT_DELTA, huber, huber_psi, single_blas_thread
 
@@ -75,7 +75,7 @@ def besiroglu_grid() -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ChinchillaFit:
+class ChinchillaFit(BootstrapAccessors):
     """A fitted L(N, D) = E + A/N^α + B/D^β.
 
     E: irreducible loss (units of L, nats/token); A: units of L·N^α; B: units of L·D^β;
@@ -120,15 +120,6 @@ class ChinchillaFit:
         D = np.asarray(D, dtype=float)
         return self.E + self.A * N ** (-self.alpha) + self.B * D ** (-self.beta)
 
-    def interval(self, name: str) -> Optional[tuple[float, float]]:
-        if self.bootstrap is None or name not in self.bootstrap.samples:
-            return None
-        return self.bootstrap.interval(name)
-
-    def stderr(self, name: str) -> Optional[float]:
-        if self.bootstrap is None or name not in self.bootstrap.samples:
-            return None
-        return self.bootstrap.stderr(name)
 
     def to_dict(self) -> dict:
         params = {}

@@ -44,7 +44,8 @@ from scipy.optimize import nnls
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import DEFAULT_LEVEL, BootstrapResult, draw_resamples, percentile_interval, summarise
+from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples,
+                               percentile_interval, summarise)
 from fitting.lm import solve_batch
 from fitting.objectives import DEFAULT_DELTA, LOSSES, huber, single_blas_thread
 
@@ -58,7 +59,7 @@ _A_MAX = 1e8                   # a / y_scale
 
 
 @dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(BootstrapAccessors):
     """A fitted 1-D scaling law.
 
     form: "offset" (y = a + b·N^(−c)) or "power" (y = b·N^(−c)); loss: "huber" or "lsq";
@@ -125,16 +126,6 @@ class PowerLawFit:
         lo, hi = np.percentile(s, [tail, 100 - tail], axis=0)
         return lo, hi
 
-    def interval(self, name: str) -> Optional[tuple[float, float]]:
-        """Bootstrap percentile interval of a parameter ("a", "b", "c"), or None."""
-        if self.bootstrap is None or name not in self.bootstrap.samples:
-            return None
-        return self.bootstrap.interval(name)
-
-    def stderr(self, name: str) -> Optional[float]:
-        if self.bootstrap is None or name not in self.bootstrap.samples:
-            return None
-        return self.bootstrap.stderr(name)
 
     def to_dict(self) -> dict:
         """JSON-ready summary: every parameter with value, interval, method, stderr."""

@@ -468,6 +468,15 @@ def _forward(model: nn.Module, ids: torch.Tensor) -> Any:
     return model(ids)
 
 
+def _forward_until_stop(model: nn.Module, batches) -> None:
+    """Run every calibration batch; a hook raising ``_Stop`` ends each forward early."""
+    for ids in batches:
+        try:
+            _forward(model, ids)
+        except _Stop:
+            pass
+
+
 class _HessianAccumulator:
     """Forward pre-hook state: Σ x xᵀ (float64) and the row count over a linear layer's inputs."""
 
@@ -550,11 +559,7 @@ class _GPTQRunner:
         acc = _HessianAccumulator(t.weight_matrix().shape[1], self.device, stop=True)
         h = t.module.register_forward_pre_hook(acc)
         try:
-            for ids in self.batches:
-                try:
-                    _forward(self.model, ids)
-                except _Stop:
-                    pass
+            _forward_until_stop(self.model, self.batches)
         finally:
             h.remove()
         self._quantize(t, acc)
@@ -626,11 +631,7 @@ class _GPTQRunner:
 
         h = block.register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            for ids in self.batches:
-                try:
-                    _forward(self.model, ids)
-                except _Stop:
-                    pass
+            _forward_until_stop(self.model, self.batches)
         finally:
             h.remove()
         if len(cache) != len(self.batches):
