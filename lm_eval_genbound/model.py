@@ -20,6 +20,9 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   never charged (the harness's double-BOS artefact does not occur).
 * ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``) evaluates a quantized copy and records
   its certified code length; ``stats_chunk`` sets positions per statistics chunk.
+* ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
+  otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
+  :mod:`lm_eval_genbound.token_stats`. Both give the same numbers within ~1e-6 nats.
 
 V (the smoothed dimension) is the logit dimension; the tokenizer size is recorded beside it.
 """
@@ -38,7 +41,7 @@ from tqdm import tqdm
 from lm_eval_genbound import __version__
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.records import DocScores
-from lm_eval_genbound.token_stats import DEFAULT_CHUNK_TOKENS, token_statistics
+from lm_eval_genbound.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
 from lm_eval_genbound.windows import Window, scoring_windows
 
 logger = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ class GenBoundHFLM(HFLM):
     def __init__(self, *args: Any, window: Optional[int] = None, stride: Optional[int] = None,
                  bos_policy: str = "prefix", quantize: Optional[str] = None,
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
-                 resume_group_tokens: int = 1 << 20, **kwargs: Any) -> None:
+                 resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         acc = getattr(self, "accelerator", None)
         if acc is not None and acc.num_processes > 1:
@@ -94,6 +97,9 @@ class GenBoundHFLM(HFLM):
             raise GenboundError(f"stride={self.stride} must lie in [1, window={self.window}]")
         self.bos_policy = bos_policy
         self.stats_chunk = int(stats_chunk)
+        if stats_kernel not in KERNELS:
+            raise GenboundError(f"stats_kernel={stats_kernel!r} must be one of {', '.join(KERNELS)}")
+        self.stats_kernel = stats_kernel
         self.resume_group_tokens = int(resume_group_tokens)
         self.quantize = quantize
         self.code_length: Optional[dict] = None
@@ -257,7 +263,7 @@ class GenBoundHFLM(HFLM):
             logits = self._model_call(inp.to(self.device))
             sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
             logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
-                                         chunk_tokens=self.stats_chunk)
+                                         chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
             logp, ent = logp.cpu().numpy(), ent.cpu().numpy()
             k = 0
             for d, w in batch:

@@ -1,4 +1,5 @@
 """The streaming sufficient statistics equal the array path (lm_eval_genbound/stats.py)."""
+import json
 import math
 
 import numpy as np
@@ -132,3 +133,40 @@ def test_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(GenboundError, match="not a readable"):
         GenboundStats.load(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize("tail_margin", [1.0, None])
+def test_tokens_packed_against_the_singularity_match_the_exact_sum(tail_margin):
+    """d = Y − X spread over [−Δ, −Δ + 3] (p ≈ 0, small Y): the exact tail and the first histogram
+    bins above it both carry tokens, and Σ v(λd) still equals the exact sum to 1e-9."""
+    V, alphas = 50, [0.01, 0.3]
+    rng = np.random.default_rng(11)
+    n = 4000
+    logp = np.r_[np.full(n, -60.0), np.log(rng.uniform(0.05, 1.0, n))]
+    ent = np.c_[rng.uniform(0.0, 3.0, 2 * n), rng.uniform(0.0, 3.0, 2 * n)]
+    acc = GenboundStats(V, alphas, tail_margin=tail_margin)
+    acc.update(logp, ent)
+    assert (acc.tail_count > 0).all()
+    for i, a in enumerate(alphas):
+        d = ent[:, i] - smoothed_nll(logp, a, V)
+        if tail_margin is not None:
+            assert ((d >= acc.tail_threshold[i]) & (d < acc.tail_threshold[i] + 0.25)).any()
+        np.testing.assert_allclose(acc.sum_v(a), B.sum_v_exact(d, acc.lambdas[i]), rtol=1e-9)
+
+
+def test_files_without_tail_margin_load_with_the_legacy_threshold(tmp_path):
+    logp, ent, V = _tokens(seed=5, n=500)
+    old = GenboundStats(V, ALPHAS, tail_margin=None)
+    old.update(logp, ent)
+    arrays = old.to_arrays()
+    meta = json.loads(bytes(arrays["meta_json"]).decode())
+    del meta["tail_margin"]                                  # as written before the option existed
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    back = GenboundStats.load(tmp_path / "old.npz")
+    assert back.tail_margin is None
+    np.testing.assert_array_equal(back.tail_threshold, -0.5 * back.loss_ranges)
+    for a in ALPHAS:
+        np.testing.assert_allclose(back.sum_v(a), old.sum_v(a), rtol=0, atol=0)
+    with pytest.raises(GenboundError, match="different settings"):
+        back.merge(GenboundStats(V, ALPHAS))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lm_eval_genbound.stats import DEFAULT_ALPHAS
-from lm_eval_genbound.token_stats import token_statistics
+from lm_eval_genbound.token_stats import resolve_kernel, token_statistics
 
 ALPHAS = list(DEFAULT_ALPHAS)
 
@@ -27,12 +27,14 @@ def _logits(V: int, n: int = 600, seed: int = 0) -> torch.Tensor:
     return z
 
 
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
 @pytest.mark.parametrize("V", [256, 4099, 50304])
-def test_kernel_matches_float64_reference_on_extreme_logits(V):
+def test_kernel_matches_float64_reference_on_extreme_logits(V, kernel):
     z = _logits(V, n=600 if V < 10_000 else 200)
     g = torch.Generator().manual_seed(1)
     targets = torch.randint(V // 2, V, (z.shape[0],), generator=g)     # never a masked entry
-    logp, ent = token_statistics(z, targets, ALPHAS)
+    logp, ent = token_statistics(z, targets, ALPHAS, kernel=kernel)
+    assert resolve_kernel(kernel) == kernel        # the compiled kernel did not fall back to eager
     ref_lp, ref_ent = _reference(z, targets, ALPHAS)
     assert logp.dtype == torch.float32 and ent.shape == (z.shape[0], len(ALPHAS))
     assert torch.isfinite(ent).all() and torch.isfinite(logp).all()
@@ -43,20 +45,37 @@ def test_kernel_matches_float64_reference_on_extreme_logits(V):
     assert (ent <= np.log(V) + 1e-5).all()
 
 
-def test_chunking_and_shapes_do_not_change_results():
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_chunking_and_shapes_do_not_change_results(kernel):
     z = _logits(300, n=257).reshape(1, 257, 300)
     t = torch.randint(0, 300, (1, 257))
-    a = token_statistics(z, t, ALPHAS, chunk_tokens=1 << 16)
-    b = token_statistics(z, t, ALPHAS, chunk_tokens=7)
+    a = token_statistics(z, t, ALPHAS, chunk_tokens=1 << 16, kernel=kernel)
+    b = token_statistics(z, t, ALPHAS, chunk_tokens=7, kernel=kernel)
     assert a[0].shape == (1, 257) and a[1].shape == (1, 257, len(ALPHAS))
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-6)
 
 
-def test_bfloat16_logits_are_scored_in_float32():
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_bfloat16_logits_are_scored_in_float32(kernel):
     z = _logits(512, n=128)
     t = torch.randint(0, 512, (128,))
-    lp, ent = token_statistics(z.bfloat16(), t, ALPHAS)
+    lp, ent = token_statistics(z.bfloat16(), t, ALPHAS, kernel=kernel)
     ref_lp, ref_ent = _reference(z.bfloat16().float(), t, ALPHAS)
     assert lp.dtype == torch.float32
     np.testing.assert_allclose(ent.double(), ref_ent, atol=1e-5, rtol=0)
+
+
+def test_compiled_and_eager_kernels_agree_on_model_like_logits():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3000, 256, generator=g) * 4 - torch.linspace(0, 30, 256)     # peaked, long tail
+    t = torch.randint(0, 256, (3000,), generator=g)
+    a = token_statistics(z, t, ALPHAS, kernel="eager")
+    b = token_statistics(z, t, ALPHAS, kernel="compiled")
+    torch.testing.assert_close(a[0], b[0], rtol=2.4e-7, atol=2e-6)     # one float32 ulp of |ln p|
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=2e-6)
+
+
+def test_unknown_kernel_is_an_error():
+    with pytest.raises(ValueError, match="stats kernel"):
+        token_statistics(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ALPHAS, kernel="triton")
