@@ -208,6 +208,9 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     p.add_argument("--calibration-seq-len", type=_positive_int, default=256,
                    help="tokens per calibration window (capped at the model window; default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
+    p.add_argument("--vector-bits", type=int, default=None,
+                   help="bits of the per-tensor grid of biases and LayerNorm (2-8; 16 keeps them in 16 bits; "
+                        "default 6)")
     p.add_argument("--keep-fp16", action="append", default=[], metavar="PATTERN",
                    help="keep weights whose name matches this glob in 16 bits (repeatable)")
     p.add_argument("--n-configs", type=_positive_int, default=1,
@@ -228,10 +231,14 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
         if not (math.isfinite(a.bits) and a.bits > 0):
             raise GenboundError(f"--bits must be > 0 for parameter counting; got {a.bits}")
     else:
-        from lm_eval_genbound.quantize import SUPPORTED_BITS  # noqa: PLC0415
+        from lm_eval_genbound.quantize import DEFAULT_VECTOR_BITS, SUPPORTED_BITS, VECTOR_BITS  # noqa: PLC0415
 
         if a.bits != int(a.bits) or int(a.bits) not in SUPPORTED_BITS:
             raise GenboundError(f"--bits must be one of {SUPPORTED_BITS} for {a.method}; got {a.bits:g}")
+        if a.vector_bits is None:
+            a.vector_bits = DEFAULT_VECTOR_BITS
+        if a.vector_bits not in VECTOR_BITS:
+            raise GenboundError(f"--vector-bits must be one of {VECTOR_BITS}; got {a.vector_bits}")
         if a.group_size < 0:
             raise GenboundError(f"--group-size must be ≥ 0 (0: one group per row); got {a.group_size}")
     if a.method == "gptq" and a.calibration_text is not None and not Path(a.calibration_text).is_file():
@@ -263,10 +270,13 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
                 "seq_len": int(calib.shape[1]), "seed": a.seed,
             }
         qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
-                            keep_fp16=tuple(a.keep_fp16), seed=a.seed, progress=not a.no_progress)
+                            keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
+                            progress=not a.no_progress)
         cl = qm.code_length(n_configs=a.n_configs)
-        record["spec"] = format_quant_spec(a.method, bits, gs)
+        record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
         record["keep_fp16"] = list(a.keep_fp16)
+        record["vector_bits"] = a.vector_bits
+        record["scale_steps"] = qm.scale_steps
         if qm.proxy_losses:
             record["gptq_proxy_losses"] = qm.proxy_losses
     record["code_length"] = cl.to_dict()

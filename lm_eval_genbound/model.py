@@ -18,8 +18,10 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   harness's prefix token (BOS, else EOS, else ``prefix_token_id``) and never scores that prefix;
   ``none`` scores from the second token on. Text is encoded without special tokens, so BOS is
   never charged (the harness's double-BOS artefact does not occur).
-* ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``) evaluates a quantized copy and records
-  its certified code length; ``stats_chunk`` sets positions per statistics chunk.
+* ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; ``-v16`` keeps biases and LayerNorm in
+  16 bits instead of 6; grammar in :func:`lm_eval_genbound.quantize.parse_quant_spec`) evaluates a
+  quantized copy and records its certified code length; ``stats_chunk`` sets positions per
+  statistics chunk.
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.token_stats`. Both give the same numbers within ~1e-6 nats.

@@ -3,6 +3,8 @@
     >>> from lm_eval_genbound.quantize import quantize_model, quantized_copy, parse_quant_spec
     >>> parse_quant_spec("gptq3-g32")
     ('gptq', 3, 32)
+    >>> parse_quant_options("rtn4-v16")["vector_bits"]
+    16
     >>> qm = quantize_model(model, method="gptq", bits=4, group_size=64,     # doctest: +SKIP
     ...                     calibration=token_ids)          # LongTensor [n_seq, T]
     >>> qm.model                  # dequantized deep copy, same architecture, ready to evaluate
@@ -11,17 +13,22 @@
 
 What is quantized: the 2-D weight of every ``torch.nn.Linear``, ``torch.nn.Embedding`` (and
 transformers' ``Conv1D``, as its transpose) — for GPT-NeoX: ``embed_in``, the attention and MLP
-linears and the output head — unless a ``keep_fp16`` pattern names it. Every other parameter
-(biases, LayerNorm) and every ``keep_fp16`` weight is stored in 16 bits: the returned model holds
-those tensors rounded to float16 (bfloat16 where float16 would overflow), so the code describes
-exactly the model that is evaluated. Buffers (rotary tables, masks) follow from the
+linears and the output head — unless a ``keep_fp16`` pattern names it, at b bits per weight. Every
+other parameter (biases, LayerNorm: the "vectors") is quantized per tensor with the same grid at
+``vector_bits`` (default 6; spec suffix ``-v<bits>``) by round-to-nearest, one group per tensor;
+with ``vector_bits=16`` (``-v16``) and for every ``keep_fp16`` tensor it is stored in 16 bits
+instead, rounded to float16 (bfloat16 where float16 would overflow). The returned model holds
+exactly the values the code describes. Buffers (rotary tables, masks) follow from the
 architecture and are not charged.
 
 Grid (both methods): per row and per group of ``group_size`` consecutive input columns, an
-asymmetric min–max grid over [min(w, 0), max(w, 0)] with 2^b levels, as in the GPTQ reference:
-``scale = (max − min)/(2^b − 1)`` rounded to float16 (it is stored as float16), integer zero
-point ``z = round(−min/scale)``, codes ``q = clamp(round(w/scale) + z, 0, 2^b − 1)``, weight
-``ŵ = scale·(q − z)``. ``group_size=None`` means one group per row.
+asymmetric min–max grid over [min(w, 0), max(w, 0)] with 2^b levels, as in the GPTQ reference,
+with the scale on a log grid: the min–max scale ``(max − min)/(2^b − 1)`` is rounded *up* to the
+next ``2^(e/K)`` (integer exponent e, K = ``scale_steps`` = 16 steps per octave; see
+:func:`lm_eval_genbound.codelength.scale_from_exponent`), so the group's range stays covered;
+then integer zero point ``z = round(−min/scale)``, codes ``q = clamp(round(w/scale) + z, 0,
+2^b − 1)``, weight ``ŵ = scale·(q − z)`` in float32. ``group_size=None`` means one group per row.
+The exponents and zero points are entropy-coded (:mod:`lm_eval_genbound.codelength`).
 
 GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022): for each linear layer, H = E[x xᵀ] over the
 layer's inputs on the calibration tokens (the paper's 2XXᵀ up to a constant, which does not
@@ -51,19 +58,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from lm_eval_genbound.codelength import CodeLength, QuantizedTensor, RawTensor, model_code_length
+from lm_eval_genbound.codelength import (
+    SCALE_STEPS,
+    CodeLength,
+    QuantizedTensor,
+    RawTensor,
+    model_code_length,
+    scale_exponent_at_least,
+    scale_from_exponent,
+)
 from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_GROUP_SIZE",
+    "DEFAULT_VECTOR_BITS",
     "SUPPORTED_BITS",
+    "VECTOR_BITS",
     "QuantizedModel",
     "WeightQuantization",
     "format_quant_spec",
     "gptq_quantize_weight",
     "make_calibration",
+    "parse_quant_options",
     "parse_quant_spec",
     "proxy_loss",
     "quantize_model",
@@ -73,9 +91,11 @@ __all__ = [
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 DEFAULT_GROUP_SIZE = 64
+DEFAULT_VECTOR_BITS = 6
+"""Bits of the per-tensor grid of biases and LayerNorm parameters (16: keep them in 16 bits)."""
+VECTOR_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 METHODS = ("rtn", "gptq")
-_SPEC_RE = re.compile(r"^(rtn|gptq)(\d+)(?:-(?:g(\d+)|(row)))?$")
-_FP16_MIN_SUBNORMAL = 2.0 ** -24
+_SPEC_RE = re.compile(r"^(rtn|gptq)(\d+)(?:-(?:g(\d+)|(row)))?(?:-v(\d+))?$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,15 +104,28 @@ _FP16_MIN_SUBNORMAL = 2.0 ** -24
 def parse_quant_spec(spec: str) -> tuple[str, int, int | None]:
     """Parse ``"rtn4"``, ``"gptq4"``, ``"rtn3-g32"``, ``"gptq4-row"`` into (method, bits, group_size).
 
-    Without a suffix the group size is ``DEFAULT_GROUP_SIZE`` (64); ``-gN`` sets it to N; ``-row``
-    means one group per row (``None``). Case and surrounding blanks are ignored.
+    Grammar: ``<rtn|gptq><b>[-g<N>|-row][-v<vb>]``. The weight matrices get b bits; without a
+    group suffix the group size is ``DEFAULT_GROUP_SIZE`` (64), ``-gN`` sets it to N, ``-row``
+    means one group per row (``None``). The biases and LayerNorm parameters ("vectors") get a
+    per-tensor ``vb``-bit grid (vb in 2..8), ``DEFAULT_VECTOR_BITS`` = 6 without ``-v``; ``-v16``
+    keeps them in 16 bits (the format before vectors were quantized) — :func:`parse_quant_options`
+    returns ``vb`` too. So ``gptq4`` = GPTQ, 4-bit weights in groups of 64 with scales 2^(e/16),
+    6-bit vectors. Case and surrounding blanks are ignored.
     """
+    o = parse_quant_options(spec)
+    return o["method"], o["bits"], o["group_size"]
+
+
+def parse_quant_options(spec: str) -> dict[str, Any]:
+    """Parse a spec (grammar in :func:`parse_quant_spec`) into the keyword arguments of
+    :func:`quantize_model`: ``{"method", "bits", "group_size", "vector_bits"}``."""
     if not isinstance(spec, str):
         raise GenboundError(f"quantization spec must be a string like 'gptq4' or 'rtn3-g32'; got {spec!r}")
     m = _SPEC_RE.match(spec.strip().lower())
     if not m:
         raise GenboundError(
-            f"bad quantization spec {spec!r}; expected <rtn|gptq><bits>[-g<group size>|-row], e.g. 'gptq4' or 'rtn3-g32'")
+            f"bad quantization spec {spec!r}; expected <rtn|gptq><bits>[-g<group size>|-row][-v<vector bits>], "
+            "e.g. 'gptq4' or 'rtn3-g32'")
     method, bits = m.group(1), int(m.group(2))
     if bits not in SUPPORTED_BITS:
         raise GenboundError(f"bad quantization spec {spec!r}: bits must be one of {SUPPORTED_BITS}; got {bits}")
@@ -104,12 +137,18 @@ def parse_quant_spec(spec: str) -> tuple[str, int, int | None]:
             raise GenboundError(f"bad quantization spec {spec!r}: group size must be ≥ 1")
     else:
         group_size = DEFAULT_GROUP_SIZE
-    return method, bits, group_size
+    vector_bits = DEFAULT_VECTOR_BITS if m.group(5) is None else int(m.group(5))
+    if vector_bits not in VECTOR_BITS:
+        raise GenboundError(f"bad quantization spec {spec!r}: vector bits (-v) must be one of {VECTOR_BITS}; "
+                            f"got {vector_bits}")
+    return {"method": method, "bits": bits, "group_size": group_size, "vector_bits": vector_bits}
 
 
-def format_quant_spec(method: str, bits: int, group_size: int | None) -> str:
-    """Inverse of :func:`parse_quant_spec`: ``("gptq", 4, 64) -> "gptq4-g64"``."""
-    return f"{method}{bits}-" + ("row" if group_size is None else f"g{group_size}")
+def format_quant_spec(method: str, bits: int, group_size: int | None, vector_bits: int = DEFAULT_VECTOR_BITS) -> str:
+    """Inverse of :func:`parse_quant_options`: ``("gptq", 4, 64) -> "gptq4-g64"``,
+    ``("rtn", 4, 64, 16) -> "rtn4-g64-v16"`` (``-v`` only when not the default)."""
+    vec = "" if vector_bits == DEFAULT_VECTOR_BITS else f"-v{vector_bits}"
+    return f"{method}{bits}-" + ("row" if group_size is None else f"g{group_size}") + vec
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,34 +160,39 @@ class WeightQuantization:
 
     Attributes:
         codes: uint8 ``[rows, cols]`` in ``[0, 2^bits)``.
-        scales: float16 ``[rows, n_groups]``.
+        scale_exponents: int64 ``[rows, n_groups]``: the scale of group (r, g) is 2^(e/K).
+        scales: float32 ``[rows, n_groups]``, ``scale_from_exponent(scale_exponents, K)``.
         zeros: uint8 ``[rows, n_groups]`` (integer zero points).
         weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W).
         bits, group_size: the grid (``group_size`` = cols when one group per row).
+        scale_steps: K, scale grid steps per octave.
     """
 
     codes: torch.Tensor
+    scale_exponents: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor
     weight: torch.Tensor
     bits: int
     group_size: int
+    scale_steps: int = SCALE_STEPS
 
 
-def _minmax_grid(w: torch.Tensor, maxq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric grid per row of ``w`` [rows, k]: (float32 scale exactly representable in float16,
-    float32 integral zero point in [0, maxq])."""
+def _minmax_grid(w: torch.Tensor, maxq: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric grid per row of ``w`` [rows, k]: (float32 scale 2^(e/K), float32 integral zero
+    point in [0, maxq], int64 exponent e). The scale is the min–max scale rounded up to the grid."""
     xmin = w.min(dim=1).values.clamp(max=0)
     xmax = w.max(dim=1).values.clamp(min=0)
     both = (xmin == 0) & (xmax == 0)
     xmin = torch.where(both, torch.full_like(xmin, -1.0), xmin)
     xmax = torch.where(both, torch.full_like(xmax, 1.0), xmax)
-    scale = ((xmax - xmin) / maxq).to(torch.float16).to(torch.float32)
-    if not torch.isfinite(scale).all():
-        raise GenboundError("a weight group's range overflows a float16 scale (|w| > ~1e6); cannot quantize")
-    scale = scale.clamp(min=_FP16_MIN_SUBNORMAL)
+    need = (xmax - xmin) / maxq
+    if not torch.isfinite(need).all():
+        raise GenboundError("a weight group's range overflows float32; cannot quantize")
+    e = scale_exponent_at_least(need.cpu().numpy(), steps)
+    scale = torch.from_numpy(scale_from_exponent(e, steps)).to(w.device)
     zero = torch.round(-xmin / scale).clamp(0, maxq)
-    return scale, zero
+    return scale, zero, torch.from_numpy(e).to(w.device)
 
 
 def _quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
@@ -168,30 +212,50 @@ def _check_weight(W: torch.Tensor, bits: int, group_size: int | None) -> int:
     return cols if group_size is None else min(group_size, cols)
 
 
-def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE) -> WeightQuantization:
-    """Round-to-nearest quantization of ``W`` [rows, cols] on the per-group min–max grid."""
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1024:
+        raise GenboundError(f"scale_steps (K, scale grid steps per octave) must be an integer in [1, 1024]; "
+                            f"got {steps!r}")
+    return steps
+
+
+def _grid_buffers(rows: int, cols: int, n_groups: int, device) -> tuple[torch.Tensor, ...]:
+    return (torch.empty(rows, cols, dtype=torch.float32, device=device),
+            torch.empty(rows, n_groups, dtype=torch.float32, device=device),
+            torch.empty(rows, n_groups, dtype=torch.float32, device=device),
+            torch.empty(rows, n_groups, dtype=torch.int64, device=device))
+
+
+def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE, *,
+                        scale_steps: int = SCALE_STEPS) -> WeightQuantization:
+    """Round-to-nearest quantization of ``W`` [rows, cols] on the per-group min–max grid with
+    scales 2^(e/K) (K = ``scale_steps``)."""
     gs = _check_weight(W, bits, group_size)
+    return _rtn(W, bits, gs, _check_steps(scale_steps))
+
+
+def _rtn(W: torch.Tensor, bits: int, gs: int, steps: int) -> WeightQuantization:
     maxq = (1 << bits) - 1
     Wf = W.detach().to(torch.float32)
     rows, cols = Wf.shape
     n_groups = math.ceil(cols / gs)
-    codes = torch.empty(rows, cols, dtype=torch.float32, device=W.device)
-    scales = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
-    zeros = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device)
     for g in range(n_groups):
         sl = slice(g * gs, min((g + 1) * gs, cols))
-        s, z = _minmax_grid(Wf[:, sl], maxq)
+        s, z, e = _minmax_grid(Wf[:, sl], maxq, steps)
         codes[:, sl] = _quant(Wf[:, sl], s[:, None], z[:, None], maxq)
-        scales[:, g], zeros[:, g] = s, z
-    return _finish(codes, scales, zeros, bits, gs)
+        scales[:, g], zeros[:, g], exps[:, g] = s, z, e
+    return _finish(codes, scales, zeros, exps, bits, gs, steps)
 
 
-def _finish(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, gs: int) -> WeightQuantization:
+def _finish(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, exps: torch.Tensor, bits: int, gs: int,
+            steps: int) -> WeightQuantization:
     cols = codes.shape[1]
     gidx = torch.arange(cols, device=codes.device) // gs
+    # float32: scale · (code − zero), the integer difference exact — what the decoder computes
     weight = scales[:, gidx] * (codes - zeros[:, gidx])
-    return WeightQuantization(codes=codes.to(torch.uint8), scales=scales.to(torch.float16),
-                              zeros=zeros.to(torch.uint8), weight=weight, bits=bits, group_size=gs)
+    return WeightQuantization(codes=codes.to(torch.uint8), scale_exponents=exps, scales=scales,
+                              zeros=zeros.to(torch.uint8), weight=weight, bits=bits, group_size=gs, scale_steps=steps)
 
 
 def proxy_loss(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
@@ -232,6 +296,7 @@ def gptq_quantize_weight(
     damp: float = 0.01,
     block_size: int = 128,
     static_groups: bool = False,
+    scale_steps: int = SCALE_STEPS,
 ) -> WeightQuantization:
     """GPTQ quantization of ``W`` [rows, cols] given the input second moment ``H`` [cols, cols].
 
@@ -243,8 +308,10 @@ def gptq_quantize_weight(
         block_size: lazy-batch block width in columns (rounded to a multiple of the group size).
         static_groups: compute every group's grid from the original W up front (then the grid is
             exactly RTN's) instead of from the error-updated weights when the group is reached.
+        scale_steps: K of the scale grid 2^(e/K) (as in :func:`rtn_quantize_weight`).
     """
     gs = _check_weight(W, bits, group_size)
+    steps = _check_steps(scale_steps)
     cols = W.shape[1]
     if H.shape != (cols, cols):
         raise GenboundError(f"H must be [{cols}, {cols}] for a weight with {cols} columns; got {tuple(H.shape)}")
@@ -257,14 +324,12 @@ def gptq_quantize_weight(
     n_groups = math.ceil(cols / gs)
     Wc = W.detach().to(torch.float32).clone()
     U = _inverse_hessian_cholesky(H.to(W.device), damp).to(torch.float32)
-    codes = torch.empty(rows, cols, dtype=torch.float32, device=W.device)
-    scales = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
-    zeros = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device)
     precomputed = group_size is None or static_groups
     if precomputed:
         for g in range(n_groups):
-            s, z = _minmax_grid(Wc[:, g * gs:min((g + 1) * gs, cols)], maxq)
-            scales[:, g], zeros[:, g] = s, z
+            s, z, e = _minmax_grid(Wc[:, g * gs:min((g + 1) * gs, cols)], maxq, steps)
+            scales[:, g], zeros[:, g], exps[:, g] = s, z, e
     bs = max(gs, (block_size // gs) * gs) if group_size is not None else block_size
     for b0 in range(0, cols, bs):
         b1 = min(b0 + bs, cols)
@@ -276,8 +341,8 @@ def gptq_quantize_weight(
             g = col // gs
             if not precomputed and col % gs == 0:
                 # the whole group lies inside this block, whose columns are up to date
-                s, z = _minmax_grid(W1[:, j:j + gs], maxq)
-                scales[:, g], zeros[:, g] = s, z
+                s, z, e = _minmax_grid(W1[:, j:j + gs], maxq, steps)
+                scales[:, g], zeros[:, g], exps[:, g] = s, z, e
             w = W1[:, j]
             q = _quant(w, scales[:, g], zeros[:, g], maxq)
             codes[:, col] = q
@@ -287,7 +352,7 @@ def gptq_quantize_weight(
             E1[:, j] = err
         if b1 < cols:
             Wc[:, b1:] -= E1 @ U[b0:b1, b1:]
-    return _finish(codes, scales, zeros, bits, gs)
+    return _finish(codes, scales, zeros, exps, bits, gs, steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,14 +363,18 @@ class QuantizedModel:
     """A quantized model: the dequantized torch model plus everything its code length needs.
 
     Attributes:
-        model: deep copy of the input model, same architecture, weights replaced by their
-            dequantized values (float32 ``scale·(code − zero)``, cast to the parameter's dtype)
-            and unquantized tensors rounded to 16 bits; in eval mode.
+        model: deep copy of the input model, same architecture, weights and vectors replaced by
+            their dequantized values (float32 ``scale·(code − zero)``, cast to the parameter's
+            dtype) and unquantized tensors rounded to 16 bits; in eval mode.
         method: ``"rtn"`` or ``"gptq"``; bits: b; group_size: columns per group (None = per row).
-        quantized: parameter name → :class:`QuantizedTensor` (codes, float16 scales, zeros).
+        quantized: parameter name → :class:`QuantizedTensor` (codes, scale exponents, zeros):
+            the weight matrices (``kind="weight"``) and, unless ``vector_bits == 16``, the biases
+            and LayerNorm parameters (``kind="vector"``).
         raw: parameter name → :class:`RawTensor` (stored at 16 bits/param).
         seed: seed used to cut calibration windows; n_calibration_tokens: tokens seen by GPTQ.
         proxy_losses: GPTQ layers' tr((Ŵ−W) H (Ŵ−W)ᵀ) with H = E[x xᵀ] (empty for RTN).
+        vector_bits: bits of the vectors' per-tensor grid (16: kept in 16 bits).
+        scale_steps: K of the scale grid 2^(e/K).
     """
 
     model: nn.Module
@@ -317,11 +386,13 @@ class QuantizedModel:
     seed: int = 0
     n_calibration_tokens: int = 0
     proxy_losses: dict[str, float] = field(default_factory=dict)
+    vector_bits: int = DEFAULT_VECTOR_BITS
+    scale_steps: int = SCALE_STEPS
 
     @property
     def spec(self) -> str:
-        """Canonical spec string, e.g. ``"gptq4-g64"``."""
-        return format_quant_spec(self.method, self.bits, self.group_size)
+        """Canonical spec string, e.g. ``"gptq4-g64"`` (``"-v16"`` appended for 16-bit vectors)."""
+        return format_quant_spec(self.method, self.bits, self.group_size, self.vector_bits)
 
     @property
     def n_params(self) -> int:
@@ -389,6 +460,31 @@ def _collect_targets(model: nn.Module, keep_fp16: Sequence[str]) -> tuple[list[_
         done.add(id(w))
         targets.append(_Target(mname, mod, pname, kind))
     return targets, names
+
+
+def _quantize_vector(name: str, p: torch.Tensor, bits: int, steps: int) -> QuantizedTensor:
+    """RTN of a bias / LayerNorm tensor as one row, one group; the parameter is replaced by its
+    dequantized values. Returns its description (``kind="vector"``)."""
+    shape = tuple(int(s) for s in p.shape)
+    flat = p.detach().reshape(1, -1)
+    if not torch.isfinite(flat).all():
+        raise GenboundError(f"parameter {name} contains non-finite values")
+    res = _rtn(flat, bits, flat.shape[1], steps)
+    p.data.copy_(res.weight.reshape(p.shape).to(dtype=p.dtype))
+    return QuantizedTensor(name=name, codes=res.codes.cpu().numpy(), scale_exponents=res.scale_exponents.cpu().numpy(),
+                           zeros=res.zeros.cpu().numpy(), bits=bits, group_size=res.group_size, scale_steps=steps,
+                           kind="vector", param_shape=shape)
+
+
+def _check_described_exactly(model: nn.Module, quantized: dict[str, QuantizedTensor]) -> None:
+    """Every quantized parameter of ``model`` holds exactly the float32 values its code gives
+    (fails for half-precision models, whose parameters cannot hold scale·(code − zero))."""
+    params = dict(model.named_parameters())
+    for name, qt in quantized.items():
+        p = params[name].detach()
+        if not np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param()):
+            raise GenboundError(f"parameter {name} ({p.dtype}) cannot hold its quantized values exactly, so the code "
+                                "would not describe the evaluated model; load the model in float32 to quantize it")
 
 
 def _round_to_16bit(p: torch.Tensor) -> None:
@@ -531,11 +627,12 @@ def _call_order(model: nn.Module, modules: list[nn.Module], run: Callable[[], No
 
 class _GPTQRunner:
     def __init__(self, model: nn.Module, calibration: torch.Tensor, bits: int, group_size: int | None, damp: float,
-                 block_size: int, batch_size: int, progress: bool):
+                 block_size: int, batch_size: int, progress: bool, scale_steps: int = SCALE_STEPS):
         self.model = model
         self.device = _device_of(model)
         self.batches = [calibration[i:i + batch_size].to(self.device) for i in range(0, calibration.shape[0], batch_size)]
         self.bits, self.group_size, self.damp, self.block_size = bits, group_size, damp, block_size
+        self.scale_steps = scale_steps
         self.progress = progress
         self.results: dict[str, WeightQuantization] = {}
         self.proxy: dict[str, float] = {}
@@ -546,10 +643,11 @@ class _GPTQRunner:
         if acc is None or acc.n == 0:
             if t.kind != "embedding":
                 logger.warning("GPTQ: %s received no calibration input; using round-to-nearest", t.module_name)
-            res = rtn_quantize_weight(W, self.bits, self.group_size)
+            res = rtn_quantize_weight(W, self.bits, self.group_size, scale_steps=self.scale_steps)
         else:
             H = acc.mean()
-            res = gptq_quantize_weight(W, H, self.bits, self.group_size, damp=self.damp, block_size=self.block_size)
+            res = gptq_quantize_weight(W, H, self.bits, self.group_size, damp=self.damp, block_size=self.block_size,
+                                       scale_steps=self.scale_steps)
             self.proxy[t.param_name] = proxy_loss(W, res.weight, H)
         t.set_weight(res.weight)
         self.results[t.param_name] = res
@@ -668,6 +766,8 @@ def quantize_model(
     batch_size: int = 8,
     n_calibration: int = 128,
     calibration_seq_len: int | None = None,
+    vector_bits: int = DEFAULT_VECTOR_BITS,
+    scale_steps: int = SCALE_STEPS,
     progress: bool = False,
     _strategy: str = "blocks",
 ) -> QuantizedModel:
@@ -682,14 +782,20 @@ def quantize_model(
             token stream from which ``n_calibration`` windows of ``calibration_seq_len`` tokens
             (default min(2048, model window)) are drawn with ``seed``. Ignored by RTN.
         keep_fp16: glob patterns (matched anywhere in a parameter or module name, e.g.
-            ``"embed_in"``, ``"*.lm_head*"``) of weights to keep in 16 bits (charged at 16 bits).
+            ``"embed_in"``, ``"*.lm_head*"``) of tensors (weights, biases, LayerNorm) to keep in
+            16 bits (charged at 16 bits).
         seed: seed for the calibration windows (recorded).
         damp, block_size: GPTQ dampening and lazy-batch block width.
         batch_size: calibration sequences per forward pass.
+        vector_bits: every other parameter (biases, LayerNorm) is quantized per tensor by RTN on
+            a ``vector_bits``-bit grid (2 to 8; default 6) before the weights (so GPTQ calibrates
+            through the quantized vectors); 16 keeps them in 16 bits.
+        scale_steps: K, steps per octave of the scale grid 2^(e/K) (fixed in advance; a value
+            searched over must be paid for in ``n_configs``).
         progress: show a tqdm bar over decoder blocks.
 
     Returns:
-        :class:`QuantizedModel` (dequantized model + codes/scales/zeros for the code length).
+        :class:`QuantizedModel` (dequantized model + codes/exponents/zeros for the code length).
     """
     if method not in METHODS:
         raise GenboundError(f"method must be one of {METHODS}; got {method!r}")
@@ -702,6 +808,10 @@ def quantize_model(
     keep_fp16 = tuple(keep_fp16)
     if batch_size < 1:
         raise GenboundError(f"batch_size must be ≥ 1; got {batch_size}")
+    if isinstance(vector_bits, bool) or vector_bits not in VECTOR_BITS:
+        raise GenboundError(f"vector_bits must be one of {VECTOR_BITS} (16: keep biases and LayerNorm in 16 bits); "
+                            f"got {vector_bits!r}")
+    steps = _check_steps(scale_steps)
     all_names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_modules()]
     for pat in keep_fp16:
         if not isinstance(pat, str) or not pat or not any(_pattern_matches(pat, n) for n in all_names):
@@ -719,33 +829,42 @@ def quantize_model(
         targets, names = _collect_targets(qm, keep_fp16)
         target_params = {t.param_name for t in targets}
         raw: dict[str, RawTensor] = {}
+        vectors: dict[str, QuantizedTensor] = {}
         for n, p in qm.named_parameters():
             if n in target_params:
                 continue
-            _round_to_16bit(p)
-            raw[n] = RawTensor(n, tuple(int(s) for s in p.shape), 16)
+            module_name = n.rsplit(".", 1)[0] if "." in n else ""
+            kept = any(_pattern_matches(pat, n) or (module_name and _pattern_matches(pat, module_name))
+                       for pat in keep_fp16)
+            if vector_bits == 16 or kept or not p.dtype.is_floating_point or p.numel() == 0:
+                _round_to_16bit(p)
+                raw[n] = RawTensor(n, tuple(int(s) for s in p.shape), 16)
+            else:
+                vectors[n] = _quantize_vector(n, p, vector_bits, steps)
         proxy: dict[str, float] = {}
         if method == "rtn":
             results = {}
             for t in targets:
-                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size)
+                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps)
                 t.set_weight(res.weight)
                 results[t.param_name] = res
         else:
-            runner = _GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress)
+            runner = _GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress, steps)
             runner.run(targets, strategy=_strategy)
             results, proxy = runner.results, runner.proxy
     quantized = {
         t.param_name: QuantizedTensor(name=t.param_name, codes=results[t.param_name].codes.cpu().numpy(),
-                                      scales=results[t.param_name].scales.cpu().numpy(),
+                                      scale_exponents=results[t.param_name].scale_exponents.cpu().numpy(),
                                       zeros=results[t.param_name].zeros.cpu().numpy(), bits=bits,
                                       group_size=results[t.param_name].group_size,
-                                      transposed=t.kind == "conv1d")
+                                      transposed=t.kind == "conv1d", scale_steps=steps)
         for t in targets
     }
+    quantized.update(vectors)
+    _check_described_exactly(qm, quantized)
     return QuantizedModel(model=qm, method=method, bits=bits, group_size=group_size, quantized=quantized, raw=raw,
                           seed=seed, n_calibration_tokens=0 if calib is None else int(calib.numel()),
-                          proxy_losses=proxy)
+                          proxy_losses=proxy, vector_bits=vector_bits, scale_steps=steps)
 
 
 def quantized_copy(
@@ -761,12 +880,11 @@ def quantized_copy(
 ) -> tuple[nn.Module, CodeLength]:
     """Quantize a copy of ``model`` by a spec string and return (dequantized model, L(h)).
 
-    ``spec`` is parsed by :func:`parse_quant_spec` (``"gptq4"``, ``"rtn3-g32"``, …); ``n_configs``
-    is the number of configurations searched (charged log2(n_configs) bits). Extra keyword
-    arguments go to :func:`quantize_model`. The model is what ``quantize=<spec>`` evaluates; the
-    ``CodeLength`` (bits) is what enters the bound's complexity.
+    ``spec`` is parsed by :func:`parse_quant_options` (``"gptq4"``, ``"rtn3-g32"``, ``"gptq4-v16"``,
+    …); ``n_configs`` is the number of configurations searched (charged log2(n_configs) bits).
+    Extra keyword arguments go to :func:`quantize_model`. The model is what ``quantize=<spec>``
+    evaluates; the ``CodeLength`` (bits) is what enters the bound's complexity.
     """
-    method, bits, group_size = parse_quant_spec(spec)
-    qm = quantize_model(model, method=method, bits=bits, group_size=group_size, calibration=calibration,
-                        keep_fp16=keep_fp16, seed=seed, **kwargs)
+    opts = parse_quant_options(spec)
+    qm = quantize_model(model, **opts, calibration=calibration, keep_fp16=keep_fp16, seed=seed, **kwargs)
     return qm.model, qm.code_length(n_configs=n_configs, verify=verify)

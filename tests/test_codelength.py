@@ -1,6 +1,7 @@
-"""Certified code lengths: a real range coder that round-trips bit-exactly and lands within its
-overhead of the empirical entropy, every side-information charge, parameter counting, and the
-``genbound complexity`` command."""
+"""Certified code lengths: the 2^(e/K) scale grid, a model message that decodes back bit for bit
+from its header bits and range-coder words alone, streams within the coder's overhead of their
+empirical entropy, every side-information charge, parameter counting, and the ``genbound
+complexity`` command."""
 from __future__ import annotations
 
 import json
@@ -11,14 +12,22 @@ import pytest
 
 from lm_eval_genbound.codelength import (
     CodeLength,
+    EncodedModel,
     QuantizedTensor,
     RawTensor,
     code_length,
+    decode_model,
     decode_symbols,
+    elias_gamma_bits,
     empirical_entropy_bits,
+    encode_model,
     encode_symbols,
     entropy_coded_bits,
+    exponent_domain,
     parameter_count_bits,
+    scale_exponent_at_least,
+    scale_from_exponent,
+    shape_bits,
 )
 from lm_eval_genbound.errors import GenboundError
 
@@ -49,21 +58,16 @@ def test_range_coder_round_trip_is_bit_exact(case):
     assert int(enc.counts.sum()) == x.size
 
 
-def test_constant_tensor_costs_zero_code_bits_and_round_trips():
+def test_constant_array_costs_zero_code_bits_and_round_trips():
     x = np.full((7, 9), 11)
     enc = encode_symbols(x, 16)
     assert enc.n_bits == 0
     assert np.array_equal(decode_symbols(enc).reshape(7, 9), x)
     assert empirical_entropy_bits(x) == 0.0
-    qt = QuantizedTensor("c", x.astype(np.uint8), scales=np.ones((7, 1), np.float16),
-                         zeros=np.zeros((7, 1), np.uint8), bits=4, group_size=9)
-    cl = code_length([qt], method="rtn4")
-    assert cl.breakdown["codes_bits"] == 0.0
-    assert cl.breakdown["freq_table_bits"] == 16 * math.ceil(math.log2(63 + 1))
 
 
 def test_coded_size_within_overhead_of_hand_computed_entropy():
-    """A known small tensor: coded bits within 1% + 64 bits of n·H, and never below n·H − 1
+    """A known small array: coded bits within 1% + 64 bits of n·H, and never below n·H − 1
     (no code beats the empirical entropy of its own frequencies by more than rounding)."""
     rng = np.random.default_rng(1)
     p = np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005])
@@ -72,71 +76,256 @@ def test_coded_size_within_overhead_of_hand_computed_entropy():
     assert math.isclose(empirical_entropy_bits(x, 8), nh, rel_tol=1e-12)
     bits = entropy_coded_bits(x, 8)
     assert nh - 1 <= bits <= 1.01 * nh + 64, (bits, nh)
-    # and the tensor-level accounting uses exactly that coded size
-    qt = QuantizedTensor("w", x.astype(np.uint8), scales=np.full((64, 3), 0.01, np.float16),
-                         zeros=np.full((64, 3), 4, np.uint8), bits=3, group_size=32)
-    cl = code_length([qt], method="rtn3-g32")
-    assert cl.breakdown["codes_bits"] == bits
-    assert math.isclose(cl.details["codes_entropy_bits"], nh, rel_tol=1e-12)
+
+
+def _weight(name, rng, rows, cols, bits, gs, *, steps=16, transposed=False, e_center=-100, e_spread=6.0):
+    n_groups = math.ceil(cols / gs)
+    exps = np.round(rng.normal(e_center, e_spread, (rows, n_groups))).astype(np.int64)
+    zeros = rng.integers(0, 2 ** bits, (rows, n_groups))
+    codes = np.clip(np.round(rng.normal(2 ** (bits - 1), 2 ** bits / 6, (rows, cols))), 0, 2 ** bits - 1)
+    return QuantizedTensor(name, codes.astype(np.uint8), exps, zeros.astype(np.uint8), bits=bits, group_size=gs,
+                           transposed=transposed, scale_steps=steps)
+
+
+def _vector(name, rng, shape, bits=6):
+    n = int(np.prod(shape, dtype=np.int64))
+    codes = rng.integers(0, 2 ** bits, (1, n))
+    return QuantizedTensor(name, codes, np.array([[-120]]), np.array([[2 ** (bits - 1)]]), bits=bits, group_size=n,
+                           kind="vector", param_shape=tuple(shape))
+
+
+# ------------------------------------------------------------------------------------------------
+# the scale grid 2^(e/K)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [1, 8, 16, 32])
+def test_scale_grid_values_are_exact_powers_and_correctly_rounded_mantissas(steps):
+    """2^(e/K) is float32(2^(r/K))·2^q: exact powers of two at multiples of K, and every mantissa
+    is the float32 nearest to 2^(r/K) (checked with exact rational arithmetic)."""
+    from fractions import Fraction
+
+    for q in (-126, -7, 0, 5, 127):
+        assert scale_from_exponent(q * steps, steps) == np.float32(2.0 ** q)
+    e = np.arange(-3 * steps, 3 * steps)
+    s = scale_from_exponent(e, steps)
+    assert s.dtype == np.float32 and (np.diff(s) > 0).all()  # strictly increasing
+    for r in range(steps):
+        m = scale_from_exponent(r, steps)
+        below, above = np.nextafter(m, np.float32(0)), np.nextafter(m, np.float32(np.inf))
+        lo = (Fraction(float(below)) + Fraction(float(m))) / 2
+        hi = (Fraction(float(m)) + Fraction(float(above))) / 2
+        assert lo ** steps < 2 ** r < hi ** steps, (steps, r)
+        # and it agrees with the plain float64 computation cast to float32
+        assert m == np.float32(2.0 ** (r / steps))
+    lo_e, hi_e = exponent_domain(steps)
+    assert np.isfinite(scale_from_exponent(hi_e, steps)) and scale_from_exponent(lo_e, steps) == np.float32(2.0 ** -126)
+
+
+def test_scale_exponent_at_least_is_the_smallest_covering_grid_point():
+    rng = np.random.default_rng(0)
+    s = np.concatenate([np.exp(rng.uniform(-25, 5, 5000)), scale_from_exponent(np.arange(-200, 10), 16)])
+    s = s.astype(np.float32)
+    e = scale_exponent_at_least(s, 16)
+    assert (scale_from_exponent(e, 16) >= s).all()
+    assert (scale_from_exponent(e - 1, 16) < s).all()
+    # exact grid points map to themselves
+    assert np.array_equal(scale_exponent_at_least(scale_from_exponent(np.arange(-50, 50), 16), 16), np.arange(-50, 50))
+    assert scale_exponent_at_least(np.float32(0.0), 16) == exponent_domain(16)[0]
+    with pytest.raises(GenboundError, match="exceeds"):
+        scale_exponent_at_least(np.float32(3.4e38), 16)  # above 2^((128·16 − 1)/16) ≈ 3.26e38
+
+
+# ------------------------------------------------------------------------------------------------
+# the model message
+# ------------------------------------------------------------------------------------------------
+def test_hand_checkable_message_length():
+    """A 2×4 2-bit tensor, one group per row, both rows with exponent −32 (scale 2^−2 = 0.25) and
+    zero point 1, codes 0..3 twice. Header: shape γ(2+1) + γ(4+1) = 3 + 5 bits; exponents min and
+    max at ⌈log2(254·16)⌉ = 12 bits each (constant: nothing coded); zero points min/max at 2 bits
+    each (constant); codes min/max 2+2 bits, 2-bit model choice: the uniform model (no parameters:
+    8·log2 4 = 16 bits beats the categorical table 3 counts × ⌈log2 9⌉ = 12 bits + 16) and the 16
+    coded bits fill one 32-bit word."""
+    codes = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)
+    qt = QuantizedTensor("w", codes, scale_exponents=np.array([[-32], [-32]]), zeros=np.array([[1], [1]], np.uint8),
+                         bits=2, group_size=4)
+    assert np.array_equal(qt.scales, np.full((2, 1), 0.25, np.float32))
+    assert np.array_equal(qt.dequantize(), np.array([[-0.25, 0, 0.25, 0.5], [0.5, 0.25, 0, -0.25]], np.float32))
+    enc = encode_model([qt])
+    assert enc.header.size == 8 + 24 + 4 + 4 + 2 and enc.words.size == 1
+    assert enc.per_tensor["w"]["codes_model"] == "uniform"
+    cl = code_length([qt], method="hand")
+    b = cl.breakdown
+    parts = ("shapes_bits", "scales_bits", "zeros_bits", "freq_table_bits", "codes_bits")
+    assert tuple(b[k] for k in parts) == (8, 24, 4, 6, 32)
+    assert b["vectors_bits"] == 0 and b["unquantized_bits"] == 0
+    assert math.isclose(b["prefix_bits"], 2 * math.log2(74)) and cl.details["message_bits"] == 74
+    assert math.isclose(cl.total_bits, 74 + 2 * math.log2(74))
+    (back,) = decode_model(enc)
+    assert np.array_equal(back.codes, codes) and np.array_equal(back.dequantize(), qt.dequantize())
+
+
+def test_elias_gamma_shape_bits():
+    assert [elias_gamma_bits(n) for n in (1, 2, 3, 4, 7, 8, 65, 257)] == [1, 3, 3, 5, 5, 7, 13, 17]
+    assert shape_bits((64, 256)) == 13 + 17 and shape_bits(()) == 0
+    with pytest.raises(GenboundError):
+        elias_gamma_bits(0)
+
+
+def test_decoding_the_message_reproduces_every_tensor_bit_for_bit():
+    """Weights (several bit widths, group sizes, a transposed one, K = 32), vectors (1-D, 2-D,
+    a scalar, a constant one): the decoder, given only the header bits, the words and the layout,
+    rebuilds every integer and every float32 value exactly."""
+    rng = np.random.default_rng(3)
+    tensors = [
+        _weight("a", rng, 40, 130, 4, 64),
+        _weight("b", rng, 17, 9, 2, 4, transposed=True),
+        _weight("c", rng, 8, 256, 8, 256, steps=32, e_center=-300),
+        _weight("d", rng, 1, 1, 3, 1),
+        _vector("ln.w", rng, (48,)),
+        _vector("pos", rng, (3, 5), bits=8),
+        _vector("scalar", rng, ()),
+        QuantizedTensor("const", np.full((1, 7), 9), np.array([[-70]]), np.array([[9]]), bits=4, group_size=7,
+                        kind="vector", param_shape=(7,)),
+    ]
+    enc = encode_model(tensors)
+    fresh = EncodedModel(header=enc.header.copy(), words=enc.words.copy(), layout=enc.layout)  # no side channel
+    decoded = decode_model(fresh)
+    assert [t.name for t in decoded] == [t.name for t in tensors]
+    for t, d in zip(tensors, decoded):
+        assert d.tensor_shape == t.tensor_shape and d.kind == t.kind and d.bits == t.bits
+        assert np.array_equal(d.codes, t.codes) and np.array_equal(d.scale_exponents, t.scale_exponents)
+        assert np.array_equal(d.zeros, t.zeros)
+        assert d.dequantize_param().tobytes() == t.dequantize_param().tobytes()
+    assert decoded[1].dequantize_param().shape == (9, 17)
+    assert decoded[6].dequantize_param().shape == ()
+    # the length charged is the length of that message
+    cl = code_length(tensors, method="mixed")
+    quantized_parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits")
+    assert sum(cl.breakdown[k] for k in quantized_parts) == enc.n_bits == cl.details["message_bits"]
+
+
+def test_a_corrupted_message_does_not_decode_to_the_model():
+    rng = np.random.default_rng(4)
+    t = _weight("a", rng, 32, 64, 4, 32)
+    enc = encode_model([t])
+    words = enc.words.copy()
+    words[len(words) // 2] ^= np.uint32(1 << 7)
+    try:
+        (d,) = decode_model(EncodedModel(header=enc.header, words=words, layout=enc.layout))
+    except Exception:
+        return  # also acceptable: the decoder notices
+    assert not (np.array_equal(d.codes, t.codes) and np.array_equal(d.zeros, t.zeros)
+                and np.array_equal(d.scale_exponents, t.scale_exponents))
+
+
+def test_constant_streams_cost_only_their_range():
+    codes = np.full((7, 9), 11, np.uint8)
+    qt = QuantizedTensor("c", codes, scale_exponents=np.full((7, 1), -64), zeros=np.zeros((7, 1), np.uint8),
+                         bits=4, group_size=9)
+    cl = code_length([qt], method="rtn4")
+    assert cl.breakdown["codes_bits"] == 0.0 and cl.details["coded_words"] == 0
+    assert cl.breakdown["freq_table_bits"] == 2 * 4  # min = max = 11
+    assert cl.breakdown["scales_bits"] == 2 * 12 and cl.breakdown["zeros_bits"] == 2 * 4
+    assert cl.details["stream_models"]["codes"] == {"constant": 1}
+
+
+@pytest.mark.parametrize("part", ["scales", "zeros", "codes"])
+def test_streams_within_coder_overhead_of_their_empirical_entropy(part):
+    """Scale exponents, zero points and codes of a 300×128 4-bit tensor (groups of 32: 1200
+    exponents and zero points): each part's bits lie between n·H(empirical) − 64 (no model beats
+    the empirical distribution, up to the word granularity) and n·H + the categorical table + its
+    header + 64 (the chosen model is the cheapest)."""
+    rng = np.random.default_rng(5)
+    rows, cols, gs = 300, 128, 32
+    exps = (-110 + rng.poisson(9, (rows, cols // gs)) - rng.poisson(3, (rows, cols // gs))).astype(np.int64)
+    zeros = rng.choice(16, (rows, cols // gs), p=np.r_[[0.01] * 5, 0.1, 0.2, 0.29, 0.2, 0.1, [0.01] * 6])
+    codes = np.clip(np.round(rng.laplace(7.5, 2.0, (rows, cols))), 0, 15).astype(np.uint8)
+    qt = QuantizedTensor("w", codes, exps, zeros.astype(np.uint8), bits=4, group_size=gs)
+    cl = code_length([qt], method="rtn4-g32")
+    sym = {"scales": exps, "zeros": zeros, "codes": codes}[part]
+    nh = _hand_entropy_bits(sym.reshape(-1))
+    b = cl.breakdown
+    bits = b["freq_table_bits"] + b["codes_bits"] if part == "codes" else b[f"{part}_bits"]
+    width = 12 if part == "scales" else 4
+    r = int(sym.max()) - int(sym.min())
+    table = r * math.ceil(math.log2(sym.size + 1))
+    assert nh - 64 <= bits <= nh + table + 2 * width + 2 + 64, (part, bits, nh, table)
+    assert math.isclose(cl.details[f"{part}_entropy_bits"], nh, rel_tol=1e-9)
 
 
 def test_breakdown_charges_every_component_and_sums_to_total():
     rng = np.random.default_rng(2)
-    q1 = QuantizedTensor("a.weight", rng.integers(0, 16, (10, 70)).astype(np.uint8),
-                         scales=np.full((10, 3), 0.5, np.float16), zeros=rng.integers(0, 16, (10, 3)).astype(np.uint8),
-                         bits=4, group_size=32)
-    q2 = QuantizedTensor("b.weight", rng.integers(0, 4, (5, 8)).astype(np.uint8),
-                         scales=np.full((5, 1), 2.0, np.float16), zeros=np.ones((5, 1), np.uint8),
-                         bits=2, group_size=8)
-    raw = [RawTensor("a.bias", (10,)), RawTensor("ln.weight", (8,)), RawTensor("odd", (2, 3), bits_per_param=32)]
-    cl = code_length([q1, q2], raw, method="mixed", n_configs=12, extra_bits=5.0)
+    q1 = _weight("a.weight", rng, 10, 70, 4, 32)
+    q2 = _weight("b.weight", rng, 5, 8, 2, 8)
+    v1 = _vector("a.bias", rng, (10,))
+    raw = [RawTensor("ln.weight", (8,)), RawTensor("odd", (2, 3), bits_per_param=32)]
+    cl = code_length([q1, q2, v1], raw, method="mixed", n_configs=12, extra_bits=5.0)
     b = cl.breakdown
-    assert b["freq_table_bits"] == 16 * math.ceil(math.log2(701)) + 4 * math.ceil(math.log2(41))
-    assert b["scales_bits"] == 16 * (30 + 5)
-    assert b["zeros_bits"] == 4 * 30 + 2 * 5
-    assert b["shapes_bits"] == 32 * (2 + 2 + 1 + 1 + 2)
-    assert b["unquantized_bits"] == 16 * 10 + 16 * 8 + 32 * 6
-    assert b["codes_bits"] == entropy_coded_bits(q1.codes, 16) + entropy_coded_bits(q2.codes, 4)
-    message = sum(v for k, v in b.items() if k not in ("prefix_bits", "config_bits"))
-    assert math.isclose(b["prefix_bits"], 2 * math.log2(message))
+    assert set(b) == {"codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits",
+                      "unquantized_bits", "extra_bits", "prefix_bits", "config_bits"}
+    shapes = [(10, 70), (5, 8), (10,), (8,), (2, 3)]
+    assert b["shapes_bits"] == sum(shape_bits(sh) for sh in shapes)
+    assert b["unquantized_bits"] == 16 * 8 + 32 * 6
+    assert b["extra_bits"] == 5.0
+    # one vector of 10 6-bit codes: exponent (12) + zero point (6) at fixed width, then ≤ 6 bits a code + header
+    assert 12 + 6 + 2 * 6 <= b["vectors_bits"] <= 12 + 6 + 2 * 6 + 2 + 5 * 6 + 32 + 6 * 10 + 32
+    # everything the decoder reads is in the message and charged
+    message = cl.details["message_bits"]
+    assert message == (b["codes_bits"] + b["freq_table_bits"] + b["scales_bits"] + b["zeros_bits"] + b["vectors_bits"]
+                       + b["shapes_bits"] - shape_bits((8,)) - shape_bits((2, 3)))
+    assert message == cl.details["header_bits"] + 32 * cl.details["coded_words"]
+    m = sum(v for k, v in b.items() if k not in ("prefix_bits", "config_bits"))
+    assert math.isclose(b["prefix_bits"], 2 * math.log2(m))
     assert math.isclose(b["config_bits"], math.log2(12))
     assert math.isclose(cl.total_bits, sum(b.values()))
     assert cl.n_params == 700 + 40 + 10 + 8 + 6
+    assert cl.details["n_quantized_params"] == 740 and cl.details["n_vector_params"] == 10
     assert math.isclose(cl.bits_per_param, cl.total_bits / cl.n_params)
     assert math.isclose(cl.total_nats, cl.total_bits * math.log(2))
     d = json.loads(json.dumps(cl.to_dict()))
     assert d["method"] == "mixed" and d["breakdown"]["config_bits"] == b["config_bits"]
     assert set(d["per_tensor"]) == {"a.weight", "b.weight", "a.bias", "ln.weight", "odd"}
+    assert sum(d["details"]["stream_models"]["scales"].values()) == 2
     with pytest.raises(Exception):
         cl.total_bits = 0  # frozen
 
 
 def test_quantized_tensor_dequantize_matches_the_documented_formula():
     codes = np.array([[0, 3, 1, 2, 3]], np.uint8)
-    qt = QuantizedTensor("w", codes, scales=np.array([[0.5, 0.25]], np.float16),
-                         zeros=np.array([[1, 2]], np.uint8), bits=2, group_size=3)
+    # exponents −16 and −32 with K = 16: scales 0.5 and 0.25
+    qt = QuantizedTensor("w", codes, scale_exponents=np.array([[-16, -32]]), zeros=np.array([[1, 2]], np.uint8),
+                         bits=2, group_size=3)
     assert np.array_equal(qt.dequantize(), np.array([[-0.5, 1.0, 0.0, 0.0, 0.25]], np.float32))
+    t = QuantizedTensor("t", codes.T.copy(), np.array([[-16]] * 5), np.zeros((5, 1), np.uint8), bits=2, group_size=1,
+                        transposed=True)
+    assert t.tensor_shape == (1, 5) and np.array_equal(t.dequantize_param(), 0.5 * codes.astype(np.float32))
 
 
-@pytest.mark.parametrize("bad", ["codes", "scales", "zeros", "shape", "configs", "dup"])
+@pytest.mark.parametrize("bad", ["codes", "exponent", "float-exponent", "zeros", "shape", "configs", "dup", "kind",
+                                 "vector-shape"])
 def test_invalid_descriptions_are_rejected(bad):
     codes = np.zeros((4, 8), np.uint8)
-    scales = np.ones((4, 1), np.float16)
+    exps = np.full((4, 1), -64)
     zeros = np.zeros((4, 1), np.uint8)
     kw = dict(method="x")
-    tensors = None
+    extra = {}
     if bad == "codes":
         codes[0, 0] = 16
-    elif bad == "scales":
-        scales = np.full((4, 1), 0.1, np.float32)  # not a float16 value: 16 bits cannot describe it
+    elif bad == "exponent":
+        exps[2, 0] = 128 * 16  # 2^128 overflows float32
+    elif bad == "float-exponent":
+        exps = np.full((4, 1), -64.5)
     elif bad == "zeros":
         zeros[1, 0] = 16
     elif bad == "shape":
-        scales = np.ones((4, 2), np.float16)
+        exps = np.full((4, 2), -64)
         zeros = np.zeros((4, 2), np.uint8)
     elif bad == "configs":
         kw["n_configs"] = 0
-    qt = QuantizedTensor("w", codes, scales, zeros, bits=4, group_size=8)
+    elif bad == "kind":
+        extra = dict(kind="bias")
+    elif bad == "vector-shape":
+        extra = dict(kind="vector", param_shape=(4, 8))  # codes must then be one row
+    qt = QuantizedTensor("w", codes, exps, zeros, bits=4, group_size=8, **extra)
     tensors = [qt, qt] if bad == "dup" else [qt]
     with pytest.raises(GenboundError):
         code_length(tensors, **kw)
@@ -191,6 +380,19 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     expected = quantize_model(model, method="rtn", bits=3, group_size=32).code_length(n_configs=4)
     assert math.isclose(rec["total_bits"], expected.total_bits)
     assert rec["code_length"]["breakdown"]["config_bits"] == 2.0
+    assert rec["vector_bits"] == 6 and rec["scale_steps"] == 16
+    n_vec = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 1)
+    assert rec["code_length"]["details"]["n_vector_params"] == n_vec
+    assert rec["code_length"]["breakdown"]["unquantized_bits"] == 0
+
+    out16 = tmp_path / "c16.json"
+    assert main_complexity(["--model", str(saved_model), "--method", "rtn", "--bits", "3", "--group-size", "32",
+                            "--vector-bits", "16", "--device", "cpu", "--no-progress", "--out", str(out16)]) == 0
+    rec16 = json.loads(out16.read_text())
+    assert rec16["spec"] == "rtn3-g32-v16"
+    assert rec16["code_length"]["breakdown"]["unquantized_bits"] == 16 * n_vec
+    assert rec16["code_length"]["breakdown"]["vectors_bits"] == 0
+    assert rec16["total_bits"] > rec["total_bits"]
 
     out2 = tmp_path / "g.json"
     rc = main_complexity(["--model", str(saved_model), "--method", "gptq", "--bits", "4", "--calibration-text",
@@ -212,6 +414,7 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     (["--model", "/no/such/dir", "--method", "rtn"], "model directory not found"),
     (["--method", "rtn", "--bits", "5"], "bits must be one of"),
     (["--method", "gptq", "--calibration-text", "/no/such.txt"], "text file not found"),
+    (["--method", "rtn", "--vector-bits", "12"], "--vector-bits must be one of"),
 ])
 def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path, capsys, args, msg):
     from lm_eval_genbound.complexity_cli import main_complexity

@@ -1,7 +1,10 @@
-"""Quantizers: RTN and GPTQ grids, GPTQ's proxy-loss advantage, model-level quantization that the
-code describes exactly, sequential calibration, determinism, and the quantization gap."""
+"""Quantizers: RTN and GPTQ grids (scales 2^(e/K) rounded up from min–max), GPTQ's proxy-loss
+advantage, model-level quantization that the code describes exactly (decoding the message gives
+the evaluated model's parameters bit for bit), quantized biases/LayerNorm, sequential calibration,
+determinism, and the quantization gap."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -9,11 +12,13 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from lm_eval_genbound.codelength import decode_model, encode_model, scale_from_exponent
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.quantize import (
     format_quant_spec,
     gptq_quantize_weight,
     make_calibration,
+    parse_quant_options,
     parse_quant_spec,
     proxy_loss,
     quantize_model,
@@ -81,7 +86,16 @@ def test_parse_quant_spec_accepts_documented_forms(spec, expected):
     assert parse_quant_spec(format_quant_spec(m, b, g)) == expected
 
 
-@pytest.mark.parametrize("spec", ["awq4", "rtn5", "rtn4-g0", "gptq", "rtn4-g", "", "rtn4g32"])
+@pytest.mark.parametrize("spec,vector_bits", [("gptq4", 6), ("rtn4-v16", 16), ("rtn3-g32-v8", 8), ("gptq4-row-v4", 4)])
+def test_vector_bits_suffix(spec, vector_bits):
+    o = parse_quant_options(spec)
+    assert o["vector_bits"] == vector_bits and parse_quant_spec(spec) == (o["method"], o["bits"], o["group_size"])
+    assert parse_quant_options(format_quant_spec(**o)) == o
+    assert format_quant_spec("gptq", 4, 64) == "gptq4-g64" and format_quant_spec("rtn", 4, 64, 16) == "rtn4-g64-v16"
+
+
+@pytest.mark.parametrize("spec", ["awq4", "rtn5", "rtn4-g0", "gptq", "rtn4-g", "", "rtn4g32", "rtn4-v12", "rtn4-v",
+                                  "rtn4-v16-g32"])
 def test_parse_quant_spec_rejects_bad_specs_with_user_error(spec):
     with pytest.raises(GenboundError):
         parse_quant_spec(spec)
@@ -100,13 +114,42 @@ def test_rtn_codes_in_range_and_error_within_half_step(bits, group_size):
     codes = r.codes.long()
     assert codes.min() >= 0 and codes.max() < 2 ** bits
     gs = 100 if group_size is None else group_size
-    assert r.scales.shape == (24, math.ceil(100 / gs)) and r.scales.dtype == torch.float16
+    assert r.scales.shape == (24, math.ceil(100 / gs)) and r.scales.dtype == torch.float32
+    # the scales are exactly 2^(e/16) as the decoder computes them
+    assert np.array_equal(r.scales.numpy(), scale_from_exponent(r.scale_exponents.numpy(), 16))
     gidx = torch.arange(100) // gs
-    scale = r.scales.float()[:, gidx]
+    scale = r.scales[:, gidx]
     # the dequantized weight is exactly scale·(code − zero): the code describes it
     assert torch.equal(r.weight, scale * (codes.float() - r.zeros.float()[:, gidx]))
     # every weight inside its group's grid range, so RTN's error is at most half a step
     assert ((r.weight - W).abs() <= scale / 2 * (1 + 1e-5) + 1e-12).all()
+
+
+@pytest.mark.parametrize("steps", [8, 16, 32])
+def test_scale_is_the_min_max_scale_rounded_up_to_the_log_grid(steps):
+    """Per group: 2^(e/K) ≥ (max(w,0) − min(w,0))/(2^b − 1) > 2^((e−1)/K), i.e. the smallest grid
+    scale that still covers the group's range; the zero point is recomputed with it."""
+    torch.manual_seed(steps)
+    W = torch.randn(30, 96) * torch.logspace(-3, 0, 30)[:, None]
+    r = rtn_quantize_weight(W, 3, 32, scale_steps=steps)
+    Wg = W.reshape(30, 3, 32)
+    need = (Wg.amax(-1).clamp(min=0) - Wg.amin(-1).clamp(max=0)) / 7
+    e = r.scale_exponents.numpy()
+    assert (torch.from_numpy(scale_from_exponent(e, steps)) >= need).all()
+    assert (torch.from_numpy(scale_from_exponent(e - 1, steps)) < need).all()
+    assert torch.equal(r.zeros.float(), torch.round(-Wg.amin(-1).clamp(max=0) / r.scales).clamp(0, 7))
+
+
+def test_rtn_hand_example():
+    """w = [0.5, −0.25, 0.125, 0], 2 bits: min–max scale 0.75/3 = 0.25 = 2^(−32/16) exactly, zero
+    point round(0.25/0.25) = 1, codes round(w/0.25) + 1 = [3, 0, 1 (0.5 rounds to even), 1], so
+    ŵ = [0.5, −0.25, 0, 0]."""
+    r = rtn_quantize_weight(torch.tensor([[0.5, -0.25, 0.125, 0.0]]), 2, 4)
+    assert r.scale_exponents.tolist() == [[-32]] and r.scales.tolist() == [[0.25]] and r.zeros.tolist() == [[1]]
+    assert r.codes.tolist() == [[3, 0, 1, 1]] and r.weight.tolist() == [[0.5, -0.25, 0.0, 0.0]]
+    # one ulp above 0.75/3 moves the scale one step up the grid: 2^(−31/16)
+    r2 = rtn_quantize_weight(torch.tensor([[0.5, -0.2500001, 0.125, 0.0]]), 2, 4)
+    assert r2.scale_exponents.tolist() == [[-31]]
 
 
 def test_gptq_proxy_loss_not_worse_than_rtn_on_same_grid_synthetic():
@@ -121,7 +164,7 @@ def test_gptq_proxy_loss_not_worse_than_rtn_on_same_grid_synthetic():
     for bits in (2, 3, 4):
         rtn = rtn_quantize_weight(W, bits, 32)
         gq = gptq_quantize_weight(W, H, bits, 32, static_groups=True, damp=0.0)
-        assert torch.equal(gq.scales, rtn.scales) and torch.equal(gq.zeros, rtn.zeros)  # same grid
+        assert torch.equal(gq.scale_exponents, rtn.scale_exponents) and torch.equal(gq.zeros, rtn.zeros)  # same grid
         assert gq.codes.long().max() < 2 ** bits
         lr, lg = proxy_loss(W, rtn.weight, H), proxy_loss(W, gq.weight, H)
         assert lg < 0.8 * lr, (bits, lg, lr)
@@ -165,16 +208,21 @@ def test_gptq_lazy_batch_blocks_do_not_change_the_result():
 # whole models
 # ------------------------------------------------------------------------------------------------
 def _check_code_describes_model(qm, original):
-    """Every weight of the returned model is exactly what its integer code says."""
+    """Every parameter of the returned model is exactly what the code says: decoding the message
+    (header bits + range-coder words, nothing else) gives each quantized tensor's float32 values
+    bit for bit; the unquantized ones are float16 values."""
     params = dict(qm.model.named_parameters())
     orig = dict(original.named_parameters())
     assert set(qm.quantized) | set(qm.raw) == set(params)
     assert not set(qm.quantized) & set(qm.raw)
-    for name, qt in qm.quantized.items():
+    tensors = list(qm.quantized.values())
+    decoded = decode_model(encode_model(tensors))
+    assert [d.name for d in decoded] == [t.name for t in tensors]
+    for qt, d in zip(tensors, decoded):
         assert qt.codes.min() >= 0 and qt.codes.max() < 2 ** qt.bits
-        w = params[name].detach()
-        assert np.array_equal(qt.dequantize(), w.numpy()), name
-        assert w.shape == orig[name].shape
+        w = params[qt.name].detach()
+        assert w.shape == orig[qt.name].shape
+        assert d.dequantize_param().tobytes() == w.numpy().tobytes(), qt.name
     for name in qm.raw:
         w = params[name].detach()
         assert torch.equal(w, w.half().float()), name  # stored in 16 bits
@@ -192,14 +240,17 @@ def test_quantize_model_returns_exactly_described_copy(trained, method):
     names = set(qm.quantized)
     assert {"gpt_neox.embed_in.weight", "lm_head.weight",
             "gpt_neox.layers.1.mlp.dense_4h_to_h.weight"} <= names
-    assert all(".bias" in n or "layernorm" in n or "layer_norm" in n for n in qm.raw)
+    vectors = {n for n, t in qm.quantized.items() if t.kind == "vector"}
+    assert vectors == {n for n, p in model.named_parameters() if p.ndim == 1}  # every bias and LayerNorm
+    assert all(".bias" in n or "layernorm" in n or "layer_norm" in n for n in vectors)
+    assert not qm.raw and all(qm.quantized[n].bits == 6 for n in vectors)
     _check_code_describes_model(qm, model)
     # dequantized weights close to the originals
     orig = dict(model.named_parameters())
     for name, qt in qm.quantized.items():
         W = orig[name].detach()
-        rel = (torch.from_numpy(qt.dequantize()) - W).norm() / W.norm()
-        assert rel < 0.2, (name, float(rel))
+        rel = (torch.from_numpy(qt.dequantize_param()) - W).norm() / W.norm()
+        assert rel < (0.2 if qt.kind == "weight" else 0.05), (name, float(rel))
     if method == "gptq":
         assert len(qm.proxy_losses) == 9 and all(v >= 0 for v in qm.proxy_losses.values())
         assert qm.n_calibration_tokens == calib.numel()
@@ -233,7 +284,7 @@ def test_quantization_is_deterministic(trained):
     b = quantize_model(model, method="gptq", bits=4, group_size=32, calibration=calib)
     for name in a.quantized:
         assert np.array_equal(a.quantized[name].codes, b.quantized[name].codes)
-        assert np.array_equal(a.quantized[name].scales, b.quantized[name].scales)
+        assert np.array_equal(a.quantized[name].scale_exponents, b.quantized[name].scale_exponents)
     assert a.code_length().total_bits == b.code_length().total_bits
 
 
@@ -255,23 +306,70 @@ def test_quantization_gap_small_and_gptq_not_worse_than_rtn(trained):
 
 
 def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
-    """Entropy coding the 4-bit codes costs < 4 bits per quantized weight; the totals (with
-    16-bit scales per group and 16-bit biases/LayerNorm) are reported."""
+    """Entropy coding the 4-bit codes costs < 4 bits per quantized weight, the scale exponents and
+    zero points far less than the 16 + 4 bits per group of fixed-width storage, the 6-bit biases
+    and LayerNorm at most 6 bits each plus per-tensor headers; and the whole code is shorter than
+    with 16-bit vectors. The totals are printed for the report."""
     model, _, _ = trained
     qm = quantize_model(model, method="rtn", bits=4, group_size=64)
     cl = qm.code_length()
+    weights = [qt for qt in qm.quantized.values() if qt.kind == "weight"]
     nq = cl.details["n_quantized_params"]
+    assert nq == sum(qt.n_params for qt in weights)
     codes_per_weight = cl.breakdown["codes_bits"] / nq
-    print(f"rtn4: codes {codes_per_weight:.3f} bits/weight, total {cl.bits_per_param:.3f} bits/param, "
-          f"breakdown {dict(cl.breakdown)}")
+    n_groups = sum(qt.scale_exponents.size for qt in weights)
+    print(f"rtn4: codes {codes_per_weight:.3f} bits/weight, scales {cl.breakdown['scales_bits'] / n_groups:.2f} "
+          f"and zeros {cl.breakdown['zeros_bits'] / n_groups:.2f} bits/group, vectors "
+          f"{cl.breakdown['vectors_bits'] / cl.details['n_vector_params']:.2f} bits/param, total "
+          f"{cl.bits_per_param:.3f} bits/param, breakdown {dict(cl.breakdown)}")
     assert codes_per_weight < 4.0
-    assert cl.breakdown["codes_bits"] <= 1.01 * cl.details["codes_entropy_bits"] + 64 * len(qm.quantized)
-    # side information is what it should be
-    n_groups = sum(qt.scales.size for qt in qm.quantized.values())
-    assert cl.breakdown["scales_bits"] == 16 * n_groups
-    assert cl.breakdown["zeros_bits"] == 4 * n_groups
-    assert cl.breakdown["unquantized_bits"] == 16 * cl.details["n_unquantized_params"]
+    assert cl.breakdown["codes_bits"] <= 1.01 * cl.details["codes_entropy_bits"] + 64
+    assert cl.breakdown["scales_bits"] < 8 * n_groups and cl.breakdown["zeros_bits"] < 4 * n_groups
+    # within coder + model-header overhead of the exponents' / zero points' empirical entropy
+    for part in ("scales", "zeros"):
+        nh = cl.details[f"{part}_entropy_bits"]
+        assert nh - 64 <= cl.breakdown[f"{part}_bits"] <= 1.1 * nh + 80 * len(weights), part
+    # 6-bit vectors: at most 6 bits a code plus, per tensor, its exponent (12 bits), zero point
+    # (6), code range (2·6), model choice (2) and at most two float16 parameters, plus one word
+    n_vec = sum(1 for t in qm.quantized.values() if t.kind == "vector")
+    assert cl.breakdown["vectors_bits"] <= 6 * cl.details["n_vector_params"] + n_vec * (12 + 6 + 12 + 2 + 32) + 32
+    assert cl.breakdown["unquantized_bits"] == 0
     assert cl.n_params == sum(p.numel() for p in model.parameters())
+    old = quantize_model(model, method="rtn", bits=4, group_size=64, vector_bits=16).code_length()
+    assert old.breakdown["unquantized_bits"] == 16 * cl.details["n_vector_params"]
+    assert cl.total_bits < old.total_bits - 8 * cl.details["n_vector_params"]
+
+
+def test_vector_bits_16_keeps_biases_and_layernorm_in_16_bits(trained):
+    model, _, _ = trained
+    qm = quantize_model(model, method="rtn", bits=4, vector_bits=16)
+    assert qm.spec == "rtn4-g64-v16"
+    assert set(qm.raw) == {n for n, p in model.named_parameters() if p.ndim == 1}
+    assert all(t.kind == "weight" for t in qm.quantized.values())
+    _check_code_describes_model(qm, model)
+    for bad in (1, 9, 12, True):
+        with pytest.raises(GenboundError, match="vector_bits"):
+            quantize_model(model, method="rtn", bits=4, vector_bits=bad)
+    with pytest.raises(GenboundError, match="scale_steps"):
+        quantize_model(model, method="rtn", bits=4, scale_steps=0)
+
+
+def test_quantized_vectors_barely_move_the_loss(trained):
+    """6-bit biases and LayerNorm: every entry within half a grid step of the original (one
+    group per tensor), and the model with only its vectors replaced by the quantized ones has a
+    held-out loss within 0.01 nats of the original's."""
+    model, _, evalt = trained
+    qm = quantize_model(model, method="rtn", bits=4)
+    only_vectors = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in only_vectors.named_parameters():
+            if p.ndim == 1:
+                qt = qm.quantized[n]
+                assert qt.kind == "vector" and qt.scale_exponents.shape == (1, 1) and qt.codes.shape == (1, p.numel())
+                q = torch.from_numpy(qt.dequantize_param())
+                assert ((q - p).abs() <= float(qt.scales[0, 0]) / 2 * (1 + 1e-5)).all(), n
+                p.copy_(q)
+    assert abs(_loss(only_vectors, evalt) - _loss(model, evalt)) < 0.01
 
 
 def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
@@ -282,13 +380,22 @@ def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
     _check_code_describes_model(qm, model)
     cl = qm.code_length()
     kept = model.gpt_neox.embed_in.weight.numel() + model.lm_head.weight.numel()
-    assert cl.breakdown["unquantized_bits"] >= 16 * kept
+    assert cl.breakdown["unquantized_bits"] == 16 * kept
+    # a pattern naming a module keeps its biases in 16 bits as well
+    qm0 = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["layers.0.*"])
+    layer0 = {n for n, _ in model.named_parameters() if n.startswith("gpt_neox.layers.0.")}
+    assert set(qm0.raw) == layer0
+    _check_code_describes_model(qm0, model)
+    assert qm0.code_length().breakdown["unquantized_bits"] == 16 * sum(
+        p.numel() for n, p in model.named_parameters() if n in layer0)
     with pytest.raises(GenboundError, match="matches no parameter"):
         quantize_model(model, method="rtn", bits=3, keep_fp16=["no_such_layer"])
 
 
 def test_user_errors_are_genbound_errors(trained):
     model, calib, _ = trained
+    with pytest.raises(GenboundError, match="float32"):  # bfloat16 cannot hold scale·(code − zero)
+        quantize_model(copy.deepcopy(model).to(torch.bfloat16), method="rtn", bits=4)
     with pytest.raises(GenboundError, match="calibration"):
         quantized_copy(model, "gptq4")
     with pytest.raises(GenboundError):
