@@ -25,10 +25,10 @@ Grid (both methods): per row and per group of ``group_size`` consecutive input c
 asymmetric min–max grid over [min(w, 0), max(w, 0)] with 2^b levels, as in the GPTQ reference,
 with the scale on a log grid: the min–max scale ``(max − min)/(2^b − 1)`` is rounded *up* to the
 next ``2^(e/K)`` (integer exponent e, K = ``scale_steps`` = 16 steps per octave; see
-:func:`lm_eval_genbound.codelength.scale_from_exponent`), so the group's range stays covered;
+:func:`lm_eval_genbound.scale_grid.scale_from_exponent`), so the group's range stays covered;
 then integer zero point ``z = round(−min/scale)``, codes ``q = clamp(round(w/scale) + z, 0,
 2^b − 1)``, weight ``ŵ = scale·(q − z)`` in float32. ``group_size=None`` means one group per row.
-The exponents and zero points are entropy-coded (:mod:`lm_eval_genbound.codelength`).
+The exponents and zero points are entropy-coded (:mod:`lm_eval_genbound.model_message`).
 
 GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022): for each linear layer, H = E[x xᵀ] over the
 layer's inputs on the calibration tokens (the paper's 2XXᵀ up to a constant, which does not
@@ -58,16 +58,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lm_eval_genbound.codelength import (
-    SCALE_STEPS,
-    CodeLength,
-    QuantizedTensor,
-    RawTensor,
-    model_code_length,
-    scale_exponent_at_least,
-    scale_from_exponent,
-)
+from lm_eval_genbound.codelength import CodeLength, RawTensor, model_code_length
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.quantized_tensor import QuantizedTensor
+from lm_eval_genbound.scale_grid import SCALE_STEPS, scale_exponent_at_least, scale_from_exponent
 
 logger = logging.getLogger(__name__)
 

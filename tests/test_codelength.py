@@ -12,24 +12,17 @@ import pytest
 
 from lm_eval_genbound.codelength import (
     CodeLength,
-    EncodedModel,
-    QuantizedTensor,
     RawTensor,
     code_length,
-    decode_model,
-    decode_symbols,
     elias_gamma_bits,
-    empirical_entropy_bits,
-    encode_model,
-    encode_symbols,
-    entropy_coded_bits,
-    exponent_domain,
     parameter_count_bits,
-    scale_exponent_at_least,
-    scale_from_exponent,
     shape_bits,
 )
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.model_message import EncodedModel, decode_model, encode_model
+from lm_eval_genbound.quantized_tensor import QuantizedTensor
+from lm_eval_genbound.scale_grid import exponent_domain, scale_exponent_at_least, scale_from_exponent
+from lm_eval_genbound.symbol_coding import decode_symbols, empirical_entropy_bits, encode_symbols, entropy_coded_bits
 
 
 def _hand_entropy_bits(symbols: np.ndarray) -> float:

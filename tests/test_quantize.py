@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from lm_eval_genbound.codelength import decode_model, encode_model, scale_from_exponent
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.model_message import decode_model, encode_model
 from lm_eval_genbound.quantize import (
     format_quant_spec,
     gptq_quantize_weight,
@@ -25,6 +25,7 @@ from lm_eval_genbound.quantize import (
     quantized_copy,
     rtn_quantize_weight,
 )
+from lm_eval_genbound.scale_grid import scale_from_exponent
 
 
 # ------------------------------------------------------------------------------------------------
