@@ -148,26 +148,29 @@ class GenboundStats:
         self.sum_x0 += float(x0.sum())
         self.sum_x0_sq += float(np.dot(x0, x0))
         self.max_x0 = max(self.max_x0, float(x0.max()))
-        # all α at once: X = −ln((1−α)p + α/V) (one exp per token, one log per token and α)
-        x = -np.log(np.exp(logp)[:, None] * (1.0 - self.alphas) + self.alphas / self.vocab_size)
-        d = ent - x
-        low = d.min(axis=0)
+        # all α at once, one row per α: X = −ln((1−α)p + α/V) (one exp per token, one log per
+        # token and α); rows keep every per-α pass below contiguous
+        y = np.ascontiguousarray(ent.T)
+        x = -np.log(np.exp(logp)[None, :] * (1.0 - self.alphas)[:, None]
+                    + (self.alphas / self.vocab_size)[:, None])
+        d = y - x
+        low = d.min(axis=1)
         bad = low < -self.loss_ranges - 1e-9
         if bad.any():
             a = int(np.flatnonzero(bad)[0])
             raise GenboundError(
                 f"Y - X = {low[a]:.6g} < -ln(V/α) for α={self.alphas[a]}: entropies are inconsistent "
                 "with V (is vocab_size the logit dimension?)")
-        np.maximum(d, -self.loss_ranges, out=d)
+        np.maximum(d, -self.loss_ranges[:, None], out=d)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        self.sum_x += x.sum(axis=0)
-        self.sum_x_sq += np.einsum("ka,ka->a", x, x)
-        self.sum_y += ent.sum(axis=0)
-        self.sum_doc_mean_x += (np.add.reduceat(x, starts, axis=0) / lengths[:, None]).sum(axis=0)
-        self.max_x = np.maximum(self.max_x, x.max(axis=0))
-        self.min_d = np.minimum(self.min_d, d.min(axis=0))
+        self.sum_x += x.sum(axis=1)
+        self.sum_x_sq += np.einsum("ak,ak->a", x, x)
+        self.sum_y += y.sum(axis=1)
+        self.sum_doc_mean_x += (np.add.reduceat(x, starts, axis=1) / lengths[None, :]).sum(axis=1)
+        self.max_x = np.maximum(self.max_x, x.max(axis=1))
+        self.min_d = np.minimum(self.min_d, d.min(axis=1))
         for a in range(self.alphas.size):
-            self._add_d(a, d[:, a])
+            self._add_d(a, d[a])
 
     def _add_d(self, a: int, d: np.ndarray) -> None:
         tail = d < self.tail_threshold[a]
