@@ -35,8 +35,10 @@ component              bits charged
 ``freq_table_bits``    the codes' stream headers: min/max (2b bits), model choice (2), the count
                        table or the float16 parameters
 ``scales_bits``        the scale exponents' streams, header and coded: for each weight matrix one
-                       exponent per (row, group) on the 2^(e/K) grid
-``zeros_bits``         the zero points' streams, header and coded (integers in [0, 2^b))
+                       exponent per (row block, group) on the 2^(e/K) grid (a row block is one
+                       row, or r = ⌊g / cols⌋ rows when cols < g; see ``quantize``)
+``zeros_bits``         the zero points' streams, header and coded (integers in [0, 2^b)), one per
+                       (row block, group)
 ``vectors_bits``       biases and LayerNorm parameters quantized per tensor (``vector_bits`` bits,
                        6 in ``quantize_model``'s default): one exponent and one zero point at
                        fixed width, then the codes' stream (header and coded)

@@ -23,6 +23,12 @@ tensor in :attr:`EncodedModel.per_tensor`.
 **Shapes.** Each dimension d of a tensor's shape is written as the Elias γ code of d + 1
 (2⌊log2(d+1)⌋ + 1 bits; 13 bits for 64).
 
+**Row blocks.** A weight whose rows are shorter than the group size g (cols < g) has one scale
+exponent and zero point per block of r = ⌊g / cols⌋ consecutive rows × all cols
+(:func:`lm_eval_genbound.quantized_tensor.rows_per_group`; r = 1 otherwise). r follows from the
+shape and g, which the decoder knows, so it costs nothing; the exponent and zero-point streams
+hold ⌈rows / r⌉ × n_groups symbols, each written once, and the decoder expands them to the rows.
+
 **Symbol streams.** Every integer array (a tensor's codes, its scale exponents, its zero points)
 is one stream over a domain the decoder knows (codes and zero points: [0, 2^b); exponents: the
 exponent range of :mod:`lm_eval_genbound.scale_grid`). A stream of n symbols (n follows from the
@@ -308,6 +314,7 @@ class _Layout:
     group_size: int | None  # weights: columns per group (None: one group per row); vectors: unused
     scale_steps: int
     transposed: bool
+    row_block: int = 1  # rows per group: rows_per_group(cols, the spec's g), a function of shape and g
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,8 @@ class EncodedModel:
             exponents / zero points of vectors).
         words: uint32 range-coder output (every range-coded stream, one after the other).
         layout: what the decoder is assumed to know in advance: per tensor, in order, its name,
-            kind, number of dimensions, bit width, group size, K, transposition.
+            kind, number of dimensions, bit width, group size, K, transposition, rows per group
+            (``rows_per_group`` of the shape and the spec's group size).
         per_tensor: per tensor, the bits of each part (``shape``, ``scales``, ``zeros``,
             ``codes_header``, ``codes``) and the chosen stream models (informational).
     """
@@ -357,9 +365,13 @@ def _check_tensor(qt: QuantizedTensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     n_sym = 1 << int(qt.bits)
     if codes.size and (codes.min() < 0 or codes.max() >= n_sym):
         raise GenboundError(f"tensor {qt.name!r}: codes must lie in [0, {n_sym})")
+    rb = qt.row_block
+    if isinstance(rb, bool) or not isinstance(rb, (int, np.integer)) or rb < 1 or (qt.kind == "vector" and rb != 1):
+        raise GenboundError(f"tensor {qt.name!r}: row_block must be a positive integer (1 for a vector); got {rb!r}")
     n_groups = _group_count(codes.shape[1], int(qt.group_size))
-    if exps.shape != (codes.shape[0], n_groups) or zeros.shape != exps.shape:
-        raise GenboundError(f"tensor {qt.name!r}: scale exponents/zeros must be [{codes.shape[0]}, {n_groups}]; "
+    n_blocks = _group_count(codes.shape[0], int(rb))
+    if exps.shape != (n_blocks, n_groups) or zeros.shape != exps.shape:
+        raise GenboundError(f"tensor {qt.name!r}: scale exponents/zeros must be [{n_blocks}, {n_groups}]; "
                             f"got {exps.shape} and {zeros.shape}")
     lo, hi = exponent_domain(qt.scale_steps)
     if exps.size and (exps.min() < lo or exps.max() > hi):
@@ -390,7 +402,7 @@ def encode_model(quantized: Sequence[QuantizedTensor]) -> EncodedModel:
         shape = qt.tensor_shape
         layout.append(_Layout(qt.name, qt.kind, len(shape), int(qt.bits),
                               None if qt.kind == "vector" else int(qt.group_size), int(qt.scale_steps),
-                              bool(qt.transposed)))
+                              bool(qt.transposed), int(qt.row_block)))
         h0 = len(enc.header)
         for d in shape:
             enc.header.write_gamma(d + 1)
@@ -426,13 +438,14 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
             rows, cols = shape[::-1] if lay.transposed else shape
             gs = cols if lay.group_size is None else lay.group_size
         n_groups = _group_count(cols, gs) if cols else 0
+        n_blocks = _group_count(rows, lay.row_block)
         sym_domain = (0, (1 << lay.bits) - 1)
-        exps = dec.stream(rows * n_groups, exponent_domain(lay.scale_steps)).reshape(rows, n_groups)
-        zeros = dec.stream(rows * n_groups, sym_domain).reshape(rows, n_groups)
+        exps = dec.stream(n_blocks * n_groups, exponent_domain(lay.scale_steps)).reshape(n_blocks, n_groups)
+        zeros = dec.stream(n_blocks * n_groups, sym_domain).reshape(n_blocks, n_groups)
         codes = dec.stream(rows * cols, sym_domain).reshape(rows, cols)
         out.append(QuantizedTensor(lay.name, codes, exps, zeros, bits=lay.bits, group_size=gs,
                                    transposed=lay.transposed, scale_steps=lay.scale_steps, kind=lay.kind,
-                                   param_shape=shape if lay.kind == "vector" else None))
+                                   param_shape=shape if lay.kind == "vector" else None, row_block=lay.row_block))
     if not dec.header.exhausted:
         raise AssertionError("header bits left over after decoding")
     return out
@@ -442,7 +455,7 @@ def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel) 
     """Decode ``encoded`` and check that it reproduces every tensor of ``quantized`` bit for bit
     (codes, exponents, zero points, dequantized values); ``AssertionError`` if not (a coder bug)."""
     for qt, back in zip(quantized, decode_model(encoded), strict=True):
-        same = (back.name == qt.name and back.tensor_shape == qt.tensor_shape
+        same = (back.name == qt.name and back.tensor_shape == qt.tensor_shape and back.row_block == qt.row_block
                 and np.array_equal(back.codes, np.asarray(qt.codes).astype(np.int64))
                 and np.array_equal(back.scale_exponents, np.asarray(qt.scale_exponents).astype(np.int64))
                 and np.array_equal(back.zeros, np.asarray(qt.zeros).astype(np.int64))

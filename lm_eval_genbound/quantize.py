@@ -30,6 +30,15 @@ then integer zero point ``z = round(−min/scale)``, codes ``q = clamp(round(w/s
 2^b − 1)``, weight ``ŵ = scale·(q − z)`` in float32. ``group_size=None`` means one group per row.
 The exponents and zero points are entropy-coded (:mod:`lm_eval_genbound.model_message`).
 
+Row blocks (``row_blocks=True``, the default): a weight whose rows are shorter than the group
+size (cols < g, e.g. every weight with input dimension d < 64 of a small model) would otherwise
+have a "group" of only cols weights per scale and zero point. Instead one group spans
+r = ⌊g / cols⌋ consecutive rows × all cols (:func:`~lm_eval_genbound.quantized_tensor.rows_per_group`;
+r = 1 when cols ≥ g or ``group_size=None``; the last block of rows may be shorter), so ≈ g weights
+share one grid, whose min and max are pooled over the block's rows. r is a fixed function of
+the shape and g (part of the prior, not charged); exponents and zero points are stored and
+coded once per (row block, group). ``row_blocks=False`` gives one grid per row and group.
+
 GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022): for each linear layer, H = E[x xᵀ] over the
 layer's inputs on the calibration tokens (the paper's 2XXᵀ up to a constant, which does not
 change the algorithm), dampened by ``damp``·mean(diag H); the upper Cholesky factor U of H⁻¹
@@ -60,7 +69,7 @@ from torch import nn
 
 from lm_eval_genbound.codelength import CodeLength, RawTensor, model_code_length
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.quantized_tensor import QuantizedTensor
+from lm_eval_genbound.quantized_tensor import QuantizedTensor, rows_per_group
 from lm_eval_genbound.scale_grid import SCALE_STEPS, scale_exponent_at_least, scale_from_exponent
 
 logger = logging.getLogger(__name__)
@@ -154,12 +163,15 @@ class WeightQuantization:
 
     Attributes:
         codes: uint8 ``[rows, cols]`` in ``[0, 2^bits)``.
-        scale_exponents: int64 ``[rows, n_groups]``: the scale of group (r, g) is 2^(e/K).
-        scales: float32 ``[rows, n_groups]``, ``scale_from_exponent(scale_exponents, K)``.
-        zeros: uint8 ``[rows, n_groups]`` (integer zero points).
-        weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W).
+        scale_exponents: int64 ``[n_row_blocks, n_groups]`` (n_row_blocks = ⌈rows / row_block⌉):
+            the scale of group (b, g) is 2^(e/K).
+        scales: float32 ``[n_row_blocks, n_groups]``, ``scale_from_exponent(scale_exponents, K)``.
+        zeros: uint8 ``[n_row_blocks, n_groups]`` (integer zero points).
+        weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W;
+            row i uses row block i // row_block).
         bits, group_size: the grid (``group_size`` = cols when one group per row).
         scale_steps: K, scale grid steps per octave.
+        row_block: rows per group (1 unless cols < group size; see the module docstring).
     """
 
     codes: torch.Tensor
@@ -170,13 +182,22 @@ class WeightQuantization:
     bits: int
     group_size: int
     scale_steps: int = SCALE_STEPS
+    row_block: int = 1
 
 
-def _minmax_grid(w: torch.Tensor, maxq: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric grid per row of ``w`` [rows, k]: (float32 scale 2^(e/K), float32 integral zero
-    point in [0, maxq], int64 exponent e). The scale is the min–max scale rounded up to the grid."""
-    xmin = w.min(dim=1).values.clamp(max=0)
-    xmax = w.max(dim=1).values.clamp(min=0)
+def _minmax_grid(w: torch.Tensor, maxq: int, steps: int, r: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric grid per block of ``r`` consecutive rows of ``w`` [rows, k] (per row for r = 1):
+    (float32 scale 2^(e/K), float32 integral zero point in [0, maxq], int64 exponent e), each
+    ``[⌈rows / r⌉]``. The scale is the min–max scale rounded up to the grid."""
+    xmin = w.min(dim=1).values
+    xmax = w.max(dim=1).values
+    if r > 1:
+        idx = torch.arange(w.shape[0], device=w.device) // r
+        nb = -(-w.shape[0] // r)
+        xmin = torch.full((nb,), math.inf, dtype=w.dtype, device=w.device).scatter_reduce(0, idx, xmin, "amin")
+        xmax = torch.full((nb,), -math.inf, dtype=w.dtype, device=w.device).scatter_reduce(0, idx, xmax, "amax")
+    xmin = xmin.clamp(max=0)
+    xmax = xmax.clamp(min=0)
     both = (xmin == 0) & (xmax == 0)
     xmin = torch.where(both, torch.full_like(xmin, -1.0), xmin)
     xmax = torch.where(both, torch.full_like(xmax, 1.0), xmax)
@@ -191,6 +212,11 @@ def _minmax_grid(w: torch.Tensor, maxq: int, steps: int) -> tuple[torch.Tensor, 
 
 def _quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def _expand_rows(x: torch.Tensor, r: int, rows: int) -> torch.Tensor:
+    """Per-row-block values ``[⌈rows / r⌉, …]`` repeated to one per row ``[rows, …]``."""
+    return x if r == 1 else x.repeat_interleave(r, dim=0)[:rows]
 
 
 def _check_weight(W: torch.Tensor, bits: int, group_size: int | None) -> int:
@@ -213,43 +239,50 @@ def _check_steps(steps: int) -> int:
     return steps
 
 
-def _grid_buffers(rows: int, cols: int, n_groups: int, device) -> tuple[torch.Tensor, ...]:
+def _row_block(W: torch.Tensor, group_size: int | None, row_blocks: bool) -> int:
+    return rows_per_group(int(W.shape[1]), group_size) if row_blocks else 1
+
+
+def _grid_buffers(rows: int, cols: int, n_groups: int, device, r: int = 1) -> tuple[torch.Tensor, ...]:
+    nb = -(-rows // r)
     return (torch.empty(rows, cols, dtype=torch.float32, device=device),
-            torch.empty(rows, n_groups, dtype=torch.float32, device=device),
-            torch.empty(rows, n_groups, dtype=torch.float32, device=device),
-            torch.empty(rows, n_groups, dtype=torch.int64, device=device))
+            torch.empty(nb, n_groups, dtype=torch.float32, device=device),
+            torch.empty(nb, n_groups, dtype=torch.float32, device=device),
+            torch.empty(nb, n_groups, dtype=torch.int64, device=device))
 
 
 def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE, *,
-                        scale_steps: int = SCALE_STEPS) -> WeightQuantization:
+                        scale_steps: int = SCALE_STEPS, row_blocks: bool = True) -> WeightQuantization:
     """Round-to-nearest quantization of ``W`` [rows, cols] on the per-group min–max grid with
-    scales 2^(e/K) (K = ``scale_steps``)."""
+    scales 2^(e/K) (K = ``scale_steps``); ``row_blocks``: a group spans
+    ``rows_per_group(cols, group_size)`` rows when cols < group_size (module docstring)."""
     gs = _check_weight(W, bits, group_size)
-    return _rtn(W, bits, gs, _check_steps(scale_steps))
+    return _rtn(W, bits, gs, _check_steps(scale_steps), _row_block(W, group_size, row_blocks))
 
 
-def _rtn(W: torch.Tensor, bits: int, gs: int, steps: int) -> WeightQuantization:
+def _rtn(W: torch.Tensor, bits: int, gs: int, steps: int, r: int = 1) -> WeightQuantization:
     maxq = (1 << bits) - 1
     Wf = W.detach().to(torch.float32)
     rows, cols = Wf.shape
     n_groups = math.ceil(cols / gs)
-    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device)
+    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device, r)
     for g in range(n_groups):
         sl = slice(g * gs, min((g + 1) * gs, cols))
-        s, z, e = _minmax_grid(Wf[:, sl], maxq, steps)
-        codes[:, sl] = _quant(Wf[:, sl], s[:, None], z[:, None], maxq)
+        s, z, e = _minmax_grid(Wf[:, sl], maxq, steps, r)
+        codes[:, sl] = _quant(Wf[:, sl], _expand_rows(s, r, rows)[:, None], _expand_rows(z, r, rows)[:, None], maxq)
         scales[:, g], zeros[:, g], exps[:, g] = s, z, e
-    return _finish(codes, scales, zeros, exps, bits, gs, steps)
+    return _finish(codes, scales, zeros, exps, bits, gs, steps, r)
 
 
 def _finish(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, exps: torch.Tensor, bits: int, gs: int,
-            steps: int) -> WeightQuantization:
-    cols = codes.shape[1]
+            steps: int, r: int = 1) -> WeightQuantization:
+    rows, cols = codes.shape
     gidx = torch.arange(cols, device=codes.device) // gs
     # float32: scale · (code − zero), the integer difference exact — what the decoder computes
-    weight = scales[:, gidx] * (codes - zeros[:, gidx])
+    weight = _expand_rows(scales, r, rows)[:, gidx] * (codes - _expand_rows(zeros, r, rows)[:, gidx])
     return WeightQuantization(codes=codes.to(torch.uint8), scale_exponents=exps, scales=scales,
-                              zeros=zeros.to(torch.uint8), weight=weight, bits=bits, group_size=gs, scale_steps=steps)
+                              zeros=zeros.to(torch.uint8), weight=weight, bits=bits, group_size=gs, scale_steps=steps,
+                              row_block=r)
 
 
 def proxy_loss(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
@@ -291,6 +324,7 @@ def gptq_quantize_weight(
     block_size: int = 128,
     static_groups: bool = False,
     scale_steps: int = SCALE_STEPS,
+    row_blocks: bool = True,
 ) -> WeightQuantization:
     """GPTQ quantization of ``W`` [rows, cols] given the input second moment ``H`` [cols, cols].
 
@@ -303,8 +337,12 @@ def gptq_quantize_weight(
         static_groups: compute every group's grid from the original W up front (then the grid is
             exactly RTN's) instead of from the error-updated weights when the group is reached.
         scale_steps: K of the scale grid 2^(e/K) (as in :func:`rtn_quantize_weight`).
+        row_blocks: when cols < group_size a group spans ``rows_per_group(cols, group_size)``
+            consecutive rows; its shared grid is computed, when the group's first column is
+            reached, from the error-updated weights of all the block's rows (min/max pooled).
     """
     gs = _check_weight(W, bits, group_size)
+    r = _row_block(W, group_size, row_blocks)
     steps = _check_steps(scale_steps)
     cols = W.shape[1]
     if H.shape != (cols, cols):
@@ -318,12 +356,20 @@ def gptq_quantize_weight(
     n_groups = math.ceil(cols / gs)
     Wc = W.detach().to(torch.float32).clone()
     U = _inverse_hessian_cholesky(H.to(W.device), damp).to(torch.float32)
-    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device)
+    codes, scales, zeros, exps = _grid_buffers(rows, cols, n_groups, W.device, r)
+    # per-row copies of the current groups' grids (what each row's column is quantized with)
+    row_scales = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+    row_zeros = torch.empty(rows, n_groups, dtype=torch.float32, device=W.device)
+
+    def set_grid(g: int, w: torch.Tensor) -> None:
+        s, z, e = _minmax_grid(w, maxq, steps, r)
+        scales[:, g], zeros[:, g], exps[:, g] = s, z, e
+        row_scales[:, g], row_zeros[:, g] = _expand_rows(s, r, rows), _expand_rows(z, r, rows)
+
     precomputed = group_size is None or static_groups
     if precomputed:
         for g in range(n_groups):
-            s, z, e = _minmax_grid(Wc[:, g * gs:min((g + 1) * gs, cols)], maxq, steps)
-            scales[:, g], zeros[:, g], exps[:, g] = s, z, e
+            set_grid(g, Wc[:, g * gs:min((g + 1) * gs, cols)])
     bs = max(gs, (block_size // gs) * gs) if group_size is not None else block_size
     for b0 in range(0, cols, bs):
         b1 = min(b0 + bs, cols)
@@ -335,18 +381,17 @@ def gptq_quantize_weight(
             g = col // gs
             if not precomputed and col % gs == 0:
                 # the whole group lies inside this block, whose columns are up to date
-                s, z, e = _minmax_grid(W1[:, j:j + gs], maxq, steps)
-                scales[:, g], zeros[:, g], exps[:, g] = s, z, e
+                set_grid(g, W1[:, j:j + gs])
             w = W1[:, j]
-            q = _quant(w, scales[:, g], zeros[:, g], maxq)
+            q = _quant(w, row_scales[:, g], row_zeros[:, g], maxq)
             codes[:, col] = q
-            err = (w - scales[:, g] * (q - zeros[:, g])) / U1[j, j]
+            err = (w - row_scales[:, g] * (q - row_zeros[:, g])) / U1[j, j]
             if j + 1 < b1 - b0:
                 W1[:, j + 1:] -= err[:, None] * U1[j, j + 1:][None, :]
             E1[:, j] = err
         if b1 < cols:
             Wc[:, b1:] -= E1 @ U[b0:b1, b1:]
-    return _finish(codes, scales, zeros, exps, bits, gs, steps)
+    return _finish(codes, scales, zeros, exps, bits, gs, steps, r)
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,12 +666,14 @@ def _call_order(model: nn.Module, modules: list[nn.Module], run: Callable[[], No
 
 class _GPTQRunner:
     def __init__(self, model: nn.Module, calibration: torch.Tensor, bits: int, group_size: int | None, damp: float,
-                 block_size: int, batch_size: int, progress: bool, scale_steps: int = SCALE_STEPS):
+                 block_size: int, batch_size: int, progress: bool, scale_steps: int = SCALE_STEPS,
+                 row_blocks: bool = True):
         self.model = model
         self.device = _device_of(model)
         self.batches = [calibration[i:i + batch_size].to(self.device) for i in range(0, calibration.shape[0], batch_size)]
         self.bits, self.group_size, self.damp, self.block_size = bits, group_size, damp, block_size
         self.scale_steps = scale_steps
+        self.row_blocks = row_blocks
         self.progress = progress
         self.results: dict[str, WeightQuantization] = {}
         self.proxy: dict[str, float] = {}
@@ -637,11 +684,12 @@ class _GPTQRunner:
         if acc is None or acc.n == 0:
             if t.kind != "embedding":
                 logger.warning("GPTQ: %s received no calibration input; using round-to-nearest", t.module_name)
-            res = rtn_quantize_weight(W, self.bits, self.group_size, scale_steps=self.scale_steps)
+            res = rtn_quantize_weight(W, self.bits, self.group_size, scale_steps=self.scale_steps,
+                                      row_blocks=self.row_blocks)
         else:
             H = acc.mean()
             res = gptq_quantize_weight(W, H, self.bits, self.group_size, damp=self.damp, block_size=self.block_size,
-                                       scale_steps=self.scale_steps)
+                                       scale_steps=self.scale_steps, row_blocks=self.row_blocks)
             self.proxy[t.param_name] = proxy_loss(W, res.weight, H)
         t.set_weight(res.weight)
         self.results[t.param_name] = res
@@ -762,6 +810,7 @@ def quantize_model(
     calibration_seq_len: int | None = None,
     vector_bits: int = DEFAULT_VECTOR_BITS,
     scale_steps: int = SCALE_STEPS,
+    row_blocks: bool = True,
     progress: bool = False,
     _strategy: str = "blocks",
 ) -> QuantizedModel:
@@ -786,6 +835,9 @@ def quantize_model(
             through the quantized vectors); 16 keeps them in 16 bits.
         scale_steps: K, steps per octave of the scale grid 2^(e/K) (fixed in advance; a value
             searched over must be paid for in ``n_configs``).
+        row_blocks: a weight with cols < ``group_size`` gets one grid per block of
+            ``rows_per_group(cols, group_size)`` rows × all cols (see the module docstring);
+            False: one grid per row (the format before row blocks).
         progress: show a tqdm bar over decoder blocks.
 
     Returns:
@@ -839,11 +891,12 @@ def quantize_model(
         if method == "rtn":
             results = {}
             for t in targets:
-                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps)
+                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
                 t.set_weight(res.weight)
                 results[t.param_name] = res
         else:
-            runner = _GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress, steps)
+            runner = _GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress, steps,
+                                 row_blocks)
             runner.run(targets, strategy=_strategy)
             results, proxy = runner.results, runner.proxy
     quantized = {
@@ -851,7 +904,8 @@ def quantize_model(
                                       scale_exponents=results[t.param_name].scale_exponents.cpu().numpy(),
                                       zeros=results[t.param_name].zeros.cpu().numpy(), bits=bits,
                                       group_size=results[t.param_name].group_size,
-                                      transposed=t.kind == "conv1d", scale_steps=steps)
+                                      transposed=t.kind == "conv1d", scale_steps=steps,
+                                      row_block=results[t.param_name].row_block)
         for t in targets
     }
     quantized.update(vectors)

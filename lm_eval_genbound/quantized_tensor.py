@@ -20,7 +20,19 @@ import numpy as np
 
 from lm_eval_genbound.scale_grid import SCALE_STEPS, scale_from_exponent
 
-__all__ = ["QuantizedTensor"]
+__all__ = ["QuantizedTensor", "rows_per_group"]
+
+
+def rows_per_group(cols: int, group_size: int | None) -> int:
+    """Rows r that one group spans in a weight with ``cols`` input columns and group size g:
+    ``⌊g / cols⌋`` when the rows are shorter than a group (``cols < g``), else 1 (and 1 for one
+    group per row, ``g = None``). So a narrow weight's group is r consecutive rows × all cols,
+    ≈ g weights sharing one scale exponent and one zero point ("row blocks"; the last block of
+    rows may be shorter). A fixed function of the shape and the spec's g: the decoder knows it in
+    advance, nothing is charged for it."""
+    if group_size is None or cols <= 0 or cols >= group_size:
+        return 1
+    return int(group_size) // int(cols)
 
 
 @dataclass(frozen=True)
@@ -30,11 +42,12 @@ class QuantizedTensor:
     Attributes:
         name: parameter name, e.g. ``"gpt_neox.layers.0.mlp.dense_h_to_4h.weight"``.
         codes: integer array ``[rows, cols]`` (rows × input dim), values in ``[0, 2**bits)``.
-        scale_exponents: integer array ``[rows, n_groups]``; group (r, g) has the float32 scale
-            ``scale_from_exponent(e[r, g], scale_steps)`` = 2^(e/K).
-        zeros: integer array ``[rows, n_groups]`` (zero points, in code units, in [0, 2^b)). The
-            dequantized value is ``scale[r, g] * (codes[r, j] - zeros[r, g])`` (float32) for
-            column ``j`` in group ``g``.
+        scale_exponents: integer array ``[n_row_blocks, n_groups]`` with n_row_blocks =
+            ⌈rows / row_block⌉; group (b, g) has the float32 scale
+            ``scale_from_exponent(e[b, g], scale_steps)`` = 2^(e/K).
+        zeros: integer array ``[n_row_blocks, n_groups]`` (zero points, in code units, in
+            [0, 2^b)). The dequantized value is ``scale[i // row_block, g] * (codes[i, j] -
+            zeros[i // row_block, g])`` (float32) for row ``i`` and column ``j`` in group ``g``.
         bits: bit width b of the codes.
         group_size: columns per group along the input dimension (the last group may be shorter).
         transposed: the parameter is stored as the transpose of ``codes`` (transformers'
@@ -45,6 +58,7 @@ class QuantizedTensor:
             of ``param_shape``'s entries, one group; charged as ``vectors_bits``).
         param_shape: the parameter's shape for a vector (``codes`` is ``[1, prod(param_shape)]``);
             None for a weight matrix (the shape is ``codes.shape``, or its transpose).
+        row_block: rows per group (:func:`rows_per_group`; 1: one group per row and column group).
     """
 
     name: str
@@ -57,6 +71,7 @@ class QuantizedTensor:
     scale_steps: int = SCALE_STEPS
     kind: str = "weight"
     param_shape: tuple[int, ...] | None = None
+    row_block: int = 1
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -76,15 +91,16 @@ class QuantizedTensor:
 
     @property
     def scales(self) -> np.ndarray:
-        """float32 ``[rows, n_groups]``: 2^(e/K) of the scale exponents."""
+        """float32 ``[n_row_blocks, n_groups]``: 2^(e/K) of the scale exponents."""
         return scale_from_exponent(self.scale_exponents, self.scale_steps)
 
     def dequantize(self) -> np.ndarray:
         """The float32 values the codes describe, shape ``shape`` (``scale · (code − zero)``)."""
         rows, cols = self.codes.shape
         g = np.arange(cols) // self.group_size
-        scales = self.scales[:, g]
-        zeros = np.asarray(self.zeros).astype(np.float32)[:, g]
+        b = np.arange(rows) // self.row_block
+        scales = self.scales[b][:, g]
+        zeros = np.asarray(self.zeros).astype(np.float32)[b][:, g]
         return scales * (np.asarray(self.codes).astype(np.float32) - zeros)
 
     def dequantize_param(self) -> np.ndarray:

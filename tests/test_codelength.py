@@ -20,7 +20,7 @@ from lm_eval_genbound.codelength import (
 )
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.model_message import EncodedModel, decode_model, encode_model
-from lm_eval_genbound.quantized_tensor import QuantizedTensor
+from lm_eval_genbound.quantized_tensor import QuantizedTensor, rows_per_group
 from lm_eval_genbound.scale_grid import exponent_domain, scale_exponent_at_least, scale_from_exponent
 from lm_eval_genbound.symbol_coding import decode_symbols, empirical_entropy_bits, encode_symbols, entropy_coded_bits
 
@@ -71,13 +71,15 @@ def test_coded_size_within_overhead_of_hand_computed_entropy():
     assert nh - 1 <= bits <= 1.01 * nh + 64, (bits, nh)
 
 
-def _weight(name, rng, rows, cols, bits, gs, *, steps=16, transposed=False, e_center=-100, e_spread=6.0):
+def _weight(name, rng, rows, cols, bits, gs, *, steps=16, transposed=False, e_center=-100, e_spread=6.0,
+            row_block=1):
     n_groups = math.ceil(cols / gs)
-    exps = np.round(rng.normal(e_center, e_spread, (rows, n_groups))).astype(np.int64)
-    zeros = rng.integers(0, 2 ** bits, (rows, n_groups))
+    n_blocks = math.ceil(rows / row_block)
+    exps = np.round(rng.normal(e_center, e_spread, (n_blocks, n_groups))).astype(np.int64)
+    zeros = rng.integers(0, 2 ** bits, (n_blocks, n_groups))
     codes = np.clip(np.round(rng.normal(2 ** (bits - 1), 2 ** bits / 6, (rows, cols))), 0, 2 ** bits - 1)
     return QuantizedTensor(name, codes.astype(np.uint8), exps, zeros.astype(np.uint8), bits=bits, group_size=gs,
-                           transposed=transposed, scale_steps=steps)
+                           transposed=transposed, scale_steps=steps, row_block=row_block)
 
 
 def _vector(name, rng, shape, bits=6):
@@ -173,6 +175,8 @@ def test_decoding_the_message_reproduces_every_tensor_bit_for_bit():
         _weight("b", rng, 17, 9, 2, 4, transposed=True),
         _weight("c", rng, 8, 256, 8, 256, steps=32, e_center=-300),
         _weight("d", rng, 1, 1, 3, 1),
+        _weight("rb", rng, 27, 8, 4, 8, row_block=8),                    # row blocks, last one 3 rows
+        _weight("rbt", rng, 24, 16, 4, 16, row_block=4, transposed=True),
         _vector("ln.w", rng, (48,)),
         _vector("pos", rng, (3, 5), bits=8),
         _vector("scalar", rng, ()),
@@ -189,7 +193,8 @@ def test_decoding_the_message_reproduces_every_tensor_bit_for_bit():
         assert np.array_equal(d.zeros, t.zeros)
         assert d.dequantize_param().tobytes() == t.dequantize_param().tobytes()
     assert decoded[1].dequantize_param().shape == (9, 17)
-    assert decoded[6].dequantize_param().shape == ()
+    assert decoded[8].dequantize_param().shape == ()
+    assert decoded[4].row_block == 8 and decoded[4].scale_exponents.shape == (4, 1)
     # the length charged is the length of that message
     cl = code_length(tensors, method="mixed")
     quantized_parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits")
@@ -282,6 +287,25 @@ def test_breakdown_charges_every_component_and_sums_to_total():
         cl.total_bits = 0  # frozen
 
 
+def test_row_blocks_are_coded_once_and_expanded_by_the_decoder():
+    """A row-block tensor's exponent / zero-point streams hold one symbol per (row block, group),
+    not one per row: the message equals that of the per-row-block arrays coded as a tensor of
+    ⌈rows / r⌉ rows; dequantizing expands them row i → block i // r."""
+    rng = np.random.default_rng(7)
+    t = _weight("rb", rng, 30, 8, 4, 8, row_block=8)
+    assert t.scale_exponents.shape == (4, 1)
+    e = encode_model([t]).per_tensor["rb"]
+    small = QuantizedTensor("s", t.codes[:4], t.scale_exponents, t.zeros, bits=4, group_size=8)
+    es = encode_model([small]).per_tensor["s"]
+    assert (e["scales"], e["zeros"]) == (es["scales"], es["zeros"])
+    full = QuantizedTensor("f", t.codes, np.repeat(t.scale_exponents, 8, 0)[:30], np.repeat(t.zeros, 8, 0)[:30],
+                           bits=4, group_size=8)
+    assert t.dequantize().tobytes() == full.dequantize().tobytes()
+    assert encode_model([t]).n_bits < encode_model([full]).n_bits
+    assert rows_per_group(8, 64) == 8 and rows_per_group(24, 64) == 2 and rows_per_group(48, 64) == 1
+    assert rows_per_group(64, 64) == 1 and rows_per_group(100, 64) == 1 and rows_per_group(8, None) == 1
+
+
 def test_quantized_tensor_dequantize_matches_the_documented_formula():
     codes = np.array([[0, 3, 1, 2, 3]], np.uint8)
     # exponents −16 and −32 with K = 16: scales 0.5 and 0.25
@@ -294,7 +318,7 @@ def test_quantized_tensor_dequantize_matches_the_documented_formula():
 
 
 @pytest.mark.parametrize("bad", ["codes", "exponent", "float-exponent", "zeros", "shape", "configs", "dup", "kind",
-                                 "vector-shape"])
+                                 "vector-shape", "row-block-shape", "row-block"])
 def test_invalid_descriptions_are_rejected(bad):
     codes = np.zeros((4, 8), np.uint8)
     exps = np.full((4, 1), -64)
@@ -318,6 +342,10 @@ def test_invalid_descriptions_are_rejected(bad):
         extra = dict(kind="bias")
     elif bad == "vector-shape":
         extra = dict(kind="vector", param_shape=(4, 8))  # codes must then be one row
+    elif bad == "row-block-shape":
+        extra = dict(row_block=2)  # exponents/zeros must then be [2, 1]
+    elif bad == "row-block":
+        extra = dict(row_block=0)
     qt = QuantizedTensor("w", codes, exps, zeros, bits=4, group_size=8, **extra)
     tensors = [qt, qt] if bad == "dup" else [qt]
     with pytest.raises(GenboundError):

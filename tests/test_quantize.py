@@ -153,6 +153,35 @@ def test_rtn_hand_example():
     assert r2.scale_exponents.tolist() == [[-31]]
 
 
+@pytest.mark.parametrize("cols", [8, 16, 24, 40])
+def test_row_blocks_share_one_grid_per_block_of_rows(cols):
+    """cols < g = 64: a group spans r = ⌊64 / cols⌋ rows × all cols. RTN on W equals RTN with one
+    group per row on W reshaped so that each block of r rows is one row (the pooled min–max grid);
+    exponents / zeros are stored once per block; row_blocks=False is one grid per row."""
+    torch.manual_seed(cols)
+    r = 64 // cols
+    W = torch.randn(6 * r, cols) * torch.logspace(-2, 0, 6 * r)[:, None]
+    q = rtn_quantize_weight(W, 4, 64)
+    assert q.row_block == r and q.scale_exponents.shape == (6, 1) == q.zeros.shape
+    ref = rtn_quantize_weight(W.reshape(6, r * cols), 4, None)
+    assert torch.equal(q.codes, ref.codes.reshape(6 * r, cols))
+    assert torch.equal(q.scale_exponents, ref.scale_exponents) and torch.equal(q.zeros, ref.zeros)
+    assert torch.equal(q.weight, ref.weight.reshape(6 * r, cols))
+    old = rtn_quantize_weight(W, 4, 64, row_blocks=False)
+    assert old.row_block == 1 and old.scale_exponents.shape == (6 * r, 1)
+    # GPTQ: the same block structure; a ragged last block (rows not a multiple of r)
+    W2 = torch.randn(6 * r + 1, cols)
+    X = torch.randn(256, cols)
+    g = gptq_quantize_weight(W2, X.T @ X / 256, 4, 64, block_size=8)
+    assert g.row_block == r and g.scale_exponents.shape == (7, 1)
+    rows = torch.arange(6 * r + 1) // r
+    assert torch.equal(g.weight, g.scales[rows] * (g.codes.float() - g.zeros.float()[rows]))
+    assert ((g.codes.long() >= 0) & (g.codes.long() < 16)).all()
+    # with the grid precomputed from W (static groups) GPTQ's grid is RTN's
+    s = gptq_quantize_weight(W2, X.T @ X / 256, 4, 64, static_groups=True)
+    assert torch.equal(s.scale_exponents, rtn_quantize_weight(W2, 4, 64).scale_exponents)
+
+
 def test_gptq_proxy_loss_not_worse_than_rtn_on_same_grid_synthetic():
     """Correlated inputs (where error feedback matters): GPTQ with RTN's exact grid
     (static groups) has a smaller layer proxy loss tr((Ŵ−W)H(Ŵ−W)ᵀ)."""
@@ -255,6 +284,24 @@ def test_quantize_model_returns_exactly_described_copy(trained, method):
     if method == "gptq":
         assert len(qm.proxy_losses) == 9 and all(v >= 0 for v in qm.proxy_losses.values())
         assert qm.n_calibration_tokens == calib.numel()
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_row_block_model_is_exactly_described(trained, method):
+    """Default g = 64 on the d = 32 model: every weight with 32 input columns has row blocks of 2
+    rows (the MLP's 128-column output projection and the vectors do not); the decoded message
+    gives the evaluated parameters bit for bit, and costs fewer bits than one grid per row."""
+    model, calib, _ = trained
+    qm = quantize_model(model, method=method, bits=4, group_size=64, calibration=calib, seed=0)
+    _check_code_describes_model(qm, model)
+    for name, qt in qm.quantized.items():
+        want = 2 if qt.kind == "weight" and qt.codes.shape[1] == 32 else 1
+        assert qt.row_block == want, name
+        assert qt.scale_exponents.shape[0] == -(-qt.codes.shape[0] // want)
+    assert qm.quantized["gpt_neox.layers.0.attention.query_key_value.weight"].row_block == 2
+    old = quantize_model(model, method=method, bits=4, group_size=64, calibration=calib, seed=0, row_blocks=False)
+    assert all(qt.row_block == 1 for qt in old.quantized.values())
+    assert qm.code_length().total_bits < old.code_length().total_bits
 
 
 def test_gptq_sequential_blocks_equal_per_module_forward(trained):
