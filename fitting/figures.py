@@ -57,6 +57,17 @@ def _save(fig: Figure, path: Path) -> Path:
     return atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
+def _finish_single(fig: Figure, ax, path, n_column: str, ylabel: str, title: str, legend_loc: str) -> Path:
+    """Labels, grid, legend and margins of a one-axes figure against N; saves it."""
+    ax.set_xlabel(f"N ({n_column})")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc=legend_loc)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
+    return _save(fig, Path(path))
+
+
 def _short(v: float, _pos=None) -> str:
     return f"{v:.3g}"
 
@@ -136,13 +147,7 @@ def plot_bound_vs_n(df: pd.DataFrame, fits: FitMap, path: Path, *, n_column: str
         h = per_model[per_model["held"].notna()]
         ax.plot(h["N"], h["held"], "D-", color="grey", label="held-out loss")
     _logx(ax)
-    ax.set_xlabel(f"N ({n_column})")
-    ax.set_ylabel("nats / token")
-    ax.set_title("Generalization bound vs model size")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
-    return _save(fig, Path(path))
+    return _finish_single(fig, ax, path, n_column, "nats / token", "Generalization bound vs model size", "best")
 
 
 def _stack_method(df: pd.DataFrame) -> Optional[str]:
@@ -260,13 +265,8 @@ def plot_complexity_vs_n(df: pd.DataFrame, crossovers: Sequence, path: Path, *, 
                 if hi > lo:
                     ax.axvspan(lo, hi, color=c, alpha=0.1)
     _logx(ax, y=True)
-    ax.set_xlabel(f"N ({n_column})")
-    ax.set_ylabel("complexity (bits)")
-    ax.set_title("Prequential vs quantized vs parameter-counting complexity")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
-    return _save(fig, Path(path))
+    return _finish_single(fig, ax, path, n_column, "complexity (bits)",
+                          "Prequential vs quantized vs parameter-counting complexity", "upper left")
 
 
 def plot_chinchilla_residuals(N: np.ndarray, D: np.ndarray, L: np.ndarray, fit, path: Path) -> Path:

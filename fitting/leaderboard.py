@@ -30,7 +30,6 @@ import html
 import logging
 import math
 import os
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -260,16 +259,13 @@ def build_leaderboard_parser() -> argparse.ArgumentParser:
 
 def main_leaderboard(argv: Optional[Sequence[str]] = None) -> int:
     """``genbound leaderboard RESULTS... --out DIR``: returns the exit code (0 ok, 2 user error)."""
-    parser = build_leaderboard_parser()
-    try:
-        a = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title)
-    except GenboundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from lm_eval_genbound.cli import run_parsed
+
+    return run_parsed(build_leaderboard_parser(), _leaderboard_command, argv)
+
+
+def _leaderboard_command(a: argparse.Namespace) -> int:
+    paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title)
     for k in ("md", "csv", "html"):
         print(f"wrote {paths[k]}")
     return 0

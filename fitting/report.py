@@ -393,22 +393,19 @@ def build_fit_parser() -> argparse.ArgumentParser:
 
 def main_fit(argv: Optional[Sequence[str]] = None) -> int:
     """``genbound fit RUNS.csv|results.json... --out DIR``: returns the exit code (0 ok, 2 user error)."""
-    parser = build_fit_parser()
-    try:
-        a = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    try:
-        if a.bootstrap < 0:
-            raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
-        out = run_fit(a.inputs, a.out, extrapolate_N=_floats(a.extrapolate), loss=a.loss, n_boot=a.bootstrap,
-                      seed=a.seed, delta=a.delta, level=a.level,
-                      quantities=[q.strip() for q in a.quantities.split(",") if q.strip()] if a.quantities else None,
-                      n_column=a.n_column, chinchilla_method=a.chinchilla_method, figures=not a.no_figures,
-                      progress=not a.quiet and sys.stderr.isatty())
-    except GenboundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from lm_eval_genbound.cli import run_parsed
+
+    return run_parsed(build_fit_parser(), _fit_command, argv)
+
+
+def _fit_command(a: argparse.Namespace) -> int:
+    if a.bootstrap < 0:
+        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
+    out = run_fit(a.inputs, a.out, extrapolate_N=_floats(a.extrapolate), loss=a.loss, n_boot=a.bootstrap,
+                  seed=a.seed, delta=a.delta, level=a.level,
+                  quantities=[q.strip() for q in a.quantities.split(",") if q.strip()] if a.quantities else None,
+                  n_column=a.n_column, chinchilla_method=a.chinchilla_method, figures=not a.no_figures,
+                  progress=not a.quiet and sys.stderr.isatty())
     doc = out["fits"]
     print(f"wrote {out['fits_json']} ({len(doc['fits'])} fits), {out['table_csv']}")
     for name, path in out["figures"].items():

@@ -97,16 +97,28 @@ def _resolve(name: str) -> Callable[[Sequence[str]], int]:
     return getattr(importlib.import_module(module), func)
 
 
-def run_guarded(func: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
-    """Run a sub-command; turn user errors into ``error: ...`` + exit code 2."""
+def run_guarded(func: Callable[[Sequence[str]], int], argv: Sequence[str], *,
+                interrupted: str = "interrupted") -> int:
+    """Run a sub-command; turn user errors into ``error: ...`` + exit code 2 (Ctrl-C: 130)."""
     try:
         return int(func(list(argv)) or 0)
     except GenboundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
+
+
+def run_parsed(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
+               argv: Optional[Sequence[str]] = None, *, interrupted: str = "interrupted") -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``; argparse's own exits, --help 0 and usage errors 2,
+    become return codes) and run ``body(args)`` under :func:`run_guarded`."""
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return run_guarded(lambda _argv: body(args), [], interrupted=interrupted)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -180,12 +180,11 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _guard(func, argv) -> int:
-    try:
-        return func(argv)
-    except GenboundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _guard(func, argv: Sequence[str] | None) -> int:
+    """Also run directly (``python -m``): the dispatcher's ``error:``/exit-2 guard, on sys.argv by default."""
+    from lm_eval_genbound.cli import run_guarded
+
+    return run_guarded(func, sys.argv[1:] if argv is None else argv)
 
 
 # --------------------------------------------------------------------------------------------

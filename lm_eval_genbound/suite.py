@@ -965,32 +965,27 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main_suite(argv: list[str] | None = None) -> int:
     """``genbound suite …``: returns the exit code (0 ok, 2 user error)."""
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed usage/error
-        return int(e.code or 0)
-    try:
-        if args.command == "train":
-            if not logging.getLogger().handlers:
-                logging.basicConfig(level=logging.INFO, format="%(message)s")
-            t0 = time.perf_counter()
-            info = train_suite(
-                args.out, args.sizes, preset=args.preset, tokens_per_param=args.tokens_per_param, corpus=args.corpus,
-                cutoff_year=args.cutoff_year, seed=args.seed, device=args.device, dtype=args.dtype,
-                context=args.context, batch_size=args.batch_size, progress=not args.no_progress,
-                checkpoint_every_s=args.checkpoint_every, num_threads=args.threads or None,
-            )
-            print(_summary(info))
-            print(f"suite written to {Path(args.out) / SUITE_JSON} ({time.perf_counter() - t0:.1f} s)")
-        else:
-            print(_summary(load_suite(args.dir)))
-    except GenboundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    from lm_eval_genbound.cli import run_parsed
+
+    return run_parsed(_build_parser(), _run_suite_command, argv,
+                      interrupted="interrupted; re-run the same command to resume")
+
+
+def _run_suite_command(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        t0 = time.perf_counter()
+        info = train_suite(
+            args.out, args.sizes, preset=args.preset, tokens_per_param=args.tokens_per_param, corpus=args.corpus,
+            cutoff_year=args.cutoff_year, seed=args.seed, device=args.device, dtype=args.dtype,
+            context=args.context, batch_size=args.batch_size, progress=not args.no_progress,
+            checkpoint_every_s=args.checkpoint_every, num_threads=args.threads or None,
+        )
+        print(_summary(info))
+        print(f"suite written to {Path(args.out) / SUITE_JSON} ({time.perf_counter() - t0:.1f} s)")
+    else:
+        print(_summary(load_suite(args.dir)))
     return 0
 
 

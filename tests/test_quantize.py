@@ -26,6 +26,7 @@ from lm_eval_genbound.quantize import (
     rtn_quantize_weight,
 )
 from lm_eval_genbound.scale_grid import scale_from_exponent
+from tiny_models import train_on_random_windows
 
 
 # ------------------------------------------------------------------------------------------------
@@ -54,16 +55,8 @@ def trained(one_thread):
     cfg = GPTNeoXConfig(vocab_size=256, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=128, max_position_embeddings=128)
     model = GPTNeoXForCausalLM(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        st = torch.randint(0, len(data) - 65, (16,), generator=g)
-        batch = torch.stack([data[i:i + 64] for i in st])
-        loss = model(batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    train_on_random_windows(model, data, steps=60, batch=16, lr=1e-2, weight_decay=0.0, generator=g)
     st = torch.randint(0, len(data) - 65, (32,), generator=g)
     windows = torch.stack([data[i:i + 64] for i in st])
     return model, windows[:16], windows[16:]

@@ -13,6 +13,21 @@ from lm_eval_genbound.corpus import load_sotu
 EOS = "<|endoftext|>"
 
 
+def train_on_random_windows(model: GPTNeoXForCausalLM, ids: torch.Tensor, *, steps: int, batch: int,
+                            lr: float, generator: torch.Generator, weight_decay: float = 0.01,
+                            window: int = 64) -> None:
+    """A few AdamW steps on random length-``window`` slices of ``ids``; leaves the model in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - window - 1, (batch,), generator=generator)
+        x = torch.stack([ids[s:s + window] for s in starts])
+        loss = model(x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
 def corpus_texts(n_docs: int = 6, chars: int = 1500) -> list[str]:
     """Slices of real State of the Union speeches (bundled sotu package)."""
     docs = load_sotu("train")
@@ -45,16 +60,8 @@ def build_model(out_dir: Path, *, vocab_logits: int = 320, hidden: int = 32, lay
                         eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
     model = GPTNeoXForCausalLM(cfg)
     ids = torch.tensor(tok("\n".join(corpus_texts(10, 3000)))["input_ids"])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(train_steps):
-        starts = torch.randint(0, len(ids) - 65, (8,), generator=g)
-        batch = torch.stack([ids[s:s + 64] for s in starts])
-        loss = model(batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    train_on_random_windows(model, ids, steps=train_steps, batch=8, lr=3e-3,
+                            generator=torch.Generator().manual_seed(seed))
     model.save_pretrained(out_dir)
     return out_dir
 
