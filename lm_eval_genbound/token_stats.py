@@ -16,10 +16,9 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 
 * ``eager``: plain torch ops, chunked over positions so no [positions, V] float32 tensor larger
   than ``chunk_tokens × V`` exists at once; one pass over the chunk per α.
-* ``compiled``: the same mathematics written over a broadcast [positions, α, V] view and handed
-  to ``torch.compile`` (inductor: vectorised C++ on CPU, a Triton kernel on GPU), which fuses
-  the softmax, the smoothing and the α-grid entropies into one pass per row — the [positions, α,
-  V] tensor is never materialised. The first call compiles (seconds with a warm inductor cache,
+* ``compiled``: the same function handed to ``torch.compile`` (inductor: vectorised C++ on CPU,
+  a Triton kernel on GPU), which fuses the softmax, the smoothing and the α-grid entropies into
+  one pass per row — no [positions, V] intermediate is materialised. The first call compiles (seconds with a warm inductor cache,
   ~20 s cold on a 2-core CPU); if compilation fails the eager path is used, with a warning.
 
 ``kernel="auto"`` (default) means ``compiled`` unless the environment variable
@@ -46,14 +45,19 @@ _compiled_fn = None
 _compile_failed = False
 
 
-def _chunk_stats(z: torch.Tensor, tgt: torch.Tensor, alphas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager kernel, one chunk: z [m, V] float32 logits -> (ln p(target) [m], H(q_α) [m, A]).
+def _chunk_stats(z: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
+                 fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk: z [m, V] logits (any float dtype) -> (ln p(target) [m], H(q_α) [m, A]), float32.
 
     p = e/s with e = exp(z − max) and s = Σe accumulated in float64 (this keeps H within ~1e-6 of
     a float64 reference even for V = 50k; exp(z − max − ln s) would not); ln p(target) =
-    (z_t − max) − ln s; H(q) = −Σ q ln q with q = (1−α)p + α/V.
+    (z_t − max) − ln s; H(q) = −Σ q ln q with q = (1−α)p + α/V. Eager (``fused=False``) it runs
+    one α at a time with in-place ops and torch's pairwise float32 sums; under ``torch.compile``
+    (``fused=True``) the whole function becomes one pass per row, whose lane-sequential
+    reductions must accumulate in float64 (float32 would lose ~1e-4 at V = 50k).
     """
     vocab = z.shape[-1]
+    z = z.float()
     d = z - z.max(dim=-1, keepdim=True).values
     e = d.exp()
     s = e.sum(dim=-1, keepdim=True, dtype=torch.float64)
@@ -61,31 +65,18 @@ def _chunk_stats(z: torch.Tensor, tgt: torch.Tensor, alphas: list[float]) -> tup
     p = e.div_(s.float())
     ents = []
     for a in alphas:
-        q = p.mul(1.0 - a).add_(a / vocab)
-        ents.append(q.log().mul_(q).sum(dim=-1).neg_())        # q ≥ α/V > 0: log is safe
+        q = p.mul(1.0 - a).add_(a / vocab)                  # q ≥ α/V > 0: log is safe
+        if fused:
+            ents.append(-(q * q.log()).sum(dim=-1, dtype=torch.float64).float())
+        else:
+            ents.append(q.log().mul_(q).sum(dim=-1).neg_())
     return logp, torch.stack(ents, dim=-1)
-
-
-def _fused_stats(z: torch.Tensor, tgt: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same mathematics as :func:`_chunk_stats` over a broadcast [m, A, V] view (for
-    ``torch.compile``, which fuses it; never call it eagerly on big chunks: it would materialise
-    the [m, A, V] tensor). ``alphas`` is a float32 tensor [A] on z's device."""
-    vocab = z.shape[-1]
-    z = z.float()
-    d = z - z.max(dim=-1, keepdim=True).values
-    e = d.exp()
-    s = e.sum(dim=-1, keepdim=True, dtype=torch.float64)
-    logp = (d.gather(-1, tgt[:, None]).double() - s.log()).squeeze(-1).float()
-    p = e / s.float()
-    q = p[:, None, :] * (1.0 - alphas)[None, :, None] + (alphas / vocab)[None, :, None]
-    # float64 accumulation: inductor's reductions are lane-sequential, float32 would lose ~1e-4 at V = 50k
-    return logp, -(q * q.log()).sum(dim=-1, dtype=torch.float64).float()
 
 
 def _compiled():
     global _compiled_fn
     if _compiled_fn is None:
-        _compiled_fn = torch.compile(_fused_stats, dynamic=True)
+        _compiled_fn = torch.compile(_chunk_stats, dynamic=True)
     return _compiled_fn
 
 
@@ -113,7 +104,7 @@ def token_statistics(logits: torch.Tensor, targets: torch.Tensor, alphas: Sequen
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)
     tgt = targets.reshape(-1)
-    alpha_list = [float(a) for a in (alphas.tolist() if torch.is_tensor(alphas) else alphas)]
+    alpha_list = tuple(float(a) for a in (alphas.tolist() if torch.is_tensor(alphas) else alphas))
     if kernel == "compiled":
         try:
             logp, ent = _run_compiled(flat, tgt, alpha_list, chunk_tokens)
@@ -133,7 +124,7 @@ def _outputs(n: int, n_alphas: int, device: torch.device) -> tuple[torch.Tensor,
             torch.empty(n, n_alphas, dtype=torch.float32, device=device))
 
 
-def _run_eager(flat: torch.Tensor, tgt: torch.Tensor, alphas: list[float],
+def _run_eager(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
                chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, vocab = flat.shape
     # bound the float32 work tensors per chunk: ~16 MiB each on CPU, ~256 MiB on an accelerator
@@ -142,19 +133,18 @@ def _run_eager(flat: torch.Tensor, tgt: torch.Tensor, alphas: list[float],
     step = max(1, min(chunk_tokens if on_cpu else 1 << 30, budget // vocab))
     logp, ent = _outputs(n, len(alphas), flat.device)
     for i in range(0, n, step):
-        logp[i:i + step], ent[i:i + step] = _chunk_stats(flat[i:i + step].float(), tgt[i:i + step], alphas)
+        logp[i:i + step], ent[i:i + step] = _chunk_stats(flat[i:i + step], tgt[i:i + step], alphas)
     return logp, ent
 
 
-def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: list[float],
+def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
                   chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, vocab = flat.shape
     # fused: a chunk's memory is its logits slice; cache-sized chunks are fastest on CPU
     cap = 2048 if flat.device.type == "cpu" else max(1, (256 << 20) // (4 * vocab))
     step = max(1, min(chunk_tokens, cap))
-    alpha_t = torch.tensor(alphas, dtype=torch.float32, device=flat.device)
     fn = _compiled()
     logp, ent = _outputs(n, len(alphas), flat.device)
     for i in range(0, n, step):
-        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], alpha_t)
+        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], alphas, True)
     return logp, ent
