@@ -16,10 +16,14 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 
 * ``eager``: plain torch ops, chunked over positions so no [positions, V] float32 tensor larger
   than ``chunk_tokens × V`` exists at once; one pass over the chunk per α.
-* ``compiled``: the same function handed to ``torch.compile`` (inductor: vectorised C++ on CPU,
-  a Triton kernel on GPU), which fuses the softmax, the smoothing and the α-grid entropies into
-  one pass per row — no [positions, V] intermediate is materialised. The first call compiles (seconds with a warm inductor cache,
-  ~20 s cold on a 2-core CPU); if compilation fails the eager path is used, with a warning.
+* ``compiled``: :func:`_fused_chunk_stats` handed to ``torch.compile`` (inductor: vectorised C++
+  on CPU, a Triton kernel on GPU), which fuses the softmax, the smoothing and the α-grid
+  entropies into one pass per row — no [positions, V] intermediate is materialised. It writes
+  ln q_α = ln c + ln p + ln(1 + β/p) (or ln β + ln(1 + p/β)) with ln p known from the softmax and
+  ln(1 + t), t ∈ [0, 1], a degree-7 polynomial (error ≤ 2.6e-7), so no logarithm is evaluated
+  per (entry, α): about 2× faster than the same loop with logarithms on CPU. The first call
+  compiles (seconds with a warm inductor cache, ~20 s cold on a 2-core CPU); if compilation
+  fails the eager path is used, with a warning.
 
 ``kernel="auto"`` (default) means ``compiled`` unless the environment variable
 ``GENBOUND_STATS_KERNEL`` names another choice (the test suite sets ``eager`` to avoid compile time).
@@ -27,9 +31,11 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -45,38 +51,83 @@ _compiled_fn = None
 _compile_failed = False
 
 
-def _chunk_stats(z: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
-                 fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk: z [m, V] logits (any float dtype) -> (ln p(target) [m], H(q_α) [m, A]), float32.
+def _softmax_parts(z: torch.Tensor, tgt: torch.Tensor):
+    """(d = z − max, s = Σ e^d in float64 [m, 1], ln p(target) float32 [m], p float32 [m, V]).
 
-    p = e/s with e = exp(z − max) and s = Σe accumulated in float64 (this keeps H within ~1e-6 of
-    a float64 reference even for V = 50k; exp(z − max − ln s) would not); ln p(target) =
-    (z_t − max) − ln s; H(q) = −Σ q ln q with q = (1−α)p + α/V. Eager (``fused=False``) it runs
-    one α at a time with in-place ops and torch's pairwise float32 sums; under ``torch.compile``
-    (``fused=True``) the whole function becomes one pass per row, whose lane-sequential
-    reductions must accumulate in float64 (float32 would lose ~1e-4 at V = 50k).
-    """
-    vocab = z.shape[-1]
+    The normaliser is summed in float64: this keeps H within ~1e-6 of a float64 reference even
+    for V = 50k (exp(z − max − ln s) in float32 would not)."""
     z = z.float()
     d = z - z.max(dim=-1, keepdim=True).values
     e = d.exp()
     s = e.sum(dim=-1, keepdim=True, dtype=torch.float64)
     logp = (d.gather(-1, tgt[:, None]).double() - s.log()).squeeze(-1).float()
-    p = e.div_(s.float())
+    return d, s, logp, e.div_(s.float())
+
+
+def _chunk_stats(z: torch.Tensor, tgt: torch.Tensor,
+                 alphas: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager kernel, one chunk: z [m, V] logits (any float dtype) -> (ln p(target) [m], H(q_α) [m, A]).
+
+    H(q) = −Σ q ln q with q = (1−α)p + α/V, one α at a time with in-place ops and torch's
+    pairwise float32 sums (float32 results, nats)."""
+    vocab = z.shape[-1]
+    _, _, logp, p = _softmax_parts(z, tgt)
     ents = []
     for a in alphas:
         q = p.mul(1.0 - a).add_(a / vocab)                  # q ≥ α/V > 0: log is safe
-        if fused:
-            ents.append(-(q * q.log()).sum(dim=-1, dtype=torch.float64).float())
-        else:
-            ents.append(q.log().mul_(q).sum(dim=-1).neg_())
+        ents.append(q.log().mul_(q).sum(dim=-1).neg_())
+    return logp, torch.stack(ents, dim=-1)
+
+
+#: degree of the polynomial that replaces ln(1 + t), t ∈ [0, 1], in the fused kernel
+LOG1P_DEGREE = 7
+#: its coefficients (power basis, constant first): Chebyshev interpolation of ln(1 + t) on
+#: [0, 1]; max abs error 2.6e-7 (so ≤ 2.6e-7 nats in every H(q_α), since Σ q = 1)
+LOG1P_COEFFS = tuple(float(c) for c in np.polynomial.Chebyshev.interpolate(
+    np.log1p, LOG1P_DEGREE, domain=[0, 1]).convert(kind=np.polynomial.Polynomial).coef)
+
+
+def _alpha_constants(alphas: tuple[float, ...], vocab: int, device: torch.device) -> torch.Tensor:
+    """Per α, float32 row (β, ln β, 1/β, c, ln c) with c = 1 − α, β = α/(V c): q_α = c (p + β)."""
+    rows = []
+    for a in alphas:
+        c = 1.0 - a
+        b = a / (vocab * c)
+        rows.append((b, math.log(b), 1.0 / b, c, math.log(c)))
+    return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+def _fused_chunk_stats(z: torch.Tensor, tgt: torch.Tensor,
+                       consts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel handed to ``torch.compile``: same outputs as :func:`_chunk_stats`, no logarithm
+    per (entry, α).
+
+    With q_α = c (p + β), H(q_α) = −ln c − c Σ (p + β) ln(p + β), and ln(p + β) = ln p +
+    ln(1 + β/p) when p ≥ β, else ln β + ln(1 + p/β): ln p = d − ln s is already known, and
+    ln(1 + t) on t ∈ [0, 1] is the degree-7 polynomial ``LOG1P_COEFFS`` (FMAs that inductor fuses
+    into the row loop, where a logarithm is a costly library call). Sums accumulate in float64:
+    inductor's lane-sequential float32 sums would lose ~1e-4 at V = 50k.
+    """
+    d, s, logp, p = _softmax_parts(z, tgt)
+    lnp = d - s.log().float()
+    inv_p = 1.0 / p.clamp_min(1e-30)
+    ents = []
+    for k in range(consts.shape[0]):
+        b, ln_b, inv_b, c, ln_c = (consts[k, j] for j in range(5))
+        big = p >= b
+        t = torch.where(big, b * inv_p, p * inv_b)          # t ∈ [0, 1]
+        poly = LOG1P_COEFFS[-1]
+        for coef in LOG1P_COEFFS[-2::-1]:
+            poly = poly * t + coef
+        ln_pb = torch.where(big, lnp, ln_b) + poly
+        ents.append(-ln_c - c * ((p + b) * ln_pb).sum(dim=-1, dtype=torch.float64).float())
     return logp, torch.stack(ents, dim=-1)
 
 
 def _compiled():
     global _compiled_fn
     if _compiled_fn is None:
-        _compiled_fn = torch.compile(_chunk_stats, dynamic=True)
+        _compiled_fn = torch.compile(_fused_chunk_stats, dynamic=True)
     return _compiled_fn
 
 
@@ -144,7 +195,8 @@ def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ..
     cap = 2048 if flat.device.type == "cpu" else max(1, (256 << 20) // (4 * vocab))
     step = max(1, min(chunk_tokens, cap))
     fn = _compiled()
+    consts = _alpha_constants(alphas, vocab, flat.device)
     logp, ent = _outputs(n, len(alphas), flat.device)
     for i in range(0, n, step):
-        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], alphas, True)
+        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], consts)
     return logp, ent
