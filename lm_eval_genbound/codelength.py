@@ -16,9 +16,10 @@ the accounting; the parts live in their own modules:
 * :mod:`lm_eval_genbound.quantized_tensor` — :class:`QuantizedTensor`, one quantized tensor's
   integer description;
 * :mod:`lm_eval_genbound.model_message` — the quantized tensors written as one message (header
-  bits + one range-coded stream: shapes, then per tensor its scale exponents, zero points and
-  codes, each stream with the cheapest of the :data:`STREAM_MODELS`), decoded back bit for bit
-  with ``verify=True``;
+  bits + one range-coded stream: all shapes, one pooling flag per stream role, then the scale
+  exponents, zero points and codes, per role either one stream per tensor or one pooled stream
+  for all its tensors, whichever is shorter; each stream with the cheapest of the
+  :data:`STREAM_MODELS`), decoded back bit for bit with ``verify=True``;
 * :mod:`lm_eval_genbound.symbol_coding` — one array coded on its own with its empirical
   frequencies (a stand-alone utility: :func:`encode_symbols` / :func:`decode_symbols`).
 
@@ -31,17 +32,21 @@ component              bits charged
 =====================  ======================================================================
 ``codes_bits``         growth of the range-coded stream while the weight matrices' codes are
                        appended (whole words over the whole stream, attributed to the segment
-                       during which each word was completed)
-``freq_table_bits``    the codes' stream headers: min/max (2b bits), model choice (2), the count
-                       table or the float16 parameters
-``scales_bits``        the scale exponents' streams, header and coded: for each weight matrix one
-                       exponent per (row block, group) on the 2^(e/K) grid (a row block is one
-                       row, or r = ⌊g / cols⌋ rows when cols < g; see ``quantize``)
+                       during which each word was completed; a pooled stream's growth split
+                       over its tensors in proportion to their numbers of codes)
+``freq_table_bits``    the codes' stream headers: centering bit (when the zero points differ),
+                       min/max (2b or 2b + 2 bits), model choice (2), the count table or the
+                       spread and location on their grids; and the codes roles' pooling flags
+``scales_bits``        the scale exponents' streams, header and coded, and their pooling flags:
+                       for each weight matrix one exponent per (row block, group) on the 2^(e/K)
+                       grid (a row block is one row, or r = ⌊g / cols⌋ rows when cols < g; see
+                       ``quantize``)
 ``zeros_bits``         the zero points' streams, header and coded (integers in [0, 2^b)), one per
-                       (row block, group)
+                       (row block, group), and their pooling flags
 ``vectors_bits``       biases and LayerNorm parameters quantized per tensor (``vector_bits`` bits,
-                       6 in ``quantize_model``'s default): one exponent and one zero point at
-                       fixed width, then the codes' stream (header and coded)
+                       6 in ``quantize_model``'s default): one exponent and one zero point (at
+                       fixed width, or in a pooled stream of every vector's), then the codes'
+                       stream (header and coded), and the vector roles' pooling flags
 ``shapes_bits``        every tensor's shape (quantized, vector and unquantized), each dimension d
                        as the Elias γ code of d + 1 (2⌊log2(d+1)⌋ + 1 bits; 13 bits for 64)
 ``unquantized_bits``   16 per parameter of every tensor left unquantized (``keep_fp16`` tensors,
@@ -111,6 +116,8 @@ __all__ = [
 
 UNQUANTIZED_BITS = 16
 """Bits charged per parameter of an unquantized tensor (float16 / bfloat16)."""
+_PART_KEYS = {"scales": ("scales",), "zeros": ("zeros",), "codes": ("codes_header", "codes")}
+"""The model message's per-tensor keys of each stream part."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +157,10 @@ class CodeLength:
         method: how the model was described, e.g. ``"rtn4-g64"``, ``"gptq4-g64"``, ``"param4"``.
         details: informational numbers that are not summands (empirical entropy of the codes in
             bits, counts of quantized/unquantized parameters, bit width, group size, n_configs).
-        per_tensor: per tensor name, its own components in bits (empty for parameter counting).
+        per_tensor: per tensor name, its own components in bits (empty for parameter counting; a
+            pooled stream's bits are split over its tensors in proportion to their numbers of
+            symbols); for a quantized tensor also the informational ``entropy_bits_info`` (n·H of
+            its codes) and ``pooled_bits_info`` (how many of its bits are such shares).
     """
 
     total_bits: float
@@ -284,7 +294,7 @@ def code_length(
             entropy["scales"] += p["scales_entropy"]
             entropy["zeros"] += p["zeros_entropy"]
             for part in models:
-                models[part][p[f"{part}_model"]] += 1
+                models[part][_stream_label(p, part)] += 1
             n_weight += qt.n_params
             bit_widths.add(int(qt.bits))
             group_sizes.add(int(qt.group_size))
@@ -292,6 +302,8 @@ def code_length(
         for k, v in t.items():
             comp[k] += v
         t["entropy_bits_info"] = float(p["codes_entropy"])
+        t["pooled_bits_info"] = float(sum(p[k] for part, keys in _PART_KEYS.items() if p[f"{part}_pooled"]
+                                          for k in keys))
         per_tensor[qt.name] = t
     n_raw = 0
     seen = set(per_tensor)
@@ -333,12 +345,20 @@ def code_length(
         header_bits=int(encoded.header.size),
         coded_words=int(encoded.words.size),
         stream_models={k: dict(sorted(v.items())) for k, v in models.items()},
+        pooled_roles=list(encoded.pooled_roles),
         coder="one constriction.stream.queue.RangeEncoder stream; per stream the cheapest of "
-              + "/".join(STREAM_MODELS),
+              + "/".join(STREAM_MODELS) + "; per stream role per-tensor or pooled streams, whichever is shorter",
         verified_round_trip=bool(verify),
     )
     return CodeLength(total_bits=total, bits_per_param=total / n_params, breakdown=comp, n_params=n_params,
                       method=method, details=details, per_tensor=per_tensor)
+
+
+def _stream_label(p: Mapping[str, Any], part: str) -> str:
+    """A weight's stream model for ``details["stream_models"]``: the model's name, prefixed
+    "pooled " when the part is in a pooled stream, suffixed " centered" for centered codes."""
+    label = ("pooled " if p[f"{part}_pooled"] else "") + p[f"{part}_model"]
+    return label + " centered" if part == "codes" and p["codes_centered"] else label
 
 
 def model_code_length(qmodel: Any, *, n_configs: int = 1, extra_bits: float = 0.0, verify: bool = True) -> CodeLength:

@@ -165,10 +165,31 @@ def test_elias_gamma_shape_bits():
         elias_gamma_bits(0)
 
 
-def test_decoding_the_message_reproduces_every_tensor_bit_for_bit():
-    """Weights (several bit widths, group sizes, a transposed one, K = 32), vectors (1-D, 2-D,
-    a scalar, a constant one): the decoder, given only the header bits, the words and the layout,
-    rebuilds every integer and every float32 value exactly."""
+def _assert_decodes(tensors, enc):
+    """The decoder, given only the header bits, the words and the layout, rebuilds every integer
+    and every float32 value of ``tensors`` exactly; returns the decoded tensors."""
+    fresh = EncodedModel(header=enc.header.copy(), words=enc.words.copy(), layout=enc.layout)  # no side channel
+    decoded = decode_model(fresh)
+    assert [t.name for t in decoded] == [t.name for t in tensors]
+    for t, d in zip(tensors, decoded):
+        assert d.tensor_shape == t.tensor_shape and d.kind == t.kind and d.bits == t.bits
+        assert d.row_block == t.row_block
+        assert np.array_equal(d.codes, t.codes) and np.array_equal(d.scale_exponents, t.scale_exponents)
+        assert np.array_equal(d.zeros, t.zeros)
+        assert d.dequantize_param().tobytes() == t.dequantize_param().tobytes()
+    return decoded
+
+
+def _parts_sum(enc) -> int:
+    return sum(p["shape"] + p["scales"] + p["zeros"] + p["codes_header"] + p["codes"] for p in enc.per_tensor.values())
+
+
+@pytest.mark.parametrize("pooling", ["auto", "never", "always"])
+def test_decoding_the_message_reproduces_every_tensor_bit_for_bit(pooling):
+    """Weights (several bit widths, group sizes, a transposed one, K = 32, row blocks), vectors
+    (1-D, 2-D, a scalar, a constant one), with the pooling flags chosen by trial or forced either
+    way: the decoder, given only the header bits, the words and the layout, rebuilds every integer
+    and every float32 value exactly."""
     rng = np.random.default_rng(3)
     tensors = [
         _weight("a", rng, 40, 130, 4, 64),
@@ -182,23 +203,122 @@ def test_decoding_the_message_reproduces_every_tensor_bit_for_bit():
         _vector("scalar", rng, ()),
         QuantizedTensor("const", np.full((1, 7), 9), np.array([[-70]]), np.array([[9]]), bits=4, group_size=7,
                         kind="vector", param_shape=(7,)),
+        _vector("ln.b", rng, (48,)),
     ]
-    enc = encode_model(tensors)
-    fresh = EncodedModel(header=enc.header.copy(), words=enc.words.copy(), layout=enc.layout)  # no side channel
-    decoded = decode_model(fresh)
-    assert [t.name for t in decoded] == [t.name for t in tensors]
-    for t, d in zip(tensors, decoded):
-        assert d.tensor_shape == t.tensor_shape and d.kind == t.kind and d.bits == t.bits
-        assert np.array_equal(d.codes, t.codes) and np.array_equal(d.scale_exponents, t.scale_exponents)
-        assert np.array_equal(d.zeros, t.zeros)
-        assert d.dequantize_param().tobytes() == t.dequantize_param().tobytes()
+    enc = encode_model(tensors, pooling=pooling)
+    decoded = _assert_decodes(tensors, enc)
     assert decoded[1].dequantize_param().shape == (9, 17)
     assert decoded[8].dequantize_param().shape == ()
     assert decoded[4].row_block == 8 and decoded[4].scale_exponents.shape == (4, 1)
-    # the length charged is the length of that message
-    cl = code_length(tensors, method="mixed")
-    quantized_parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits")
-    assert sum(cl.breakdown[k] for k in quantized_parts) == enc.n_bits == cl.details["message_bits"]
+    assert enc.n_bits == _parts_sum(enc)
+    # roles with ≥ 2 tensors: 4-bit weights' zeros and codes, K = 16 weights' and vectors'
+    # exponents, 6-bit vectors' zeros and codes
+    assert len(enc.pooled_roles) == {"never": 0, "always": 6}.get(pooling, len(enc.pooled_roles))
+    if pooling == "auto":  # the length charged is the length of that message
+        cl = code_length(tensors, method="mixed")
+        quantized_parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits",
+                           "shapes_bits")
+        assert sum(cl.breakdown[k] for k in quantized_parts) == enc.n_bits == cl.details["message_bits"]
+
+
+def _tiny_model(rng, n_layers=12):
+    """Many tiny tensors: per layer a narrow row-block weight (8 cols, r = 8) and two 6-bit
+    vectors, all alike — the case where one pooled stream per role beats a header per tensor."""
+    tensors = []
+    for i in range(n_layers):
+        tensors.append(_weight(f"l{i}.w", rng, 16, 8, 4, 64, row_block=8, e_center=-100, e_spread=2.0))
+        for part in ("bias", "ln"):
+            v = _vector(f"l{i}.{part}", rng, (8,))
+            exps = np.array([[-120 + int(rng.integers(-3, 4))]])
+            tensors.append(QuantizedTensor(v.name, v.codes, exps, np.array([[32]]), bits=6, group_size=8,
+                                           kind="vector", param_shape=(8,)))
+    return tensors
+
+
+def test_pooling_flags_pick_the_shorter_message():
+    """Many tiny tensors: every role with ≥ 2 tensors is pooled and the message is exactly the
+    all-pooled one, shorter than one stream per tensor. Two large weights with unlike codes: the
+    codes stay per tensor and the message is shorter than with their codes pooled."""
+    rng = np.random.default_rng(11)
+    tiny = _tiny_model(rng)
+    auto, never, always = (encode_model(tiny, pooling=p) for p in ("auto", "never", "always"))
+    assert auto.pooled_roles == always.pooled_roles == (
+        "weight scales (K=16)", "vector scales (K=16)", "weight zeros (b=4)", "vector zeros (b=6)",
+        "weight codes (b=4)", "vector codes (b=6)")
+    assert auto.n_bits == always.n_bits < never.n_bits
+    assert np.array_equal(auto.header, always.header) and np.array_equal(auto.words, always.words)
+    assert all(p[f"{part}_pooled"] for p in auto.per_tensor.values() for part in ("scales", "zeros", "codes"))
+    assert auto.per_tensor["l0.bias"]["zeros_model"] == "constant"  # every vector's zero point is 32
+    _assert_decodes(tiny, auto)
+
+    lo = np.clip(np.round(rng.normal(2, 1, (64, 128))), 0, 15).astype(np.uint8)
+    hi = np.clip(np.round(rng.normal(13, 1, (64, 128))), 0, 15).astype(np.uint8)
+    big = [QuantizedTensor(name, c, np.full((64, 2), -100), np.full((64, 2), z, np.uint8), bits=4, group_size=64)
+           for name, c, z in (("lo", lo, 2), ("hi", hi, 13))]
+    auto, always = encode_model(big), encode_model(big, pooling="always")
+    assert "weight codes (b=4)" not in auto.pooled_roles and not auto.per_tensor["lo"]["codes_pooled"]
+    assert auto.n_bits < always.n_bits
+    _assert_decodes(big, auto)
+    with pytest.raises(GenboundError, match="pooling"):
+        encode_model(big, pooling="sometimes")
+
+
+def test_pooled_bits_are_split_over_tensors_and_still_add_up():
+    """A pooled stream's bits (and its role's flag) are split over its tensors in proportion to
+    their symbols, in whole bits: equal tensors get header and coded shares within one bit of each other, each
+    tensor's ``pooled_bits_info`` says how many of its bits are such shares, and the breakdown
+    still adds up to the message length exactly."""
+    rng = np.random.default_rng(12)
+    tiny = _tiny_model(rng)
+    enc = encode_model(tiny)
+    cl = code_length(tiny, [RawTensor("raw", (3,))], method="tiny")
+    b = cl.breakdown
+    parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits")
+    assert sum(b[k] for k in parts) - shape_bits((3,)) == enc.n_bits == cl.details["message_bits"] == _parts_sum(enc)
+    assert math.isclose(cl.total_bits, sum(b.values()))
+    weights = [t.name for t in tiny if t.kind == "weight"]
+    for part, spread in (("codes_header", 1), ("codes", 1), ("scales", 2)):  # scales: header + coded shares
+        shares = [enc.per_tensor[n][part] for n in weights]
+        assert max(shares) - min(shares) <= spread, (part, shares)
+    assert all(cl.per_tensor[n]["pooled_bits_info"] > 0 for n in weights)
+    assert cl.per_tensor["raw"].get("pooled_bits_info") is None
+    assert sum(cl.per_tensor[n]["vectors_bits"] for n in cl.per_tensor if "vectors_bits" in cl.per_tensor[n]) \
+        == b["vectors_bits"]
+    assert cl.details["stream_models"]["scales"] == {f"pooled {enc.per_tensor[weights[0]]['scales_model']}": 12}
+
+
+def test_codes_centered_on_their_zero_points():
+    """A weight whose groups' zero points differ widely and whose codes sit near them: the codes
+    stream is centered (code − zero point), far below the raw codes' empirical entropy, and
+    decodes back exactly."""
+    rng = np.random.default_rng(13)
+    zeros = rng.integers(2, 14, (32, 8))
+    codes = np.clip(np.repeat(zeros, 32, axis=1) + np.round(rng.normal(0, 1, (32, 256))), 0, 15).astype(np.uint8)
+    qt = QuantizedTensor("w", codes, np.full((32, 8), -90), zeros.astype(np.uint8), bits=4, group_size=32)
+    enc = encode_model([qt])
+    p = enc.per_tensor["w"]
+    assert p["codes_centered"]
+    assert p["codes"] + p["codes_header"] < 0.75 * _hand_entropy_bits(codes.reshape(-1))
+    _assert_decodes([qt], enc)
+    assert code_length([qt], method="c").details["stream_models"]["codes"] == {f"{p['codes_model']} centered": 1}
+
+
+def test_gaussian_parameters_cost_what_the_format_says():
+    """4096 codes ~ N(7.3, 2.6²) on [0, 15] (one zero point: no centering bit): the header is
+    min and max (4 + 4 bits), the model choice (2), the spread as 2^(v/16) (K = 16, the largest
+    power of two ≤ √(4096/6)), v in [⌈16·log2 0.05⌉, ⌈16·log2 15⌉] = [−69, 63] → 8 bits, and the
+    location on the grid 1/2^j with 2^j = 16 (≤ √(4096/12)) / 2^⌊log2 spread⌋ = 16 / 2: 121
+    values → 7 bits. 25 bits instead of 42 with two float16 parameters; the codes stay within
+    0.5% + 64 bits of their empirical entropy."""
+    rng = np.random.default_rng(14)
+    codes = np.clip(np.round(rng.normal(7.3, 2.6, (64, 64))), 0, 15).astype(np.uint8)
+    codes[0, :2] = (0, 15)
+    qt = QuantizedTensor("w", codes, np.full((64, 1), -90), np.full((64, 1), 7, np.uint8), bits=4, group_size=64)
+    p = encode_model([qt]).per_tensor["w"]
+    assert p["codes_model"] == "gaussian" and not p["codes_centered"]
+    assert p["codes_header"] == 4 + 4 + 2 + 8 + 7
+    assert p["codes"] <= 1.005 * _hand_entropy_bits(codes.reshape(-1)) + 64
+    _assert_decodes([qt], encode_model([qt]))
 
 
 def test_a_corrupted_message_does_not_decode_to_the_model():

@@ -13,7 +13,7 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.model_message import decode_model, encode_model
+from lm_eval_genbound.model_message import EncodedModel, decode_model, encode_model
 from lm_eval_genbound.quantize import (
     format_quant_spec,
     gptq_quantize_weight,
@@ -230,16 +230,17 @@ def test_gptq_lazy_batch_blocks_do_not_change_the_result():
 # ------------------------------------------------------------------------------------------------
 # whole models
 # ------------------------------------------------------------------------------------------------
-def _check_code_describes_model(qm, original):
+def _check_code_describes_model(qm, original, pooling="auto"):
     """Every parameter of the returned model is exactly what the code says: decoding the message
     (header bits + range-coder words, nothing else) gives each quantized tensor's float32 values
-    bit for bit; the unquantized ones are float16 values."""
+    bit for bit; the unquantized ones are float16 values. Returns the message."""
     params = dict(qm.model.named_parameters())
     orig = dict(original.named_parameters())
     assert set(qm.quantized) | set(qm.raw) == set(params)
     assert not set(qm.quantized) & set(qm.raw)
     tensors = list(qm.quantized.values())
-    decoded = decode_model(encode_model(tensors))
+    enc = encode_model(tensors, pooling=pooling)
+    decoded = decode_model(EncodedModel(header=enc.header.copy(), words=enc.words.copy(), layout=enc.layout))
     assert [d.name for d in decoded] == [t.name for t in tensors]
     for qt, d in zip(tensors, decoded):
         assert qt.codes.min() >= 0 and qt.codes.max() < 2 ** qt.bits
@@ -250,6 +251,27 @@ def _check_code_describes_model(qm, original):
         w = params[name].detach()
         assert torch.equal(w, w.half().float()), name  # stored in 16 bits
         assert torch.allclose(w, orig[name].detach(), rtol=1e-3, atol=1e-6)
+    return enc
+
+
+def test_whole_model_messages_decode_with_every_pooling_choice(trained):
+    """A whole quantized model (4-bit weights incl. row-block ones, 6-bit vectors) decodes bit for
+    bit with every role pooled, with none pooled and with the flags chosen by trial; the chosen
+    message is not longer than either forced one (up to a word: each role is compared in a trial
+    coder of its own) and its parts add up to its length."""
+    model, _, _ = trained
+    qm = quantize_model(model, method="rtn", bits=4, group_size=64)
+    assert any(t.row_block > 1 for t in qm.quantized.values())
+    enc = {p: _check_code_describes_model(qm, model, p) for p in ("always", "never", "auto")}
+    assert enc["always"].pooled_roles and not enc["never"].pooled_roles
+    assert enc["auto"].n_bits <= min(enc["always"].n_bits, enc["never"].n_bits) + 32
+    assert enc["auto"].n_bits < max(enc["always"].n_bits, enc["never"].n_bits)
+    for e in enc.values():
+        assert e.n_bits == sum(p["shape"] + p["scales"] + p["zeros"] + p["codes_header"] + p["codes"]
+                               for p in e.per_tensor.values())
+    cl = qm.code_length()
+    assert cl.details["message_bits"] == enc["auto"].n_bits
+    assert cl.details["pooled_roles"] == list(enc["auto"].pooled_roles)
 
 
 @pytest.mark.parametrize("method", ["rtn", "gptq"])
@@ -371,7 +393,8 @@ def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
         nh = cl.details[f"{part}_entropy_bits"]
         assert nh - 64 <= cl.breakdown[f"{part}_bits"] <= 1.1 * nh + 80 * len(weights), part
     # 6-bit vectors: at most 6 bits a code plus, per tensor, its exponent (12 bits), zero point
-    # (6), code range (2·6), model choice (2) and at most two float16 parameters, plus one word
+    # (6), code range (2·6), model choice (2) and its model's parameters (< 32 bits here; the
+    # exponents and zero points may instead share a pooled stream, when that is shorter), plus one word
     n_vec = sum(1 for t in qm.quantized.values() if t.kind == "vector")
     assert cl.breakdown["vectors_bits"] <= 6 * cl.details["n_vector_params"] + n_vec * (12 + 6 + 12 + 2 + 32) + 32
     assert cl.breakdown["unquantized_bits"] == 0
