@@ -18,7 +18,8 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
   than ``chunk_tokens × V`` exists at once; one pass over the chunk per α.
 * ``compiled``: :func:`_fused_chunk_stats` handed to ``torch.compile`` (inductor: vectorised C++
   on CPU, a Triton kernel on GPU), which fuses the softmax, the smoothing and the α-grid
-  entropies into one pass per row — no [positions, V] intermediate is materialised. It writes
+  entropies into one loop over each row's entries (the only [positions, V] intermediate is one float32
+  buffer of exponentials per chunk, ≤ 16 MiB on CPU). It writes
   ln q_α = ln c + ln p + ln(1 + β/p) (or ln β + ln(1 + p/β)) with ln p known from the softmax and
   ln(1 + t), t ∈ [0, 1], a degree-7 polynomial (error ≤ 2.6e-7), so no logarithm is evaluated
   per (entry, α): about 2× faster than the same loop with logarithms on CPU. The first call
@@ -127,7 +128,10 @@ def _fused_chunk_stats(z: torch.Tensor, tgt: torch.Tensor,
 def _compiled():
     global _compiled_fn
     if _compiled_fn is None:
-        _compiled_fn = torch.compile(_fused_chunk_stats, dynamic=True)
+        # FMA contraction in inductor's C++ (the ln(1+t) polynomial is a chain of multiply-adds):
+        # ~15% faster on a 2-core AVX2 CPU, results within 1e-6 of the uncontracted kernel
+        _compiled_fn = torch.compile(_fused_chunk_stats, dynamic=True,
+                                     options={"cpp.enable_floating_point_contract_flag": "fast"})
     return _compiled_fn
 
 
@@ -191,8 +195,10 @@ def _run_eager(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
 def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
                   chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, vocab = flat.shape
-    # fused: a chunk's memory is its logits slice; cache-sized chunks are fastest on CPU
-    cap = 2048 if flat.device.type == "cpu" else max(1, (256 << 20) // (4 * vocab))
+    # the fused kernel keeps one float32 [rows, V] buffer (the exponentials): ≤ 16 MiB per chunk on
+    # CPU, ≤ 256 MiB on an accelerator; up to 8192 rows per call (each call costs ~0.3 ms of guards)
+    budget = (16 << 20) if flat.device.type == "cpu" else (256 << 20)
+    cap = max(1, min(8192 if flat.device.type == "cpu" else 1 << 30, budget // (4 * vocab)))
     step = max(1, min(chunk_tokens, cap))
     fn = _compiled()
     consts = _alpha_constants(alphas, vocab, flat.device)
