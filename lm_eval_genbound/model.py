@@ -246,6 +246,23 @@ class GenBoundHFLM(HFLM):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
         arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
+
+        def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor) -> None:
+            """Copy one batch's statistics to the host (waits for its kernels) and file them per doc."""
+            logp, ent = logp_dev.cpu().numpy(), ent_dev.cpu().numpy()
+            k = 0
+            for d, w in batch:
+                n = w.n_scored
+                ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
+                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx))
+                k += n
+            bar.update(len(batch))
+
+        # one-deep pipeline: batch b's forward and statistics are queued on the device before the
+        # host waits for batch b − 1's results, so on an accelerator the host's copy and
+        # bookkeeping overlap the device's work (on CPU every op is synchronous: same order, same
+        # results); only the small per-token outputs of the previous batch are kept alive
+        pending = None
         for b0 in range(0, len(order), bs):
             batch = [jobs[j] for j in order[b0:b0 + bs]]
             width = max(w.input_end - w.input_start for _, w in batch)
@@ -264,16 +281,15 @@ class GenBoundHFLM(HFLM):
             targets = np.concatenate(targets)
             logits = self._model_call(inp.to(self.device))
             sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
+            del logits
             logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
                                          chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
-            logp, ent = logp.cpu().numpy(), ent.cpu().numpy()
-            k = 0
-            for d, w in batch:
-                n = w.n_scored
-                ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
-                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx))
-                k += n
-            bar.update(len(batch))
+            del sel
+            if pending is not None:
+                collect(*pending)
+            pending = (batch, logp, ent)
+        if pending is not None:
+            collect(*pending)
         bar.close()
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
         out = []
