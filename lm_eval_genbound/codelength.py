@@ -19,7 +19,9 @@ the accounting; the parts live in their own modules:
   bits + one range-coded stream: all shapes, one pooling flag per stream role, then the scale
   exponents, zero points and codes, per role either one stream per tensor or one pooled stream
   for all its tensors, whichever is shorter; each stream with the cheapest of the
-  :data:`STREAM_MODELS`), decoded back bit for bit with ``verify=True``;
+  :data:`STREAM_MODELS`), decoded back bit for bit with ``verify=True``; how one stream is
+  coded is in :mod:`lm_eval_genbound.stream_models`, the header's bit fields in
+  :mod:`lm_eval_genbound.bit_fields`;
 * :mod:`lm_eval_genbound.symbol_coding` — one array coded on its own with its empirical
   frequencies (a stand-alone utility: :func:`encode_symbols` / :func:`decode_symbols`).
 

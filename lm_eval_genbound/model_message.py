@@ -44,41 +44,24 @@ exponent and zero point per block of r = ⌊g / cols⌋ consecutive rows × all 
 shape and g, which the decoder knows, so it costs nothing; the exponent and zero-point streams
 hold ⌈rows / r⌉ × n_groups symbols, each written once, and the decoder expands them to the rows.
 
-**Symbol streams.** Every stream codes integers over a domain the decoder knows (codes and zero
-points: [0, 2^b); exponents: the exponent range of :mod:`lm_eval_genbound.scale_grid`). A code
-stream whose zero points are not all equal starts with one *centering* bit: 1 means its symbols
-are code − (the zero point of the code's group), over [−(2^b − 1), 2^b − 1] (the encoder tries
-both and keeps the shorter; the decoder adds the zero points back). A stream of n symbols is
-written as: n = 1: the symbol at fixed width ⌈log2 |domain|⌉; n ≥ 2: its min and max at that
-width, and if they differ a 2-bit choice of model over [min, max] and the model's parameters, then
-the symbols range-coded with it. The models (each fitted to the stream's own symbols; the one with
-the fewest parameter bits + coded bits, measured by a trial encoding, is chosen, ties to the
-first; a trial that cannot win by the bound n·H(empirical) − 64 on any model's coded bits is
-skipped):
-
-* ``categorical`` — the empirical frequencies: max − min counts at ⌈log2(n+1)⌉ bits each (the
-  last count is n minus the others); codes within the coder's overhead of n·H(empirical);
-* ``gaussian`` / ``laplace`` — constriction's ``QuantizedGaussian`` / ``QuantizedLaplace`` on
-  [min, max] with a spread (std / scale) and a location (mean / median), each on a grid whose
-  resolution follows from n (a parameter error of ~1/√n costs O(1) bits in total, so finer grids
-  would cost more header bits than they save): the spread as 2^(v/K) (the
-  :mod:`lm_eval_genbound.scale_grid` grid) with K the largest power of two ≤ √(n/6) (at most
-  1024) and v between the exponents of 0.05 and of max − min, rounded up (``v − v_min`` written
-  at ⌈log2(v_max − v_min + 1)⌉ bits); then the location as min + u / 2^j, with 2^j the largest
-  power of two ≤ √(n/12) divided by 2^⌊log2 spread⌋ (j ≥ 0), u at ⌈log2((max − min)·2^j + 1)⌉ bits;
-* ``uniform`` — no parameters.
+**Streams.** Each stream is written as a header part (a code stream's centering bit, the symbols'
+range, the model choice and its parameters) and its symbols range-coded with that model: see
+:mod:`lm_eval_genbound.stream_models` for the format and the models, and
+:mod:`lm_eval_genbound.bit_fields` for the header's fixed-width and Elias γ fields.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lm_eval_genbound.bit_fields import BitReader, BitWriter
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.quantized_tensor import QuantizedTensor
-from lm_eval_genbound.scale_grid import exponent_domain, scale_exponent_at_least, scale_from_exponent
+from lm_eval_genbound.scale_grid import exponent_domain
+from lm_eval_genbound.stream_models import (STREAM_MODELS, StreamPlan, array_entropy_bits, code_domain, coded_bits,
+                                            plan_codes, plan_stream, read_stream, zeros_differ)
 from lm_eval_genbound.symbol_coding import WORD_BITS, load_constriction
 
 __all__ = [
@@ -89,326 +72,7 @@ __all__ = [
     "verify_decoded",
 ]
 
-STREAM_MODELS = ("categorical", "gaussian", "laplace", "uniform")
-"""Models a symbol stream can be coded with (index = the 2-bit choice written in the header)."""
-_SELECTOR_BITS = 2
-_MIN_SPREAD = 0.05  # smallest Gaussian std / Laplace scale used (in symbol units)
-_MAX_SPREAD_STEPS = 1024  # finest spread grid, 2^(1/1024) (the largest K of scale_grid)
 _PARTS = ("scales", "zeros", "codes")  # stream parts of a tensor, in message order
-
-
-def _width(n_values: int) -> int:
-    """⌈log2 n_values⌉: bits of a fixed-width field holding one of ``n_values`` values (0 for 1)."""
-    return max(int(n_values) - 1, 0).bit_length()
-
-
-def _floor_log2_sqrt(m: int) -> int:
-    """⌊log2 √m⌋ for m ≥ 1 (0 for m < 1), in exact integer arithmetic."""
-    return max(math.isqrt(max(int(m), 0)).bit_length() - 1, 0)
-
-
-class _BitWriter:
-    """Fixed-width unsigned fields, most significant bit first."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-
-    def write(self, value: int, width: int) -> None:
-        value = int(value)
-        if width == 0:
-            if value != 0:
-                raise AssertionError("a zero-width field must hold 0")
-            return
-        if not 0 <= value < (1 << width):
-            raise AssertionError(f"{value} does not fit in {width} bits")
-        self._bits.extend((value >> (width - 1 - i)) & 1 for i in range(width))
-
-    def write_gamma(self, n: int) -> None:
-        """Elias γ code of an integer n ≥ 1: ⌊log2 n⌋ zeros, then n in binary."""
-        k = int(n).bit_length() - 1
-        self.write(0, k)
-        self.write(n, k + 1)
-
-    def extend(self, other: _BitWriter) -> None:
-        """Append the bits of ``other``."""
-        self._bits.extend(other._bits)
-
-    def __len__(self) -> int:
-        return len(self._bits)
-
-    def getbits(self) -> np.ndarray:
-        return np.frombuffer(bytes(self._bits), dtype=np.uint8).copy()
-
-
-class _BitReader:
-    def __init__(self, bits: np.ndarray) -> None:
-        self._bits = np.asarray(bits, dtype=np.uint8)
-        self._pos = 0
-
-    def read(self, width: int) -> int:
-        if self._pos + width > self._bits.size:
-            raise AssertionError("header exhausted")
-        v = 0
-        for b in self._bits[self._pos:self._pos + width]:
-            v = (v << 1) | int(b)
-        self._pos += width
-        return v
-
-    def read_gamma(self) -> int:
-        k = 0
-        while self.read(1) == 0:
-            k += 1
-        return (1 << k) | self.read(k)
-
-    @property
-    def exhausted(self) -> bool:
-        return self._pos == self._bits.size
-
-
-# --------------------------------------------------------------------------------------------
-# one stream: its model and the model's parameters
-# --------------------------------------------------------------------------------------------
-def _spread_grid(n: int, lo: int, hi: int) -> tuple[int, int, int]:
-    """(K, v_min, v_max): the spreads a stream of n symbols over [lo, hi] can use, 2^(v/K) for
-    v_min ≤ v ≤ v_max (K: the largest power of two ≤ √(n/6), at most 1024; v_min, v_max: the
-    grid points at or above 0.05 and hi − lo)."""
-    k = min(1 << _floor_log2_sqrt(n // 6), _MAX_SPREAD_STEPS)
-    v_min = int(scale_exponent_at_least(np.float32(_MIN_SPREAD), k))
-    v_max = int(scale_exponent_at_least(np.float32(hi - lo), k))
-    return k, v_min, v_max
-
-
-def _loc_step_exponent(n: int, spread: float) -> int:
-    """j ≥ 0 of the location grid 1/2^j: 2^j = the largest power of two ≤ √(n/12), divided by
-    2^⌊log2 spread⌋ (exact: integer square root and the binary exponent of the spread)."""
-    return min(max(_floor_log2_sqrt(n // 12) - (int(np.frexp(spread)[1]) - 1), 0), 32)
-
-
-@dataclass(frozen=True)
-class _StreamModel:
-    """How one stream of n ≥ 2 non-constant symbols over [lo, hi] is coded (everything its header
-    says, plus n, which the decoder knows from the shapes)."""
-
-    kind: str
-    lo: int
-    hi: int
-    n: int
-    counts: tuple[int, ...] = ()     # categorical: counts of lo..hi
-    spread_exp: int = 0              # gaussian / laplace: the spread is 2^(spread_exp / K), K of _spread_grid
-    loc_units: int = 0               # gaussian / laplace: the location is lo + loc_units / 2^j, j of _loc_step_exponent
-
-    @property
-    def spread(self) -> float:
-        """Gaussian std / Laplace scale (symbol units), exactly as the decoder computes it."""
-        return float(scale_from_exponent(self.spread_exp, _spread_grid(self.n, self.lo, self.hi)[0]))
-
-    @property
-    def loc(self) -> float:
-        """Gaussian mean / Laplace location (symbol units), exactly as the decoder computes it."""
-        return self.lo + self.loc_units / 2.0 ** _loc_step_exponent(self.n, self.spread)
-
-    def _loc_width(self) -> int:
-        return _width((self.hi - self.lo) * (1 << _loc_step_exponent(self.n, self.spread)) + 1)
-
-    def coder_model(self):
-        m = load_constriction().stream.model
-        if self.kind == "categorical":
-            counts = np.asarray(self.counts, dtype=np.float64)
-            return m.Categorical(counts / counts.sum(), perfect=False)
-        if self.kind == "gaussian":
-            return m.QuantizedGaussian(self.lo, self.hi, self.loc, self.spread)
-        if self.kind == "laplace":
-            return m.QuantizedLaplace(self.lo, self.hi, self.loc, self.spread)
-        return m.Uniform(self.hi - self.lo + 1)
-
-    def to_coder(self, symbols: np.ndarray) -> np.ndarray:
-        """Symbols as the constriction model expects them (int32)."""
-        if self.kind in ("gaussian", "laplace"):
-            return symbols.astype(np.int32, copy=False)
-        return (symbols - self.lo).astype(np.int32, copy=False)
-
-    def from_coder(self, decoded: np.ndarray) -> np.ndarray:
-        decoded = np.asarray(decoded, dtype=np.int64)
-        return decoded if self.kind in ("gaussian", "laplace") else decoded + self.lo
-
-    def write(self, w: _BitWriter) -> None:
-        """The model choice and the model's parameters, into the header."""
-        w.write(STREAM_MODELS.index(self.kind), _SELECTOR_BITS)
-        if self.kind == "categorical":
-            cw = _width(self.n + 1)
-            for c in self.counts[:-1]:
-                w.write(c, cw)
-        elif self.kind in ("gaussian", "laplace"):
-            _, v_min, v_max = _spread_grid(self.n, self.lo, self.hi)
-            w.write(self.spread_exp - v_min, _width(v_max - v_min + 1))
-            w.write(self.loc_units, self._loc_width())
-
-    @classmethod
-    def read(cls, r: _BitReader, lo: int, hi: int, n: int) -> _StreamModel:
-        """Inverse of :meth:`write` for a stream of n symbols over [lo, hi]."""
-        kind = STREAM_MODELS[r.read(_SELECTOR_BITS)]
-        if kind == "categorical":
-            cw = _width(n + 1)
-            counts = [r.read(cw) for _ in range(hi - lo)]
-            counts.append(n - sum(counts))
-            return cls(kind, lo, hi, n, counts=tuple(counts))
-        if kind in ("gaussian", "laplace"):
-            _, v_min, v_max = _spread_grid(n, lo, hi)
-            m = cls(kind, lo, hi, n, spread_exp=v_min + r.read(_width(v_max - v_min + 1)))
-            return cls(kind, lo, hi, n, spread_exp=m.spread_exp, loc_units=r.read(m._loc_width()))
-        return cls(kind, lo, hi, n)
-
-
-def _parametric(kind: str, lo: int, hi: int, n: int, loc: float, spread: float) -> _StreamModel:
-    """A gaussian / laplace model with ``loc`` and ``spread`` rounded to their grids."""
-    k, v_min, v_max = _spread_grid(n, lo, hi)
-    v = int(np.clip(np.round(k * np.log2(max(spread, _MIN_SPREAD))), v_min, v_max))
-    m = _StreamModel(kind, lo, hi, n, spread_exp=v)
-    j = _loc_step_exponent(n, m.spread)
-    u = int(np.clip(np.round((loc - lo) * 2.0 ** j), 0, (hi - lo) << j))
-    return _StreamModel(kind, lo, hi, n, spread_exp=v, loc_units=u)
-
-
-def _candidates(counts: np.ndarray, lo: int) -> list[_StreamModel]:
-    """Every stream model, in STREAM_MODELS order, fitted to the histogram ``counts`` of the
-    symbols lo, lo + 1, … (moments and median; parameters rounded to their grids)."""
-    hi = lo + len(counts) - 1
-    n = int(counts.sum())
-    c = counts.astype(np.float64)
-    v = np.arange(lo, hi + 1, dtype=np.float64)
-    mean = float((c * v).sum() / n)
-    std = float(np.sqrt((c * (v - mean) ** 2).sum() / n))
-    median = float(v[np.searchsorted(np.cumsum(counts), (n + 1) // 2)])
-    mad = float((c * np.abs(v - median)).sum() / n)
-    return [
-        _StreamModel("categorical", lo, hi, n, counts=tuple(int(x) for x in counts)),
-        _parametric("gaussian", lo, hi, n, mean, std),
-        _parametric("laplace", lo, hi, n, median, mad),
-        _StreamModel("uniform", lo, hi, n),
-    ]
-
-
-def _coded_bits(plans: Sequence[_Plan]) -> int:
-    """Bits of a trial encoding of the plans' range-coded symbols, one after the other, in a
-    fresh coder (whole words, final flush included)."""
-    trial = load_constriction().stream.queue.RangeEncoder()
-    for p in plans:
-        p.encode(trial)
-    return int(trial.num_bits())
-
-
-@dataclass
-class _Plan:
-    """One stream, ready to write: its header fields, and the symbols to range-code with its
-    model (none for an empty, single-symbol or constant stream). The symbols are held as chunks
-    (a pooled stream: one per tensor) coded one after the other, i.e. as their concatenation."""
-
-    header: _BitWriter
-    chunks: list[np.ndarray]
-    model: _StreamModel | None
-    label: str                   # the model's name, or "empty" / "fixed" / "constant"
-    centered: bool = False
-    coded_trial: int = 0         # bits of a trial encoding of its symbols alone
-
-    @property
-    def trial_bits(self) -> int:
-        return len(self.header) + self.coded_trial
-
-    def encode(self, coder) -> None:
-        if self.model is not None:
-            coder_model = self.model.coder_model()
-            for chunk in self.chunks:
-                if chunk.size:
-                    coder.encode(self.model.to_coder(chunk), coder_model)
-
-
-_FLOOR_SLACK_BITS = 64  # a range coder's output is at least the symbols' information content, less this
-
-
-def _entropy_bits(counts: np.ndarray) -> float:
-    """n·H(empirical) in bits of symbols with histogram ``counts``."""
-    c = counts[counts > 0].astype(np.float64)
-    return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
-
-
-def _array_entropy_bits(a: np.ndarray) -> float:
-    """n·H(empirical) in bits of an integer array (informational)."""
-    return _entropy_bits(np.bincount((a - a.min()).reshape(-1))) if a.size else 0.0
-
-
-def _plan_stream(chunks: list[np.ndarray], domain: tuple[int, int], centering_bit: int | None = None,
-                 beat: float | None = None) -> _Plan | None:
-    """The header and model of one stream (the concatenated ``chunks``) over ``domain``: the
-    cheapest model by trial encoding; ``centering_bit``: the code stream's centering bit, written
-    first. With ``beat``: None when the stream cannot take fewer than ``beat`` bits. Trials that
-    cannot win are skipped by the bound n·H(empirical) − 64 on any model's coded bits (no model's
-    cross-entropy is below the empirical entropy), which never changes the choice."""
-    w = _BitWriter()
-    if centering_bit is not None:
-        w.write(centering_bit, 1)
-    centered = bool(centering_bit)
-    dlo, dhi = domain
-    dw = _width(dhi - dlo + 1)
-    chunks = [c for c in chunks if c.size]
-    n = sum(c.size for c in chunks)
-    if n == 0:
-        return _Plan(w, chunks, None, "empty", centered)
-    lo, hi = min(int(c.min()) for c in chunks), max(int(c.max()) for c in chunks)
-    if lo < dlo or hi > dhi:
-        raise AssertionError("stream symbols outside their domain")
-    w.write(lo - dlo, dw)
-    if n == 1:
-        return _Plan(w, chunks, None, "fixed", centered)
-    w.write(hi - dlo, dw)
-    if lo == hi:
-        return _Plan(w, chunks, None, "constant", centered)
-    counts = sum(np.bincount(c - lo, minlength=hi - lo + 1) for c in chunks)
-    floor = _entropy_bits(counts) - _FLOOR_SLACK_BITS
-    if beat is not None and len(w) + _SELECTOR_BITS + floor >= beat:
-        return None
-    best: _Plan | None = None
-    for m in _candidates(counts, lo):
-        params = _BitWriter()
-        m.write(params)
-        if best is not None and len(params) + floor > best.trial_bits:
-            continue  # cannot beat (or tie) the best so far
-        plan = _Plan(params, chunks, m, m.kind, centered)
-        plan.coded_trial = _coded_bits([plan])
-        if best is None or plan.trial_bits < best.trial_bits:
-            best = plan
-    w.extend(best.header)
-    best.header = w
-    return best
-
-
-def _code_domain(bits: int, centered: bool) -> tuple[int, int]:
-    top = (1 << bits) - 1
-    return (-top, top) if centered else (0, top)
-
-
-def _zeros_differ(offsets: Sequence[np.ndarray]) -> bool:
-    """Whether the zero points under a code stream's symbols differ (then the stream has a
-    centering bit)."""
-    offsets = [o for o in offsets if o.size]
-    return bool(offsets) and min(int(o.min()) for o in offsets) != max(int(o.max()) for o in offsets)
-
-
-def _shorter(a: _Plan | None, b: _Plan | None) -> _Plan | None:
-    """The plan with fewer trial bits (ties: the first; a None loses)."""
-    if a is None or b is None:
-        return a if b is None else b
-    return b if b.trial_bits < a.trial_bits else a
-
-
-def _plan_codes(codes: list[np.ndarray], offsets: list[np.ndarray], bits: int,
-                beat: float | None = None) -> _Plan | None:
-    """A code stream: raw codes, or (when its zero points differ) the shorter of raw and
-    centered (code − zero point); ``beat`` as in :func:`_plan_stream`."""
-    if not _zeros_differ(offsets):
-        return _plan_stream(codes, _code_domain(bits, False), beat=beat)
-    raw = _plan_stream(codes, _code_domain(bits, False), 0, beat)
-    centered = [c - o for c, o in zip(codes, offsets)]
-    return _shorter(raw, _plan_stream(centered, _code_domain(bits, True), 1, beat if raw is None else raw.trial_bits))
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +111,7 @@ class _Role:
 
     @property
     def domain(self) -> tuple[int, int]:
-        return exponent_domain(self.param) if self.part == "scales" else _code_domain(self.param, False)
+        return exponent_domain(self.param) if self.part == "scales" else code_domain(self.param, False)
 
     @property
     def label(self) -> str:
@@ -569,21 +233,21 @@ def _tensor_streams(qt: QuantizedTensor, codes: np.ndarray, exps: np.ndarray,
 
 
 def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
-               pooling: str = "auto") -> tuple[bool, list[_Plan]]:
+               pooling: str = "auto") -> tuple[bool, list[StreamPlan]]:
     """(pooled, plans): the role's streams as one pooled plan or one plan per tensor, whichever is
     shorter by trial (header bits + a trial encoding of all its coded symbols; ties: per tensor),
     or as ``pooling`` ("never" / "always") says."""
-    def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> _Plan | None:
+    def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> StreamPlan | None:
         if role.part == "codes":
-            return _plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
-        return _plan_stream([s for s, _ in chunks], role.domain, beat=beat)
+            return plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
+        return plan_stream([s for s, _ in chunks], role.domain, beat=beat)
 
     if len(streams) >= 2 and pooling == "always":
         return True, [plan(streams)]
     per = [plan([s]) for s in streams]
     if len(streams) < 2 or pooling == "never":
         return False, per
-    per_bits = sum(len(p.header) for p in per) + _coded_bits(per)
+    per_bits = sum(len(p.header) for p in per) + coded_bits(per)
     pooled = plan(streams, per_bits)
     return (True, [pooled]) if pooled is not None and pooled.trial_bits < per_bits else (False, per)
 
@@ -599,7 +263,7 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
     streams: list[dict[str, tuple[np.ndarray, np.ndarray | None]]] = []
     per: list[dict[str, Any]] = []
     seen: set[str] = set()
-    header = _BitWriter()
+    header = BitWriter()
     for qt in quantized:
         if qt.name in seen:
             raise GenboundError(f"tensor {qt.name!r} is listed twice")
@@ -613,8 +277,8 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
         for d in qt.tensor_shape:
             header.write_gamma(d + 1)
         per.append(dict(shape=len(header) - h0, scales=0, zeros=0, codes_header=0, codes=0,
-                        codes_entropy=_array_entropy_bits(codes), scales_entropy=_array_entropy_bits(exps),
-                        zeros_entropy=_array_entropy_bits(zeros), codes_centered=False))
+                        codes_entropy=array_entropy_bits(codes), scales_entropy=array_entropy_bits(exps),
+                        zeros_entropy=array_entropy_bits(zeros), codes_centered=False))
     roles = _roles(layout)
     planned = [_plan_role(role, [streams[i][role.part] for i in idx], pooling) for role, idx in roles]
     for (_, idx), (pooled, _) in zip(roles, planned):
@@ -623,7 +287,7 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
     coder = load_constriction().stream.queue.RangeEncoder()
     coded = 0  # stream length so far, bits (whole words)
 
-    def write(plan: _Plan) -> tuple[int, int]:
+    def write(plan: StreamPlan) -> tuple[int, int]:
         """Append one planned stream; (its header bits, growth of the range-coded stream)."""
         nonlocal coded
         header.extend(plan.header)
@@ -667,37 +331,18 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
                         per_tensor={lay.name: p for lay, p in zip(layout, per)}, pooled_roles=tuple(pooled_roles))
 
 
-class _Decoder:
-    def __init__(self, header_bits: np.ndarray, words: np.ndarray) -> None:
-        self.header = _BitReader(header_bits)
-        self.coder = load_constriction().stream.queue.RangeDecoder(np.asarray(words, dtype=np.uint32))
-
-    def stream(self, n: int, domain: tuple[int, int]) -> np.ndarray:
-        dlo, dhi = domain
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        dw = _width(dhi - dlo + 1)
-        lo = self.header.read(dw) + dlo
-        if n == 1:
-            return np.array([lo], dtype=np.int64)
-        hi = self.header.read(dw) + dlo
-        if lo == hi:
-            return np.full(n, lo, dtype=np.int64)
-        model = _StreamModel.read(self.header, lo, hi, n)
-        return model.from_coder(self.coder.decode(model.coder_model(), n))
-
-
 def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
     """Rebuild the quantized tensors from the message alone (header bits, words, and the layout
     the decoder knows in advance)."""
-    dec = _Decoder(encoded.header, encoded.words)
+    header = BitReader(encoded.header)
+    coder = load_constriction().stream.queue.RangeDecoder(np.asarray(encoded.words, dtype=np.uint32))
     layout = encoded.layout
-    shapes = [tuple(dec.header.read_gamma() - 1 for _ in range(lay.ndim)) for lay in layout]
+    shapes = [tuple(header.read_gamma() - 1 for _ in range(lay.ndim)) for lay in layout]
     geometry = [lay.geometry(shape) for lay, shape in zip(layout, shapes)]
     grids = [(_group_count(rows, lay.row_block), _group_count(cols, gs) if cols else 0)
              for lay, (rows, cols, gs) in zip(layout, geometry)]
     roles = _roles(layout)
-    flags = [len(idx) >= 2 and dec.header.read(1) == 1 for _, idx in roles]
+    flags = [len(idx) >= 2 and header.read(1) == 1 for _, idx in roles]
     parts: list[dict[str, np.ndarray]] = [{} for _ in layout]
     for (role, idx), pooled in zip(roles, flags):
         shapes_of = [geometry[i][:2] if role.part == "codes" else grids[i] for i in idx]
@@ -707,11 +352,11 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
         for js in ([idx] if pooled else [[i] for i in idx]):  # the tensors of each stream
             n = sum(size_of[i] for i in js)
             if role.part != "codes":
-                flat.append(dec.stream(n, role.domain))
+                flat.append(read_stream(header, coder, n, role.domain))
                 continue
             # every zero point lies under ≥ 1 code: they differ iff the zero points under the codes do
-            centered = _zeros_differ([parts[i]["zeros"] for i in js]) and dec.header.read(1) == 1
-            symbols = dec.stream(n, _code_domain(role.param, centered))
+            centered = zeros_differ([parts[i]["zeros"] for i in js]) and header.read(1) == 1
+            symbols = read_stream(header, coder, n, code_domain(role.param, centered))
             if centered:
                 symbols = symbols + np.concatenate([_expand_zeros(parts[i]["zeros"], *geometry[i], layout[i].row_block)
                                                     .reshape(-1) for i in js])
@@ -723,7 +368,7 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
         out.append(QuantizedTensor(lay.name, p["codes"], p["scales"], p["zeros"], bits=lay.bits, group_size=gs,
                                    transposed=lay.transposed, scale_steps=lay.scale_steps, kind=lay.kind,
                                    param_shape=shape if lay.kind == "vector" else None, row_block=lay.row_block))
-    if not dec.header.exhausted:
+    if not header.exhausted:
         raise AssertionError("header bits left over after decoding")
     return out
 
