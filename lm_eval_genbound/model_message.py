@@ -58,11 +58,11 @@ import numpy as np
 
 from lm_eval_genbound.bit_fields import BitReader, BitWriter
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.quantized_tensor import QuantizedTensor
+from lm_eval_genbound.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.scale_grid import exponent_domain
-from lm_eval_genbound.stream_models import (STREAM_MODELS, StreamPlan, array_entropy_bits, code_domain, coded_bits,
+from lm_eval_genbound.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
                                             plan_codes, plan_stream, read_stream, zeros_differ)
-from lm_eval_genbound.symbol_coding import WORD_BITS, load_constriction
+from lm_eval_genbound.symbol_coding import WORD_BITS, empirical_entropy_bits, load_constriction
 
 __all__ = [
     "STREAM_MODELS",
@@ -126,11 +126,6 @@ def _roles(layout: Sequence[_Layout]) -> list[tuple[_Role, list[int]]]:
         for i, lay in enumerate(layout):
             roles.setdefault(_Role(lay.kind, part, lay.scale_steps if part == "scales" else lay.bits), []).append(i)
     return list(roles.items())
-
-
-def _expand_zeros(zeros: np.ndarray, rows: int, cols: int, group_size: int, row_block: int) -> np.ndarray:
-    """The zero point under every code, [rows, cols] (row i, column j: zeros[i // r, j // g])."""
-    return zeros[np.arange(rows) // row_block][:, np.arange(cols) // group_size]
 
 
 def _apportion(total: int, weights: Sequence[int]) -> list[int]:
@@ -228,7 +223,7 @@ def _tensor_streams(qt: QuantizedTensor, codes: np.ndarray, exps: np.ndarray,
     under each code."""
     rows, cols = codes.shape
     flat = [np.ascontiguousarray(a, dtype=np.int32).reshape(-1) for a in (exps, zeros, codes)]
-    offsets = _expand_zeros(flat[1].reshape(zeros.shape), rows, cols, int(qt.group_size), int(qt.row_block))
+    offsets = per_code(flat[1].reshape(zeros.shape), rows, cols, int(qt.group_size), int(qt.row_block))
     return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (flat[2], offsets.reshape(-1))}
 
 
@@ -277,8 +272,8 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
         for d in qt.tensor_shape:
             header.write_gamma(d + 1)
         per.append(dict(shape=len(header) - h0, scales=0, zeros=0, codes_header=0, codes=0,
-                        codes_entropy=array_entropy_bits(codes), scales_entropy=array_entropy_bits(exps),
-                        zeros_entropy=array_entropy_bits(zeros), codes_centered=False))
+                        codes_entropy=empirical_entropy_bits(codes), scales_entropy=empirical_entropy_bits(exps),
+                        zeros_entropy=empirical_entropy_bits(zeros), codes_centered=False))
     roles = _roles(layout)
     planned = [_plan_role(role, [streams[i][role.part] for i in idx], pooling) for role, idx in roles]
     for (_, idx), (pooled, _) in zip(roles, planned):
@@ -358,7 +353,7 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
             centered = zeros_differ([parts[i]["zeros"] for i in js]) and header.read(1) == 1
             symbols = read_stream(header, coder, n, code_domain(role.param, centered))
             if centered:
-                symbols = symbols + np.concatenate([_expand_zeros(parts[i]["zeros"], *geometry[i], layout[i].row_block)
+                symbols = symbols + np.concatenate([per_code(parts[i]["zeros"], *geometry[i], layout[i].row_block)
                                                     .reshape(-1) for i in js])
             flat.append(symbols)
         for i, chunk, shape in zip(idx, np.split(np.concatenate(flat), np.cumsum(sizes)[:-1]), shapes_of):

@@ -20,7 +20,7 @@ import numpy as np
 
 from lm_eval_genbound.scale_grid import SCALE_STEPS, scale_from_exponent
 
-__all__ = ["QuantizedTensor", "rows_per_group"]
+__all__ = ["QuantizedTensor", "per_code", "rows_per_group"]
 
 
 def rows_per_group(cols: int, group_size: int | None) -> int:
@@ -33,6 +33,12 @@ def rows_per_group(cols: int, group_size: int | None) -> int:
     if group_size is None or cols <= 0 or cols >= group_size:
         return 1
     return int(group_size) // int(cols)
+
+
+def per_code(values: np.ndarray, rows: int, cols: int, group_size: int, row_block: int) -> np.ndarray:
+    """Per-group values ``[⌈rows / r⌉, n_groups]`` (scales, zero points) spread to the codes they
+    belong to, ``[rows, cols]``: row i, column j gets ``values[i // r, j // g]``."""
+    return np.asarray(values)[np.arange(rows) // row_block][:, np.arange(cols) // group_size]
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,9 @@ class QuantizedTensor:
 
     def dequantize(self) -> np.ndarray:
         """The float32 values the codes describe, shape ``shape`` (``scale · (code − zero)``)."""
-        rows, cols = self.codes.shape
-        g = np.arange(cols) // self.group_size
-        b = np.arange(rows) // self.row_block
-        scales = self.scales[b][:, g]
-        zeros = np.asarray(self.zeros).astype(np.float32)[b][:, g]
-        return scales * (np.asarray(self.codes).astype(np.float32) - zeros)
+        geometry = (*self.codes.shape, self.group_size, self.row_block)
+        zeros = per_code(np.asarray(self.zeros).astype(np.float32), *geometry)
+        return per_code(self.scales, *geometry) * (np.asarray(self.codes).astype(np.float32) - zeros)
 
     def dequantize_param(self) -> np.ndarray:
         """The float32 parameter tensor itself (reshaped / transposed to ``tensor_shape``)."""

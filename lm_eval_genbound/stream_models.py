@@ -51,13 +51,12 @@ import numpy as np
 
 from lm_eval_genbound.bit_fields import BitReader, BitWriter, field_width
 from lm_eval_genbound.scale_grid import scale_exponent_at_least, scale_from_exponent
-from lm_eval_genbound.symbol_coding import load_constriction
+from lm_eval_genbound.symbol_coding import counts_entropy_bits, load_constriction
 
 __all__ = [
     "STREAM_MODELS",
     "StreamModel",
     "StreamPlan",
-    "array_entropy_bits",
     "code_domain",
     "coded_bits",
     "plan_codes",
@@ -243,17 +242,6 @@ class StreamPlan:
 _FLOOR_SLACK_BITS = 64  # a range coder's output is at least the symbols' information content, less this
 
 
-def _entropy_bits(counts: np.ndarray) -> float:
-    """n·H(empirical) in bits of symbols with histogram ``counts``."""
-    c = counts[counts > 0].astype(np.float64)
-    return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
-
-
-def array_entropy_bits(a: np.ndarray) -> float:
-    """n·H(empirical) in bits of an integer array (informational)."""
-    return _entropy_bits(np.bincount((a - a.min()).reshape(-1))) if a.size else 0.0
-
-
 def plan_stream(chunks: list[np.ndarray], domain: tuple[int, int], centering_bit: int | None = None,
                 beat: float | None = None) -> StreamPlan | None:
     """The header and model of one stream (the concatenated ``chunks``) over ``domain``: the
@@ -281,7 +269,7 @@ def plan_stream(chunks: list[np.ndarray], domain: tuple[int, int], centering_bit
     if lo == hi:
         return StreamPlan(w, chunks, None, "constant", centered)
     counts = sum(np.bincount(c - lo, minlength=hi - lo + 1) for c in chunks)
-    floor = _entropy_bits(counts) - _FLOOR_SLACK_BITS
+    floor = counts_entropy_bits(counts) - _FLOOR_SLACK_BITS
     if beat is not None and len(w) + _SELECTOR_BITS + floor >= beat:
         return None
     best: StreamPlan | None = None

@@ -24,6 +24,7 @@ __all__ = [
     "WORD_BITS",
     "EncodedSymbols",
     "decode_symbols",
+    "counts_entropy_bits",
     "empirical_entropy_bits",
     "encode_symbols",
     "entropy_coded_bits",
@@ -115,16 +116,18 @@ def decode_symbols(encoded: EncodedSymbols) -> np.ndarray:
     return present[compact]
 
 
+def counts_entropy_bits(counts: np.ndarray) -> float:
+    """n·H(empirical) in bits of symbols whose histogram is ``counts`` (zeros allowed)."""
+    c = np.asarray(counts)[np.asarray(counts) > 0].astype(np.float64)
+    return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
+
+
 def empirical_entropy_bits(symbols: np.ndarray, n_symbols: int | None = None) -> float:
-    """n·H(empirical distribution) in bits: the ideal size of coding ``symbols`` with their own
-    frequencies (excluding the frequency table)."""
+    """n·H(empirical distribution) in bits: the ideal size of coding ``symbols`` (any integers,
+    negative ones included) with their own frequencies (excluding the frequency table).
+    ``n_symbols`` is accepted for symmetry with :func:`encode_symbols`; it does not change H."""
     flat = np.asarray(symbols).reshape(-1).astype(np.int64)
-    if flat.size == 0:
-        return 0.0
-    counts = np.bincount(flat, minlength=n_symbols or 0).astype(np.float64)
-    counts = counts[counts > 0]
-    n = counts.sum()
-    return float(-(counts * np.log2(counts / n)).sum())
+    return counts_entropy_bits(np.bincount(flat - flat.min())) if flat.size else 0.0
 
 
 def entropy_coded_bits(symbols: np.ndarray, n_symbols: int, *, verify: bool = True) -> int:
