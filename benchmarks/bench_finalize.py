@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 
-from lm_eval_genbound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
 
 def main() -> None:

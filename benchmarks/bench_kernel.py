@@ -6,7 +6,7 @@
 Both compute, from logits [n, V] and targets, ln p(target) and H(q_α) for an 8-value α grid.
 "naive" materialises fp32 log-softmax and, per α, the smoothed distribution as whole [n, V]
 tensors (what a direct implementation does); "eager" and "compiled" are the two kernels of
-lm_eval_genbound.token_stats (position-chunked eager torch; torch.compile-fused, C++ on CPU and
+lm_eval_genbound.harness.token_stats (position-chunked eager torch; torch.compile-fused, C++ on CPU and
 Triton on GPU). Prints tokens/s, each kernel's speed relative to naive, (CUDA) peak memory, and
 each one's max error against a float64 reference (first 256 rows). The compile happens before
 timing (it is a one-off per process).
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from lm_eval_genbound.stats import DEFAULT_ALPHAS
-from lm_eval_genbound.token_stats import token_statistics
+from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
+from lm_eval_genbound.harness.token_stats import token_statistics
 
 
 def naive(logits: torch.Tensor, targets: torch.Tensor, alphas) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """``python -m lm_eval_genbound`` = ``lm-eval-genbound`` (for ``accelerate launch -m`` / ``torchrun -m``)."""
 import sys
 
-from lm_eval_genbound.harness_cli import main
+from lm_eval_genbound.cli.harness import main
 
 sys.exit(main())

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.evaluate import dump_json, evaluate_bound
+from lm_eval_genbound.harness.evaluate import dump_json, evaluate_bound
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
     tag = quantize or "fp"
     side = out_dir / "eval" / model.name / tag
     if (side / "manifest.json").is_file() and (side / "stats.npz").is_file():
-        from lm_eval_genbound.sidecar import read_manifest
-        from lm_eval_genbound.stats import GenboundStats
+        from lm_eval_genbound.harness.sidecar import read_manifest
+        from lm_eval_genbound.bound.stats import GenboundStats
         return GenboundStats.load(side / "stats.npz"), read_manifest(side), side
     meta = {"genbound_suite": str(suite_dir / "suite.json"), "genbound_suite_model": model.name,
             "genbound_alphas": list(alphas), "genbound_output_dir": str(side),
@@ -104,7 +104,7 @@ def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_siz
         args = {"window": model.context, "stride": model.context, "bos_policy": "none"}
         evaluate_bound(str(suite_dir / model.path), task="genbound_sotu_heldout", metadata=meta,
                        model_args=args, batch_size=batch_size, progress=progress)
-    from lm_eval_genbound.sidecar import read_manifest
+    from lm_eval_genbound.harness.sidecar import read_manifest
     final = read_manifest(side)["final"]
     return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
 
@@ -147,14 +147,14 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
             row = _row(model, terms, method=spec, stats_path=qside / "stats.npz", **common)
             rows.append(row)
         if prequential:
-            from lm_eval_genbound.prequential import prequential_code_length
+            from lm_eval_genbound.complexity.prequential import prequential_code_length
             pq = prequential_code_length(suite_dir / model.path / "loss_curve.csv",
                                          up_to_tokens=model.n_train_tokens, seed=0)
             dump_json(out / "eval" / model.name / "prequential.json", pq.to_dict())
             terms = stats.bound(code_length_bits=max(pq.bits, 0.0), delta=delta, certified=False)
             rows.append(_row(model, terms, method="prequential", stats_path=side / "stats.npz", **common))
     runs = pd.DataFrame(rows, columns=RUNS_COLUMNS)
-    from lm_eval_genbound.sidecar import atomic_write_text
+    from lm_eval_genbound.harness.sidecar import atomic_write_text
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.8g"))
     t_eval = time.time() - t0 - t_train
     print(format_runs_table(runs))

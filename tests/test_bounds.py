@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm_eval_genbound import bounds as B
+import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.errors import GenboundError
 
 D_TEST1 = np.array([-2.0, 0.5, 1.0, -0.3, 0.8])

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from lm_eval_genbound.codelength import (
+from lm_eval_genbound.complexity.codelength import (
     CodeLength,
     RawTensor,
     code_length,
@@ -19,10 +19,10 @@ from lm_eval_genbound.codelength import (
     shape_bits,
 )
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.model_message import EncodedModel, decode_model, encode_model
-from lm_eval_genbound.quantized_tensor import QuantizedTensor, rows_per_group
-from lm_eval_genbound.scale_grid import exponent_domain, scale_exponent_at_least, scale_from_exponent
-from lm_eval_genbound.symbol_coding import decode_symbols, empirical_entropy_bits, encode_symbols, entropy_coded_bits
+from lm_eval_genbound.complexity.model_message import EncodedModel, decode_model, encode_model
+from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, rows_per_group
+from lm_eval_genbound.complexity.scale_grid import exponent_domain, scale_exponent_at_least, scale_from_exponent
+from lm_eval_genbound.complexity.symbol_coding import decode_symbols, empirical_entropy_bits, encode_symbols, entropy_coded_bits
 
 
 def _hand_entropy_bits(symbols: np.ndarray) -> float:
@@ -492,7 +492,7 @@ def saved_model(tmp_path_factory):
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from lm_eval_genbound.byte_tokenizer import save_byte_tokenizer
+    from lm_eval_genbound.data.byte_tokenizer import save_byte_tokenizer
 
     d = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)
@@ -506,8 +506,8 @@ def saved_model(tmp_path_factory):
 def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from lm_eval_genbound.complexity_cli import main_complexity
-    from lm_eval_genbound.quantize import quantize_model
+    from lm_eval_genbound.cli.complexity import main_complexity
+    from lm_eval_genbound.complexity.quantize import quantize_model
 
     text = tmp_path / "calib.txt"
     text.write_text("Fellow citizens of the Senate and House of Representatives. " * 40)
@@ -558,7 +558,7 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     (["--method", "rtn", "--vector-bits", "12"], "--vector-bits must be one of"),
 ])
 def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path, capsys, args, msg):
-    from lm_eval_genbound.complexity_cli import main_complexity
+    from lm_eval_genbound.cli.complexity import main_complexity
 
     if "--model" not in args:
         args = ["--model", str(saved_model)] + args
@@ -571,8 +571,8 @@ def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path,
 
 def test_codelength_still_exports_every_public_name():
     """The coder, grid and symbol utilities moved to their own modules; the old imports still work."""
-    import lm_eval_genbound.codelength as cl
-    from lm_eval_genbound import model_message, scale_grid, symbol_coding
+    import lm_eval_genbound.complexity.codelength as cl
+    from lm_eval_genbound.complexity import model_message, scale_grid, symbol_coding
 
     for name in cl.__all__:
         assert getattr(cl, name) is not None, name

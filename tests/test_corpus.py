@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lm_eval_genbound.corpus import (
+from lm_eval_genbound.data.corpus import (
     Document,
     corpus_fingerprint,
     load_corpus,

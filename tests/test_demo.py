@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lm_eval_genbound.demo import RUNS_COLUMNS, run_demo
-from lm_eval_genbound.stats import GenboundStats
+from lm_eval_genbound.bound.stats import GenboundStats
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import lm_eval
-import lm_eval_genbound.model  # noqa: F401  registers hf-genbound
+import lm_eval_genbound.harness.model  # noqa: F401  registers hf-genbound
 from lm_eval.tasks import TaskManager
-from lm_eval_genbound import bounds as B
-from lm_eval_genbound.harness_cli import TASKS_DIR
-from lm_eval_genbound.model import GenBoundHFLM
-from lm_eval_genbound.stats import smoothed_nll
-from lm_eval_genbound.tokenstream import write_megatron
+import lm_eval_genbound.bound.freedman as B
+from lm_eval_genbound.harness.task_files import TASKS_DIR
+from lm_eval_genbound.harness.model import GenBoundHFLM
+from lm_eval_genbound.bound.stats import smoothed_nll
+from lm_eval_genbound.data.tokenstream import write_megatron
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_model, corpus_texts, write_jsonl  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.hessian import (
+from lm_eval_genbound.complexity.hessian import (
     MatrixOperator,
     dense_matrix,
     lanczos,
@@ -245,7 +245,7 @@ def test_layer_spectra_of_a_model_exact_vs_slq(tiny_lm):
 # genbound hessian
 # ------------------------------------------------------------------------------------------------
 def test_hessian_cli_writes_json_and_png(tmp_path, one_thread, capsys):
-    from lm_eval_genbound.complexity_cli import main_hessian
+    from lm_eval_genbound.cli.complexity import main_hessian
 
     torch.manual_seed(0)
     cfg = GPTNeoXConfig(vocab_size=256, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.prequential import (
+from lm_eval_genbound.complexity.prequential import (
     PrequentialResult,
     fit_prequential_exponent,
     load_loss_curve,

@@ -29,9 +29,9 @@ def test_smollm2_gguf_bits_per_byte_equals_stock_harness(tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import lm_eval_genbound.model  # noqa: F401
-    from lm_eval_genbound.corpus import load_sotu
-    from lm_eval_genbound.harness_cli import TASKS_DIR
+    import lm_eval_genbound.harness.model  # noqa: F401
+    from lm_eval_genbound.data.corpus import load_sotu
+    from lm_eval_genbound.harness.task_files import TASKS_DIR
 
     d = _gguf_dir()
     speech = load_sotu("heldout")[-1]                       # the 2026 address, after both models' data

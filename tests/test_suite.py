@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm_eval_genbound.byte_tokenizer import (
+from lm_eval_genbound.data.byte_tokenizer import (
     BYTE_VOCAB_SIZE,
     byte_alphabet,
     build_byte_tokenizer,
@@ -21,7 +21,7 @@ from lm_eval_genbound.byte_tokenizer import (
     encode_bytes,
     save_byte_tokenizer,
 )
-from lm_eval_genbound.corpus import load_sotu
+from lm_eval_genbound.data.corpus import load_sotu
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite import (
     PRESETS,

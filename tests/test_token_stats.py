@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from lm_eval_genbound.stats import DEFAULT_ALPHAS
-from lm_eval_genbound.token_stats import resolve_kernel, token_statistics
+from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
+from lm_eval_genbound.harness.token_stats import resolve_kernel, token_statistics
 
 ALPHAS = list(DEFAULT_ALPHAS)
 

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from lm_eval_genbound.corpus import load_sotu
+from lm_eval_genbound.data.corpus import load_sotu
 
 EOS = "<|endoftext|>"
 

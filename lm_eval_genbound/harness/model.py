@@ -1,0 +1,297 @@
+"""``hf-genbound``: the harness's HF model that also returns per-token bound statistics.
+
+    $ lm-eval-genbound run --model hf-genbound --model_args pretrained=suite/m3,window=256 \\
+          --tasks genbound_sotu --output_path out/
+
+Requests from genbound tasks carry ``(text, options_json)``; for them the rolling scorer returns a
+:class:`~lm_eval_genbound.harness.records.DocScores` per document: the total ln-likelihood (a float, so
+stock perplexity metrics still work) plus fp32 ln p of every scored token, the smoothed entropies
+H(q_α) for the task's α grid, and context lengths. Plain one-argument requests (stock perplexity
+tasks) go to the stock scorer unchanged.
+
+Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``batch_size``,
+``device``, ``gguf_file`` ... keep working):
+
+* ``window`` (default: the model's max length, capped at 2048) and ``stride`` (default: window;
+  every token gets ≥ window − stride + 1 tokens of context); see :mod:`lm_eval_genbound.harness.windows`.
+* ``bos_policy``: ``prefix`` (default) conditions the first token of each document on the
+  harness's prefix token (BOS, else EOS, else ``prefix_token_id``) and never scores that prefix;
+  ``none`` scores from the second token on. Text is encoded without special tokens, so BOS is
+  never charged (the harness's double-BOS artefact does not occur).
+* ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; ``-v16`` keeps biases and LayerNorm in
+  16 bits instead of 6; grammar in :func:`lm_eval_genbound.complexity.quantize.parse_quant_spec`) evaluates a
+  quantized copy and records its certified code length; ``stats_chunk`` sets positions per
+  statistics chunk.
+* ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
+  otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
+  :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
+
+V (the smoothed dimension) is the logit dimension; the tokenizer size is recorded beside it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+from lm_eval_genbound import __version__
+from lm_eval_genbound.complexity.parameters import parameter_counts
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.records import DocScores
+from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
+from lm_eval_genbound.harness.windows import Window, scoring_windows
+
+logger = logging.getLogger(__name__)
+
+MAX_DEFAULT_WINDOW = 2048
+
+
+def last_token_only(s: DocScores) -> DocScores:
+    """Keep only the final token's statistics (subsampled positions: the rest is context)."""
+    return DocScores(float(s.logp[-1:].astype(np.float64).sum()), logp=s.logp[-1:],
+                     entropies=s.entropies[-1:], n_ctx=s.n_ctx[-1:], info=s.info)
+
+
+@register_model("hf-genbound")
+class GenBoundHFLM(HFLM):
+    """HFLM whose rolling scorer also returns per-token statistics for genbound tasks."""
+
+    def __init__(self, *args: Any, window: Optional[int] = None, stride: Optional[int] = None,
+                 bos_policy: str = "prefix", quantize: Optional[str] = None,
+                 quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
+                 resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        acc = getattr(self, "accelerator", None)
+        if acc is not None and acc.num_processes > 1:
+            # global rank, also on CPU (gloo) and across nodes; the stock class uses the local rank
+            self._rank = acc.process_index
+            self._world_size = acc.num_processes
+        if bos_policy is None:                      # the harness parses "none" as None
+            bos_policy = "none"
+        if bos_policy not in ("prefix", "none"):
+            raise GenboundError(f"bos_policy={bos_policy!r} must be 'prefix' or 'none'")
+        max_len = int(self.max_length)
+        self.window = int(window) if window is not None else min(max_len, MAX_DEFAULT_WINDOW)
+        if self.window > max_len:
+            raise GenboundError(f"window={self.window} exceeds the model's max length {max_len}")
+        self.stride = int(stride) if stride is not None else self.window
+        if not 1 <= self.stride <= self.window:
+            raise GenboundError(f"stride={self.stride} must lie in [1, window={self.window}]")
+        self.bos_policy = bos_policy
+        self.stats_chunk = int(stats_chunk)
+        if stats_kernel not in KERNELS:
+            raise GenboundError(f"stats_kernel={stats_kernel!r} must be one of {', '.join(KERNELS)}")
+        self.stats_kernel = stats_kernel
+        self.resume_group_tokens = int(resume_group_tokens)
+        self.quantize = quantize
+        self.code_length: Optional[dict] = None
+        self.n_params, self.n_params_nonembedding = parameter_counts(self.model)
+        if quantize:
+            self._apply_quantization(quantize, int(quantize_seed))
+        self.vocab_size_logits = int(self.model.get_output_embeddings().weight.shape[0])
+
+    # ------------------------------------------------------------------ quantization
+    def _apply_quantization(self, spec: str, seed: int) -> None:
+        import lm_eval_genbound.complexity.quantize as q
+
+        calibration = None
+        method, _, _ = q.parse_quant_spec(spec)
+        if method == "gptq":
+            calibration = self._default_calibration(seed)
+        model, code = q.quantized_copy(self.model, spec, calibration=calibration, seed=seed)
+        model.to(self.device)
+        if hasattr(self, "accelerator"):
+            self._model = model
+        else:
+            self._model = model
+        self.code_length = code.to_dict()
+
+    def _default_calibration(self, seed: int, n_seq: int = 32) -> torch.Tensor:
+        """Calibration sequences from the bundled corpus's training split, seeded."""
+        from lm_eval_genbound.data.corpus import load_sotu
+
+        text = "\n".join(d.text for d in load_sotu("train"))
+        ids = self.tok_encode(text[: 4_000_000], add_special_tokens=False)
+        t = min(self.window, 256)
+        rng = np.random.default_rng(seed)
+        starts = rng.integers(0, max(1, len(ids) - t - 1), n_seq)
+        return torch.tensor([ids[s:s + t] for s in starts], dtype=torch.long)
+
+    # ------------------------------------------------------------------ identity
+    def protocol(self) -> dict:
+        """Everything that determines the per-token numbers (recorded in the manifest)."""
+        prefix = self._prefix_id()
+        return {
+            "window": self.window, "stride": self.stride, "bos_policy": self.bos_policy,
+            "prefix_token_id": prefix, "vocab_size": self.vocab_size_logits,
+            "tokenizer_size": len(self.tokenizer), "dtype": str(self.model.dtype).replace("torch.", ""),
+            "stats_dtype": "float32", "quantize": self.quantize, "genbound_version": __version__,
+        }
+
+    def model_identity(self) -> dict:
+        cfg = self.model.config
+        return {
+            "name_or_path": getattr(cfg, "_name_or_path", ""), "revision": getattr(self, "revision", None),
+            "architecture": (getattr(cfg, "architectures", None) or [type(self.model).__name__])[0],
+            "n_params": self.n_params, "n_params_nonembedding": self.n_params_nonembedding,
+            "code_length": self.code_length,
+        }
+
+    def _prefix_id(self) -> Optional[int]:
+        if self.bos_policy == "none":
+            return None
+        try:
+            pid = self.prefix_token_id
+        except AttributeError:
+            pid = None
+        return None if pid is None else int(pid)
+
+    # ------------------------------------------------------------------ scoring
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        plain = [i for i, r in enumerate(requests) if len(r.args) == 1]
+        ours = [i for i, r in enumerate(requests) if len(r.args) == 2]
+        if len(plain) + len(ours) != len(requests):
+            raise GenboundError("hf-genbound got rolling requests with an unexpected argument layout")
+        out: list = [None] * len(requests)
+        if plain:
+            for i, v in zip(plain, super().loglikelihood_rolling([requests[i] for i in plain], disable_tqdm)):
+                out[i] = v
+        if ours:
+            by_alphas: dict[tuple, list[int]] = {}
+            parsed = {}
+            for i in ours:
+                opts = json.loads(requests[i].args[1])
+                parsed[i] = opts
+                by_alphas.setdefault(tuple(opts["alphas"]), []).append(i)
+            for alphas, idx in by_alphas.items():
+                for i, s in zip(idx, self._score_requests([requests[i] for i in idx],
+                                                          [parsed[i] for i in idx], list(alphas),
+                                                          disable_tqdm)):
+                    out[i] = s
+                    self.cache_hook.add_partial("loglikelihood_rolling", requests[i].args, float(s))
+        return out
+
+    def _score_requests(self, requests, opts: list[dict], alphas: list[float],
+                        disable_tqdm: bool) -> list[DocScores]:
+        """Score documents in groups; with a cache directory, finished groups survive a crash."""
+        from lm_eval_genbound.harness.resume import ScoreCache, doc_key
+
+        token_lists = [self._tokens_for(r.args[0], o) for r, o in zip(requests, opts)]
+        cache_dir = next((o.get("cache_dir") for o in opts if o.get("cache_dir")), None)
+        identity = {"model": self.model_identity(), "protocol": self.protocol(), "alphas": alphas}
+        keys = [doc_key(identity, t, bool(o.get("score_last"))) for t, o in zip(token_lists, opts)]
+        cache = ScoreCache(cache_dir, self.rank) if cache_dir else None
+        done = cache.load() if cache else {}
+        todo = [j for j, k in enumerate(keys) if k not in done]
+        if done:
+            logger.info("resuming: %d of %d documents already scored", len(keys) - len(todo), len(keys))
+        group: list[int] = []
+        budget = 0
+        for pos, j in enumerate(todo):
+            group.append(j)
+            budget += len(token_lists[j])
+            if budget >= self.resume_group_tokens or pos == len(todo) - 1:
+                scores = self.score_token_lists([token_lists[g] for g in group], alphas,
+                                                disable_tqdm=disable_tqdm)
+                scores = [last_token_only(s) if opts[g].get("score_last") else s
+                          for g, s in zip(group, scores)]
+                for g, s in zip(group, scores):
+                    done[keys[g]] = s
+                if cache:
+                    cache.save([keys[g] for g in group], scores)
+                group, budget = [], 0
+        return [done[k] for k in keys]
+
+    def _tokens_for(self, text: str, opts: dict) -> list[int]:
+        ids = opts.get("token_ids")
+        if ids is None:
+            ids = self.tok_encode(text, add_special_tokens=False)
+        ids = [int(t) for t in ids]
+        if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
+            raise GenboundError(
+                f"token id {max(ids)} is outside the model's logit dimension {self.vocab_size_logits}")
+        prefix = None if opts.get("no_prefix") else self._prefix_id()
+        return ([prefix] if prefix is not None else []) + ids
+
+    def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,
+                          disable_tqdm: bool = False) -> list[DocScores]:
+        """Score every position ≥ 1 of each token list; returns one DocScores per list."""
+        jobs: list[tuple[int, Window]] = []
+        for d, toks in enumerate(token_lists):
+            jobs.extend((d, w) for w in scoring_windows(len(toks), window=self.window, stride=self.stride))
+        # length-sorted batching (longest first) keeps padding small; results do not depend on it
+        order = sorted(range(len(jobs)), key=lambda j: -(jobs[j][1].input_end - jobs[j][1].input_start))
+        per_doc: list[list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in token_lists]
+        bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
+        arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
+
+        def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor) -> None:
+            """Copy one batch's statistics to the host (waits for its kernels) and file them per doc."""
+            logp, ent = logp_dev.cpu().numpy(), ent_dev.cpu().numpy()
+            k = 0
+            for d, w in batch:
+                n = w.n_scored
+                ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
+                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx))
+                k += n
+            bar.update(len(batch))
+
+        # one-deep pipeline: batch b's forward and statistics are queued on the device before the
+        # host waits for batch b − 1's results, so on an accelerator the host's copy and
+        # bookkeeping overlap the device's work (on CPU every op is synchronous: same order, same
+        # results); only the small per-token outputs of the previous batch are kept alive
+        pending = None
+        for b0 in range(0, len(order), bs):
+            batch = [jobs[j] for j in order[b0:b0 + bs]]
+            width = max(w.input_end - w.input_start for _, w in batch)
+            inp = np.full((len(batch), width), pad, dtype=np.int64)
+            rows_b, rows_p, targets = [], [], []
+            for r, (d, w) in enumerate(batch):
+                toks = arrays[d]
+                inp[r, : w.input_end - w.input_start] = toks[w.input_start:w.input_end]
+                off = w.logit_offset
+                rows_b.append(np.full(w.n_scored, r))
+                rows_p.append(np.arange(off, off + w.n_scored))
+                targets.append(toks[w.score_start:w.input_end + 1])
+            inp = torch.from_numpy(inp)
+            rows_b = np.concatenate(rows_b)
+            rows_p = np.concatenate(rows_p)
+            targets = np.concatenate(targets)
+            logits = self._model_call(inp.to(self.device))
+            sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
+            del logits
+            logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
+                                         chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
+            del sel
+            if pending is not None:
+                collect(*pending)
+            pending = (batch, logp, ent)
+        if pending is not None:
+            collect(*pending)
+        bar.close()
+        info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
+        out = []
+        for pieces in per_doc:
+            pieces.sort(key=lambda t: t[0])
+            if pieces:
+                lp = np.concatenate([p[1] for p in pieces])
+                en = np.concatenate([p[2] for p in pieces])
+                cx = np.concatenate([p[3] for p in pieces])
+            else:
+                lp, en, cx = np.zeros(0, np.float32), np.zeros((0, len(alphas)), np.float32), np.zeros(0, np.int32)
+            out.append(DocScores(float(lp.astype(np.float64).sum()), logp=lp, entropies=en, n_ctx=cx, info=info))
+        return out
+
+    def _auto_batch(self) -> int:
+        """``batch_size=auto``: detect once (same on all ranks) at the full window length."""
+        if not hasattr(self, "_genbound_auto_bs"):
+            self._genbound_auto_bs = int(self._detect_batch_size())
+        return self._genbound_auto_bs

@@ -1,0 +1,110 @@
+"""The sidecar directory written beside the harness output (manifest, statistics, summary).
+
+    >>> from lm_eval_genbound.harness.sidecar import read_manifest
+    >>> m = read_manifest("out/genbound/genbound_sotu")      # doctest: +SKIP
+    >>> m["protocol"]["window"]                                # doctest: +SKIP
+
+Layout of ``<dir>/``: ``manifest.json`` (schema version, versions of this package, the harness
+and transformers, model identity with revision and parameter counts, protocol, dataset
+fingerprint, α/λ grids, δ, the final bound), ``stats.npz`` (the serialized accumulator: any later
+complexity is a recomputation, no model needed), ``summary.csv`` (one row per α) and, with
+``genbound_per_token``, ``tokens.parquet``. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lm_eval_genbound import __version__
+from lm_eval_genbound.atomic import atomic_write_text
+from lm_eval_genbound.errors import GenboundError
+
+SCHEMA_VERSION = 1
+
+
+def dataset_fingerprint(records: list) -> str:
+    """sha256 over every scored document's per-token log-likelihood count and byte count."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.doc_id}:{r.n_bytes}:{r.scores.n_tokens};".encode())
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {"lm_eval_genbound": __version__}
+    for pkg in ("lm_eval", "transformers", "torch", "numpy"):
+        try:
+            out[pkg] = md.version(pkg.replace("_", "-")) if pkg == "lm_eval" else md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_sidecar(out_dir: str, *, task: str, settings: Any, stats: Any, info: dict, final: dict,
+                  records: list) -> Path:
+    """Write manifest.json, stats.npz and summary.csv into ``out_dir``; returns the directory."""
+    import pandas as pd
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    stats.save(d / "stats.npz")
+    from lm_eval_genbound.harness.task import complexity_bits
+    bits, _, _, prefix_free = complexity_bits(settings, info)
+    rows = stats.summary_rows(code_length_bits=bits, train_tokens=settings.train_tokens,
+                              delta=settings.delta, prefix_free=prefix_free)
+    atomic_write_text(d / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "kind": "genbound_manifest", "task": task,
+        "versions": _versions(), "model": info["model"], "protocol": info["protocol"],
+        "settings": asdict(settings), "alphas": list(map(float, stats.alphas)),
+        "lambda_grid": {"s_min": float(stats.s_values[0]), "s_max": float(stats.s_values[-1]),
+                        "size": int(stats.grid_size), "spacing": "geometric in s = λΔ_α, Δ_α = ln(V/α)"},
+        "delta": settings.delta, "dataset_fingerprint": dataset_fingerprint(records),
+        "n_docs": len(records), "n_tokens": stats.n_tokens, "n_bytes": stats.n_bytes,
+        "final": final, "stats_file": "stats.npz",
+    }
+    atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=2, default=float))
+    if getattr(settings, "per_token", False):
+        write_per_token(d / "tokens.parquet", records)
+    return d
+
+
+def write_per_token(path: Path, records: list) -> None:
+    """Per-token parquet: doc_id, position, n_ctx, logp, entropy per α (float32)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, list] = {"doc_id": [], "pos": [], "n_ctx": [], "logp": []}
+    n_alpha = records[0].scores.entropies.shape[1]
+    ent_cols = [[] for _ in range(n_alpha)]
+    for r in records:
+        s = r.scores
+        cols["doc_id"].append(np.full(s.n_tokens, r.doc_id, np.int64))
+        cols["pos"].append(np.arange(s.n_tokens, dtype=np.int64))
+        cols["n_ctx"].append(s.n_ctx)
+        cols["logp"].append(s.logp)
+        for a in range(n_alpha):
+            ent_cols[a].append(s.entropies[:, a])
+    table = {k: np.concatenate(v) for k, v in cols.items()}
+    for a in range(n_alpha):
+        table[f"entropy_{a}"] = np.concatenate(ent_cols[a])
+    tmp = path.with_name("." + path.name + ".tmp")
+    pq.write_table(pa.table(table), tmp)
+    os.replace(tmp, path)
+
+
+def read_manifest(sidecar_dir: str | os.PathLike) -> dict:
+    """Read ``manifest.json`` of a sidecar directory (checks the schema version)."""
+    p = Path(sidecar_dir) / "manifest.json"
+    if not p.is_file():
+        raise GenboundError(f"no manifest.json in {str(sidecar_dir)!r}")
+    m = json.loads(p.read_text())
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise GenboundError(f"manifest schema version {m.get('schema_version')} is not supported")
+    return m
