@@ -13,7 +13,7 @@ Modules (each importable alone; numpy/scipy/lmfit/pandas/matplotlib only, never 
 (input rules), :mod:`fitting.powerlaw` (y = a + b·N^(−c)), :mod:`fitting.chinchilla`
 (L = E + A/N^α + B/D^β), :mod:`fitting.bootstrap`, :mod:`fitting.lm` (batched solver),
 :mod:`fitting.crossover`, :mod:`fitting.figures`, :mod:`fitting.leaderboard`,
-:mod:`fitting.report` (run_fit, CLI), :mod:`fitting.synthetic` (test data).
+:mod:`fitting.report` (run_fit; its CLI is lm_eval_genbound.cli.fit), :mod:`fitting.synthetic` (test data).
 Public names below are imported lazily, so ``import fitting`` stays cheap.
 """
 from __future__ import annotations
@@ -22,9 +22,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "run_fit": "fitting.report", "fit_and_report": "fitting.report", "main_fit": "fitting.report",
+    "run_fit": "fitting.report", "fit_and_report": "fitting.report",
     "write_leaderboard": "fitting.leaderboard", "build_leaderboard": "fitting.leaderboard",
-    "main_leaderboard": "fitting.leaderboard",
     "fit_power_law": "fitting.powerlaw", "PowerLawFit": "fitting.powerlaw",
     "fit_chinchilla": "fitting.chinchilla", "ChinchillaFit": "fitting.chinchilla",
     "fit_crossover": "fitting.crossover", "CrossoverResult": "fitting.crossover",

@@ -23,7 +23,6 @@ output directory.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import html
@@ -244,32 +243,5 @@ def write_leaderboard(inputs: Union[PathLike, Sequence[PathLike], pd.DataFrame],
     return paths
 
 
-def build_leaderboard_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="genbound leaderboard",
-        usage="genbound leaderboard RESULTS... --out DIR [--figures PNG ...] [--title TEXT]",
-        description="Rank models by bound_bpb; write leaderboard.md, leaderboard.csv and a self-contained, "
-                    "sortable leaderboard.html.")
-    p.add_argument("inputs", nargs="+", help="runs.csv, user CSV or lm-eval results JSON files (or directories)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--figures", nargs="*", default=None, help="PNG files to embed in the HTML page")
-    p.add_argument("--title", default="Generalization-bound leaderboard", help="page title")
-    return p
-
-
-def main_leaderboard(argv: Optional[Sequence[str]] = None) -> int:
-    """``genbound leaderboard RESULTS... --out DIR``: returns the exit code (0 ok, 2 user error)."""
-    from lm_eval_genbound.cli import run_parsed
-
-    return run_parsed(build_leaderboard_parser(), _leaderboard_command, argv)
-
-
-def _leaderboard_command(a: argparse.Namespace) -> int:
-    paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title)
-    for k in ("md", "csv", "html"):
-        print(f"wrote {paths[k]}")
-    return 0
-
-
-__all__ = ["build_leaderboard", "render_markdown", "render_html", "write_leaderboard", "main_leaderboard",
+__all__ = ["build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
            "LEADERBOARD_COLUMNS"]

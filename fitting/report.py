@@ -23,13 +23,11 @@ written atomically; ``fits.json`` last, so its presence means the run completed.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -349,74 +347,4 @@ def fit_and_report(runs_csv: Union[str, os.PathLike], out_dir: Union[str, os.Pat
 
 # ----------------------------------------------------------------------------------- CLI
 
-def _floats(text: str) -> list[float]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise GenboundError(f"--extrapolate: {part!r} is not a number (expected e.g. 1e9,1e10)") from None
-    return out
-
-
-def build_fit_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="genbound fit",
-        usage="genbound fit RUNS.csv|results.json... --out DIR [--extrapolate 1e9,1e10] [--loss huber|lsq] "
-              "[--bootstrap 200]",
-        description="Fit scaling laws of the bound, its terms and the generalization gap; write fits.json, "
-                    "table.csv and PNG figures.")
-    p.add_argument("inputs", nargs="+", help="runs.csv, user CSV (model,N,D,…) or lm-eval results JSON files")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--extrapolate", default=",".join(f"{v:g}" for v in DEFAULT_EXTRAPOLATE_N),
-                   help="comma-separated N to predict at (default 1e9,1e10,1e11,1e12)")
-    p.add_argument("--loss", choices=LOSSES, default="huber",
-                   help="huber: summed Huber on log residuals (default); lsq: least squares")
-    p.add_argument("--delta", type=float, default=DEFAULT_DELTA, help="Huber δ (default 1e-3)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
-                   help="bootstrap resamples over models (default 200; 0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
-    p.add_argument("--quantities", default=None,
-                   help="comma-separated columns to fit (default: every term present)")
-    p.add_argument("--n-column", choices=("n_params", "n_params_nonembedding"), default="n_params",
-                   help="definition of N (default: total parameters)")
-    p.add_argument("--chinchilla-method", choices=CHINCHILLA_METHODS, default="huber",
-                   help="huber (Besiroglu et al.) or varpro (NNLS variable projection)")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main_fit(argv: Optional[Sequence[str]] = None) -> int:
-    """``genbound fit RUNS.csv|results.json... --out DIR``: returns the exit code (0 ok, 2 user error)."""
-    from lm_eval_genbound.cli import run_parsed
-
-    return run_parsed(build_fit_parser(), _fit_command, argv)
-
-
-def _fit_command(a: argparse.Namespace) -> int:
-    if a.bootstrap < 0:
-        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
-    out = run_fit(a.inputs, a.out, extrapolate_N=_floats(a.extrapolate), loss=a.loss, n_boot=a.bootstrap,
-                  seed=a.seed, delta=a.delta, level=a.level,
-                  quantities=[q.strip() for q in a.quantities.split(",") if q.strip()] if a.quantities else None,
-                  n_column=a.n_column, chinchilla_method=a.chinchilla_method, figures=not a.no_figures,
-                  progress=not a.quiet and sys.stderr.isatty())
-    doc = out["fits"]
-    print(f"wrote {out['fits_json']} ({len(doc['fits'])} fits), {out['table_csv']}")
-    for name, path in out["figures"].items():
-        print(f"wrote {path}")
-    for cx in doc["crossover"]:
-        if cx["N_star"]:
-            iv = cx["interval"] or [None, None]
-            fmt = lambda v: "?" if v is None else f"{v:.3g}"  # noqa: E731
-            print(f"crossover prequential vs {cx['quantized_method']}: N* = {cx['N_star']:.3g} "
-                  f"[{fmt(iv[0])}, {fmt(iv[1])}]")
-    return 0
-
-
-__all__ = ["run_fit", "fit_and_report", "main_fit", "build_fit_parser", "DEFAULT_EXTRAPOLATE_N"]
+__all__ = ["run_fit", "fit_and_report", "DEFAULT_EXTRAPOLATE_N", "DEFAULT_N_BOOT"]

@@ -18,18 +18,22 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 
-#: columns of runs.csv, in order
+#: columns of runs.csv, in order (the one definition: ``genbound demo`` writes exactly these)
 RUNS_COLUMNS: tuple[str, ...] = (
     "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
     "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
-    "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
+    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
-    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats", "stats_path",
+    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
+    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
 )
 
-#: numeric columns (everything but the strings and the flag)
+#: flags and text columns (everything else is numeric)
+FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout")
+
+#: numeric columns (everything but the strings and the flags)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
-    c for c in RUNS_COLUMNS if c not in ("model", "protocol", "complexity_method", "certified", "stats_path"))
+    c for c in RUNS_COLUMNS if c not in ("model", "protocol", "complexity_method", "stats_path") + FLAG_COLUMNS)
 
 #: quantities fitted against N by default (y = a + b·N^(-c) and y = b·N^(-c))
 TERM_QUANTITIES: tuple[str, ...] = (
@@ -41,7 +45,7 @@ TERM_QUANTITIES: tuple[str, ...] = (
 METHOD_INDEPENDENT: frozenset[str] = frozenset({"empirical_loss_nats", "heldout_loss_nats"})
 
 #: columns allowed to hold NaN (not measured)
-OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats"})
+OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats", "heldout_gap_nats", "bits_per_param"})
 
 #: aliases accepted in user CSVs -> canonical column
 CSV_ALIASES: dict[str, str] = {

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
+from fitting.schema import RUNS_COLUMNS
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.evaluate import dump_json, evaluate_bound
 
@@ -37,15 +38,6 @@ logger = logging.getLogger(__name__)
 #: the demo's α grid (fixed in advance): covers α* = C/(1+C) for the complexities the demo reports
 #: (C ≈ 0.55 for 16-bit parameter counting, ≈ 0.15 for entropy-coded 4-bit, 0.25–0.6 prequential)
 DEMO_ALPHAS = (0.03, 0.1, 0.2, 0.35)
-
-RUNS_COLUMNS = [
-    "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
-    "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
-    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
-    "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
-    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
-    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
-]
 
 
 def _protocol_label(protocol: dict) -> str:
@@ -153,7 +145,7 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
             dump_json(out / "eval" / model.name / "prequential.json", pq.to_dict())
             terms = stats.bound(code_length_bits=max(pq.bits, 0.0), delta=delta, certified=False)
             rows.append(_row(model, terms, method="prequential", stats_path=side / "stats.npz", **common))
-    runs = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    runs = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     from lm_eval_genbound.harness.sidecar import atomic_write_text
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.8g"))
     t_eval = time.time() - t0 - t_train

@@ -173,15 +173,29 @@ def test_coverage_nonstationary_drift():
 
 
 def test_coverage_test_has_power():
-    """A wrong 'bound' (the λ-grid minimum without the complexity C) fails far more than δ."""
+    """The coverage check catches a wrong bound: the λ-grid minimum of mean v(λd)/λ without the
+    complexity term C/λ fails far more often than δ·T + 3 sd on draws where the real bound holds."""
     rng = np.random.default_rng(14)
-    V, n, delta, trials = 20, 800, 0.05, 400
+    V, n, alpha, delta, trials = 20, 800, 0.05, 0.05, 400
     p = rng.dirichlet(np.full(V, 0.5))
-    q = _smooth(p, 0.05)
+    q = _smooth(p, alpha)
     x_of = -np.log(q)
+    y = float(-(q * np.log(q)).sum())
     mean_true = float((p * x_of).sum())
-    gaps = np.array([mean_true - x_of[rng.choice(V, size=n, p=p)].mean() for _ in range(trials)])
-    assert np.mean(gaps > 0) > 0.3          # "gap ≤ 0" fails often: the harness can detect misses
+    big_delta = math.log(V / alpha)
+    lam = B.lambda_grid(big_delta)
+    v_of = B.v_function(np.multiply.outer(lam, y - x_of))          # [λ, symbol]
+    right, wrong, gaps = [], [], []
+    for _ in range(trials):
+        tok = rng.choice(V, size=n, p=p)
+        counts = np.bincount(tok, minlength=V)
+        right.append(_bound_from_counts(y - x_of, counts, n, big_delta, delta))
+        wrong.append(float(np.min((v_of @ counts) / n / lam)))      # C/λ dropped
+        gaps.append(mean_true - x_of[tok].mean())
+    fails_wrong, allowed = _coverage_report("power: no C", np.array(wrong), np.array(gaps), delta)
+    fails_right, _ = _coverage_report("power: real", np.array(right), np.array(gaps), delta)
+    assert fails_right <= allowed
+    assert fails_wrong > 2 * allowed
 
 
 # ------------------------------------------------------------------ properties

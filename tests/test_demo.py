@@ -1,5 +1,7 @@
 """`genbound demo` end to end on the micro preset: real training, real harness, real fits."""
+import json
 import math
+import struct
 import subprocess
 import sys
 
@@ -7,8 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lm_eval_genbound.demo import RUNS_COLUMNS, run_demo
+from lm_eval_genbound.demo import run_demo
 from lm_eval_genbound.bound.stats import GenboundStats
+
+
+#: the runs.csv contract (README "What `make demo` does"; fitting.schema reads it): spelled out here
+#: on purpose, so a change of the writer's column list fails this test instead of passing with it
+EXPECTED_COLUMNS = [
+    "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
+    "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
+    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
+    "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
+    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
+    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +35,7 @@ def demo(tmp_path_factory):
 def test_runs_csv_has_every_model_and_method(demo):
     out, runs = demo
     disk = pd.read_csv(out / "runs.csv")
-    assert list(disk.columns) == RUNS_COLUMNS
+    assert list(disk.columns) == EXPECTED_COLUMNS
     assert len(disk) == 2 * 4
     assert set(disk["complexity_method"]) == {"param16", "gptq4", "rtn4", "prequential"}
     assert np.isfinite(disk["bound_nats"]).all() and np.isfinite(disk["heldout_loss_nats"]).all()
@@ -59,9 +73,30 @@ def test_quantized_rows_report_gap_and_code_length(demo):
 
 
 def test_fit_outputs_and_leaderboard(demo):
-    out, _ = demo
-    for name in ("fits.json", "table.csv", "leaderboard.html", "leaderboard.md", "bound_vs_N.png"):
-        assert (out / "fits" / name).is_file(), name
+    """fits.json fits the bound against N for every method, table.csv lists those fits, the leaderboard
+    ranks every runs.csv row by bound_bpb, and the figure is a real PNG."""
+    out, runs = demo
+    fits = json.loads((out / "fits" / "fits.json").read_text())
+    assert fits["kind"] == "genbound-scaling-fits" and fits["n_models"] == runs.model.nunique()
+    bound_fits = {f["complexity_method"] for f in fits["fits"] if f["quantity"] == "bound_nats"}
+    assert set(runs.complexity_method) <= bound_fits
+    for f in fits["fits"]:
+        assert sorted(f["models"]) == sorted(runs.model.unique()), f["id"]
+    table = pd.read_csv(out / "fits" / "table.csv")
+    assert {f["id"] for f in fits["fits"]} <= set(table.fit_id)
+    board = pd.read_csv(out / "fits" / "leaderboard.csv")
+    assert len(board) == len(runs)
+    assert list(board["rank"]) == list(range(1, len(runs) + 1))
+    assert board["bound_bpb"].is_monotonic_increasing
+    merged = board.merge(runs, on=["model", "complexity_method"], suffixes=("", "_runs"))
+    np.testing.assert_allclose(merged["bound_bpb"], merged["bound_bpb_runs"], rtol=1e-6)
+    page = (out / "fits" / "leaderboard.html").read_text()
+    assert all(m in page for m in runs.model.unique())
+    assert set(runs.model.unique()) <= set(pd.read_csv(out / "fits" / "leaderboard.csv").model)
+    png = (out / "fits" / "bound_vs_N.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 400 and height >= 300
 
 
 def test_genbound_bound_cli_prints_the_decomposition(demo):

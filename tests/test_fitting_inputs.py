@@ -9,7 +9,8 @@ import pytest
 from lm_eval_genbound.errors import GenboundError
 
 from fitting.io import load_inputs, read_harness_json
-from fitting.report import main_fit, run_fit
+from fitting.report import run_fit
+from lm_eval_genbound.cli.fit import main_fit
 from fitting.synthetic import synthetic_runs
 from fitting.validate import validate_for_fit
 

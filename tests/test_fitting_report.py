@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from fitting.report import fit_and_report, main_fit
+from fitting.report import fit_and_report
+from lm_eval_genbound.cli.fit import main_fit
 from fitting.synthetic import TRUE, synthetic_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

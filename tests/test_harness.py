@@ -242,3 +242,21 @@ def test_bad_input_gives_one_line_error(env, tmp_path, case):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), r.stderr[-3000:]
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("form", ["include_path", "yaml_path"])
+def test_lm_eval_genbound_run_finds_tasks_by_include_path_and_by_yaml_path(env, tmp_path, form):
+    """`run --include_path tasks/ --tasks genbound_local` and `--tasks tasks/genbound_local.yaml` both bound
+    a local checkpoint, with the same numbers as the in-process harness."""
+    repo = Path(__file__).resolve().parents[1]
+    tasks = (["--include_path", "tasks/", "--tasks", "genbound_local"] if form == "include_path"
+             else ["--tasks", "tasks/genbound_local.yaml"])
+    meta = {"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS}
+    r = _cli([PY, "-m", "lm_eval_genbound", "run", "--model", "hf-genbound", "--model_args",
+              f"pretrained={env['model']},dtype=float32", *tasks, "--device", "cpu", "--batch_size", "2",
+              "--metadata", json.dumps(meta), "--output_path", str(tmp_path / "out")], cwd=repo)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = _results_json(tmp_path / "out")
+    ref = _evaluate(env, ["genbound_local"], meta, batch_size=2)["results"]["genbound_local"]
+    assert got["genbound_bound,none"] == pytest.approx(ref["genbound_bound,none"], rel=1e-9)
+    assert (tmp_path / "out" / "genbound" / "genbound_local" / "stats.npz").is_file()

@@ -14,7 +14,8 @@ import pytest
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.leaderboard import LEADERBOARD_COLUMNS, build_leaderboard, main_leaderboard, write_leaderboard
+from fitting.leaderboard import LEADERBOARD_COLUMNS, build_leaderboard, write_leaderboard
+from lm_eval_genbound.cli.fit import main_leaderboard
 from fitting.io import load_inputs
 from fitting.synthetic import synthetic_runs
 
