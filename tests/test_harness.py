@@ -53,7 +53,7 @@ def _cli(args, env_extra=None, cwd=None):
 def test_every_shipped_task_yaml_loads(env, tmp_path):
     tokens = np.random.default_rng(0).integers(0, 200, 3000).astype(np.uint16)
     write_megatron(tmp_path / "seq.bin", [tokens[:1000], tokens[1000:]])
-    yamls = sorted(Path(TASKS_DIR).glob("*.yaml"))
+    yamls = sorted(Path(TASKS_DIR).glob("genbound_*.yaml"))
     names = [p.stem for p in yamls]
     meta = {"genbound_data": str(env["corpus"]), "genbound_tokens": str(tmp_path / "seq.bin")}
     tm = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=meta)
