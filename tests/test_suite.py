@@ -1,4 +1,4 @@
-"""Tests for lm_eval_genbound/suite.py (suite training) and lm_eval_genbound/byte_tokenizer.py.
+"""Tests for lm_eval_genbound/suite/ (suite training), its CLI (cli/suite.py) and data/byte_tokenizer.py.
 
 The suite is the "micro" preset shrunk further (2 tokens per parameter, context 64) so that it
 trains in seconds; every property checked here holds for the full presets too.
@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_eval_genbound.cli.suite import main_suite
 from lm_eval_genbound.data.byte_tokenizer import (
     BYTE_VOCAB_SIZE,
     byte_alphabet,
@@ -30,7 +31,6 @@ from lm_eval_genbound.suite import (
     count_params,
     load_suite,
     lr_at,
-    main_suite,
     neox_config,
     parse_size,
     plan_spans,
