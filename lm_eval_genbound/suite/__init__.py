@@ -61,8 +61,11 @@ with a fixed thread count, runs are bit-identical (no dropout, seeded init). Re-
 every model whose ``done`` marker records the same settings (different settings in the same
 DIR are an error). A model interrupted mid-training resumes from ``DIR/.partial/<name>/state.pt``
 (model, optimizer, step, RNG state, loss rows), written atomically every ``checkpoint_every_s``
-seconds and on Ctrl-C; resumed training is bit-identical on CPU. Every file is written to a
-temporary name and renamed, a checkpoint directory appears only complete, and ``done`` last.
+seconds and on Ctrl-C; resumed training is bit-identical on CPU. The partial state is read with
+``torch.load(weights_only=True)`` (tensors and plain values only); a file that does not load that
+way (e.g. a crafted pickle), or holds other settings, is ignored with a warning and the model is
+trained from the start. Every file is written to a temporary name and renamed, a checkpoint
+directory appears only complete, and ``done`` last.
 
 Presets (``PRESETS``; batch sizes in sequences of ``context`` tokens):
 - ``cpu`` (default): 8x2, 16x2, 24x2, 32x2, 48x2, 64x2 = N 5.9k, 14.8k, 26.8k, 41.9k, 81.2k, 133k

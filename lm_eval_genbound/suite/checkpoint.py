@@ -5,12 +5,16 @@
     >>> path = partial_state_path(Path("suite"), "neox-8x1")
     >>> str(path)
     'suite/.partial/neox-8x1/state.pt'
-    >>> load_partial_state(path, settings={}, name="neox-8x1") is None  # absent or other settings
+    >>> load_partial_state(path, settings={}, name="neox-8x1") is None  # absent, unsafe or other settings
     True
 
 The partial state (model and optimizer state dicts, step, CPU RNG state, loss rows, times) is a
-``torch.save`` file; one that does not load or was written with other settings is ignored with a
-warning and the model is trained from step 0.
+``torch.save`` file of tensors, dicts, lists, tuples and scalars only, and is read back with
+``torch.load(weights_only=True)``: torch's weights-only unpickler accepts exactly these types and
+no other globals are allow-listed, so a crafted ``state.pt`` (say, planted in a shared output
+folder) cannot run code. A file that does not load that way, is not a genbound state, or was
+written with other settings is ignored with a warning and the model is trained from step 0 (the
+file is overwritten by the next checkpoint and removed when the model is done).
 
 A finished model is ``DIR/<name>/`` (Hugging Face checkpoint, byte tokenizer, ``loss_curve.csv``),
 written into a temporary directory and renamed into place; the ``done`` marker (training settings
@@ -54,7 +58,7 @@ def save_partial_state(path: Path, state: dict) -> None:
 
 
 def load_partial_state(path: Path, settings: dict, name: str) -> dict | None:
-    """The partial state at ``path`` if it loads and was written with ``settings``; else None.
+    """The partial state at ``path`` if it loads as weights only and was written with ``settings``; else None.
 
     Parameters
     ----------
@@ -70,10 +74,10 @@ def load_partial_state(path: Path, settings: dict, name: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a corrupt partial checkpoint is discarded, not fatal
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable or not weights only (e.g. a crafted pickle): ignored, never executed
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        logger.warning("%s: ignoring unreadable partial checkpoint %s (%s); starting over",
+        logger.warning("%s: ignoring partial checkpoint %s that does not load as weights only (%s); starting over",
                        name, path, reason)
         return None
     if not isinstance(state, dict) or set(state) != STATE_KEYS:
