@@ -1,4 +1,4 @@
-"""Tests for lm_eval_genbound/suite.py (suite training) and lm_eval_genbound/byte_tokenizer.py.
+"""Tests for lm_eval_genbound/suite/ (suite training), its CLI (cli/suite.py) and data/byte_tokenizer.py.
 
 The suite is the "micro" preset shrunk further (2 tokens per parameter, context 64) so that it
 trains in seconds; every property checked here holds for the full presets too.
@@ -6,6 +6,7 @@ trains in seconds; every property checked here holds for the full presets too.
 import csv
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_eval_genbound.cli.suite import main_suite
 from lm_eval_genbound.data.byte_tokenizer import (
     BYTE_VOCAB_SIZE,
     byte_alphabet,
@@ -30,7 +32,6 @@ from lm_eval_genbound.suite import (
     count_params,
     load_suite,
     lr_at,
-    main_suite,
     neox_config,
     parse_size,
     plan_spans,
@@ -323,6 +324,36 @@ def test_interrupted_training_resumes_bit_identically(micro, tmp_path, how):
     assert (tmp_path / name / "loss_curve.csv").read_text() == (micro["out"] / name / "loss_curve.csv").read_text()
     assert rec.chunk_tokens_sha256 == ref.chunk_tokens_sha256
     assert not (tmp_path / ".partial" / name).exists()
+
+
+class _WritesMarker:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
+def test_crafted_partial_checkpoint_runs_no_code_and_is_ignored(tmp_path, caplog, fmt):
+    out, marker = tmp_path / "suite", tmp_path / "marker"
+    partial = out / ".partial" / "neox-8x1" / "state.pt"
+    partial.parent.mkdir(parents=True)
+    crafted = {"settings": {"name": "neox-8x1"}, "step": 0, "model": _WritesMarker(marker)}
+    if fmt == "torch.save":
+        torch.save(crafted, partial)
+    else:
+        partial.write_bytes(pickle.dumps(crafted))
+    steps = []
+    info = train_suite(out, ["8x1"], on_step=lambda name, step, *a: steps.append(step), **{**KW, "tokens_per_param": 0.5})
+    assert not marker.exists()
+    assert "does not load as weights only" in caplog.text
+    rec = info.model("neox-8x1")
+    assert rec.resumed_from_step is None and steps == list(range(rec.n_steps))  # trained from the start
+    assert not partial.exists()
 
 
 def test_directory_without_done_marker_is_retrained(tmp_path):

@@ -23,9 +23,9 @@ from lm_eval_genbound.errors import GenboundError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "bound": ("lm_eval_genbound.cli", "main_bound", "bound from a saved statistics file"),
     "demo": ("lm_eval_genbound.demo", "main_demo", "train the default suite, bound it, fit, report"),
-    "suite": ("lm_eval_genbound.suite", "main_suite", "train a compute-optimal model suite"),
+    "suite": ("lm_eval_genbound.cli.suite", "main_suite", "train a compute-optimal model suite"),
     "run": ("lm_eval_genbound.cli.harness", "main_run", "the lm-eval harness with our model and tasks"),
-    "pythia": ("lm_eval_genbound.data.pythia", "main_pythia", "Pythia compute-optimal checkpoints and commands"),
+    "pythia": ("lm_eval_genbound.cli.pythia", "main_pythia", "Pythia compute-optimal checkpoints and commands"),
     "complexity": ("lm_eval_genbound.cli.complexity", "main_complexity", "certified code length of a model"),
     "hessian": ("lm_eval_genbound.cli.complexity", "main_hessian", "Hessian spectrum / compressibility"),
     "fit": ("lm_eval_genbound.cli.fit", "main_fit", "fit scaling laws to runs.csv / results JSON"),

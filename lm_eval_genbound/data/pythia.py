@@ -1,6 +1,13 @@
-"""``genbound pythia [SIZE]``: compute-optimal Pythia checkpoints and the command that bounds them.
+"""Compute-optimal Pythia checkpoints and the command that bounds them (``genbound pythia [SIZE]``).
 
-    $ genbound pythia 160m
+    >>> from lm_eval_genbound.data.pythia import plan
+    >>> p = plan("160m")
+    >>> p.step, p.train_tokens, p.token_end
+    (2000, 4194304000, 4196352000)
+    >>> p.command().startswith("lm-eval-genbound run --model hf-genbound")
+    True
+
+The command line (``lm_eval_genbound.cli.pythia``) prints these plans as a table.
 
 Pythia trains on 1024 sequences × 2049 tokens per step (2,097,152 predicted tokens) read in order
 from the pre-shuffled Pile (Megatron ``.bin``/``.idx``; item i is the i-th 2049-token training
@@ -14,10 +21,8 @@ non-embedding counts are from memory of the model cards (marked unverified).
 """
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass
 
 from lm_eval_genbound.errors import GenboundError
 
@@ -40,6 +45,7 @@ PYTHIA_SIZES: dict[str, tuple[int, int, bool]] = {
 
 
 def available_steps() -> list[int]:
+    """The training steps at which Pythia checkpoints were saved (0, 1, 2, 4, …, 512, 1000, 2000, …, 143000)."""
     return [0] + [2 ** i for i in range(10)] + list(range(1000, FINAL_STEP + 1, 1000))
 
 
@@ -51,6 +57,14 @@ def nearest_checkpoint(target_step: float) -> int:
 
 @dataclass(frozen=True)
 class PythiaPlan:
+    """The compute-optimal checkpoint of one Pythia size and the token range it trained on.
+
+    ``n_params``/``n_params_nonembedding``: parameter counts (``counts_verified``: from the model
+    card); ``step``/``step_nonembedding``: the saved step nearest D = tokens_per_param·N for either
+    count; ``train_tokens``: predicted tokens of steps [0, step); ``sequence_end``/``token_end``:
+    end (exclusive) of those steps in the pre-shuffled Pile, in sequences and in tokens.
+    """
+
     size: str
     n_params: int
     n_params_nonembedding: int
@@ -62,6 +76,7 @@ class PythiaPlan:
     token_end: int
 
     def command(self, data: str = "/data/pile_preshuffled/document.bin", subsample: int = 100_000) -> str:
+        """The ``lm-eval-genbound run`` command bounding this checkpoint on ``subsample`` tokens of ``data``."""
         meta = {"genbound_tokens": data, "genbound_token_end": self.token_end,
                 "genbound_subsample": subsample, "genbound_seed": 0,
                 "genbound_train_tokens": self.train_tokens, "genbound_complexity": "param16"}
@@ -72,6 +87,7 @@ class PythiaPlan:
 
 
 def plan(size: str, tokens_per_param: float = 20.0) -> PythiaPlan:
+    """The PythiaPlan of ``size`` (e.g. ``"160m"`` or ``"pythia-160m"``) at D = tokens_per_param·N (N total)."""
     key = size.lower().removeprefix("pythia-")
     if key not in PYTHIA_SIZES:
         raise GenboundError(f"unknown Pythia size {size!r}; known: {', '.join(PYTHIA_SIZES)}")
@@ -81,30 +97,3 @@ def plan(size: str, tokens_per_param: float = 20.0) -> PythiaPlan:
     seq_end = step * SEQS_PER_STEP
     return PythiaPlan(key, total, nonemb, verified, step, step_ne, step * TOKENS_PER_STEP,
                       seq_end, seq_end * SEQ_LEN)
-
-
-def main_pythia(argv: Optional[Sequence[str]] = None) -> int:
-    """Print compute-optimal checkpoints and ready-to-run commands for Pythia sizes."""
-    p = argparse.ArgumentParser(prog="genbound pythia", description=main_pythia.__doc__)
-    p.add_argument("sizes", nargs="*", default=list(PYTHIA_SIZES), help="e.g. 160m 1.4b (default: all)")
-    p.add_argument("--tokens-per-param", type=float, default=20.0)
-    p.add_argument("--data", default="/data/pile_preshuffled/document.bin",
-                   help="path of the pre-shuffled Pile .bin (with its .idx beside it)")
-    p.add_argument("--subsample", type=int, default=100_000, help="uniformly sampled tokens to score")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    plans = [plan(s, a.tokens_per_param) for s in a.sizes]
-    if a.json:
-        print(json.dumps([asdict(x) | {"command": x.command(a.data, a.subsample)} for x in plans], indent=2))
-        return 0
-    print(f"{'size':6s} {'N total':>14s} {'N non-emb':>14s} {'step(total)':>11s} {'step(non-emb)':>13s} "
-          f"{'D tokens':>15s} {'token range':>24s}")
-    for x in plans:
-        flag = "" if x.counts_verified else " *"
-        print(f"{x.size:6s} {x.n_params:14,d} {x.n_params_nonembedding:14,d} {x.step:11d} "
-              f"{x.step_nonembedding:13d} {x.train_tokens:15,d} [0, {x.token_end:,d}){flag}")
-    if any(not x.counts_verified for x in plans):
-        print("* parameter counts from memory of the model card, not verified")
-    for x in plans:
-        print(f"\n# pythia-{x.size}, compute-optimal step {x.step} (N = total parameters):\n{x.command(a.data, a.subsample)}")
-    return 0
