@@ -12,16 +12,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.complexity.hessian import (
-    MatrixOperator,
-    dense_matrix,
-    lanczos,
-    layer_spectrum,
-    loss_hessian_operator,
-    proxy_hessians,
-    slq,
-    sqrt_abs,
-)
+from lm_eval_genbound.complexity.hessian import layer_spectrum, loss_hessian_operator, proxy_hessians
+from lm_eval_genbound.complexity.slq import MatrixOperator, dense_matrix, lanczos, slq, sqrt_abs
 
 
 @pytest.fixture(scope="module")

@@ -319,8 +319,8 @@ def _main_hessian(argv: Sequence[str] | None) -> int:
     import torch  # noqa: PLC0415
 
     from lm_eval_genbound import __version__  # noqa: PLC0415
-    from lm_eval_genbound.complexity.hessian import (layer_spectrum, loss_hessian_operator, proxy_hessians, slq,  # noqa: PLC0415
-                                          sqrt_abs)
+    from lm_eval_genbound.complexity.hessian import layer_spectrum, loss_hessian_operator, proxy_hessians
+    from lm_eval_genbound.complexity.slq import slq, sqrt_abs
 
     if a.tokens is not None and not Path(a.tokens).is_file():
         raise GenboundError(f"token file not found: {a.tokens}")
