@@ -13,7 +13,6 @@ random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from lm_eval_genbound.harness.model import GenBoundHFLM
+from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
 PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8)}
@@ -31,7 +31,9 @@ PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16,
 def _requests(docs: list[list[int]], alphas, genbound: bool) -> list[Instance]:
     out = []
     for i, ids in enumerate(docs):
-        args = ("", json.dumps({"alphas": alphas, "token_ids": ids})) if genbound else ("",)
+        req = GenboundRequest(alphas=tuple(alphas), token_ids=tuple(ids), score_last=False, no_prefix=False,
+                              cache_dir=None)
+        args = ("", req.to_json()) if genbound else ("",)
         out.append(Instance("loglikelihood_rolling", {}, args, 0, ("bench", i, 1)))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,15 @@ import torch
 
 import lm_eval
 import lm_eval_genbound.harness.model  # noqa: F401  registers hf-genbound
+from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.bound.stats import smoothed_nll
 from lm_eval_genbound.data.tokenstream import write_megatron
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.task import METRICS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_model, corpus_texts, write_jsonl  # noqa: E402
@@ -37,11 +41,28 @@ def env(tmp_path_factory):
     return {"dir": d, "model": model_dir, "corpus": corpus}
 
 
-def _evaluate(env, tasks, metadata, model="hf-genbound", model_args="", batch_size=4):
+def _evaluate(env, tasks, metadata, model="hf-genbound", model_args="", batch_size=4, log_samples=False):
     tm = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=metadata)
     args = f"pretrained={env['model']},dtype=float32" + ("," + model_args if model_args else "")
     return lm_eval.simple_evaluate(model=model, model_args=args, tasks=tasks, task_manager=tm,
-                                   device="cpu", batch_size=batch_size, log_samples=False)
+                                   device="cpu", batch_size=batch_size, log_samples=log_samples)
+
+
+def _sidecar_metadata(env, side: Path) -> dict:
+    return {"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS, "genbound_output_dir": str(side),
+            "genbound_per_token": True, "genbound_complexity": "bits:2000"}
+
+
+@pytest.fixture(scope="module")
+def sidecar_run(env):
+    """One evaluation writing a sidecar and a resume cache, run under umask 022, samples logged."""
+    side = env["dir"] / "sidecar_run"
+    old_umask = os.umask(0o022)
+    try:
+        res = _evaluate(env, ["genbound_local"], _sidecar_metadata(env, side), log_samples=True)
+    finally:
+        os.umask(old_umask)
+    return {"results": res, "side": side}
 
 
 def _cli(args, env_extra=None, cwd=None):
@@ -106,7 +127,7 @@ def test_per_token_statistics_equal_direct_forward(env):
     from transformers import AutoModelForCausalLM
     ref_model = AutoModelForCausalLM.from_pretrained(env["model"], dtype=torch.float32).eval()
     text = corpus_texts(1, 150)[0]
-    ids = lm._tokens_for(text, {})
+    ids = lm._tokens_for(text)
     assert ids[0] == lm.tokenizer.eos_token_id and len(ids) <= 128
     (s,) = lm.score_token_lists([ids], ALPHAS)
     lp, ent = _reference_stats(ref_model, ids, ALPHAS)
@@ -117,7 +138,7 @@ def test_per_token_statistics_equal_direct_forward(env):
     # sliding windows: each token's context is exactly n_ctx tokens, and n_ctx ≥ W − S + 1
     lm2 = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32", batch_size=5,
                        window=32, stride=8)
-    long_ids = lm2._tokens_for(corpus_texts(1, 1500)[0], {})
+    long_ids = lm2._tokens_for(corpus_texts(1, 1500)[0])
     (s2,) = lm2.score_token_lists([long_ids], ALPHAS)
     assert s2.n_tokens == len(long_ids) - 1
     positions = np.arange(1, len(long_ids))
@@ -130,12 +151,9 @@ def test_per_token_statistics_equal_direct_forward(env):
         np.testing.assert_allclose(s2.entropies[k], ent_k[-1], atol=1e-5)
 
 
-def test_harness_bound_equals_freedman_on_per_token_arrays(env, tmp_path):
-    side = tmp_path / "side"
-    res = _evaluate(env, ["genbound_local"], {
-        "genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS, "genbound_output_dir": str(side),
-        "genbound_per_token": True, "genbound_complexity": "bits:2000"})
-    r = res["results"]["genbound_local"]
+def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
+    side = sidecar_run["side"]
+    r = sidecar_run["results"]["results"]["genbound_local"]
     manifest = json.loads((side / "manifest.json").read_text())
     final = manifest["final"]
     tokens = pd.read_parquet(side / "tokens.parquet").sort_values(["doc_id", "pos"])
@@ -157,6 +175,56 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(env, tmp_path):
     assert list(summary["alpha"]) == ALPHAS
     assert manifest["model"]["n_params"] > manifest["model"]["n_params_nonembedding"] > 0
     assert manifest["protocol"]["window"] == 128 and manifest["protocol"]["stride"] == 128
+
+
+def _fresh_task(env, side: Path):
+    tm = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=_sidecar_metadata(env, side))
+    loaded = tm.load(["genbound_local"])
+    return loaded["tasks"]["genbound_local"] if "tasks" in loaded else loaded["genbound_local"]
+
+
+def test_aggregations_give_the_same_values_in_any_order(env, sidecar_run, tmp_path):
+    """Each metric's aggregation can run first; the sidecar is written once per evaluation."""
+    samples = sidecar_run["results"]["samples"]["genbound_local"]
+    harness = sidecar_run["results"]["results"]["genbound_local"]
+    metrics = list(METRICS)
+    values = {}
+    for name, order in (("forward", metrics), ("reversed", metrics[::-1])):
+        side = tmp_path / name
+        aggregation = _fresh_task(env, side).aggregation()
+        values[name] = {}
+        for k, m in enumerate(order):
+            values[name][m] = aggregation[m]([s[m] for s in samples])
+            if k == 0:
+                assert (side / "manifest.json").is_file()
+                (side / "manifest.json").unlink()       # a second write would bring it back
+        assert not (side / "manifest.json").exists(), "the sidecar was written more than once"
+    assert values["reversed"] == values["forward"]
+    assert values["forward"] == {m: harness[f"{m},none"] for m in metrics}
+
+
+def test_sidecar_and_cache_files_are_readable_by_others(sidecar_run):
+    """Every file of the sidecar and the resume cache gets 0666 & ~umask (here 0644), none 0600."""
+    side = sidecar_run["side"]
+    shards = sorted((side / "cache").glob("shard-*.npz"))
+    assert shards
+    files = [side / f for f in ("stats.npz", "manifest.json", "summary.csv", "tokens.parquet")] + shards
+    modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
+    assert modes == {f.name: oct(0o644) for f in files}
+    assert not [p.name for p in side.rglob(".*")], "a temporary file was left behind"
+
+
+def test_misspelled_request_key_is_an_error_not_a_default(env):
+    lm = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32", batch_size=2, window=64)
+    good = {"alphas": ALPHAS, "token_ids": None, "score_last": True, "no_prefix": False, "cache_dir": None}
+    text = corpus_texts(1, 100)[0]
+    (s,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text, json.dumps(good)), 0)],
+                                    disable_tqdm=True)
+    assert s.n_tokens == 1                               # score_last honoured: the last token only
+    bad = {k if k != "score_last" else "score_lst": v for k, v in good.items()}
+    with pytest.raises(GenboundError, match="score_lst"):
+        lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text, json.dumps(bad)), 0)],
+                                 disable_tqdm=True)
 
 
 def test_batch_size_does_not_change_results(env):

@@ -1,6 +1,8 @@
 """The streaming sufficient statistics equal the array path (lm_eval_genbound/stats.py)."""
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -101,6 +103,17 @@ def test_save_load_is_lossless(tmp_path):
         np.testing.assert_array_equal(getattr(back, f), getattr(acc, f))
     assert (back.n_tokens, back.n_bytes, back.n_docs, back.sum_x0) == (1500, 777, 2, acc.sum_x0)
     assert not list(tmp_path.glob(".*"))          # no temp files left behind
+
+
+def test_saved_file_is_readable_by_others(tmp_path):
+    """stats.npz gets 0666 & ~umask like every other file we write (not mkstemp's 0600)."""
+    acc = GenboundStats(256, ALPHAS)
+    old = os.umask(0o022)
+    try:
+        path = acc.save(tmp_path / "stats.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_document_means_feed_the_document_baseline():

@@ -1,12 +1,35 @@
-"""The statistics kernel equals a float64 reference (lm_eval_genbound/token_stats.py)."""
+"""The statistics kernel equals a float64 reference (lm_eval_genbound/harness/token_stats.py).
+
+Every test of the compiled kernel runs it through :func:`_stats`, which fails when the compiled
+kernel did not actually run (compilation fell back to eager), or skips, saying why, when no C++
+compiler exists for torch.compile to use.
+"""
+import logging
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
+import lm_eval_genbound.harness.token_stats as ts
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
-from lm_eval_genbound.harness.token_stats import resolve_kernel, token_statistics
+from lm_eval_genbound.harness.token_stats import compute_token_statistics, token_statistics
 
 ALPHAS = list(DEFAULT_ALPHAS)
+
+
+def _stats(z, t, alphas, kernel, **kw):
+    """(logp, entropies) computed by exactly ``kernel``: fail (or skip without a compiler) otherwise."""
+    st = compute_token_statistics(z, t, alphas, kernel=kernel, **kw)
+    if st.kernel != kernel:
+        cxx = os.environ.get("CXX", "g++")
+        if kernel == "compiled" and not (shutil.which(cxx) or shutil.which("c++")):
+            pytest.skip(f"the compiled kernel cannot be built: no C++ compiler ({cxx} or c++) on PATH "
+                        f"({ts.compile_error()})")
+        pytest.fail(f"asked for the {kernel} kernel but the {st.kernel} kernel ran "
+                    f"(torch.compile failed: {ts.compile_error()})")
+    return st.logp, st.entropies
 
 
 def _reference(logits: torch.Tensor, targets: torch.Tensor, alphas):
@@ -33,8 +56,7 @@ def test_kernel_matches_float64_reference_on_extreme_logits(V, kernel):
     z = _logits(V, n=600 if V < 10_000 else 200)
     g = torch.Generator().manual_seed(1)
     targets = torch.randint(V // 2, V, (z.shape[0],), generator=g)     # never a masked entry
-    logp, ent = token_statistics(z, targets, ALPHAS, kernel=kernel)
-    assert resolve_kernel(kernel) == kernel        # the compiled kernel did not fall back to eager
+    logp, ent = _stats(z, targets, ALPHAS, kernel)
     ref_lp, ref_ent = _reference(z, targets, ALPHAS)
     assert logp.dtype == torch.float32 and ent.shape == (z.shape[0], len(ALPHAS))
     assert torch.isfinite(ent).all() and torch.isfinite(logp).all()
@@ -49,8 +71,8 @@ def test_kernel_matches_float64_reference_on_extreme_logits(V, kernel):
 def test_chunking_and_shapes_do_not_change_results(kernel):
     z = _logits(300, n=257).reshape(1, 257, 300)
     t = torch.randint(0, 300, (1, 257))
-    a = token_statistics(z, t, ALPHAS, chunk_tokens=1 << 16, kernel=kernel)
-    b = token_statistics(z, t, ALPHAS, chunk_tokens=7, kernel=kernel)
+    a = _stats(z, t, ALPHAS, kernel, chunk_tokens=1 << 16)
+    b = _stats(z, t, ALPHAS, kernel, chunk_tokens=7)
     assert a[0].shape == (1, 257) and a[1].shape == (1, 257, len(ALPHAS))
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-6)
@@ -60,7 +82,7 @@ def test_chunking_and_shapes_do_not_change_results(kernel):
 def test_bfloat16_logits_are_scored_in_float32(kernel):
     z = _logits(512, n=128)
     t = torch.randint(0, 512, (128,))
-    lp, ent = token_statistics(z.bfloat16(), t, ALPHAS, kernel=kernel)
+    lp, ent = _stats(z.bfloat16(), t, ALPHAS, kernel)
     ref_lp, ref_ent = _reference(z.bfloat16().float(), t, ALPHAS)
     assert lp.dtype == torch.float32
     np.testing.assert_allclose(ent.double(), ref_ent, atol=1e-5, rtol=0)
@@ -70,8 +92,8 @@ def test_compiled_and_eager_kernels_agree_on_model_like_logits():
     g = torch.Generator().manual_seed(3)
     z = torch.randn(3000, 256, generator=g) * 4 - torch.linspace(0, 30, 256)     # peaked, long tail
     t = torch.randint(0, 256, (3000,), generator=g)
-    a = token_statistics(z, t, ALPHAS, kernel="eager")
-    b = token_statistics(z, t, ALPHAS, kernel="compiled")
+    a = _stats(z, t, ALPHAS, "eager")
+    b = _stats(z, t, ALPHAS, "compiled")
     torch.testing.assert_close(a[0], b[0], rtol=2.4e-7, atol=2e-6)     # one float32 ulp of |ln p|
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=2e-6)
 
@@ -79,3 +101,25 @@ def test_compiled_and_eager_kernels_agree_on_model_like_logits():
 def test_unknown_kernel_is_an_error():
     with pytest.raises(ValueError, match="stats kernel"):
         token_statistics(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ALPHAS, kernel="triton")
+
+
+def test_failed_compile_is_reported_and_fails_the_compiled_path_tests(monkeypatch, caplog):
+    """A compile failure falls back to eager with a warning, says so, and is not a silent pass."""
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("simulated: no working compiler backend")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(ts, "_compiled_fn", None)           # forget a kernel compiled earlier
+    monkeypatch.setattr(ts, "_compile_error", None)
+    z = _logits(256, n=64)
+    t = torch.randint(0, 256, (64,))
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        st = compute_token_statistics(z, t, ALPHAS, kernel="compiled")
+    assert st.kernel == "eager"
+    assert "simulated: no working compiler backend" in ts.compile_error()
+    assert "torch.compile of the statistics kernel failed" in caplog.text
+    eager = token_statistics(z, t, ALPHAS, kernel="eager")
+    torch.testing.assert_close(st.logp, eager[0], rtol=0, atol=0)    # the user still gets numbers
+    # the helper every compiled-path test goes through refuses to pass on the eager fallback
+    with pytest.raises(pytest.fail.Exception, match="the eager kernel ran"):
+        _stats(z, t, ALPHAS, "compiled")

@@ -33,13 +33,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 import lm_eval_genbound.bound.freedman as B
+from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.errors import GenboundError
 
 SCHEMA_VERSION = 1
@@ -303,17 +303,9 @@ class GenboundStats:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a lossless ``.npz`` (float64 arrays + JSON metadata with schema_version) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **self.to_arrays())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        arrays = self.to_arrays()
+        # mode 0666 & ~umask like every other file we write (mkstemp alone would leave 0600)
+        return atomic_write_with(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
     @classmethod
     def from_arrays(cls, arrays) -> "GenboundStats":

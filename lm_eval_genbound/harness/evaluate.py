@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.bound.stats import GenboundStats
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,5 @@ def evaluate_bound(pretrained: str, *, task: str, metadata: dict, model_args: Op
 
 
 def dump_json(path: Path, obj) -> None:
-    from lm_eval_genbound.harness.sidecar import atomic_write_text
-
+    """Write ``obj`` as indented JSON (non-JSON numbers as floats), atomically."""
     atomic_write_text(Path(path), json.dumps(obj, indent=2, default=float))

@@ -3,11 +3,12 @@
     $ lm-eval-genbound run --model hf-genbound --model_args pretrained=suite/m3,window=256 \\
           --tasks genbound_sotu --output_path out/
 
-Requests from genbound tasks carry ``(text, options_json)``; for them the rolling scorer returns a
-:class:`~lm_eval_genbound.harness.records.DocScores` per document: the total ln-likelihood (a float, so
-stock perplexity metrics still work) plus fp32 ln p of every scored token, the smoothed entropies
-H(q_α) for the task's α grid, and context lengths. Plain one-argument requests (stock perplexity
-tasks) go to the stock scorer unchanged.
+Requests from genbound tasks carry ``(text, GenboundRequest.to_json())`` (see
+:mod:`lm_eval_genbound.harness.request`; a malformed request is an error); for them the rolling
+scorer returns a :class:`~lm_eval_genbound.harness.records.DocScores` per document: the total
+ln-likelihood (a float, so stock perplexity metrics still work) plus fp32 ln p of every scored
+token, the smoothed entropies H(q_α) for the task's α grid, and context lengths. Plain
+one-argument requests (stock perplexity tasks) go to the stock scorer unchanged.
 
 Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``batch_size``,
 ``device``, ``gguf_file`` ... keep working):
@@ -30,9 +31,8 @@ V (the smoothed dimension) is the logit dimension; the tokenizer size is recorde
 """
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from lm_eval_genbound import __version__
 from lm_eval_genbound.complexity.parameters import parameter_counts
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.records import DocScores
+from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
 from lm_eval_genbound.harness.windows import Window, scoring_windows
 
@@ -164,28 +165,26 @@ class GenBoundHFLM(HFLM):
                 out[i] = v
         if ours:
             by_alphas: dict[tuple, list[int]] = {}
-            parsed = {}
+            parsed = {i: GenboundRequest.from_json(requests[i].args[1]) for i in ours}
             for i in ours:
-                opts = json.loads(requests[i].args[1])
-                parsed[i] = opts
-                by_alphas.setdefault(tuple(opts["alphas"]), []).append(i)
+                by_alphas.setdefault(parsed[i].alphas, []).append(i)
             for alphas, idx in by_alphas.items():
-                for i, s in zip(idx, self._score_requests([requests[i] for i in idx],
+                for i, s in zip(idx, self._score_requests([requests[i].args[0] for i in idx],
                                                           [parsed[i] for i in idx], list(alphas),
                                                           disable_tqdm)):
                     out[i] = s
                     self.cache_hook.add_partial("loglikelihood_rolling", requests[i].args, float(s))
         return out
 
-    def _score_requests(self, requests, opts: list[dict], alphas: list[float],
+    def _score_requests(self, texts: list[str], reqs: list[GenboundRequest], alphas: list[float],
                         disable_tqdm: bool) -> list[DocScores]:
         """Score documents in groups; with a cache directory, finished groups survive a crash."""
         from lm_eval_genbound.harness.resume import ScoreCache, doc_key
 
-        token_lists = [self._tokens_for(r.args[0], o) for r, o in zip(requests, opts)]
-        cache_dir = next((o.get("cache_dir") for o in opts if o.get("cache_dir")), None)
+        token_lists = [self._tokens_for(t, r.token_ids, no_prefix=r.no_prefix) for t, r in zip(texts, reqs)]
+        cache_dir = next((r.cache_dir for r in reqs if r.cache_dir), None)
         identity = {"model": self.model_identity(), "protocol": self.protocol(), "alphas": alphas}
-        keys = [doc_key(identity, t, bool(o.get("score_last"))) for t, o in zip(token_lists, opts)]
+        keys = [doc_key(identity, t, r.score_last) for t, r in zip(token_lists, reqs)]
         cache = ScoreCache(cache_dir, self.rank) if cache_dir else None
         done = cache.load() if cache else {}
         todo = [j for j, k in enumerate(keys) if k not in done]
@@ -199,7 +198,7 @@ class GenBoundHFLM(HFLM):
             if budget >= self.resume_group_tokens or pos == len(todo) - 1:
                 scores = self.score_token_lists([token_lists[g] for g in group], alphas,
                                                 disable_tqdm=disable_tqdm)
-                scores = [last_token_only(s) if opts[g].get("score_last") else s
+                scores = [last_token_only(s) if reqs[g].score_last else s
                           for g, s in zip(group, scores)]
                 for g, s in zip(group, scores):
                     done[keys[g]] = s
@@ -208,15 +207,15 @@ class GenBoundHFLM(HFLM):
                 group, budget = [], 0
         return [done[k] for k in keys]
 
-    def _tokens_for(self, text: str, opts: dict) -> list[int]:
-        ids = opts.get("token_ids")
-        if ids is None:
-            ids = self.tok_encode(text, add_special_tokens=False)
+    def _tokens_for(self, text: str, token_ids: Optional[Sequence[int]] = None, *,
+                    no_prefix: bool = False) -> list[int]:
+        """The token list scored for a document: its ids (or ``text`` encoded), after the prefix token."""
+        ids = self.tok_encode(text, add_special_tokens=False) if token_ids is None else token_ids
         ids = [int(t) for t in ids]
         if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
             raise GenboundError(
                 f"token id {max(ids)} is outside the model's logit dimension {self.vocab_size_logits}")
-        prefix = None if opts.get("no_prefix") else self._prefix_id()
+        prefix = None if no_prefix else self._prefix_id()
         return ([prefix] if prefix is not None else []) + ids
 
     def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.harness.records import DocScores
 
 #: testing hook: exit abruptly after writing this many shards (simulates a killed run)
@@ -72,14 +72,7 @@ class ScoreCache:
         }
         existing = len(list(self.dir.glob(f"shard-{self.rank}-*.npz")))
         path = self.dir / f"shard-{self.rank}-{existing:06d}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".shard", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_with(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
         self.written += 1
         limit = os.environ.get(FAULT_ENV)
         if limit and self.written >= int(limit):

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_genbound import __version__
-from lm_eval_genbound.atomic import atomic_write_text
+from lm_eval_genbound.atomic import atomic_write_text, atomic_write_with
 from lm_eval_genbound.errors import GenboundError
 
 SCHEMA_VERSION = 1
 
 
 def dataset_fingerprint(records: list) -> str:
-    """sha256 over every scored document's per-token log-likelihood count and byte count."""
+    """sha256 over every scored document's id, byte count and scored-token count (in record order)."""
     h = hashlib.sha256()
     for r in records:
         h.update(f"{r.doc_id}:{r.n_bytes}:{r.scores.n_tokens};".encode())
@@ -94,9 +94,7 @@ def write_per_token(path: Path, records: list) -> None:
     table = {k: np.concatenate(v) for k, v in cols.items()}
     for a in range(n_alpha):
         table[f"entropy_{a}"] = np.concatenate(ent_cols[a])
-    tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(pa.table(table), tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: pq.write_table(pa.table(table), tmp))
 
 
 def read_manifest(sidecar_dir: str | os.PathLike) -> dict:

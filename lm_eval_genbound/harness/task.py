@@ -10,14 +10,14 @@
 
 Settings come from the task YAML's ``metadata`` merged with ``--metadata`` (keys below, all
 prefixed ``genbound_``; an unknown ``genbound_*`` key is an error). The task sends each document
-as a ``(text, options_json)`` rolling request, so only ``hf-genbound`` can answer it. Per-token
+as a ``(text, GenboundRequest.to_json())`` rolling request
+(:class:`~lm_eval_genbound.harness.request.GenboundRequest`), so only ``hf-genbound`` can answer it. Per-token
 statistics are folded, on rank 0 and in document order, into a
 :class:`~lm_eval_genbound.bound.stats.GenboundStats`; the results JSON gets scalar ``genbound_*``
 metrics and a sidecar directory holds the manifest, the statistics and a per-α summary.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,6 +31,7 @@ from lm_eval.api.instance import Instance
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.records import DocRecord, DocScores
+from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: set by the ``lm-eval-genbound`` CLI from ``--output_path``: default sidecar root
 OUTPUT_ENV = "GENBOUND_OUTPUT_PATH"
 
-#: metric name -> (key of the final result dict, higher is better)
+#: metric name -> key of the final result dict (lower is better for every metric)
 METRICS: dict[str, str] = {
     "genbound_bound": "bound_paper_nats",
     "genbound_bound_exact": "bound_exact_nats",
@@ -241,7 +242,7 @@ class GenBoundTask(ConfigurableTask):
         self.settings = TaskSettings.from_metadata(config.get("metadata"))
         if self.settings.output_dir is None and os.environ.get(OUTPUT_ENV):
             self.settings.output_dir = os.path.join(os.environ[OUTPUT_ENV], "genbound", config["task"])
-        self._final: Optional[dict] = None
+        self._memo: Optional[tuple[tuple, dict]] = None      # (records key, final dict)
         super().__init__(config=config)
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
@@ -256,12 +257,12 @@ class GenBoundTask(ConfigurableTask):
         return ""
 
     def construct_requests(self, doc, ctx, **kwargs):
-        opts = {"alphas": self.settings.alphas, "token_ids": doc["token_ids"],
-                "score_last": bool(doc.get("score_last")), "no_prefix": bool(doc.get("no_prefix")),
-                "cache_dir": (os.path.join(self.settings.output_dir, "cache")
-                              if self.settings.output_dir else None)}
+        request = GenboundRequest(
+            alphas=tuple(self.settings.alphas), token_ids=doc["token_ids"],
+            score_last=bool(doc["score_last"]), no_prefix=bool(doc["no_prefix"]),
+            cache_dir=(os.path.join(self.settings.output_dir, "cache") if self.settings.output_dir else None))
         return Instance(request_type="loglikelihood_rolling", doc=doc,
-                        arguments=(doc["text"], json.dumps(opts)), idx=0,
+                        arguments=(doc["text"], request.to_json()), idx=0,
                         metadata=kwargs.get("metadata", (None, None, None)))
 
     def process_results(self, doc, results):
@@ -270,10 +271,10 @@ class GenBoundTask(ConfigurableTask):
             raise GenboundError(
                 f"task {self.config.task} needs --model hf-genbound (got a plain {type(scores).__name__}; "
                 "a stale --use_cache entry can also cause this)")
-        rec = DocRecord(doc_id=-1, n_bytes=doc["n_bytes"], scores=scores)
-        rec.doc_id = self._doc_key_index(doc["key"])
-        first, *rest = METRICS
-        return {first: rec, **{m: rec.doc_id for m in rest}}
+        rec = DocRecord(doc_id=self._doc_key_index(doc["key"]), n_bytes=doc["n_bytes"], scores=scores)
+        # the same object under every metric: any aggregation can run first, and gathering across
+        # ranks pickles it once (pickle shares repeated references within one object)
+        return {m: rec for m in METRICS}
 
     def _doc_key_index(self, key: str) -> int:
         if not hasattr(self, "_key_index"):
@@ -284,29 +285,32 @@ class GenBoundTask(ConfigurableTask):
         return {m: False for m in METRICS}
 
     def aggregation(self) -> dict:
-        aggs = {}
-        for i, m in enumerate(METRICS):
-            aggs[m] = self._aggregate_all if i == 0 else self._metric_getter(METRICS[m])
-        return aggs
+        return {m: self._metric_aggregation(key) for m, key in METRICS.items()}
 
-    def _metric_getter(self, key: str):
-        def get(_items) -> float:
-            if self._final is None:
-                raise GenboundError("the bound aggregation did not run first")
-            return float(self._final[key])
-        return get
+    def _metric_aggregation(self, key: str):
+        def aggregate(items: list) -> float:
+            return float(self._final_for(items)[key])
+        return aggregate
 
     # ------------------------------------------------------------------ the bound
-    def _aggregate_all(self, items: list) -> float:
+    def _final_for(self, items: list) -> dict:
+        """The final result dict for these records, computed (and the sidecar written) once.
+
+        Every metric's aggregation calls this with the same records, in whatever order the
+        harness runs them; the memo is keyed by each record's doc id, byte and token counts and
+        total ln-likelihood."""
         from lm_eval_genbound.harness.sidecar import write_sidecar
         records = sorted(items, key=lambda r: r.doc_id)
+        key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
         stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size)
-        final, code_bits, method = finalize(stats, info, self.settings)
-        self._final = final
+        final, _, _ = finalize(stats, info, self.settings)
         if self.settings.output_dir:
             write_sidecar(self.settings.output_dir, task=self.config.task, settings=self.settings,
                           stats=stats, info=info, final=final, records=records)
-        return float(final["bound_paper_nats"])
+        self._memo = (key, final)
+        return final
 
 
 def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[GenboundStats, dict]:

@@ -24,7 +24,9 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
   ln(1 + t), t ∈ [0, 1], a degree-7 polynomial (error ≤ 2.6e-7), so no logarithm is evaluated
   per (entry, α): about 2× faster than the same loop with logarithms on CPU. The first call
   compiles (seconds with a warm inductor cache, ~20 s cold on a 2-core CPU); if compilation
-  fails the eager path is used, with a warning.
+  fails the eager path is used, with a warning, for the rest of the process.
+  :func:`compute_token_statistics` reports which kernel actually ran (``TokenStatistics.kernel``)
+  and :func:`compile_error` why compilation failed.
 
 ``kernel="auto"`` (default) means ``compiled`` unless the environment variable
 ``GENBOUND_STATS_KERNEL`` names another choice (the test suite sets ``eager`` to avoid compile time).
@@ -34,7 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +52,23 @@ KERNELS = ("auto", "compiled", "eager")
 KERNEL_ENV = "GENBOUND_STATS_KERNEL"
 
 _compiled_fn = None
-_compile_failed = False
+#: why torch.compile of the kernel failed in this process (None: it has not failed); once set,
+#: ``compiled`` requests run the eager kernel without compiling again
+_compile_error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TokenStatistics:
+    """Per-token statistics and the kernel that computed them.
+
+    logp: ln p(target), float32 nats, shape ``targets.shape``. entropies: H(q_α), float32 nats,
+    ``targets.shape + (A,)``. kernel: ``compiled`` or ``eager``, the kernel that actually ran
+    (``eager`` for a ``compiled`` request whose compilation failed).
+    """
+
+    logp: torch.Tensor
+    entropies: torch.Tensor
+    kernel: str
 
 
 def _softmax_parts(z: torch.Tensor, tgt: torch.Tensor):
@@ -136,42 +155,74 @@ def _compiled():
 
 
 def resolve_kernel(kernel: str = "auto") -> str:
-    """``compiled`` or ``eager`` for a requested kernel (``auto`` reads ``GENBOUND_STATS_KERNEL``)."""
+    """``compiled`` or ``eager`` for a requested kernel (``auto`` reads ``GENBOUND_STATS_KERNEL``).
+
+    This is the kernel asked for; the one that ran is :attr:`TokenStatistics.kernel`."""
     if kernel == "auto":
         kernel = os.environ.get(KERNEL_ENV, "compiled") or "compiled"
     if kernel not in ("compiled", "eager"):
         raise ValueError(f"stats kernel must be one of {KERNELS}; got {kernel!r}")
-    return "eager" if _compile_failed else kernel
+    return kernel
+
+
+def compile_error() -> Optional[str]:
+    """Why compiling the statistics kernel failed in this process (``"Type: message"``), or None."""
+    return _compile_error
 
 
 @torch.no_grad()
-def token_statistics(logits: torch.Tensor, targets: torch.Tensor, alphas: Sequence[float] | torch.Tensor,
-                     *, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-                     kernel: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """ln p(target) [...] and H(q_α) [..., A] for logits [..., V] and targets [...] (float32, nats).
+def compute_token_statistics(logits: torch.Tensor, targets: torch.Tensor,
+                             alphas: Sequence[float] | torch.Tensor, *,
+                             chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                             kernel: str = "auto") -> TokenStatistics:
+    """ln p(target) and H(q_α) for every position, and the kernel that computed them.
 
-    ``kernel``: ``auto`` | ``compiled`` | ``eager`` (see the module docstring); ``chunk_tokens``
-    caps the positions handled per chunk.
+    Parameters
+    ----------
+    logits : torch.Tensor
+        [..., V] logits of any float dtype (−inf marks masked entries).
+    targets : torch.Tensor
+        [...] int64 target ids in [0, V).
+    alphas : sequence of float or torch.Tensor
+        The α grid (A values in (0, 1)).
+    chunk_tokens : int
+        Cap on the positions handled per chunk.
+    kernel : str
+        ``auto`` | ``compiled`` | ``eager`` (see the module docstring). A ``compiled`` request
+        whose compilation fails runs ``eager`` and logs a warning (once per process).
+
+    Returns
+    -------
+    TokenStatistics
+        ``logp`` [...] and ``entropies`` [..., A] in float32 nats, ``kernel`` the kernel that ran.
     """
-    global _compile_failed
+    global _compile_error
     kernel = resolve_kernel(kernel)
     lead = targets.shape
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)
     tgt = targets.reshape(-1)
     alpha_list = tuple(float(a) for a in (alphas.tolist() if torch.is_tensor(alphas) else alphas))
-    if kernel == "compiled":
+    out = None
+    if kernel == "compiled" and _compile_error is None:
         try:
-            logp, ent = _run_compiled(flat, tgt, alpha_list, chunk_tokens)
+            out = _run_compiled(flat, tgt, alpha_list, chunk_tokens)
         except Exception as exc:            # no C++ compiler / Triton, unsupported backend, ...
-            _compile_failed = True
             first = str(exc).splitlines()[0] if str(exc) else ""
-            logger.warning("torch.compile of the statistics kernel failed (%s: %s); using the eager kernel",
-                           type(exc).__name__, first)
-            logp, ent = _run_eager(flat, tgt, alpha_list, chunk_tokens)
-    else:
-        logp, ent = _run_eager(flat, tgt, alpha_list, chunk_tokens)
-    return logp.reshape(lead), ent.reshape(*lead, len(alpha_list))
+            _compile_error = f"{type(exc).__name__}: {first}"
+            logger.warning("torch.compile of the statistics kernel failed (%s); using the eager kernel",
+                           _compile_error)
+    ran = "compiled" if out is not None else "eager"
+    logp, ent = out if out is not None else _run_eager(flat, tgt, alpha_list, chunk_tokens)
+    return TokenStatistics(logp.reshape(lead), ent.reshape(*lead, len(alpha_list)), ran)
+
+
+def token_statistics(logits: torch.Tensor, targets: torch.Tensor, alphas: Sequence[float] | torch.Tensor,
+                     *, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                     kernel: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp, entropies)`` of :func:`compute_token_statistics` (same arguments; float32 nats)."""
+    st = compute_token_statistics(logits, targets, alphas, chunk_tokens=chunk_tokens, kernel=kernel)
+    return st.logp, st.entropies
 
 
 def _outputs(n: int, n_alphas: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,8 +50,3 @@ def scoring_windows(n_tokens: int, *, window: int, stride: int) -> list[Window]:
         out.append(Window(start, hi - 1, lo))
         lo = hi
     return out
-
-
-def min_context(window: int, stride: int) -> int:
-    """Tokens of context every scored token is guaranteed (away from the document start)."""
-    return window - stride + 1

@@ -1,0 +1,61 @@
+"""The task → model request protocol (lm_eval_genbound/harness/request.py)."""
+import json
+
+import numpy as np
+import pytest
+
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.request import GenboundRequest
+
+
+def _request(**over) -> GenboundRequest:
+    kw = dict(alphas=(0.01, 0.1, 0.4), token_ids=(3, 1, 4, 1, 5), score_last=True, no_prefix=True,
+              cache_dir="out/genbound/genbound_tokens/cache")
+    kw.update(over)
+    return GenboundRequest(**kw)
+
+
+@pytest.mark.parametrize("over", [{}, {"token_ids": None, "cache_dir": None, "score_last": False}])
+def test_round_trip_through_json_is_exact(over):
+    req = _request(**over)
+    back = GenboundRequest.from_json(req.to_json())
+    assert back == req
+    assert back.to_json() == req.to_json()
+
+
+def test_lists_and_numpy_ints_are_normalised_to_tuples():
+    req = _request(alphas=[0.1, 0.2], token_ids=list(np.arange(4, dtype=np.int64)))
+    assert req.alphas == (0.1, 0.2) and req.token_ids == (0, 1, 2, 3)
+    assert all(type(t) is int for t in req.token_ids)
+    assert GenboundRequest.from_json(req.to_json()) == req
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(score_lst=d.pop("score_last")), "unknown key.*'score_lst'.*missing key.*'score_last'"),
+    (lambda d: d.update(window=128), "unknown key.*'window'"),
+    (lambda d: d.pop("cache_dir"), "missing key.*'cache_dir'"),
+    (lambda d: d.update(score_last="yes"), "score_last must be true or false"),
+    (lambda d: d.update(no_prefix=1), "no_prefix must be true or false"),
+    (lambda d: d.update(token_ids=[1, 2.5]), "token_ids must be a list of integers"),
+    (lambda d: d.update(token_ids=[True, 2]), "token_ids must be a list of integers"),
+    (lambda d: d.update(token_ids="1 2 3"), "token_ids must be a list"),
+    (lambda d: d.update(alphas=0.1), "alphas must be a list"),
+    (lambda d: d.update(alphas=["0.1"]), "alphas must be a list of numbers"),
+    (lambda d: d.update(cache_dir=7), "cache_dir must be a string or null"),
+])
+def test_unknown_missing_or_mistyped_key_is_an_error(edit, message):
+    d = json.loads(_request().to_json())
+    edit(d)
+    with pytest.raises(GenboundError, match=message):
+        GenboundRequest.from_json(json.dumps(d))
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "null"])
+def test_a_payload_that_is_not_a_json_object_is_an_error(text):
+    with pytest.raises(GenboundError, match="genbound request"):
+        GenboundRequest.from_json(text)
+
+
+def test_request_is_frozen():
+    with pytest.raises(AttributeError):
+        _request().score_last = False
