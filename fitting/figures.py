@@ -33,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from fitting.atomic import atomic_write_with
+from lm_eval_genbound.atomic import atomic_write_with
 from fitting.schema import ANY_METHOD, STACK_TERMS, UNITS, method_kind
 
 logger = logging.getLogger(__name__)

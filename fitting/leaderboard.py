@@ -38,7 +38,7 @@ import pandas as pd
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.atomic import atomic_write_text
+from lm_eval_genbound.atomic import atomic_write_text
 from fitting.io import load_inputs
 
 logger = logging.getLogger(__name__)

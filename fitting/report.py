@@ -36,7 +36,7 @@ import pandas as pd
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.atomic import atomic_write_text
+from lm_eval_genbound.atomic import atomic_write_text
 from fitting.bootstrap import DEFAULT_LEVEL
 from fitting.chinchilla import METHODS as CHINCHILLA_METHODS
 from fitting.chinchilla import MIN_POINTS as CHINCHILLA_MIN_POINTS
