@@ -567,15 +567,3 @@ def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
     assert not out.exists()
-
-
-def test_codelength_still_exports_every_public_name():
-    """The coder, grid and symbol utilities moved to their own modules; the old imports still work."""
-    import lm_eval_genbound.complexity.codelength as cl
-    from lm_eval_genbound.complexity import model_message, scale_grid, symbol_coding
-
-    for name in cl.__all__:
-        assert getattr(cl, name) is not None, name
-    assert cl.encode_model is model_message.encode_model
-    assert cl.scale_from_exponent is scale_grid.scale_from_exponent
-    assert cl.encode_symbols is symbol_coding.encode_symbols

@@ -14,17 +14,10 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.complexity.model_message import EncodedModel, decode_model, encode_model
-from lm_eval_genbound.complexity.quantize import (
-    format_quant_spec,
-    gptq_quantize_weight,
-    make_calibration,
-    parse_quant_options,
-    parse_quant_spec,
-    proxy_loss,
-    quantize_model,
-    quantized_copy,
-    rtn_quantize_weight,
-)
+from lm_eval_genbound.complexity.calibration import calibration_windows
+from lm_eval_genbound.complexity.quant_spec import format_quant_spec, parse_quant_options, parse_quant_spec
+from lm_eval_genbound.complexity.quantize import quantize_model, quantized_copy
+from lm_eval_genbound.complexity.weight_quantizers import gptq_quantize_weight, proxy_loss, rtn_quantize_weight
 from lm_eval_genbound.complexity.scale_grid import scale_from_exponent
 from tiny_models import train_on_random_windows
 
@@ -472,16 +465,16 @@ def test_user_errors_are_genbound_errors(trained):
         quantize_model(model, method="gptq", calibration=calib.float())
 
 
-def test_make_calibration_is_seeded_and_accepts_a_stream(trained):
+def test_quantize_model_cuts_a_token_stream_with_the_shared_sampler(trained):
     model, _, _ = trained
     stream = _byte_text(2)
-    a = make_calibration(stream, n_seq=4, seq_len=32, seed=3)
-    b = make_calibration(stream, n_seq=4, seq_len=32, seed=3)
-    c = make_calibration(stream, n_seq=4, seq_len=32, seed=4)
-    assert a.shape == (4, 32) and torch.equal(a, b) and not torch.equal(a, c)
     qm = quantize_model(model, method="gptq", bits=4, group_size=32, calibration=stream, n_calibration=4,
                         calibration_seq_len=32, seed=3)
     assert qm.n_calibration_tokens == 4 * 32
+    windows = calibration_windows(stream.numpy(), seed=3, n_seq=4, seq_len=32)
+    given = quantize_model(model, method="gptq", bits=4, group_size=32, calibration=windows, seed=3)
+    for name, qt in qm.quantized.items():
+        assert np.array_equal(qt.codes, given.quantized[name].codes), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -9,7 +9,12 @@
 (:mod:`lm_eval_genbound.complexity.quantize`, :mod:`lm_eval_genbound.complexity.codelength`), or counts parameters,
 and writes the ``CodeLength`` (bits) as JSON — no harness run needed. GPTQ calibrates on
 ``--calibration-text`` (default: the bundled State of the Union training split), cut into
-``--n-calibration`` seeded windows of ``--calibration-seq-len`` tokens.
+``--n-calibration`` seeded windows of ``--calibration-seq-len`` tokens (capped at the model window)
+by the sampler that ``quantize=gptq…`` in the harness uses
+(:mod:`lm_eval_genbound.complexity.calibration`): without these options, ``--method gptq --bits 4``
+certifies the same L(h) as the harness's ``quantize=gptq4`` with the same seed
+(``quantize_seed``) when the harness's window is ≥ 256 tokens or the model's own (else pass
+``--calibration-seq-len <window>``).
 
 ``main_hessian`` writes ``hessian.json`` (SLQ estimates of tr H, tr √|H| and the spectral
 density of the loss Hessian on a batch of tokens; per-layer proxy Hessians E[x xᵀ] with exact
@@ -17,8 +22,9 @@ eigenvalues where d ≤ 4096) and ``spectral_density.png``.
 
 Text is tokenized with the model directory's tokenizer; without tokenizer files, a model whose
 vocabulary has ≥ 256 entries is fed the UTF-8 bytes of the text (the project's byte-level
-convention). ``--tokens`` also accepts a ``.npy`` array of token ids. Files are written
-atomically with a ``schema_version``.
+convention); only the first 4,000,000 characters of a text are used. ``--tokens`` and
+``--calibration-text`` also accept a ``.npy`` array of token ids. Files are written atomically
+with a ``schema_version``.
 """
 from __future__ import annotations
 
@@ -34,7 +40,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_with
+from lm_eval_genbound.complexity.calibration import (CALIBRATION_TEXT_CHARS, DEFAULT_N_SEQ, DEFAULT_SEQ_LEN,
+                                                     calibration_windows, default_calibration_text)
 from lm_eval_genbound.complexity.parameters import parameter_counts
+from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_VECTOR_BITS, SUPPORTED_BITS,
+                                                    VECTOR_BITS, format_quant_spec)
 from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +52,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["main_complexity", "main_hessian", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-_MAX_TEXT_CHARS = 4_000_000
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt",
                     "spiece.model")
 
@@ -101,7 +110,7 @@ def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool =
 
 def _tokenize(text: str, model_dir: str, model) -> np.ndarray:
     """Token ids of ``text`` (1-D int64): the directory's tokenizer, else UTF-8 bytes."""
-    text = text[:_MAX_TEXT_CHARS]
+    text = text[:CALIBRATION_TEXT_CHARS]
     tok = None
     # transformers would build an empty tokenizer from the config alone: only load real files
     if any((Path(model_dir) / f).is_file() for f in _TOKENIZER_FILES):
@@ -126,12 +135,6 @@ def _tokenize(text: str, model_dir: str, model) -> np.ndarray:
     return ids
 
 
-def _default_text() -> str:
-    from lm_eval_genbound.data.corpus import load_sotu  # noqa: PLC0415
-
-    return "\n".join(d.text for d in load_sotu("train"))
-
-
 def _read_text(path: str) -> str:
     p = Path(path)
     if not p.is_file():
@@ -154,7 +157,7 @@ def _token_stream(tokens_file: str | None, model_dir: str, model) -> np.ndarray:
         if not np.issubdtype(arr.dtype, np.integer):
             raise GenboundError(f"{tokens_file} holds {arr.dtype} values; token ids must be integers")
         return arr.reshape(-1).astype(np.int64)
-    text = _default_text() if tokens_file is None else _read_text(tokens_file)
+    text = default_calibration_text() if tokens_file is None else _read_text(tokens_file)
     ids = _tokenize(text, model_dir, model)
     if ids.size < 2:
         raise GenboundError("the text has fewer than 2 tokens")
@@ -162,13 +165,14 @@ def _token_stream(tokens_file: str | None, model_dir: str, model) -> np.ndarray:
 
 
 def _windows(model, ids: np.ndarray, n_seq: int, seq_len: int, seed: int):
-    from lm_eval_genbound.complexity.quantize import make_calibration  # noqa: PLC0415
+    """The seeded windows [n_seq, T] (LongTensor) of the shared calibration sampler, capped at the model window."""
+    import torch  # noqa: PLC0415
 
-    window = int(getattr(model.config, "max_position_embeddings", seq_len) or seq_len)
+    window = getattr(model.config, "max_position_embeddings", None) or None
     vocab = int(getattr(model.config, "vocab_size", 0) or 0)
     if vocab and (ids.min() < 0 or ids.max() >= vocab):
         raise GenboundError(f"token ids must lie in [0, {vocab}); got range [{ids.min()}, {ids.max()}]")
-    return make_calibration(ids, n_seq=n_seq, seq_len=min(seq_len, window), seed=seed)
+    return torch.from_numpy(calibration_windows(ids, seed=seed, n_seq=n_seq, seq_len=seq_len, max_len=window))
 
 
 def _positive_int(s: str) -> int:
@@ -202,15 +206,18 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     p.add_argument("--method", required=True, choices=["rtn", "gptq", "param"],
                    help="rtn / gptq: quantize and entropy-code; param: b bits × N parameters")
     p.add_argument("--bits", type=float, default=4, help="bits per weight (rtn/gptq: 2, 3, 4, 8; param: any > 0)")
-    p.add_argument("--group-size", type=int, default=64, help="columns per quantization group (0: one per row)")
-    p.add_argument("--calibration-text", default=None, help="GPTQ calibration text file (default: bundled SOTU train)")
-    p.add_argument("--n-calibration", type=_positive_int, default=32, help="GPTQ calibration windows (default 32)")
-    p.add_argument("--calibration-seq-len", type=_positive_int, default=256,
-                   help="tokens per calibration window (capped at the model window; default 256)")
+    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE,
+                   help=f"columns per quantization group (0: one per row; default {DEFAULT_GROUP_SIZE})")
+    p.add_argument("--calibration-text", default=None,
+                   help="GPTQ calibration text file or .npy token ids (default: bundled SOTU train)")
+    p.add_argument("--n-calibration", type=_positive_int, default=DEFAULT_N_SEQ,
+                   help=f"GPTQ calibration windows (default {DEFAULT_N_SEQ})")
+    p.add_argument("--calibration-seq-len", type=_positive_int, default=DEFAULT_SEQ_LEN,
+                   help=f"tokens per calibration window (capped at the model window; default {DEFAULT_SEQ_LEN})")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
     p.add_argument("--vector-bits", type=int, default=None,
                    help="bits of the per-tensor grid of biases and LayerNorm (2-8; 16 keeps them in 16 bits; "
-                        "default 6)")
+                        f"default {DEFAULT_VECTOR_BITS})")
     p.add_argument("--keep-fp16", action="append", default=[], metavar="PATTERN",
                    help="keep weights whose name matches this glob in 16 bits (repeatable)")
     p.add_argument("--n-configs", type=_positive_int, default=1,
@@ -231,8 +238,6 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
         if not (math.isfinite(a.bits) and a.bits > 0):
             raise GenboundError(f"--bits must be > 0 for parameter counting; got {a.bits}")
     else:
-        from lm_eval_genbound.complexity.quantize import DEFAULT_VECTOR_BITS, SUPPORTED_BITS, VECTOR_BITS  # noqa: PLC0415
-
         if a.bits != int(a.bits) or int(a.bits) not in SUPPORTED_BITS:
             raise GenboundError(f"--bits must be one of {SUPPORTED_BITS} for {a.method}; got {a.bits:g}")
         if a.vector_bits is None:
@@ -255,30 +260,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
         cl = parameter_count_bits(int(n_params), float(a.bits), n_configs=a.n_configs)
         record["spec"] = cl.method
     else:
-        from lm_eval_genbound.complexity.quantize import format_quant_spec, quantize_model  # noqa: PLC0415
-
-        bits, gs = int(a.bits), (a.group_size or None)
-        calib = None
-        if a.method == "gptq":
-            text = _default_text() if a.calibration_text is None else _read_text(a.calibration_text)
-            ids = _tokenize(text, a.model, model)
-            if ids.size < 2:
-                raise GenboundError("the calibration text has fewer than 2 tokens")
-            calib = _windows(model, ids, a.n_calibration, a.calibration_seq_len, a.seed)
-            record["calibration"] = {
-                "source": a.calibration_text or "sotu:train", "n_seq": int(calib.shape[0]),
-                "seq_len": int(calib.shape[1]), "seed": a.seed,
-            }
-        qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
-                            keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
-                            progress=not a.no_progress)
-        cl = qm.code_length(n_configs=a.n_configs)
-        record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
-        record["keep_fp16"] = list(a.keep_fp16)
-        record["vector_bits"] = a.vector_bits
-        record["scale_steps"] = qm.scale_steps
-        if qm.proxy_losses:
-            record["gptq_proxy_losses"] = qm.proxy_losses
+        cl = _quantized_code_length(a, model, record)
     record["code_length"] = cl.to_dict()
     record["total_bits"] = cl.total_bits
     record["bits_per_param"] = cl.bits_per_param
@@ -286,6 +268,31 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     print(f"{record['spec']}: L(h) = {cl.total_bits:.6g} bits = {cl.bits_per_param:.4f} bits/param "
           f"over {cl.n_params} parameters -> {out}")
     return 0
+
+
+def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any]):
+    """Quantize ``model`` as the parsed arguments say; fills ``record`` and returns the CodeLength."""
+    from lm_eval_genbound.complexity.quantize import quantize_model  # noqa: PLC0415
+
+    bits, gs = int(a.bits), (a.group_size or None)
+    calib = None
+    if a.method == "gptq":
+        ids = _token_stream(a.calibration_text, a.model, model)
+        calib = _windows(model, ids, a.n_calibration, a.calibration_seq_len, a.seed)
+        record["calibration"] = {
+            "source": a.calibration_text or "sotu:train", "n_seq": int(calib.shape[0]),
+            "seq_len": int(calib.shape[1]), "seed": a.seed,
+        }
+    qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
+                        keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
+                        progress=not a.no_progress)
+    record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
+    record["keep_fp16"] = list(a.keep_fp16)
+    record["vector_bits"] = a.vector_bits
+    record["scale_steps"] = qm.scale_steps
+    if qm.proxy_losses:
+        record["gptq_proxy_losses"] = qm.proxy_losses
+    return qm.code_length(n_configs=a.n_configs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Certified code lengths L(h), in bits, of a model's description (numpy + constriction only).
 
     >>> import numpy as np
-    >>> from lm_eval_genbound.complexity.codelength import QuantizedTensor, RawTensor, code_length
+    >>> from lm_eval_genbound.complexity.codelength import RawTensor, code_length
+    >>> from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
     >>> codes = np.random.default_rng(0).integers(0, 16, size=(8, 64))
     >>> qt = QuantizedTensor("w", codes, scale_exponents=np.full((8, 1), -96),   # scale 2^(-96/16)
     ...                      zeros=np.full((8, 1), 8), bits=4, group_size=64)
@@ -19,15 +20,15 @@ the accounting; the parts live in their own modules:
   bits + one range-coded stream: all shapes, one pooling flag per stream role, then the scale
   exponents, zero points and codes, per role either one stream per tensor or one pooled stream
   for all its tensors, whichever is shorter; each stream with the cheapest of the
-  :data:`STREAM_MODELS`), decoded back bit for bit with ``verify=True``; how one stream is
+  :data:`~lm_eval_genbound.complexity.model_message.STREAM_MODELS`), decoded back bit for bit with ``verify=True``; how one stream is
   coded is in :mod:`lm_eval_genbound.complexity.stream_models`, the header's bit fields in
   :mod:`lm_eval_genbound.complexity.bit_fields`;
 * :mod:`lm_eval_genbound.complexity.symbol_coding` — one array coded on its own with its empirical
-  frequencies (a stand-alone utility: :func:`encode_symbols` / :func:`decode_symbols`).
+  frequencies (a stand-alone utility: ``encode_symbols`` / ``decode_symbols``).
 
-Every name of ``__all__`` is importable from here. The length charged is the length of the model
-message (header bits + 32 × words) plus the unquantized tensors, 2·log2 of the total
-(prefix-freeness) and log2 of the configurations searched:
+Import each part from its own module (none is re-exported here). The length charged is the
+length of the model message (header bits + 32 × words) plus the unquantized tensors, 2·log2 of
+the total (prefix-freeness) and log2 of the configurations searched:
 
 =====================  ======================================================================
 component              bits charged
@@ -78,41 +79,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.complexity.model_message import STREAM_MODELS, EncodedModel, decode_model, encode_model, verify_decoded
+from lm_eval_genbound.complexity.model_message import STREAM_MODELS, encode_model, verify_decoded
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
-from lm_eval_genbound.complexity.scale_grid import SCALE_STEPS, exponent_domain, scale_exponent_at_least, scale_from_exponent
-from lm_eval_genbound.complexity.symbol_coding import (
-    EncodedSymbols,
-    decode_symbols,
-    empirical_entropy_bits,
-    encode_symbols,
-    entropy_coded_bits,
-)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CodeLength",
-    "EncodedModel",
-    "EncodedSymbols",
-    "QuantizedTensor",
     "RawTensor",
-    "SCALE_STEPS",
-    "STREAM_MODELS",
     "code_length",
-    "decode_model",
-    "decode_symbols",
     "elias_gamma_bits",
-    "empirical_entropy_bits",
-    "encode_model",
-    "encode_symbols",
-    "entropy_coded_bits",
-    "exponent_domain",
     "model_code_length",
     "parameter_count_bits",
     "prefix_bits",
-    "scale_exponent_at_least",
-    "scale_from_exponent",
     "shape_bits",
 ]
 
@@ -209,11 +188,6 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # bits of the parts
 # --------------------------------------------------------------------------------------------
-def freq_table_bits(n_symbols: int, n: int) -> int:
-    """Bits of a frequency table: ``n_symbols`` counts at ⌈log2(n+1)⌉ bits each."""
-    return int(n_symbols) * int(math.ceil(math.log2(n + 1))) if n > 0 else 0
-
-
 def elias_gamma_bits(n: int) -> int:
     """Length 2⌊log2 n⌋ + 1 of the Elias γ code of an integer n ≥ 1 (a prefix code with no bound on n)."""
     if int(n) < 1:
@@ -365,7 +339,7 @@ def _stream_label(p: Mapping[str, Any], part: str) -> str:
 
 def model_code_length(qmodel: Any, *, n_configs: int = 1, extra_bits: float = 0.0, verify: bool = True) -> CodeLength:
     """:func:`code_length` of an object with ``.quantized`` (name → QuantizedTensor), ``.raw``
-    (name → RawTensor) and ``.spec`` (e.g. a ``lm_eval_genbound.complexity.quantize.QuantizedModel``)."""
+    (name → RawTensor) and ``.spec`` (e.g. a :class:`lm_eval_genbound.complexity.quantize.QuantizedModel`)."""
     return code_length(list(qmodel.quantized.values()), list(qmodel.raw.values()), method=qmodel.spec,
                        n_configs=n_configs, extra_bits=extra_bits, verify=verify)
 

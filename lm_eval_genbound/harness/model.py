@@ -99,30 +99,23 @@ class GenBoundHFLM(HFLM):
 
     # ------------------------------------------------------------------ quantization
     def _apply_quantization(self, spec: str, seed: int) -> None:
-        import lm_eval_genbound.complexity.quantize as q
+        from lm_eval_genbound.complexity.quant_spec import parse_quant_spec
+        from lm_eval_genbound.complexity.quantize import quantized_copy
 
-        calibration = None
-        method, _, _ = q.parse_quant_spec(spec)
-        if method == "gptq":
-            calibration = self._default_calibration(seed)
-        model, code = q.quantized_copy(self.model, spec, calibration=calibration, seed=seed)
+        method, _, _ = parse_quant_spec(spec)
+        calibration = self._default_calibration(seed) if method == "gptq" else None
+        model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed)
         model.to(self.device)
-        if hasattr(self, "accelerator"):
-            self._model = model
-        else:
-            self._model = model
+        self._model = model
         self.code_length = code.to_dict()
 
-    def _default_calibration(self, seed: int, n_seq: int = 32) -> torch.Tensor:
-        """Calibration sequences from the bundled corpus's training split, seeded."""
-        from lm_eval_genbound.data.corpus import load_sotu
+    def _default_calibration(self, seed: int) -> np.ndarray:
+        """GPTQ calibration windows int64 [32, min(window, 256)]: the shared sampler
+        (:mod:`lm_eval_genbound.complexity.calibration`) on this tokenizer's ids of the default text."""
+        from lm_eval_genbound.complexity.calibration import calibration_windows, default_calibration_text
 
-        text = "\n".join(d.text for d in load_sotu("train"))
-        ids = self.tok_encode(text[: 4_000_000], add_special_tokens=False)
-        t = min(self.window, 256)
-        rng = np.random.default_rng(seed)
-        starts = rng.integers(0, max(1, len(ids) - t - 1), n_seq)
-        return torch.tensor([ids[s:s + t] for s in starts], dtype=torch.long)
+        ids = self.tok_encode(default_calibration_text(), add_special_tokens=False)
+        return calibration_windows(ids, seed=seed, max_len=self.window)
 
     # ------------------------------------------------------------------ identity
     def protocol(self) -> dict:

@@ -1,0 +1,258 @@
+"""GPTQ through a whole model: each linear layer's input Hessian, layer after layer, on calibration tokens.
+
+    >>> from lm_eval_genbound.complexity.gptq_runner import GPTQRunner
+    >>> from lm_eval_genbound.complexity.targets import collect_targets
+    >>> runner = GPTQRunner(model, windows, bits=4, group_size=64, damp=0.01,    # doctest: +SKIP
+    ...                     block_size=128, batch_size=8, progress=False)
+    >>> runner.run(collect_targets(model, ()))                                   # doctest: +SKIP
+    >>> runner.results["lm_head.weight"].codes, runner.proxy["lm_head.weight"]   # doctest: +SKIP
+
+For each linear layer, H = E[x xᵀ] over the layer's inputs on the calibration tokens
+(``windows``: LongTensor ``[n_seq, T]``, from :mod:`lm_eval_genbound.complexity.calibration`)
+drives :func:`~lm_eval_genbound.complexity.weight_quantizers.gptq_quantize_weight`. Layers are
+processed sequentially in forward order: the inputs of each linear layer are computed by the model
+whose earlier layers are already quantized (decoder blocks are run one at a time on cached inputs,
+as in the reference implementation; ``strategy="modules"`` runs the whole model for every layer
+instead). Embeddings have no input activations and are quantized by RTN. The proxy loss
+tr((Ŵ−W) H (Ŵ−W)ᵀ) of every GPTQ layer is recorded. The runner quantizes ``model`` in place.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from lm_eval_genbound.complexity.scale_grid import SCALE_STEPS
+from lm_eval_genbound.complexity.targets import Target
+from lm_eval_genbound.complexity.weight_quantizers import (WeightQuantization, gptq_quantize_weight, proxy_loss,
+                                                           rtn_quantize_weight)
+from lm_eval_genbound.errors import GenboundError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GPTQRunner"]
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass early."""
+
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _forward(model: nn.Module, ids: torch.Tensor) -> Any:
+    try:
+        from transformers import PreTrainedModel  # noqa: PLC0415
+    except Exception:  # pragma: no cover
+        PreTrainedModel = ()  # type: ignore[assignment]
+    if PreTrainedModel and isinstance(model, PreTrainedModel):
+        return model(input_ids=ids, use_cache=False)
+    return model(ids)
+
+
+def _forward_until_stop(model: nn.Module, batches) -> None:
+    """Run every calibration batch; a hook raising ``_Stop`` ends each forward early."""
+    for ids in batches:
+        try:
+            _forward(model, ids)
+        except _Stop:
+            pass
+
+
+class _HessianAccumulator:
+    """Forward pre-hook state: Σ x xᵀ (float64) and the row count over a linear layer's inputs."""
+
+    def __init__(self, dim: int, device: torch.device, stop: bool):
+        self.H = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.n = 0
+        self.stop = stop
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0].detach()
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        self.H += (x.t() @ x).to(torch.float64)
+        self.n += x.shape[0]
+        if self.stop:
+            raise _Stop
+
+    def mean(self) -> torch.Tensor:
+        return self.H / max(self.n, 1)
+
+
+def _find_block_list(model: nn.Module, targets: list[Target]) -> tuple[str, nn.ModuleList] | None:
+    """The longest ModuleList whose every child holds a target linear (the decoder blocks)."""
+    linear_ids = {id(t.module) for t in targets if t.kind != "embedding"}
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            if all(any(id(m) in linear_ids for m in child.modules()) for child in mod):
+                if best is None or len(mod) > len(best[1]):
+                    best = (name, mod)
+    return best
+
+
+def _call_order(model: nn.Module, modules: list[nn.Module], run: Callable[[], None]) -> list[nn.Module]:
+    order: list[nn.Module] = []
+    seen: set[int] = set()
+    handles = []
+    for m in modules:
+        def hook(mod, args, _m=m):
+            if id(_m) not in seen:
+                seen.add(id(_m))
+                order.append(_m)
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+class GPTQRunner:
+    """GPTQ of a model's target weights in forward order; fills ``results`` and ``proxy``.
+
+    Attributes:
+        results: parameter name → :class:`WeightQuantization` of every target quantized so far.
+        proxy: parameter name → proxy loss tr((Ŵ−W) H (Ŵ−W)ᵀ) of every GPTQ-quantized target.
+    """
+
+    def __init__(self, model: nn.Module, calibration: torch.Tensor, bits: int, group_size: int | None, damp: float,
+                 block_size: int, batch_size: int, progress: bool, scale_steps: int = SCALE_STEPS,
+                 row_blocks: bool = True):
+        self.model = model
+        self.device = _device_of(model)
+        self.batches = [calibration[i:i + batch_size].to(self.device) for i in range(0, calibration.shape[0], batch_size)]
+        self.bits, self.group_size, self.damp, self.block_size = bits, group_size, damp, block_size
+        self.scale_steps = scale_steps
+        self.row_blocks = row_blocks
+        self.progress = progress
+        self.results: dict[str, WeightQuantization] = {}
+        self.proxy: dict[str, float] = {}
+
+    # -- one target ---------------------------------------------------------------------------
+    def _quantize(self, t: Target, acc: _HessianAccumulator | None) -> None:
+        W = t.weight_matrix()
+        if acc is None or acc.n == 0:
+            if t.kind != "embedding":
+                logger.warning("GPTQ: %s received no calibration input; using round-to-nearest", t.module_name)
+            res = rtn_quantize_weight(W, self.bits, self.group_size, scale_steps=self.scale_steps,
+                                      row_blocks=self.row_blocks)
+        else:
+            H = acc.mean()
+            res = gptq_quantize_weight(W, H, self.bits, self.group_size, damp=self.damp, block_size=self.block_size,
+                                       scale_steps=self.scale_steps, row_blocks=self.row_blocks)
+            self.proxy[t.param_name] = proxy_loss(W, res.weight, H)
+        t.set_weight(res.weight)
+        self.results[t.param_name] = res
+
+    def _whole_model(self, t: Target) -> None:
+        """Hessian of ``t`` from full forwards of the (partly quantized) model, stopped at ``t``."""
+        acc = _HessianAccumulator(t.weight_matrix().shape[1], self.device, stop=True)
+        h = t.module.register_forward_pre_hook(acc)
+        try:
+            _forward_until_stop(self.model, self.batches)
+        finally:
+            h.remove()
+        self._quantize(t, acc)
+
+    # -- all targets -------------------------------------------------------------------------
+    def run(self, targets: list[Target], strategy: str = "blocks") -> None:
+        """Quantize ``targets`` (embeddings by RTN first, then the linears in forward order) in place;
+        ``strategy="blocks"`` runs decoder blocks on cached inputs, ``"modules"`` whole forwards."""
+        embeddings = [t for t in targets if t.kind == "embedding"]
+        linears = [t for t in targets if t.kind != "embedding"]
+        for t in embeddings:  # no activations: RTN, and before anything that reads them
+            self._quantize(t, None)
+        by_module = {id(t.module): t for t in linears}
+        found = _find_block_list(self.model, linears) if strategy == "blocks" else None
+        if found is None:
+            self._sequential(linears, by_module)
+            return
+        _, blocks = found
+        in_blocks = {id(m) for b in blocks for m in b.modules()}
+        # forward order of the linears and of the first block
+        marker = blocks[0]
+        order = _call_order(self.model, [t.module for t in linears] + [marker],
+                            lambda: _forward(self.model, self.batches[0]))
+        pos = {id(m): i for i, m in enumerate(order)}
+        first_block = pos.get(id(marker), math.inf)
+        outside = [t for t in linears if id(t.module) not in in_blocks]
+        pre = sorted([t for t in outside if pos.get(id(t.module), math.inf) < first_block], key=lambda t: pos[id(t.module)])
+        post = [t for t in outside if t not in pre]
+        post.sort(key=lambda t: pos.get(id(t.module), math.inf))
+        for t in pre:
+            self._whole_model(t)
+        cache = self._capture_block_inputs(blocks[0])
+        it: Iterable[int] = range(len(blocks))
+        if self.progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+            it = tqdm(it, desc="GPTQ blocks", unit="block")
+        for i in it:
+            block = blocks[i]
+            block_targets = [by_module[id(m)] for m in block.modules() if id(m) in by_module]
+            border = _call_order(block, [t.module for t in block_targets], lambda: self._run_block(block, cache[0]))
+            ordered = [by_module[id(m)] for m in border]
+            ordered += [t for t in block_targets if t not in ordered]
+            for t in ordered:
+                acc = _HessianAccumulator(t.weight_matrix().shape[1], self.device, stop=True)
+                h = t.module.register_forward_pre_hook(acc)
+                try:
+                    for item in cache:
+                        try:
+                            self._run_block(block, item)
+                        except _Stop:
+                            pass
+                finally:
+                    h.remove()
+                self._quantize(t, acc)
+            cache = [self._advance(block, item) for item in cache]
+        for t in post:
+            self._whole_model(t)
+
+    def _sequential(self, linears: list[Target], by_module: dict[int, Target]) -> None:
+        order = _call_order(self.model, [t.module for t in linears], lambda: _forward(self.model, self.batches[0]))
+        ordered = [by_module[id(m)] for m in order] + [t for t in linears if t.module not in order]
+        for t in ordered:
+            self._whole_model(t)
+
+    def _capture_block_inputs(self, block: nn.Module) -> list[tuple[tuple, dict]]:
+        cache: list[tuple[tuple, dict]] = []
+
+        def hook(mod, args, kwargs):
+            cache.append((tuple(args), dict(kwargs)))
+            raise _Stop
+
+        h = block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            _forward_until_stop(self.model, self.batches)
+        finally:
+            h.remove()
+        if len(cache) != len(self.batches):
+            raise GenboundError("GPTQ: could not capture the decoder blocks' inputs")
+        return cache
+
+    @staticmethod
+    def _run_block(block: nn.Module, item: tuple[tuple, dict]) -> Any:
+        args, kwargs = item
+        return block(*args, **kwargs)
+
+    def _advance(self, block: nn.Module, item: tuple[tuple, dict]) -> tuple[tuple, dict]:
+        out = self._run_block(block, item)
+        hs = out[0] if isinstance(out, (tuple, list)) else out
+        args, kwargs = item
+        if args:
+            return (hs,) + tuple(args[1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = hs
+        return args, kwargs
+
