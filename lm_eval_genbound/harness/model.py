@@ -20,7 +20,7 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   ``none`` scores from the second token on. Text is encoded without special tokens, so BOS is
   never charged (the harness's double-BOS artefact does not occur).
 * ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; ``-v16`` keeps biases and LayerNorm in
-  16 bits instead of 6; grammar in :func:`lm_eval_genbound.complexity.quantize.parse_quant_spec`) evaluates a
+  16 bits instead of 6; grammar in :func:`lm_eval_genbound.complexity.quant_spec.parse_quant_spec`) evaluates a
   quantized copy and records its certified code length; ``stats_chunk`` sets positions per
   statistics chunk.
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
