@@ -14,6 +14,7 @@ import tracemalloc
 
 import numpy as np
 
+from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     tracemalloc.start()
     t = time.perf_counter()
     for a in alphas:
-        acc.bound(code_length_bits=4e9, train_tokens=acc.n_tokens, delta=0.05, alpha=a)
+        acc.bound(Complexity(4e9), train_tokens=acc.n_tokens, delta=0.05, alpha=a)
     fin = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,6 +29,9 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from fitting.schema import RUNS_COLUMNS
+from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.report import BoundReport, bound_report
+from lm_eval_genbound.complexity.codelength import code_length_complexity
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.evaluate import dump_json, evaluate_bound
 
@@ -44,15 +46,15 @@ def _protocol_label(protocol: dict) -> str:
     return f"w{protocol['window']}s{protocol['stride']}-V{protocol['vocab_size']}-{protocol['bos_policy']}"
 
 
-def _row(model, terms, *, method: str, stats_path: Path, protocol: dict, heldout: float,
-         n_bytes: int, delta: float) -> dict:
-    t = terms.to_dict()
-    bound_bpb = t["bound_paper_nats"] * t["n_tokens"] / (n_bytes * math.log(2)) if n_bytes else float("nan")
+def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol: dict,
+         heldout: float, delta: float) -> dict:
+    """One runs.csv row (:data:`RUNS_COLUMNS`) of a model bounded with one complexity method."""
+    t = report.to_dict()
     return {
         "model": model.name, "n_params": model.n_params,
         "n_params_nonembedding": model.n_params_nonembedding, "train_tokens": int(t["train_tokens"]),
         "vocab_size": t["vocab_size"], "protocol": _protocol_label(protocol),
-        "tokens_evaluated": t["n_tokens"], "bytes_evaluated": n_bytes, "complexity_method": method,
+        "tokens_evaluated": t["n_tokens"], "bytes_evaluated": t["n_bytes"], "complexity_method": method,
         "certified": bool(t["certified"]), "complexity_bits": t["code_length_bits"],
         "bits_per_param": t["code_length_bits"] / model.n_params, "complexity_C": t["complexity"],
         "delta": delta, "alpha": t["alpha"], "empirical_loss_nats": t["empirical_risk_nats"],
@@ -60,7 +62,7 @@ def _row(model, terms, *, method: str, stats_path: Path, protocol: dict, heldout
         "quant_gap_nats": t["quantization_gap_nats"], "random_guess_nats": t["random_guess_nats"],
         "loss_variation_nats": t["loss_variation_nats"], "sigma": t["sigma"],
         "smoothing_nats": t["smoothing_paper_nats"], "bound_nats": t["bound_paper_nats"],
-        "bound_exact_nats": t["bound_exact_nats"], "bound_bpb": bound_bpb,
+        "bound_exact_nats": t["bound_exact_nats"], "bound_bpb": t["bound_bpb"],
         "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
         "heldout_gap_nats": heldout - t["empirical_risk_nats"],
         "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
@@ -126,25 +128,24 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
         heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
                                       progress=progress)
         protocol = manifest["protocol"]
-        common = dict(protocol=protocol, heldout=heldout, n_bytes=stats.n_bytes, delta=delta)
-        terms = stats.bound(code_length_bits=16.0 * model.n_params, delta=delta)
-        rows.append(_row(model, terms, method="param16", stats_path=side / "stats.npz", **common))
+        common = dict(protocol=protocol, heldout=heldout, delta=delta)
+        rep = bound_report(stats, Complexity(16.0 * model.n_params, method="param16"), delta=delta)
+        rows.append(_row(model, rep, method="param16", stats_path=side / "stats.npz", **common))
         for spec in quantize:
             qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
                                                        alphas=alphas, batch_size=batch_size,
                                                        progress=progress)
-            code = qman["model"]["code_length"]
-            terms = qstats.bound(code_length_bits=code["total_bits"], delta=delta, prefix_free=False,
-                                 unquantized_loss=stats.mean_raw_loss)
-            row = _row(model, terms, method=spec, stats_path=qside / "stats.npz", **common)
-            rows.append(row)
+            rep = bound_report(qstats, code_length_complexity(qman["model"]["code_length"]), delta=delta,
+                               unquantized_loss=stats.mean_raw_loss)
+            rows.append(_row(model, rep, method=spec, stats_path=qside / "stats.npz", **common))
         if prequential:
             from lm_eval_genbound.complexity.prequential import prequential_code_length
             pq = prequential_code_length(suite_dir / model.path / "loss_curve.csv",
                                          up_to_tokens=model.n_train_tokens, seed=0)
             dump_json(out / "eval" / model.name / "prequential.json", pq.to_dict())
-            terms = stats.bound(code_length_bits=max(pq.bits, 0.0), delta=delta, certified=False)
-            rows.append(_row(model, terms, method="prequential", stats_path=side / "stats.npz", **common))
+            rep = bound_report(stats, Complexity(max(pq.bits, 0.0), method="prequential", certified=False),
+                               delta=delta)
+            rows.append(_row(model, rep, method="prequential", stats_path=side / "stats.npz", **common))
     runs = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     from lm_eval_genbound.harness.sidecar import atomic_write_text
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.8g"))

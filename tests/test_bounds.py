@@ -1,4 +1,4 @@
-"""Properties of the bound mathematics (lm_eval_genbound/bounds.py)."""
+"""Properties of the bound mathematics (lm_eval_genbound/bound/freedman.py, terms.py, baselines.py)."""
 import math
 
 import numpy as np
@@ -6,38 +6,41 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lm_eval_genbound.bound.freedman as B
+import lm_eval_genbound.bound.baselines as BL
+import lm_eval_genbound.bound.freedman as F
+import lm_eval_genbound.bound.terms as T
+from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.errors import GenboundError
 
 D_TEST1 = np.array([-2.0, 0.5, 1.0, -0.3, 0.8])
 
 
 def test_spec_unit_vector_test1():
-    lam = B.lambda_grid(13.0, 1000)
-    b_star, j = B.minimize_over_grid(0.1, B.sum_v_exact(D_TEST1, lam) / D_TEST1.size, lam)
+    lam = F.lambda_grid(13.0, 1000)
+    b_star, j = F.minimize_over_grid(0.1, F.sum_v_exact(D_TEST1, lam) / D_TEST1.size, lam)
     assert b_star == pytest.approx(1.348969, abs=5e-7)
     assert lam[j] == pytest.approx(1 / 13.0, rel=2e-6)
     assert (b_star - 13.0 * 0.1) / math.sqrt(0.1) == pytest.approx(0.154855, abs=5e-7)
 
 
 def test_grid_reaches_one_over_delta():
-    lam = B.lambda_grid(13.0, 1000)
+    lam = F.lambda_grid(13.0, 1000)
     assert lam.size == 1000 and lam.max() < 1 / 13.0
     assert 1 / 13.0 - lam.max() < 1e-6 / 13.0 * 1.0001
     assert np.all(np.diff(lam) > 0)
 
 
 def test_reference_test2_realistic_magnitudes():
-    c = B.complexity_from_code_length(4e9, 2e10, delta=0.05, prefix_free=False)
+    c = F.complexity_per_token(4e9 * math.log(2), 2e10, grid_size=1000, delta=0.05)   # L ln 2 alone
     assert c == pytest.approx(0.138629, abs=1e-6)
-    alpha = B.optimal_alpha(c)
+    alpha = T.optimal_alpha(c)
     assert alpha == pytest.approx(0.121751, abs=1e-6)
-    big_delta = B.loss_range_for(50277, alpha)
+    big_delta = F.loss_range_for(50277, alpha)
     assert big_delta == pytest.approx(12.9311, abs=1e-4)
     rng = np.random.default_rng(0)
     d = np.clip(rng.normal(0.0, 2.0, 100_000), -big_delta, None)
-    lam = B.lambda_grid(big_delta)
-    b_star, j = B.minimize_over_grid(c, B.sum_v_exact(d, lam) / d.size, lam)
+    lam = F.lambda_grid(big_delta)
+    b_star, j = F.minimize_over_grid(c, F.sum_v_exact(d, lam) / d.size, lam)
     sigma = (b_star - big_delta * c) / math.sqrt(c)
     assert b_star == pytest.approx(1.954, abs=0.01)
     assert j == lam.size - 1                      # optimum at the grid end ≈ 1/Δ
@@ -51,11 +54,11 @@ def test_freedman_bound_matches_sums_and_definition():
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 5, 500)
     y = x + rng.normal(0, 1, 500)
-    r = B.freedman_bound(x, y, log_prior_nats=10.0, delta=0.05, loss_range=12.0)
+    r = F.freedman_bound(x, y, log_prior_nats=10.0, delta=0.05, loss_range=12.0)
     c = (10.0 + math.log(1000 / 0.05)) / 500
     assert r.complexity == pytest.approx(c)
-    lam = B.lambda_grid(12.0)
-    bvals = (c + B.v_function(np.multiply.outer(lam, y - x)).mean(axis=1)) / lam
+    lam = F.lambda_grid(12.0)
+    bvals = (c + F.v_function(np.multiply.outer(lam, y - x)).mean(axis=1)) / lam
     assert r.gap_bound == pytest.approx(bvals.min(), rel=1e-12)
     assert r.lam == pytest.approx(lam[np.argmin(bvals)])
     assert r.sigma == pytest.approx((bvals.min() - 12.0 * c) / math.sqrt(c), rel=1e-10)
@@ -65,9 +68,9 @@ def test_freedman_bound_matches_sums_and_definition():
 # ------------------------------------------------------------------ Monte-Carlo coverage
 def _bound_from_counts(d_values, counts, n, loss_range, delta):
     """freedman_from_sums with Σ v(λ d) computed from distinct d values and their counts."""
-    lam = B.lambda_grid(loss_range)
-    sum_v = (B.v_function(np.multiply.outer(lam, d_values)) * counts).sum(axis=1)
-    return B.freedman_from_sums(sum_v, n, lam, log_prior_nats=0.0, delta=delta,
+    lam = F.lambda_grid(loss_range)
+    sum_v = (F.v_function(np.multiply.outer(lam, d_values)) * counts).sum(axis=1)
+    return F.freedman_from_sums(sum_v, n, lam, log_prior_nats=0.0, delta=delta,
                                 loss_range=loss_range).gap_bound
 
 
@@ -87,7 +90,7 @@ def _coverage_report(name, bounds_, gaps, delta):
 
 def _check_against_array_path(seqs_x, seqs_y, loss_range, delta, expected):
     for x, y, b in zip(seqs_x, seqs_y, expected):
-        r = B.freedman_bound(x, y, log_prior_nats=0.0, delta=delta, loss_range=loss_range)
+        r = F.freedman_bound(x, y, log_prior_nats=0.0, delta=delta, loss_range=loss_range)
         assert r.gap_bound == pytest.approx(b, rel=1e-9)
 
 
@@ -205,8 +208,8 @@ def test_more_complexity_gives_larger_bound(prior, extra, seed):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 4, 200)
     y = rng.uniform(0, 4, 200)
-    lo = B.freedman_bound(x, y, log_prior_nats=prior, delta=0.05, loss_range=8.0)
-    hi = B.freedman_bound(x, y, log_prior_nats=prior + extra, delta=0.05, loss_range=8.0)
+    lo = F.freedman_bound(x, y, log_prior_nats=prior, delta=0.05, loss_range=8.0)
+    hi = F.freedman_bound(x, y, log_prior_nats=prior + extra, delta=0.05, loss_range=8.0)
     assert hi.gap_bound > lo.gap_bound
 
 
@@ -216,16 +219,16 @@ def test_larger_delta_gives_smaller_bound(delta, factor, seed):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 4, 200)
     y = rng.uniform(0, 4, 200)
-    a = B.freedman_bound(x, y, log_prior_nats=5.0, delta=delta, loss_range=8.0)
-    b = B.freedman_bound(x, y, log_prior_nats=5.0, delta=delta * factor, loss_range=8.0)
+    a = F.freedman_bound(x, y, log_prior_nats=5.0, delta=delta, loss_range=8.0)
+    b = F.freedman_bound(x, y, log_prior_nats=5.0, delta=delta * factor, loss_range=8.0)
     assert b.gap_bound < a.gap_bound
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(1e-6, 50.0))
 def test_exact_smoothing_cost_below_paper_term(c):
-    assert B.smoothing_cost_optimal(c) <= math.sqrt(2 * c)
-    assert B.smoothing_cost(c, B.optimal_alpha(c)) == pytest.approx(B.smoothing_cost_optimal(c))
+    assert T.smoothing_cost_optimal(c) <= math.sqrt(2 * c)
+    assert T.smoothing_cost(c, T.optimal_alpha(c)) == pytest.approx(T.smoothing_cost_optimal(c))
 
 
 # ------------------------------------------------------------------ final bound
@@ -243,20 +246,20 @@ def test_token_bound_decomposition_and_exact_le_paper():
     V = p.shape[1]
     n = tok.size
     code_bits, D, delta = 500.0, n, 0.05
-    c = B.complexity_from_code_length(code_bits, D, delta=delta)
-    alpha = B.optimal_alpha(c)
+    c = F.complexity_per_token(Complexity(code_bits).prior_nats, D, grid_size=1000, delta=delta)
+    alpha = T.optimal_alpha(c)
     q = _smooth(p, alpha)
     x = -np.log(q[np.arange(n), tok])
     y = -(q * np.log(q)).sum(1)
-    s = B.s_grid()
+    s = F.s_grid()
     lam = s / math.log(V / alpha)
-    t = B.token_bound(sum_v=B.sum_v_exact(y - x, lam), s_values=s, n_tokens=n,
+    t = T.token_bound(sum_v=F.sum_v_exact(y - x, lam), s_values=s, n_tokens=n,
                       mean_smoothed_loss=x.mean(), mean_raw_loss=-np.log(p[np.arange(n), tok]).mean(),
-                      vocab_size=V, alpha=alpha, code_length_bits=code_bits, train_tokens=D, delta=delta)
+                      vocab_size=V, alpha=alpha, complexity=Complexity(code_bits), train_tokens=D, delta=delta)
     assert t.complexity == pytest.approx(c)
     assert t.random_guess_nats == pytest.approx(c * math.log(V))
     assert t.smoothing_paper_nats == pytest.approx(math.sqrt(2 * c))
-    assert t.smoothing_exact_nats == pytest.approx(B.smoothing_cost_optimal(c))
+    assert t.smoothing_exact_nats == pytest.approx(T.smoothing_cost_optimal(c))
     total = (t.empirical_risk_nats + t.random_guess_nats + t.loss_variation_nats
              + t.smoothing_paper_nats)
     assert t.bound_paper_nats == pytest.approx(total)
@@ -265,16 +268,16 @@ def test_token_bound_decomposition_and_exact_le_paper():
     assert t.bound_exact_nats == pytest.approx(
         t.smoothed_empirical_risk_nats + t.loss_range * c + t.loss_variation_nats)
     # the Freedman part agrees with freedman_bound at the same C
-    r = B.freedman_bound(x, y, log_prior_nats=B.prior_nats(code_bits), delta=delta,
+    r = F.freedman_bound(x, y, log_prior_nats=Complexity(code_bits).prior_nats, delta=delta,
                          loss_range=math.log(V / alpha))
     assert t.sigma == pytest.approx(r.sigma, rel=1e-12)
 
 
 def test_quantization_gap_is_reported_separately():
-    kw = dict(sum_v=np.zeros(1000), s_values=B.s_grid(), n_tokens=1000, mean_smoothed_loss=2.1,
-              mean_raw_loss=2.0, vocab_size=256, alpha=0.1, code_length_bits=100.0)
-    plain = B.token_bound(**kw)
-    quant = B.token_bound(**kw, unquantized_loss=1.9)
+    kw = dict(sum_v=np.zeros(1000), s_values=F.s_grid(), n_tokens=1000, mean_smoothed_loss=2.1,
+              mean_raw_loss=2.0, vocab_size=256, alpha=0.1, complexity=Complexity(100.0))
+    plain = T.token_bound(**kw)
+    quant = T.token_bound(**kw, unquantized_loss=1.9)
     assert quant.quantization_gap_nats == pytest.approx(0.1)
     assert quant.empirical_risk_nats == pytest.approx(1.9)
     assert quant.bound_paper_nats == pytest.approx(plain.bound_paper_nats)
@@ -287,19 +290,19 @@ def test_subsampled_bound_is_valid_and_looser():
     q = _smooth(p, alpha)
     x = -np.log(q[np.arange(n), tok])
     y = -(q * np.log(q)).sum(1)
-    s = B.s_grid()
-    sv = B.sum_v_exact(y - x, s / math.log(V / alpha))
+    s = F.s_grid()
+    sv = F.sum_v_exact(y - x, s / math.log(V / alpha))
     kw = dict(sum_v=sv, s_values=s, n_tokens=n, mean_smoothed_loss=x.mean(),
-              mean_raw_loss=x.mean(), vocab_size=V, alpha=alpha, code_length_bits=100.0)
-    full = B.token_bound(**kw, train_tokens=n)
-    sub = B.token_bound(**kw, train_tokens=10 * n)
+              mean_raw_loss=x.mean(), vocab_size=V, alpha=alpha, complexity=Complexity(100.0))
+    full = T.token_bound(**kw, train_tokens=n)
+    sub = T.token_bound(**kw, train_tokens=10 * n)
     assert full.subsample_correction_nats == 0.0
     assert sub.subsample_correction_nats > 0
-    assert sub.lam * sub.loss_range <= B.S_MAX_SUBSAMPLED + 1e-12
+    assert sub.lam * sub.loss_range <= F.S_MAX_SUBSAMPLED + 1e-12
     # hand check of the Hoeffding term at the chosen λ
     lam = sub.lam
-    rng_g = B.subsample_range(np.array([lam]), V, alpha, math.log(V / alpha))[0]
-    k_eff = int(np.sum(s <= B.S_MAX_SUBSAMPLED))
+    rng_g = T.subsample_range(np.array([lam]), V, alpha, math.log(V / alpha))[0]
+    k_eff = int(np.sum(s <= F.S_MAX_SUBSAMPLED))
     assert sub.subsample_correction_nats == pytest.approx(
         rng_g * math.sqrt(math.log(k_eff / 0.025) / (2 * n)))
 
@@ -312,8 +315,8 @@ def test_subsample_coverage_of_population_mean():
     pop_x = rng.uniform(-math.log1p(-alpha + alpha / V), big_delta, 20_000)
     pop_d = np.clip(rng.uniform(-big_delta, math.log(V), 20_000), -big_delta, None)
     lam = np.array([0.5 / big_delta])
-    g = pop_x + B.v_function(lam[0] * pop_d) / lam[0]
-    width = B.subsample_range(lam, V, alpha, big_delta)[0]
+    g = pop_x + F.v_function(lam[0] * pop_d) / lam[0]
+    width = T.subsample_range(lam, V, alpha, big_delta)[0]
     n, trials, d2 = 200, 500, 0.05
     misses = 0
     for _ in range(trials):
@@ -329,10 +332,10 @@ def test_subsample_coverage_of_population_mean():
 def test_azuma_token_bound_formula():
     V, alpha, n = 50_000, 0.1, 10_000
     rng_ = math.log1p((1 - alpha) * V / alpha)
-    full = B.azuma_token_bound(3.0, alpha=alpha, vocab_size=V, n_tokens=n, log_prior_nats=1000.0, delta=0.05)
+    full = BL.azuma_token_bound(3.0, alpha=alpha, vocab_size=V, n_tokens=n, log_prior_nats=1000.0, delta=0.05)
     assert full.bound_nats == pytest.approx(3.0 + rng_ * math.sqrt((1000 + math.log(20)) / (2 * n)))
     m = 1e9
-    sub = B.azuma_token_bound(3.0, alpha=alpha, vocab_size=V, n_tokens=n, train_tokens=m,
+    sub = BL.azuma_token_bound(3.0, alpha=alpha, vocab_size=V, n_tokens=n, train_tokens=m,
                               log_prior_nats=1000.0, delta=0.05)
     r = n / (n + m)
     expect = 3.0 + rng_ * (math.sqrt((1000 - math.log(r * 0.05)) / (2 * m))
@@ -343,7 +346,7 @@ def test_azuma_token_bound_formula():
 
 
 def test_hoeffding_document_bound_formula():
-    b = B.hoeffding_document_bound(2.5, alpha=0.05, vocab_size=256, n_documents=100,
+    b = BL.hoeffding_document_bound(2.5, alpha=0.05, vocab_size=256, n_documents=100,
                                    total_documents=5000, log_prior_nats=50.0, delta=0.05)
     rng_ = math.log1p(0.95 * 256 / 0.05)
     r = 100 / 5100
@@ -368,11 +371,11 @@ def test_clear_errors(x, y, kw, msg):
     args = dict(log_prior_nats=0.0, delta=0.05, loss_range=10.0)
     args.update(kw)
     with pytest.raises(GenboundError, match=msg):
-        B.freedman_bound(np.array(x, dtype=float), np.array(y, dtype=float), **args)
+        F.freedman_bound(np.array(x, dtype=float), np.array(y, dtype=float), **args)
 
 
 def test_negative_code_length_is_an_error():
     with pytest.raises(GenboundError, match="code length"):
-        B.complexity_from_code_length(-5.0, 1000, delta=0.05)
+        Complexity(-5.0)
     with pytest.raises(GenboundError, match="alpha"):
-        B.loss_range_for(256, 1.5)
+        F.loss_range_for(256, 1.5)

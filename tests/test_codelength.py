@@ -14,6 +14,7 @@ from lm_eval_genbound.complexity.codelength import (
     CodeLength,
     RawTensor,
     code_length,
+    code_length_complexity,
     elias_gamma_bits,
     parameter_count_bits,
     shape_bits,
@@ -567,3 +568,23 @@ def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_certified_total_is_the_complexity_prior_bits():
+    """The code's prefix and configuration bits, and its total, are those of its Complexity; the
+    manifest's dict gives back the same Complexity (the bound charges exactly total_bits)."""
+    rng = np.random.default_rng(3)
+    cl = code_length([_weight("a.weight", rng, 10, 70, 4, 32)], [RawTensor("ln.weight", (8,))],
+                     method="rtn4-g32", n_configs=12, extra_bits=5.0)
+    cx = cl.complexity
+    assert cx.prior_bits == cl.total_bits and cx.n_configurations == 12 and cx.method == "rtn4-g32"
+    assert (cl.breakdown["prefix_bits"], cl.breakdown["config_bits"]) == (cx.prefix_bits, cx.config_bits)
+    assert cx.code_length_bits == cl.total_bits and cx.certified
+    assert code_length_complexity(json.loads(json.dumps(cl.to_dict()))) == cx
+    counted = parameter_count_bits(1000, 3.5, n_configs=8)
+    assert counted.complexity.prior_bits == counted.total_bits
+    assert counted.complexity.message_bits == 3500.0
+    bad = cl.to_dict()
+    bad["total_bits"] += 1.0
+    with pytest.raises(GenboundError, match="inconsistent"):
+        code_length_complexity(bad)

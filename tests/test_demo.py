@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lm_eval_genbound.demo import run_demo
+from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import GenboundStats
 
 
@@ -55,7 +56,7 @@ def test_stats_files_recompute_the_rows(demo):
     out, runs = demo
     row = runs[runs.complexity_method == "param16"].iloc[-1]
     stats = GenboundStats.load(row.stats_path)
-    t = stats.bound(code_length_bits=16.0 * row.n_params, delta=0.05)
+    t = stats.bound(Complexity(16.0 * row.n_params), delta=0.05)
     assert t.bound_paper_nats == pytest.approx(row.bound_nats, rel=1e-9)
     assert stats.n_tokens == row.train_tokens
     # the recorded loss of the training run agrees with the harness's empirical risk

@@ -19,6 +19,7 @@ import lm_eval_genbound.harness.model  # noqa: F401  registers hf-genbound
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 import lm_eval_genbound.bound.freedman as B
+from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.bound.stats import smoothed_nll
@@ -162,7 +163,7 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
     logp = tokens["logp"].to_numpy(np.float64)
     x = smoothed_nll(logp, final["alpha"], V)
     y = tokens[f"entropy_{a_idx}"].to_numpy(np.float64)
-    ref = B.freedman_bound(x, y, log_prior_nats=B.prior_nats(2000.0), delta=0.05,
+    ref = B.freedman_bound(x, y, log_prior_nats=Complexity(2000.0).prior_nats, delta=0.05,
                            loss_range=math.log(V / final["alpha"]))
     assert r["genbound_sigma,none"] == pytest.approx(ref.sigma, rel=1e-7)
     assert r["genbound_complexity,none"] == pytest.approx(ref.complexity, rel=1e-12)
@@ -225,6 +226,19 @@ def test_misspelled_request_key_is_an_error_not_a_default(env):
     with pytest.raises(GenboundError, match="score_lst"):
         lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text, json.dumps(bad)), 0)],
                                  disable_tqdm=True)
+
+
+def test_summary_row_at_the_final_alpha_equals_the_final_bound(env, tmp_path):
+    """summary.csv's per-α rows charge the configurations searched, like the certified final bound."""
+    side = tmp_path / "side"
+    _evaluate(env, ["genbound_local"], {
+        "genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS, "genbound_output_dir": str(side),
+        "genbound_complexity": "bits:2000", "genbound_n_configurations": 1000})
+    final = json.loads((side / "manifest.json").read_text())["final"]
+    summary = pd.read_csv(side / "summary.csv")
+    row = summary[summary["alpha"] == final["alpha"]].iloc[0]
+    for key in ("bound_paper_nats", "bound_exact_nats", "complexity", "loss_variation_nats"):
+        assert row[key] == pytest.approx(final[key], rel=1e-12), key
 
 
 def test_batch_size_does_not_change_results(env):

@@ -1,4 +1,4 @@
-"""The streaming sufficient statistics equal the array path (lm_eval_genbound/stats.py)."""
+"""The streaming sufficient statistics equal the array path (lm_eval_genbound/bound/stats.py)."""
 import json
 import math
 import os
@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import lm_eval_genbound.bound.freedman as B
+from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.terms import choose_alpha, token_bound
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.bound.stats import GenboundStats, smoothed_nll
 
@@ -48,12 +50,12 @@ def test_bound_from_stats_equals_token_bound_on_arrays():
     logp, ent, V = _tokens(seed=2)
     acc = GenboundStats(V, ALPHAS)
     acc.update(logp, ent)
-    t = acc.bound(code_length_bits=3000.0, delta=0.05, alpha=0.05)
+    t = acc.bound(Complexity(3000.0), delta=0.05, alpha=0.05)
     x = smoothed_nll(logp, 0.05, V)
     s = B.s_grid()
-    ref = B.token_bound(sum_v=B.sum_v_exact(ent[:, 1] - x, s / math.log(V / 0.05)), s_values=s,
-                        n_tokens=logp.size, mean_smoothed_loss=x.mean(), mean_raw_loss=-logp.mean(),
-                        vocab_size=V, alpha=0.05, code_length_bits=3000.0, delta=0.05)
+    ref = token_bound(sum_v=B.sum_v_exact(ent[:, 1] - x, s / math.log(V / 0.05)), s_values=s,
+                      n_tokens=logp.size, mean_smoothed_loss=x.mean(), mean_raw_loss=-logp.mean(),
+                      vocab_size=V, alpha=0.05, complexity=Complexity(3000.0), delta=0.05)
     for k, v in ref.to_dict().items():
         if isinstance(v, float):
             assert t.to_dict()[k] == pytest.approx(v, rel=1e-9), k
@@ -63,9 +65,9 @@ def test_default_alpha_depends_on_complexity_only():
     logp, ent, V = _tokens(seed=3, n=2000)
     acc = GenboundStats(V, ALPHAS)
     acc.update(logp, ent)
-    small = acc.bound(code_length_bits=10.0, delta=0.05)
-    large = acc.bound(code_length_bits=1e4, delta=0.05)
-    assert small.alpha == B.choose_alpha(small.complexity, ALPHAS)
+    small = acc.bound(Complexity(10.0), delta=0.05)
+    large = acc.bound(Complexity(1e4), delta=0.05)
+    assert small.alpha == choose_alpha(small.complexity, ALPHAS)
     assert large.alpha >= small.alpha
 
 
@@ -86,8 +88,8 @@ def test_merge_of_random_splits_equals_whole():
     merged.n_bytes = 9000
     for a in ALPHAS:
         np.testing.assert_allclose(merged.sum_v(a), whole.sum_v(a), rtol=1e-11)
-        assert merged.bound(code_length_bits=500.0, alpha=a).bound_paper_nats == pytest.approx(
-            whole.bound(code_length_bits=500.0, alpha=a).bound_paper_nats, rel=1e-11)
+        assert merged.bound(Complexity(500.0), alpha=a).bound_paper_nats == pytest.approx(
+            whole.bound(Complexity(500.0), alpha=a).bound_paper_nats, rel=1e-11)
     assert merged.n_tokens == whole.n_tokens
     assert merged.max_x0 == whole.max_x0
 
@@ -133,10 +135,10 @@ def test_errors(tmp_path):
     with pytest.raises(GenboundError, match="finite"):
         acc.update(np.r_[logp[:-1], np.nan], ent)
     with pytest.raises(GenboundError, match="no tokens"):
-        acc.bound(code_length_bits=10.0)
+        acc.bound(Complexity(10.0))
     with pytest.raises(GenboundError, match="not in the accumulated grid"):
         acc.update(logp, ent)
-        acc.bound(code_length_bits=10.0, alpha=0.2)
+        acc.bound(Complexity(10.0), alpha=0.2)
     with pytest.raises(GenboundError, match="different settings"):
         acc.merge(GenboundStats(V, [0.1]))
     with pytest.raises(GenboundError, match="between 0 and 1"):

@@ -1,1 +1,12 @@
-"""bound"""
+"""The bound mathematics, pure numpy (no torch, no lm_eval).
+
+    >>> from lm_eval_genbound.bound.complexity import Complexity
+    >>> from lm_eval_genbound.bound.report import bound_report
+    >>> rep = bound_report(stats, Complexity(16.0 * n_params, method="param16"))   # doctest: +SKIP
+
+Modules, each with one job: ``validate`` (checks of δ, α, per-token arrays), ``freedman`` (the
+empirical Freedman inequality, its λ grid, C), ``complexity`` (what is charged for h: message,
+prefix-free and configuration bits), ``terms`` (the final smoothed bound and its decomposition, the
+choice of α), ``baselines`` (Azuma token-level, document-level Hoeffding), ``stats`` (the streamed
+sufficient statistics), ``report`` (the bound of a run from its statistics, with bits per byte).
+"""

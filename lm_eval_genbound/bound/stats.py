@@ -1,11 +1,12 @@
 """Sufficient statistics of a bound evaluation: stream per-token values, merge, save, bound later.
 
     >>> import numpy as np
+    >>> from lm_eval_genbound.bound.complexity import Complexity
     >>> from lm_eval_genbound.bound.stats import GenboundStats
     >>> acc = GenboundStats(vocab_size=256, alphas=[0.01, 0.1])
     >>> logp = np.log(np.full(100, 1 / 256)); ent = np.full((100, 2), np.log(256))
     >>> acc.update(logp, ent, n_bytes=100)
-    >>> terms = acc.bound(code_length_bits=1e4, train_tokens=100, delta=0.05)
+    >>> terms = acc.bound(Complexity(1e4), train_tokens=100, delta=0.05)
 
 Units: nats per token throughout (``bits_per_byte`` is bits per UTF-8 byte).
 
@@ -40,6 +41,9 @@ import numpy as np
 
 import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.atomic import atomic_write_with
+from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
+from lm_eval_genbound.bound.validate import check_alpha, check_delta
 from lm_eval_genbound.errors import GenboundError
 
 SCHEMA_VERSION = 1
@@ -72,7 +76,7 @@ class GenboundStats:
         if not alphas:
             raise GenboundError("the α grid is empty; give at least one α in (0, 1)")
         for a in alphas:
-            B._check_alpha(a)
+            check_alpha(a)
         if len(set(alphas)) != len(alphas):
             raise GenboundError(f"the α grid {alphas} has duplicates")
         self.vocab_size = int(vocab_size)
@@ -253,36 +257,53 @@ class GenboundStats:
             mean_loss=float(self.sum_x[a] / self.n_tokens),
             mean_prediction=float(self.sum_y[a] / self.n_tokens))
 
-    def bound(self, *, code_length_bits: float, train_tokens: Optional[float] = None,
-              delta: float = 0.05, alpha: Optional[float] = None, n_configurations: int = 1,
-              prefix_free: bool = True, unquantized_loss: Optional[float] = None,
-              certified: bool = True) -> B.BoundTerms:
-        """The final bound (SPEC §2) for a model of code length L(h) bits trained on D tokens.
+    def bound(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
+              delta: float = 0.05, alpha: Optional[float] = None,
+              unquantized_loss: Optional[float] = None) -> BoundTerms:
+        """The final bound (SPEC §2) for a hypothesis of this complexity trained on D tokens.
 
-        α defaults to the grid value with the smallest smoothing cost for this C (a choice that
-        depends on C only). If D > tokens accumulated, the tokens must be a uniform sample.
+        Parameters
+        ----------
+        complexity : Complexity
+            What is charged for h (message bits, configurations searched, certified or not).
+        train_tokens : float, optional
+            D, tokens the model trained on (default: the tokens accumulated). If D is larger,
+            the accumulated tokens must be a uniform sample of the training tokens.
+        delta : float
+            δ, the failure probability.
+        alpha : float, optional
+            α of the grid; default: the grid value with the smallest smoothing cost for this C
+            (a choice that depends on C only, never on the data).
+        unquantized_loss : float, optional
+            R̂ of the full-precision model (nats/token), to report the quantization gap.
+
+        Returns
+        -------
+        BoundTerms
+            The bound and its terms, nats/token.
         """
         self._require_tokens()
         if alpha is None:
             d_train = float(self.n_tokens if train_tokens is None else train_tokens)
-            c_guess = B.complexity_from_code_length(
-                code_length_bits, max(d_train, 1.0), delta=delta, grid_size=self.grid_size,
-                n_configurations=n_configurations, prefix_free=prefix_free)
-            alpha = B.choose_alpha(c_guess, self.alphas)
-        return B.token_bound(
+            c_guess = B.complexity_per_token(complexity.prior_nats, max(d_train, 1.0),
+                                             grid_size=self.grid_size, delta=check_delta(delta))
+            alpha = choose_alpha(c_guess, self.alphas)
+        return token_bound(
             sum_v=self.sum_v(alpha), s_values=self.s_values, n_tokens=self.n_tokens,
             mean_smoothed_loss=self.mean_smoothed_loss(alpha), mean_raw_loss=self.mean_raw_loss,
-            vocab_size=self.vocab_size, alpha=alpha, code_length_bits=code_length_bits,
-            train_tokens=train_tokens, delta=delta, n_configurations=n_configurations,
-            prefix_free=prefix_free, unquantized_loss=unquantized_loss, certified=certified)
+            vocab_size=self.vocab_size, alpha=alpha, complexity=complexity,
+            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss)
 
-    def summary_rows(self, *, code_length_bits: float, train_tokens: Optional[float] = None,
-                     delta: float = 0.05, prefix_free: bool = True) -> list[dict]:
-        """One row per α: its sums and the bound with this complexity (for summary.csv)."""
+    def summary_rows(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
+                     delta: float = 0.05) -> list[dict]:
+        """One row per α: its sums and the bound with this complexity (for summary.csv).
+
+        The row of the α that :meth:`bound` chooses equals that bound (same complexity,
+        configurations searched included).
+        """
         rows = []
         for alpha in self.alphas:
-            t = self.bound(code_length_bits=code_length_bits, train_tokens=train_tokens,
-                           delta=delta, alpha=float(alpha), prefix_free=prefix_free)
+            t = self.bound(complexity, train_tokens=train_tokens, delta=delta, alpha=float(alpha))
             a = self.alpha_index(alpha)
             rows.append({"alpha": float(alpha), "n_tokens": self.n_tokens, "n_bytes": self.n_bytes,
                          "mean_smoothed_loss_nats": t.smoothed_empirical_risk_nats,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -21,7 +20,7 @@ from lm_eval_genbound.errors import GenboundError
 
 #: sub-command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "bound": ("lm_eval_genbound.cli", "main_bound", "bound from a saved statistics file"),
+    "bound": ("lm_eval_genbound.cli.bound", "main_bound", "bound from a saved statistics file"),
     "demo": ("lm_eval_genbound.demo", "main_demo", "train the default suite, bound it, fit, report"),
     "suite": ("lm_eval_genbound.cli.suite", "main_suite", "train a compute-optimal model suite"),
     "run": ("lm_eval_genbound.cli.harness", "main_run", "the lm-eval harness with our model and tasks"),
@@ -31,65 +30,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("lm_eval_genbound.cli.fit", "main_fit", "fit scaling laws to runs.csv / results JSON"),
     "leaderboard": ("lm_eval_genbound.cli.fit", "main_leaderboard", "Markdown/CSV/HTML leaderboard"),
 }
-
-
-def format_terms_table(terms: dict, title: str = "") -> str:
-    """A plain-text decomposition table (nats/token and bits/token)."""
-    rows = [
-        ("empirical risk R̂(h)", terms["empirical_risk_nats"]),
-        ("quantization gap", terms["quantization_gap_nats"]),
-        ("random-guessing cost C·ln V", terms["random_guess_nats"]),
-        ("loss variation Σ·√C", terms["loss_variation_nats"]),
-        ("smoothing √(2C)", terms["smoothing_paper_nats"]),
-        ("subsampling correction", terms["subsample_correction_nats"]),
-        ("bound (paper form)", terms["bound_paper_nats"]),
-        ("bound (exact form)", terms["bound_exact_nats"]),
-        ("  smoothed empirical risk R̂_α", terms["smoothed_empirical_risk_nats"]),
-        ("  exact smoothing cost", terms["smoothing_exact_nats"]),
-    ]
-    lines = [title] if title else []
-    lines.append(f"{'term':34s} {'nats/token':>12s} {'bits/token':>12s}")
-    for name, val in rows:
-        lines.append(f"{name:34s} {val:12.5f} {val / math.log(2):12.5f}")
-    lines.append(
-        f"C = {terms['complexity']:.6g} nats/token   Σ = {terms['sigma']:.5g}   α = {terms['alpha']:.4g}"
-        f"   V = {terms['vocab_size']}   Δ = {terms['loss_range']:.4f}   λ* = {terms['lam']:.5g}")
-    lines.append(
-        f"n = {terms['n_tokens']} tokens evaluated, D = {terms['train_tokens']:.6g} training tokens, "
-        f"δ = {terms['delta']}, |K| = {terms['grid_size']}, L(h) = {terms['code_length_bits']:.6g} bits, "
-        + ("certified" if terms.get("certified", True) else "HEURISTIC complexity (not certified)"))
-    return "\n".join(lines)
-
-
-def main_bound(argv: Optional[Sequence[str]] = None) -> int:
-    """``genbound bound STATS --complexity-bits B --train-tokens D``: print the decomposition."""
-    from lm_eval_genbound.bound.stats import GenboundStats
-
-    p = argparse.ArgumentParser(prog="genbound bound", description=main_bound.__doc__)
-    p.add_argument("stats", help="statistics file (.npz) written by an evaluation")
-    p.add_argument("--complexity-bits", type=float, required=True,
-                   help="code length L(h) in bits (prefix-free overhead 2·log2 L is added)")
-    p.add_argument("--train-tokens", type=float, default=None,
-                   help="D, tokens the model trained on (default: the tokens evaluated)")
-    p.add_argument("--delta", type=float, default=0.05, help="failure probability δ (default 0.05)")
-    p.add_argument("--alpha", type=float, default=None, help="α of the grid (default: best for C)")
-    p.add_argument("--n-configurations", type=int, default=1,
-                   help="settings searched over (adds log2 of this to L)")
-    p.add_argument("--unquantized-loss", type=float, default=None,
-                   help="R̂ of the full-precision model, to report the quantization gap")
-    p.add_argument("--heuristic", action="store_true", help="the complexity is not certified")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    a = p.parse_args(argv)
-    stats = GenboundStats.load(a.stats)
-    terms = stats.bound(code_length_bits=a.complexity_bits, train_tokens=a.train_tokens,
-                        delta=a.delta, alpha=a.alpha, n_configurations=a.n_configurations,
-                        unquantized_loss=a.unquantized_loss, certified=not a.heuristic)
-    if a.json:
-        import json
-        print(json.dumps(terms.to_dict(), indent=2))
-    else:
-        print(format_terms_table(terms.to_dict(), f"bound for {a.stats}"))
-    return 0
 
 
 def _resolve(name: str) -> Callable[[Sequence[str]], int]:

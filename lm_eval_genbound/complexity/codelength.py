@@ -27,8 +27,10 @@ the accounting; the parts live in their own modules:
   frequencies (a stand-alone utility: ``encode_symbols`` / ``decode_symbols``).
 
 Import each part from its own module (none is re-exported here). The length charged is the
-length of the model message (header bits + 32 × words) plus the unquantized tensors, 2·log2 of
-the total (prefix-freeness) and log2 of the configurations searched:
+length of the model message (header bits + 32 × words) plus the unquantized tensors, 2·log2 of the
+total (prefix-freeness) and log2 of the configurations searched; the last two, and the total, are
+those of the bound's :class:`~lm_eval_genbound.bound.complexity.Complexity` of the message
+(:attr:`CodeLength.complexity`), which alone owns that arithmetic:
 
 =====================  ======================================================================
 component              bits charged
@@ -57,8 +59,9 @@ component              bits charged
 ``extra_bits``         anything the caller declares (default 0)
 ``prefix_bits``        2·log2(M), M = the sum of all components above (prefix-free code of M,
                        as ``prefix_message_len = message_len + 2*log2(message_len)`` in the
-                       token-bounds code)
-``config_bits``        log2(number of configurations searched: quantizer settings, α, …)
+                       token-bounds code): ``Complexity.prefix_bits``
+``config_bits``        log2(number of configurations searched: quantizer settings, α, …):
+                       ``Complexity.config_bits``
 =====================  ======================================================================
 
 The architecture (module names, which tensors are quantized and how: bit widths, group sizes,
@@ -78,6 +81,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.complexity.model_message import STREAM_MODELS, encode_model, verify_decoded
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
@@ -88,10 +92,10 @@ __all__ = [
     "CodeLength",
     "RawTensor",
     "code_length",
+    "code_length_complexity",
     "elias_gamma_bits",
     "model_code_length",
     "parameter_count_bits",
-    "prefix_bits",
     "shape_bits",
 ]
 
@@ -99,6 +103,8 @@ UNQUANTIZED_BITS = 16
 """Bits charged per parameter of an unquantized tensor (float16 / bfloat16)."""
 _PART_KEYS = {"scales": ("scales",), "zeros": ("zeros",), "codes": ("codes_header", "codes")}
 """The model message's per-tensor keys of each stream part."""
+_CHARGES = ("prefix_bits", "config_bits")
+"""The breakdown keys charged by the :class:`Complexity` on top of the message."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,6 +163,11 @@ class CodeLength:
         """L(h)·ln 2, nats: the ``ln 1/P(h)`` that enters the bound's C."""
         return self.total_bits * math.log(2.0)
 
+    @property
+    def complexity(self) -> Complexity:
+        """The bound's complexity of this code: ``prior_bits == total_bits``, stated as the total."""
+        return _complexity(self.breakdown, int(self.details["n_configs"]), self.method)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (floats, ints, strings, nested dicts)."""
         return {
@@ -201,15 +212,44 @@ def shape_bits(shape: Sequence[int]) -> int:
     return sum(elias_gamma_bits(int(d) + 1) for d in shape)
 
 
-def prefix_bits(message_bits: float) -> float:
-    """2·log2(M) bits that make a message of M bits prefix-free (0 for M ≤ 1)."""
-    return 2.0 * math.log2(message_bits) if message_bits > 1 else 0.0
+def _complexity(breakdown: Mapping[str, float], n_configs: int, method: str) -> Complexity:
+    """The complexity of a code with these components: its message is every component but the
+    prefix and configuration charges, summed in the breakdown's order."""
+    message = float(sum(v for k, v in breakdown.items() if k not in _CHARGES))
+    return Complexity(message, n_configurations=n_configs, method=method, states_total=True)
 
 
-def _config_bits(n_configs: int) -> float:
-    if isinstance(n_configs, bool) or not isinstance(n_configs, (int, np.integer)) or n_configs < 1:
-        raise GenboundError(f"n_configs must be an integer ≥ 1 (configurations searched); got {n_configs!r}")
-    return math.log2(int(n_configs))
+def _charge(comp: dict[str, float], n_configs: int, method: str) -> float:
+    """Add the complexity's prefix and configuration bits to ``comp``; returns the total bits."""
+    cx = _complexity(comp, n_configs, method)
+    comp["prefix_bits"] = cx.prefix_bits
+    comp["config_bits"] = cx.config_bits
+    return cx.prior_bits
+
+
+def code_length_complexity(code: Mapping[str, Any]) -> Complexity:
+    """The :class:`Complexity` of a code length given as a :meth:`CodeLength.to_dict` dict.
+
+    Parameters
+    ----------
+    code : mapping
+        ``CodeLength.to_dict()`` output, e.g. a manifest's ``model.code_length``.
+
+    Returns
+    -------
+    Complexity
+        Message bits, configurations searched and method of the code; its ``prior_bits`` is the
+        dict's ``total_bits`` (checked).
+    """
+    try:
+        cx = _complexity(code["breakdown"], int(code["details"]["n_configs"]), str(code["method"]))
+        total = float(code["total_bits"])
+    except (KeyError, TypeError) as exc:
+        raise GenboundError(f"not a code length record (missing {exc})") from None
+    if not math.isclose(cx.prior_bits, total, rel_tol=1e-12, abs_tol=1e-9):
+        raise GenboundError(f"the code length record is inconsistent: its components give "
+                            f"{cx.prior_bits!r} bits, its total_bits is {total!r}")
+    return cx
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +278,6 @@ def code_length(
     Returns:
         ``CodeLength`` whose ``breakdown`` components (bits) sum to ``total_bits``.
     """
-    config = _config_bits(n_configs)
     if not (math.isfinite(extra_bits) and extra_bits >= 0):
         raise GenboundError(f"extra_bits must be a finite number ≥ 0; got {extra_bits!r}")
     quantized = list(quantized)
@@ -297,14 +336,11 @@ def code_length(
     if n_params == 0:
         raise GenboundError("the model has no parameters to describe")
     comp["extra_bits"] = float(extra_bits)
-    message = float(sum(comp.values()))
-    comp["prefix_bits"] = prefix_bits(message)
-    comp["config_bits"] = config
+    total = _charge(comp, n_configs, method)
 
     def one(values: set[int]) -> Any:
         return sorted(values)[0] if len(values) == 1 else sorted(values)
 
-    total = float(sum(comp.values()))
     details = dict(
         codes_entropy_bits=float(entropy["codes"]),
         scales_entropy_bits=float(entropy["scales"]),
@@ -359,10 +395,9 @@ def parameter_count_bits(n_params: int, bits: float, *, n_configs: int = 1) -> C
         raise GenboundError(f"n_params must be a positive integer; got {n_params!r}")
     if not (isinstance(bits, (int, float, np.integer, np.floating)) and math.isfinite(bits) and bits > 0):
         raise GenboundError(f"bits must be a positive number of bits per parameter; got {bits!r}")
-    config = _config_bits(n_configs)
-    message = float(bits) * int(n_params)
-    comp = {"parameter_bits": message, "prefix_bits": prefix_bits(message), "config_bits": config}
-    total = float(sum(comp.values()))
+    method = f"param{float(bits):g}"
+    comp = {"parameter_bits": float(bits) * int(n_params)}
+    total = _charge(comp, n_configs, method)
     return CodeLength(total_bits=total, bits_per_param=total / int(n_params), breakdown=comp,
-                      n_params=int(n_params), method=f"param{float(bits):g}",
+                      n_params=int(n_params), method=method,
                       details={"bits": float(bits), "n_configs": int(n_configs)})

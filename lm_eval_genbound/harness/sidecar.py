@@ -21,6 +21,8 @@ from typing import Any
 
 from lm_eval_genbound import __version__
 from lm_eval_genbound.atomic import atomic_write_text, atomic_write_with
+from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.errors import GenboundError
 
 SCHEMA_VERSION = 1
@@ -45,18 +47,35 @@ def _versions() -> dict:
     return out
 
 
-def write_sidecar(out_dir: str, *, task: str, settings: Any, stats: Any, info: dict, final: dict,
-                  records: list) -> Path:
-    """Write manifest.json, stats.npz and summary.csv into ``out_dir``; returns the directory."""
+def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complexity,
+                  stats: GenboundStats, info: dict, final: dict, records: list) -> Path:
+    """Write manifest.json, stats.npz and summary.csv into ``out_dir``; returns the directory.
+
+    Parameters
+    ----------
+    out_dir : str
+        The sidecar directory (created).
+    task : str
+        The task's name.
+    settings : TaskSettings
+        The task's settings (recorded; their ``train_tokens``, ``delta`` and ``per_token`` used).
+    complexity : Complexity
+        The complexity the final bound charged; summary.csv's per-α rows charge the same.
+    stats : GenboundStats
+        The accumulated statistics.
+    info : dict
+        The model's ``model`` and ``protocol`` records.
+    final : dict
+        The final bound (``BoundReport.to_dict()``).
+    records : list of DocRecord
+        The scored documents, in document order.
+    """
     import pandas as pd
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     stats.save(d / "stats.npz")
-    from lm_eval_genbound.harness.task import complexity_bits
-    bits, _, _, prefix_free = complexity_bits(settings, info)
-    rows = stats.summary_rows(code_length_bits=bits, train_tokens=settings.train_tokens,
-                              delta=settings.delta, prefix_free=prefix_free)
+    rows = stats.summary_rows(complexity, train_tokens=settings.train_tokens, delta=settings.delta)
     atomic_write_text(d / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
     manifest = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_manifest", "task": task,

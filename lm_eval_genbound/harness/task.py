@@ -19,7 +19,6 @@ metrics and a sidecar directory holds the manifest, the statistics and a per-α 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
@@ -32,7 +31,11 @@ import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound befo
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.records import DocRecord, DocScores
 from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.sidecar import write_sidecar
+from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.complexity.codelength import code_length_complexity
 
 logger = logging.getLogger(__name__)
 
@@ -299,16 +302,15 @@ class GenBoundTask(ConfigurableTask):
         Every metric's aggregation calls this with the same records, in whatever order the
         harness runs them; the memo is keyed by each record's doc id, byte and token counts and
         total ln-likelihood."""
-        from lm_eval_genbound.harness.sidecar import write_sidecar
         records = sorted(items, key=lambda r: r.doc_id)
         key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size)
-        final, _, _ = finalize(stats, info, self.settings)
+        final, complexity = finalize(stats, info, self.settings)
         if self.settings.output_dir:
             write_sidecar(self.settings.output_dir, task=self.config.task, settings=self.settings,
-                          stats=stats, info=info, final=final, records=records)
+                          complexity=complexity, stats=stats, info=info, final=final, records=records)
         self._memo = (key, final)
         return final
 
@@ -331,30 +333,26 @@ def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[Genbou
     return stats, info
 
 
-def complexity_bits(settings: TaskSettings, info: dict) -> tuple[float, str, bool, bool]:
-    """(L(h) bits, method label, certified, prefix-free overhead still to add) for this run."""
+def settings_complexity(settings: TaskSettings, info: dict) -> Complexity:
+    """The complexity charged for the model of ``info`` under ``genbound_complexity`` and
+    ``genbound_n_configurations`` (a quantized model's own configurations are kept)."""
     kind, value = parse_complexity(settings.complexity)
     model = info["model"]
     if kind == "param":
-        return value * model["n_params"], f"param{value:g}", True, True
-    if kind == "bits":
-        return value, "bits", True, True
-    code = model.get("code_length")
-    if not code:
-        raise GenboundError("genbound_complexity=model needs a quantized model (model arg quantize=...)")
-    # the certified code length already includes the prefix-free and configuration bits
-    return float(code["total_bits"]), str(code.get("method", "quantized")), True, False
+        cx = Complexity(value * model["n_params"], method=f"param{value:g}")
+    elif kind == "bits":
+        cx = Complexity(value, method="bits")
+    else:
+        code = model.get("code_length")
+        if not code:
+            raise GenboundError("genbound_complexity=model needs a quantized model (model arg quantize=...)")
+        cx = code_length_complexity(code)
+    return cx.with_configurations(int(settings.n_configurations))
 
 
-def finalize(stats: GenboundStats, info: dict, settings: TaskSettings) -> tuple[dict, float, str]:
-    """The bound with the configured complexity, plus counts and bits-per-byte (one flat dict)."""
-    bits, method, certified, prefix_free = complexity_bits(settings, info)
-    terms = stats.bound(code_length_bits=bits, train_tokens=settings.train_tokens,
-                        delta=settings.delta, n_configurations=int(settings.n_configurations),
-                        prefix_free=prefix_free, certified=certified)
-    final = terms.to_dict()
-    final.update({"bits_per_byte": stats.bits_per_byte, "n_bytes": stats.n_bytes,
-                  "n_docs": stats.n_docs, "complexity_method": method})
-    final["bound_bpb"] = (terms.bound_paper_nats * stats.n_tokens / (stats.n_bytes * math.log(2))
-                          if stats.n_bytes > 0 else float("nan"))
-    return final, bits, method
+def finalize(stats: GenboundStats, info: dict, settings: TaskSettings) -> tuple[dict, Complexity]:
+    """The bound with the configured complexity, plus counts and bits per byte (one flat dict,
+    the manifest's ``final``), and that complexity."""
+    complexity = settings_complexity(settings, info)
+    report = bound_report(stats, complexity, train_tokens=settings.train_tokens, delta=settings.delta)
+    return report.to_dict(), complexity
