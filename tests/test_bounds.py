@@ -186,8 +186,8 @@ def test_coverage_test_has_power():
     y = float(-(q * np.log(q)).sum())
     mean_true = float((p * x_of).sum())
     big_delta = math.log(V / alpha)
-    lam = B.lambda_grid(big_delta)
-    v_of = B.v_function(np.multiply.outer(lam, y - x_of))          # [λ, symbol]
+    lam = F.lambda_grid(big_delta)
+    v_of = F.v_function(np.multiply.outer(lam, y - x_of))          # [λ, symbol]
     right, wrong, gaps = [], [], []
     for _ in range(trials):
         tok = rng.choice(V, size=n, p=p)
