@@ -164,14 +164,12 @@ def parse_complexity(spec: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------
 def build_documents(s: TaskSettings) -> list[dict]:
     """Documents of the configured source: dicts with text, token_ids (or None), n_bytes, key."""
-    if s.source == "sotu":
-        from lm_eval_genbound.data.corpus import load_sotu
-        docs = [_text_doc(d.doc_id, d.text) for d in load_sotu(s.split, cutoff_year=int(s.cutoff_year))]
-    elif s.source == "local":
-        if not s.data:
+    if s.source in ("sotu", "local"):
+        if s.source == "local" and not s.data:
             raise GenboundError("genbound_local needs --metadata genbound_data=/path/to/corpus")
-        from lm_eval_genbound.data.corpus import load_local_corpus
-        docs = [_text_doc(d.doc_id, d.text) for d in load_local_corpus(s.data)]
+        from lm_eval_genbound.data.corpus import load_corpus
+        corpus = "sotu" if s.source == "sotu" else str(s.data)
+        docs = [_text_doc(d.doc_id, d.text) for d in load_corpus(corpus, s.split, int(s.cutoff_year))]
     elif s.source == "suite":
         docs = _suite_documents(s)
     elif s.source == "tokens":

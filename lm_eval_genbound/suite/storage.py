@@ -25,14 +25,14 @@ import numpy as np
 from lm_eval_genbound._version import __version__ as GENBOUND_VERSION
 from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, PAD_TOKEN_ID, encode_bytes
-from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_local_corpus, load_sotu
+from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_corpus
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite.order import training_chunks
 from lm_eval_genbound.suite.spec import ADAM_BETAS, ADAM_EPS, FINAL_LR_FRACTION, GRAD_CLIP, ROTARY_PCT, WEIGHT_DECAY
 
 __all__ = ["SCHEMA_VERSION", "SUITE_JSON", "DONE_MARKER", "LOSS_CURVE", "LOSS_CURVE_COLUMNS", "ModelRecord",
            "SuiteInfo", "write_json", "loss_curve_csv", "suite_metadata", "previous_records", "load_suite",
-           "load_training_corpus", "suite_documents", "training_token_chunks"]
+           "suite_documents", "training_token_chunks"]
 
 SCHEMA_VERSION = 1
 SUITE_JSON = "suite.json"
@@ -219,16 +219,13 @@ def load_suite(out_dir: str | os.PathLike) -> SuiteInfo:
     return SuiteInfo(out_dir=str(out_dir), models=tuple(ModelRecord.from_dict(m) for m in d["models"]), extra=extra, **core)
 
 
-def load_training_corpus(corpus: str, cutoff_year: int | None) -> list[Document]:
-    """The training documents of ``corpus``: ``"sotu"`` (train split up to ``cutoff_year``) or a local corpus path."""
-    if corpus == "sotu":
-        return load_sotu("train", SOTU_DEFAULT_CUTOFF_YEAR if cutoff_year is None else cutoff_year)
-    return load_local_corpus(corpus)
+def _cutoff(cutoff_year: int | None) -> int:
+    return SOTU_DEFAULT_CUTOFF_YEAR if cutoff_year is None else int(cutoff_year)
 
 
 def suite_documents(info: SuiteInfo) -> list[Document]:
     """Reload the training documents of a suite and check them against its corpus fingerprint."""
-    docs = load_training_corpus(info.corpus_name, info.cutoff_year)
+    docs = load_corpus(info.corpus_name, "train", _cutoff(info.cutoff_year))
     if corpus_fingerprint(docs) != info.corpus_fingerprint:
         raise GenboundError(f"corpus {info.corpus_name!r} has changed since the suite in {info.out_dir} was trained (fingerprint differs)")
     return docs
