@@ -236,10 +236,9 @@ class GenBoundTask(ConfigurableTask):
     def __init__(self, config: Optional[dict] = None, **kwargs: Any) -> None:
         config = dict(config or {})
         config.pop("class", None)
-        config["output_type"] = "loglikelihood_rolling"
-        config.setdefault("test_split", "test")
-        config["doc_to_text"] = ""
-        config["doc_to_target"] = "text"
+        if config.get("output_type") != self.OUTPUT_TYPE:
+            raise GenboundError(f"task {config.get('task')!r}: a genbound task YAML must include "
+                                f"_genbound_base.yaml (output_type {self.OUTPUT_TYPE})")
         self.settings = TaskSettings.from_metadata(config.get("metadata"))
         if self.settings.output_dir is None and os.environ.get(OUTPUT_ENV):
             self.settings.output_dir = os.path.join(os.environ[OUTPUT_ENV], "genbound", config["task"])
