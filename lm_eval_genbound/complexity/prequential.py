@@ -5,7 +5,9 @@
     >>> res.bits, res.stderr_bits, res.heuristic                         # doctest: +SKIP
     >>> prequential_code_length("wandb_export.csv", tokens_per_step=2_097_152,
     ...                         up_to_tokens=20 * 70e6)                  # doctest: +SKIP
-    >>> coef, exponent = fit_prequential_exponent(N, K_bits)              # K ≈ coef · N^exponent
+    >>> coef, exponent = fit_prequential_exponent([1e6, 4e6], [1e4, 2e4])  # K ≈ coef · N^exponent
+    >>> round(exponent, 3)
+    0.5
 
 Definition (SPEC §3; reconstruction §5): with L(τ) the training loss in **nats** after τ
 tokens (each batch's loss is measured before the model trains on it, so the curve is a
