@@ -297,7 +297,13 @@ def _bootstrap_huber(prob: _LSEProblem, t_best: np.ndarray, lN: np.ndarray, lD: 
 
 # ----------------------------------------------------------------------------------- public
 
+def _n_distinct(N: np.ndarray, D: np.ndarray) -> int:
+    """Number of distinct (N, D) points."""
+    return len({(float(a), float(b)) for a, b in zip(N, D)})
+
+
 def _validate(N: np.ndarray, D: np.ndarray, L: np.ndarray, method: str, delta: float) -> None:
+    """Raise GenboundError for a bad method, δ or (N, D, L) arrays, or too few distinct points."""
     if method not in METHODS:
         raise GenboundError(f"unknown Chinchilla method {method!r}; expected 'huber' or 'varpro'")
     if not (delta > 0 and math.isfinite(delta)):
@@ -310,7 +316,7 @@ def _validate(N: np.ndarray, D: np.ndarray, L: np.ndarray, method: str, delta: f
             raise GenboundError(f"{name} contains {bad} NaN/inf value(s); values to fit must be finite")
         if np.any(arr <= 0):
             raise GenboundError(f"{name} must be positive; got {arr[arr <= 0][0]!r}")
-    n_distinct = len({(float(a), float(b)) for a, b in zip(N, D)})
+    n_distinct = _n_distinct(N, D)
     if n_distinct < MIN_POINTS:
         raise GenboundError(
             f"fewer points than parameters: {n_distinct} distinct (N, D) point(s) for {FORMULA} "
@@ -318,6 +324,7 @@ def _validate(N: np.ndarray, D: np.ndarray, L: np.ndarray, method: str, delta: f
 
 
 def _collinear_note(lN: np.ndarray, lD: np.ndarray) -> Optional[str]:
+    """A caveat when log N and log D are (almost) collinear, else None."""
     r = lD - lN
     if np.ptp(r) < 1e-6 * max(1.0, np.ptp(lN)) or np.ptp(lD) == 0 or np.ptp(lN) == 0:
         return ("N and D are collinear (one tokens-per-parameter ratio, e.g. D = 20·N): A, α, B, β are "
@@ -326,6 +333,91 @@ def _collinear_note(lN: np.ndarray, lD: np.ndarray) -> Optional[str]:
     if abs(c) > 0.999:
         return f"log N and log D are almost collinear (corr {c:.4f}): A, α, B, β are poorly determined"
     return None
+
+
+@dataclass(frozen=True)
+class _Optimum:
+    """Best fit of one method: (E, A, B, α, β), the objective there, the number of local
+    optimisations, and the point the bootstrap refits start from (varpro: (α, β); huber: centred θ')."""
+
+    params: tuple[float, float, float, float, float]
+    objective: float
+    n_starts: int
+    start: np.ndarray
+
+
+def _optimum_varpro(vp: _VarPro) -> _Optimum:
+    """Variable projection: NNLS for E, A, B, exponents from a grid refined by L-BFGS-B."""
+    x, coef, best_val = vp.fit()
+    E, A, B = (float(v) for v in coef)
+    al, be = float(x[0]), float(x[1])
+    return _Optimum((E, A, B, al, be), best_val, 4, np.array([al, be]))
+
+
+def _huber_starts(prob: _LSEProblem, vp: _VarPro, n_starts: Optional[int]) -> list[np.ndarray]:
+    """Centred starting points: the best ``n_starts`` of the Besiroglu grid (all if None) and the
+    variable-projection solution."""
+    grid = besiroglu_grid()
+    order = np.argsort(prob.grid_values(grid))
+    chosen = grid[order] if n_starts is None else grid[order[:int(n_starts)]]
+    starts = [prob.to_centred(g) for g in chosen]
+    try:
+        x, coef, _ = vp.fit(n_starts=1, grid_size=16)
+        starts.append(prob.to_centred(_theta_from_linear(coef[0], coef[1], coef[2], x[0], x[1])))
+    except (RuntimeError, ValueError):  # NNLS failure: grid starts only
+        pass
+    return starts
+
+
+def _optimum_huber(prob: _LSEProblem, vp: _VarPro, n_starts: Optional[int]) -> _Optimum:
+    """Huber/LSE: L-BFGS-B from every start, the best tightened and polished by least_squares."""
+    starts = _huber_starts(prob, vp, n_starts)
+    best_th, best_val = None, math.inf
+    for th0 in starts:
+        th, v = _lbfgsb(prob, th0, tight=False)
+        if v < best_val:
+            best_th, best_val = th, v
+    best_th, best_val = _lbfgsb(prob, best_th, tight=True)
+    pol = _polish(prob, best_th)
+    pv = prob.value_grad(pol)[0]
+    if pv <= best_val:
+        best_th, best_val = pol, pv
+    A, B, E = (math.exp(v) for v in prob.from_centred(best_th)[:3])
+    return _Optimum((E, A, B, float(best_th[3]), float(best_th[4])), best_val, len(starts), best_th)
+
+
+def _resample_varpro(lN: np.ndarray, lD: np.ndarray, L: np.ndarray, start: np.ndarray,
+                     sets: Sequence[np.ndarray], enough: np.ndarray) -> np.ndarray:
+    """Varpro refits of the resamples with enough points, rows (E, A, B, α, β)."""
+    rows = []
+    for ix, ok in zip(sets, enough):
+        if not ok:
+            continue
+        p = _VarPro(lN[ix], lD[ix], L[ix])
+        x = p.refine(start)
+        (e_, a_, b_), _ = p.solve(*x)
+        rows.append((e_, a_, b_, float(x[0]), float(x[1])))
+    return np.array(rows).reshape(-1, 5)
+
+
+def _resample_huber(prob: _LSEProblem, lN: np.ndarray, lD: np.ndarray, lL: np.ndarray, start: np.ndarray,
+                    sets: Sequence[np.ndarray], enough: np.ndarray) -> np.ndarray:
+    """Huber refits of the resamples (batched), kept where there are enough points and the fit is
+    finite; rows (E, A, B, α, β)."""
+    th, fval = _bootstrap_huber(prob, start, lN, lD, lL, sets)
+    keep = enough & np.isfinite(fval)
+    lin = prob.from_centred(th[keep])
+    return np.column_stack([np.exp(lin[:, 2]), np.exp(lin[:, 0]), np.exp(lin[:, 1]), lin[:, 3], lin[:, 4]])
+
+
+def _summarise_estimates(est: np.ndarray, *, n_boot: int, level: float, seed: int) -> BootstrapResult:
+    """Bootstrap result of refit rows (E, A, B, α, β), with a_opt and b_opt derived."""
+    s_ab = est[:, 3] + est[:, 4]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = {"E": est[:, 0], "A": est[:, 1], "B": est[:, 2], "alpha": est[:, 3], "beta": est[:, 4],
+                   "a_opt": np.where(s_ab > 0, est[:, 4] / s_ab, np.nan),
+                   "b_opt": np.where(s_ab > 0, est[:, 3] / s_ab, np.nan)}
+    return summarise(samples, n_boot=n_boot, level=level, seed=seed)
 
 
 def fit_chinchilla(
@@ -362,75 +454,27 @@ def fit_chinchilla(
 
     with single_blas_thread():
         vp = _VarPro(lN, lD, L)
-        if method == "varpro":
-            x, coef, best_val = vp.fit()
-            E, A, B = (float(v) for v in coef)
-            al, be = float(x[0]), float(x[1])
-            n_run = 4
-            best_th = np.array([al, be])
-        else:
-            prob = _LSEProblem(lN, lD, lL, delta)
-            grid = besiroglu_grid()
-            vals = prob.grid_values(grid)
-            order = np.argsort(vals)
-            chosen = grid[order] if n_starts is None else grid[order[:int(n_starts)]]
-            starts = [prob.to_centred(g) for g in chosen]
-            try:
-                x, coef, _ = vp.fit(n_starts=1, grid_size=16)
-                starts.append(prob.to_centred(_theta_from_linear(coef[0], coef[1], coef[2], x[0], x[1])))
-            except (RuntimeError, ValueError):  # NNLS failure: grid starts only
-                pass
-            best_th, best_val = None, math.inf
-            for th0 in starts:
-                th, v = _lbfgsb(prob, th0, tight=False)
-                if v < best_val:
-                    best_th, best_val = th, v
-            best_th, best_val = _lbfgsb(prob, best_th, tight=True)
-            pol = _polish(prob, best_th)
-            pv = prob.value_grad(pol)[0]
-            if pv <= best_val:
-                best_th, best_val = pol, pv
-            n_run = len(starts)
-            A, B, E = (math.exp(v) for v in prob.from_centred(best_th)[:3])
-            al, be = float(best_th[3]), float(best_th[4])
+        prob = None if method == "varpro" else _LSEProblem(lN, lD, lL, delta)
+        best = _optimum_varpro(vp) if prob is None else _optimum_huber(prob, vp, n_starts)
 
         boot = None
-        n_distinct = len({(float(a), float(b)) for a, b in zip(N, D)})
+        n_distinct = _n_distinct(N, D)
         if n_boot > 0 and n_distinct <= MIN_POINTS:
             notes.append(f"no bootstrap: {n_distinct} distinct (N, D) points for {MIN_POINTS} parameters "
                          "(an exact fit, no degrees of freedom left)")
         if n_boot > 0 and n_distinct > MIN_POINTS:
             gr = np.arange(N.size).astype(str) if groups is None else np.asarray(groups)
             sets = draw_resamples(gr, n_boot, seed)
-            enough = np.array([len({(float(x), float(z)) for x, z in zip(N[ix], D[ix])}) >= MIN_POINTS
-                               for ix in sets])
-            if method == "varpro":
-                rows = []
-                for ix, ok in zip(sets, enough):
-                    if not ok:
-                        continue
-                    p = _VarPro(lN[ix], lD[ix], L[ix])
-                    x = p.refine(best_th)
-                    (e_, a_, b_), _ = p.solve(*x)
-                    rows.append((e_, a_, b_, float(x[0]), float(x[1])))
-                est = np.array(rows).reshape(-1, 5)
-            else:
-                th, fval = _bootstrap_huber(prob, best_th, lN, lD, lL, sets)
-                keep = enough & np.isfinite(fval)
-                lin = prob.from_centred(th[keep])
-                est = np.column_stack([np.exp(lin[:, 2]), np.exp(lin[:, 0]), np.exp(lin[:, 1]),
-                                       lin[:, 3], lin[:, 4]])
-            s_ab = est[:, 3] + est[:, 4]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                samples = {"E": est[:, 0], "A": est[:, 1], "B": est[:, 2], "alpha": est[:, 3], "beta": est[:, 4],
-                           "a_opt": np.where(s_ab > 0, est[:, 4] / s_ab, np.nan),
-                           "b_opt": np.where(s_ab > 0, est[:, 3] / s_ab, np.nan)}
-            boot = summarise(samples, n_boot=n_boot, level=level, seed=seed)
+            enough = np.array([_n_distinct(N[ix], D[ix]) >= MIN_POINTS for ix in sets])
+            est = (_resample_varpro(lN, lD, L, best.start, sets, enough) if prob is None
+                   else _resample_huber(prob, lN, lD, lL, best.start, sets, enough))
+            boot = _summarise_estimates(est, n_boot=n_boot, level=level, seed=seed)
 
+    E, A, B, al, be = best.params
     fit_L = E + A * N ** (-al) + B * D ** (-be)
     return ChinchillaFit(E=float(E), A=float(A), B=float(B), alpha=al, beta=be, method=method,
-                         delta=float(delta), n_points=int(N.size), objective=float(best_val),
-                         n_starts=n_run, notes=tuple(notes), bootstrap=boot,
+                         delta=float(delta), n_points=int(N.size), objective=float(best.objective),
+                         n_starts=best.n_starts, notes=tuple(notes), bootstrap=boot,
                          residuals_log=np.log(fit_L) - lL)
 
 

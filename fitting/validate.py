@@ -116,20 +116,8 @@ def check_single_protocol(df: pd.DataFrame, quantity: str, where: str) -> tuple[
     return (p_vals[0] if p_vals else ""), (None if pd.isna(v) else float(v))
 
 
-def validate_for_fit(df: pd.DataFrame, *, quantities: Optional[Sequence[str]] = None,
-                     n_column: str = "n_params", loss: str = "huber") -> FitPlan:
-    """Check ``df`` (from :func:`fitting.io.load_inputs`) and build the fit groups.
-
-    quantities: columns to fit (default: those of :data:`fitting.schema.TERM_QUANTITIES` that the
-    input has). n_column: "n_params" (total, default) or "n_params_nonembedding". loss: the fit
-    loss ("huber" needs y > 0; groups with y ≤ 0 are skipped with a note).
-    Raises GenboundError on the first violated rule.
-    """
-    if n_column not in N_COLUMNS:
-        raise GenboundError(f"n_column must be one of {N_COLUMNS}, got {n_column!r}")
-    if df.empty:
-        raise GenboundError("no rows to fit")
-    src = _sources(df)
+def _check_n_and_d(df: pd.DataFrame, n_column: str, src: str) -> None:
+    """N (``n_column``) and D (``train_tokens``) present, finite and positive."""
     need = {n_column: "N", "train_tokens": "D"}
     missing = [c for c in need if c not in df.columns or df[c].isna().all()]
     if missing:
@@ -150,6 +138,10 @@ def validate_for_fit(df: pd.DataFrame, *, quantities: Optional[Sequence[str]] = 
             raise GenboundError(
                 f"column {col!r} ({sym}) must be positive; model {df['model'].iloc[i]!r} has {vals.iloc[i]:g} "
                 f"in {src}")
+
+
+def _check_model_rows(df: pd.DataFrame, n_column: str, src: str) -> None:
+    """One row per (model, complexity method); one N and one D per model."""
     dup = df.duplicated(["model", "complexity_method"], keep=False)
     if dup.any():
         d = df.loc[dup, ["model", "complexity_method"]].drop_duplicates().iloc[0]
@@ -163,66 +155,100 @@ def validate_for_fit(df: pd.DataFrame, *, quantities: Optional[Sequence[str]] = 
             vals = sorted(df.loc[df["model"] == m, col].unique())
             raise GenboundError(f"model {m!r} has conflicting {col} values {vals[:3]} in {src}")
 
-    # quantities
+
+def _quantities_to_fit(df: pd.DataFrame, quantities: Optional[Sequence[str]], src: str) -> list[str]:
+    """The quantity columns to fit: those asked for (each must have values) or every term present."""
     if quantities is None:
         qs = [q for q in TERM_QUANTITIES if q in df.columns and not df[q].isna().all()]
         if not qs:
             raise GenboundError(
                 f"no quantity to fit in {src}: none of {', '.join(TERM_QUANTITIES)} has values")
-    else:
-        qs = list(dict.fromkeys(quantities))
-        for q in qs:
-            if q not in NUMERIC_COLUMNS and q not in df.columns:
-                raise GenboundError(f"unknown quantity {q!r}; expected a numeric runs.csv column such as "
-                                    f"{', '.join(TERM_QUANTITIES[:4])}")
-            if q not in df.columns or df[q].isna().all():
-                raise GenboundError(f"missing column {q!r} in {src}: the quantity to fit has no values")
+        return qs
+    qs = list(dict.fromkeys(quantities))
+    for q in qs:
+        if q not in NUMERIC_COLUMNS and q not in df.columns:
+            raise GenboundError(f"unknown quantity {q!r}; expected a numeric runs.csv column such as "
+                                f"{', '.join(TERM_QUANTITIES[:4])}")
+        if q not in df.columns or df[q].isna().all():
+            raise GenboundError(f"missing column {q!r} in {src}: the quantity to fit has no values")
+    return qs
+
+
+def _method_blocks(df: pd.DataFrame, q: str, n_column: str, notes: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(complexity method, rows) to fit ``q`` on: one block per method, or for a method-independent
+    quantity one block of per-model medians under :data:`~fitting.schema.ANY_METHOD`."""
+    if q not in METHOD_INDEPENDENT:
+        return [(m, g) for m, g in df.groupby("complexity_method", sort=True)]
+    sub_all = df[df[q].notna()] if q in OPTIONAL_NAN else df
+    if sub_all.empty:
+        notes.append(f"{q}: no values; skipped")
+        return []
+    per_model = sub_all.groupby("model", sort=False).agg(
+        N=(n_column, "first"), D=("train_tokens", "first"), y=(q, "median"),
+        spread=(q, lambda s: float(np.nanmax(s) - np.nanmin(s)) if s.notna().any() else 0.0),
+        protocol=("protocol", "first"), vocab_size=("vocab_size", "first")).reset_index()
+    if (per_model["spread"] > 1e-9 * per_model["y"].abs().clip(lower=1)).any():
+        notes.append(f"{q}: rows of one model disagree across complexity methods; the median per model is fitted")
+    return [(ANY_METHOD, per_model.rename(columns={"N": n_column, "D": "train_tokens", "y": q}))]
+
+
+def _fit_group(g: pd.DataFrame, q: str, method: str, *, n_column: str, loss: str, src: str,
+               notes: list[str]) -> Optional[FitGroup]:
+    """The fit group of quantity ``q`` over the rows ``g`` of one method; None (with a note) when
+    the quantity was not measured, is all zero, or cannot take the Huber loss."""
+    where = "" if method == ANY_METHOD else f" (complexity_method {method!r})"
+    yv = pd.to_numeric(g[q], errors="coerce").to_numpy(dtype=float)
+    nan = np.isnan(yv)
+    if nan.all():
+        notes.append(f"{q}{where}: not measured (all empty); skipped")
+        return None
+    if nan.any() and q not in OPTIONAL_NAN:
+        raise GenboundError(
+            f"column {q!r} has {int(nan.sum())} NaN value(s){where} (models "
+            f"{_fmt_models(g.loc[nan, 'model'])}) in {src}; values to fit must be finite — "
+            "leave the column empty for the whole method if it was not measured")
+    keep = ~nan
+    g = g.loc[keep]
+    yv = yv[keep]
+    if np.isinf(yv).any():
+        raise GenboundError(f"column {q!r} has inf value(s){where} in {src}; values to fit must be finite")
+    prot, voc = check_single_protocol(g, q, where)
+    if np.all(yv == 0):
+        notes.append(f"{q}{where}: all zero (not applicable to this method); skipped")
+        return None
+    if loss == "huber" and np.any(yv <= 0):
+        notes.append(f"{q}{where}: {int((yv <= 0).sum())} non-positive value(s); the Huber loss on log "
+                     "residuals needs y > 0; skipped (use --loss lsq)")
+        return None
+    return FitGroup(quantity=q, complexity_method=method, models=g["model"].astype(str).to_numpy(),
+                    N=g[n_column].to_numpy(dtype=float), D=g["train_tokens"].to_numpy(dtype=float),
+                    y=yv, protocol=prot, vocab_size=voc)
+
+
+def validate_for_fit(df: pd.DataFrame, *, quantities: Optional[Sequence[str]] = None,
+                     n_column: str = "n_params", loss: str = "huber") -> FitPlan:
+    """Check ``df`` (from :func:`fitting.io.load_inputs`) and build the fit groups.
+
+    quantities: columns to fit (default: those of :data:`fitting.schema.TERM_QUANTITIES` that the
+    input has). n_column: "n_params" (total, default) or "n_params_nonembedding". loss: the fit
+    loss ("huber" needs y > 0; groups with y ≤ 0 are skipped with a note).
+    Raises GenboundError on the first violated rule.
+    """
+    if n_column not in N_COLUMNS:
+        raise GenboundError(f"n_column must be one of {N_COLUMNS}, got {n_column!r}")
+    if df.empty:
+        raise GenboundError("no rows to fit")
+    src = _sources(df)
+    _check_n_and_d(df, n_column, src)
+    _check_model_rows(df, n_column, src)
+    qs = _quantities_to_fit(df, quantities, src)
     notes: list[str] = []
     groups: list[FitGroup] = []
     for q in qs:
-        if q in METHOD_INDEPENDENT:
-            sub_all = df[df[q].notna()] if q in OPTIONAL_NAN else df
-            if sub_all.empty:
-                notes.append(f"{q}: no values; skipped")
-                continue
-            per_model = sub_all.groupby("model", sort=False).agg(
-                N=(n_column, "first"), D=("train_tokens", "first"), y=(q, "median"),
-                spread=(q, lambda s: float(np.nanmax(s) - np.nanmin(s)) if s.notna().any() else 0.0),
-                protocol=("protocol", "first"), vocab_size=("vocab_size", "first")).reset_index()
-            if (per_model["spread"] > 1e-9 * per_model["y"].abs().clip(lower=1)).any():
-                notes.append(f"{q}: rows of one model disagree across complexity methods; the median per model is fitted")
-            blocks = [(ANY_METHOD, per_model.rename(columns={"N": n_column, "D": "train_tokens", "y": q}))]
-        else:
-            blocks = [(m, g) for m, g in df.groupby("complexity_method", sort=True)]
-        for method, g in blocks:
-            where = "" if method == ANY_METHOD else f" (complexity_method {method!r})"
-            yv = pd.to_numeric(g[q], errors="coerce").to_numpy(dtype=float)
-            nan = np.isnan(yv)
-            if nan.all():
-                notes.append(f"{q}{where}: not measured (all empty); skipped")
-                continue
-            if nan.any() and q not in OPTIONAL_NAN:
-                raise GenboundError(
-                    f"column {q!r} has {int(nan.sum())} NaN value(s){where} (models "
-                    f"{_fmt_models(g.loc[nan, 'model'])}) in {src}; values to fit must be finite — "
-                    "leave the column empty for the whole method if it was not measured")
-            keep = ~nan
-            g = g.loc[keep]
-            yv = yv[keep]
-            if np.isinf(yv).any():
-                raise GenboundError(f"column {q!r} has inf value(s){where} in {src}; values to fit must be finite")
-            prot, voc = check_single_protocol(g, q, where)
-            if np.all(yv == 0):
-                notes.append(f"{q}{where}: all zero (not applicable to this method); skipped")
-                continue
-            if loss == "huber" and np.any(yv <= 0):
-                notes.append(f"{q}{where}: {int((yv <= 0).sum())} non-positive value(s); the Huber loss on log "
-                             "residuals needs y > 0; skipped (use --loss lsq)")
-                continue
-            groups.append(FitGroup(
-                quantity=q, complexity_method=method, models=g["model"].astype(str).to_numpy(),
-                N=g[n_column].to_numpy(dtype=float), D=g["train_tokens"].to_numpy(dtype=float),
-                y=yv, protocol=prot, vocab_size=voc))
+        for method, g in _method_blocks(df, q, n_column, notes):
+            group = _fit_group(g, q, method, n_column=n_column, loss=loss, src=src, notes=notes)
+            if group is not None:
+                groups.append(group)
     if groups and max(g.n_distinct for g in groups) < 2:
         raise GenboundError(
             f"fewer points than parameters: at most 1 distinct N per fit in {src}; the smallest law "

@@ -157,3 +157,12 @@ def test_result_to_dict_is_labelled_heuristic():
     tau, loss = _power_law_curve(500)
     d = prequential_code_length({"tokens_seen": tau, "loss": loss}, n_boot=20).to_dict()
     assert d["heuristic"] is True and d["bits"] > 0 and d["stderr_bits"] >= 0 and d["n_boot"] == 20
+
+
+def test_module_docstring_examples_run():
+    import doctest
+
+    import lm_eval_genbound.complexity.prequential as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

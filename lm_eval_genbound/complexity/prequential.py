@@ -5,7 +5,9 @@
     >>> res.bits, res.stderr_bits, res.heuristic                         # doctest: +SKIP
     >>> prequential_code_length("wandb_export.csv", tokens_per_step=2_097_152,
     ...                         up_to_tokens=20 * 70e6)                  # doctest: +SKIP
-    >>> coef, exponent = fit_prequential_exponent(N, K_bits)              # K ≈ coef · N^exponent
+    >>> coef, exponent = fit_prequential_exponent([1e6, 4e6], [1e4, 2e4])  # K ≈ coef · N^exponent
+    >>> round(exponent, 3)
+    0.5
 
 Definition (SPEC §3; reconstruction §5): with L(τ) the training loss in **nats** after τ
 tokens (each batch's loss is measured before the model trains on it, so the curve is a
@@ -271,6 +273,105 @@ def _smooth(y: np.ndarray, half: int, degree: int = 2) -> tuple[np.ndarray, np.n
     return s, lev
 
 
+def _check_settings(final_loss_method: str, tail_fraction: float, n_boot: int, final_loss_nats: float | None) -> None:
+    """Raise GenboundError for a bad estimator setting of :func:`prequential_code_length`."""
+    if final_loss_method not in FINAL_ESTIMATORS:
+        raise GenboundError(f"final_loss_method must be one of {FINAL_ESTIMATORS}; got {final_loss_method!r}")
+    if not (isinstance(tail_fraction, (int, float)) and 0 < tail_fraction <= 1):
+        raise GenboundError(f"tail_fraction must be in (0, 1]; got {tail_fraction!r}")
+    if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 0) or n_boot == 1:
+        raise GenboundError(f"n_boot must be 0 or an integer ≥ 2; got {n_boot!r}")
+    if final_loss_nats is not None and not (isinstance(final_loss_nats, (int, float, np.floating)) and math.isfinite(final_loss_nats)):
+        raise GenboundError(f"final_loss_nats must be a finite number of nats; got {final_loss_nats!r}")
+
+
+def _curve_up_to(tau: np.ndarray, loss: np.ndarray, D: float, up_to_tokens: float | None
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The points with τ ≤ D, ending at D: (τ, loss, whether the loss at D was interpolated).
+
+    D may lie at most 0.5% past the last point (the last loss is then held flat)."""
+    if not (math.isfinite(D) and D > 0):
+        raise GenboundError(f"up_to_tokens must be a positive number of tokens; got {up_to_tokens!r}")
+    if D > tau[-1] * (1 + _EXTEND_TOLERANCE):
+        raise GenboundError(f"up_to_tokens = {D:.6g} lies beyond the last logged point ({tau[-1]:.6g} tokens); "
+                            "the curve cannot be extrapolated")
+    if D > tau[-1]:
+        logger.warning("prequential: D = %.6g is %.3g%% past the last logged point; the last loss is held flat",
+                       D, 100 * (D / tau[-1] - 1))
+        tau = np.append(tau, D)
+        loss = np.append(loss, loss[-1])
+    inside = tau <= D
+    if np.isclose(tau[inside][-1] if inside.any() else -1.0, D, rtol=1e-12, atol=0):
+        return tau[inside], loss[inside], False
+    L_D = float(np.interp(D, tau, loss))  # interpolate the loss at D
+    return np.append(tau[inside], D), np.append(loss[inside], L_D), True
+
+
+@dataclass(frozen=True)
+class _Estimator:
+    """K̂ and L_final as functions of the losses at fixed τ: area weights ``w``, L_final given
+    (``final``), linear in L (weights ``c``) or the median over ``tail``."""
+
+    w: np.ndarray
+    D: float
+    method: str
+    tail: np.ndarray
+    c: np.ndarray | None
+    final: float | None
+
+    def __call__(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """L [..., n] -> (K̂ bits, L_final) for each row."""
+        if self.method == "given":
+            lf = np.full(L.shape[:-1], float(self.final))
+        elif self.c is not None:
+            lf = L @ self.c
+        else:
+            lf = np.median(L[..., self.tail], axis=-1)
+        return (L @ self.w - self.D * lf) / LN2, lf
+
+
+def _estimator(tau: np.ndarray, D: float, final_loss_nats: float | None, final_loss_method: str,
+               tail_fraction: float) -> _Estimator:
+    """The estimator over the points ``tau`` (ending at D); the tail has at least 3 points."""
+    n = tau.size
+    tail = tau >= (1.0 - tail_fraction) * D
+    if tail.sum() < 3:
+        tail = np.zeros(n, dtype=bool)
+        tail[-min(3, n):] = True
+    if final_loss_nats is not None:
+        return _Estimator(_area_weights(tau), D, "given", tail, None, final_loss_nats)
+    c = _tail_weights(tau, tail, final_loss_method)
+    return _Estimator(_area_weights(tau), D, final_loss_method, tail, c, None)
+
+
+def _bootstrap_stderr(loss: np.ndarray, estimate: _Estimator, *, n_boot: int, block_len: int | None,
+                      smooth_window: int | None, seed: int, interp_last: bool) -> tuple[float, int]:
+    """Block wild bootstrap of the smoothed curve's residuals: (standard error of K̂ in bits,
+    block length in points)."""
+    n = loss.size
+    if n < 5:
+        logger.warning("prequential: only %d points; the bootstrap standard error is unreliable", n)
+    half = (smooth_window // 2) if smooth_window else int(min(1000, max(2, n // 20)))
+    y = loss.copy()
+    smooth, lev = _smooth(y, half)
+    resid = (y - smooth) / np.sqrt(np.clip(1.0 - lev, 1e-3, None))
+    if interp_last:
+        resid[-1] = 0.0  # an interpolated point carries no independent noise
+    bl = int(block_len) if block_len else max(1, min(math.ceil(n ** (1 / 3)), (2 * half + 1) // 50))
+    bl = min(bl, n)
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    n_blocks = math.ceil(n / bl)
+    block_of = np.arange(n) // bl
+    chunk = max(1, int(2e7 // max(n, 1)))
+    for s0 in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - s0)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(m, n_blocks))
+        Lb = smooth[None, :] + resid[None, :] * signs[:, block_of]
+        boots[s0:s0 + m] = estimate(Lb)[0]
+    return float(np.std(boots, ddof=1)), bl
+
+
 def prequential_code_length(
     curve: str | os.PathLike | pd.DataFrame | Mapping[str, Sequence[float]],
     *,
@@ -302,94 +403,26 @@ def prequential_code_length(
         smooth_window: points in the smoothing window (default ≈ n/10, between 5 and 2001).
         seed: bootstrap seed.
     """
-    if final_loss_method not in FINAL_ESTIMATORS:
-        raise GenboundError(f"final_loss_method must be one of {FINAL_ESTIMATORS}; got {final_loss_method!r}")
-    if not (isinstance(tail_fraction, (int, float)) and 0 < tail_fraction <= 1):
-        raise GenboundError(f"tail_fraction must be in (0, 1]; got {tail_fraction!r}")
-    if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 0) or n_boot == 1:
-        raise GenboundError(f"n_boot must be 0 or an integer ≥ 2; got {n_boot!r}")
-    if final_loss_nats is not None and not (isinstance(final_loss_nats, (int, float, np.floating)) and math.isfinite(final_loss_nats)):
-        raise GenboundError(f"final_loss_nats must be a finite number of nats; got {final_loss_nats!r}")
+    _check_settings(final_loss_method, tail_fraction, n_boot, final_loss_nats)
     df = load_loss_curve(curve, tokens_per_step=tokens_per_step, loss_column=loss_column, step_column=step_column,
                          tokens_column=tokens_column)
     tau = df["tokens_seen"].to_numpy(dtype=float)
     loss = df["loss"].to_numpy(dtype=float)
     D = float(tau[-1]) if up_to_tokens is None else float(up_to_tokens)
-    if not (math.isfinite(D) and D > 0):
-        raise GenboundError(f"up_to_tokens must be a positive number of tokens; got {up_to_tokens!r}")
-    if D > tau[-1] * (1 + _EXTEND_TOLERANCE):
-        raise GenboundError(f"up_to_tokens = {D:.6g} lies beyond the last logged point ({tau[-1]:.6g} tokens); "
-                            "the curve cannot be extrapolated")
-    if D > tau[-1]:
-        logger.warning("prequential: D = %.6g is %.3g%% past the last logged point; the last loss is held flat",
-                       D, 100 * (D / tau[-1] - 1))
-        tau = np.append(tau, D)
-        loss = np.append(loss, loss[-1])
-    inside = tau <= D
-    if not np.isclose(tau[inside][-1] if inside.any() else -1.0, D, rtol=1e-12, atol=0):
-        # interpolate the loss at D
-        L_D = float(np.interp(D, tau, loss))
-        tau = np.append(tau[inside], D)
-        loss = np.append(loss[inside], L_D)
-        interp_last = True
-    else:
-        tau, loss = tau[inside], loss[inside]
-        interp_last = False
+    tau, loss, interp_last = _curve_up_to(tau, loss, D, up_to_tokens)
     n = tau.size
     if n < 2:
         raise GenboundError(f"the curve has {n} point(s) with τ ≤ D; need at least 2")
-    tail = tau >= (1.0 - tail_fraction) * D
-    if tail.sum() < 3:
-        tail = np.zeros(n, dtype=bool)
-        tail[-min(3, n):] = True
-    if final_loss_nats is not None:
-        method = "given"
-        c = None
-    else:
-        method = final_loss_method
-        c = _tail_weights(tau, tail, method)
-    w = _area_weights(tau)
-
-    def estimate(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """L [..., n] -> (K̂ bits, L_final) for each row."""
-        if method == "given":
-            lf = np.full(L.shape[:-1], float(final_loss_nats))
-        elif c is not None:
-            lf = L @ c
-        else:
-            lf = np.median(L[..., tail], axis=-1)
-        return (L @ w - D * lf) / LN2, lf
-
-    k_bits, lf = estimate(loss)
-    k_bits, lf = float(k_bits), float(lf)
-    bl = 1
-    stderr = float("nan")
+    estimate = _estimator(tau, D, final_loss_nats, final_loss_method, tail_fraction)
+    k_bits, lf = (float(v) for v in estimate(loss))
+    bl, stderr = 1, float("nan")
     if n_boot >= 2:
-        if n < 5:
-            logger.warning("prequential: only %d points; the bootstrap standard error is unreliable", n)
-        half = (smooth_window // 2) if smooth_window else int(min(1000, max(2, n // 20)))
-        y = loss.copy()
-        smooth, lev = _smooth(y, half)
-        resid = (y - smooth) / np.sqrt(np.clip(1.0 - lev, 1e-3, None))
-        if interp_last:
-            resid[-1] = 0.0  # an interpolated point carries no independent noise
-        bl = int(block_len) if block_len else max(1, min(math.ceil(n ** (1 / 3)), (2 * half + 1) // 50))
-        bl = min(bl, n)
-        rng = np.random.default_rng(seed)
-        boots = np.empty(n_boot)
-        n_blocks = math.ceil(n / bl)
-        block_of = np.arange(n) // bl
-        chunk = max(1, int(2e7 // max(n, 1)))
-        for s0 in range(0, n_boot, chunk):
-            m = min(chunk, n_boot - s0)
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(m, n_blocks))
-            Lb = smooth[None, :] + resid[None, :] * signs[:, block_of]
-            boots[s0:s0 + m] = estimate(Lb)[0]
-        stderr = float(np.std(boots, ddof=1))
+        stderr, bl = _bootstrap_stderr(loss, estimate, n_boot=n_boot, block_len=block_len,
+                                       smooth_window=smooth_window, seed=seed, interp_last=interp_last)
     if k_bits < 0:
         logger.warning("prequential: K̂ = %.4g bits is negative (the final loss estimate lies above the curve's mean)", k_bits)
     return PrequentialResult(bits=k_bits, stderr_bits=stderr, final_loss_nats=lf, n_points=int(n), tokens=D,
-                             heuristic=True, final_loss_method=method, tail_fraction=float(tail_fraction),
+                             heuristic=True, final_loss_method=estimate.method, tail_fraction=float(tail_fraction),
                              n_boot=int(n_boot), block_len=int(bl))
 
 
