@@ -66,7 +66,8 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
         "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
         "heldout_gap_nats": heldout - t["empirical_risk_nats"],
         "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
-        "stats_path": str(stats_path),
+        "stats_path": str(stats_path), "vacuous": bool(t["vacuous"]), "vacuous_term": t["vacuous_term"],
+        "nonvacuous_train_tokens": t["nonvacuous_train_tokens"],
     }
 
 
@@ -173,7 +174,7 @@ def format_runs_table(runs: pd.DataFrame) -> str:
             "loss_variation_nats", "smoothing_nats", "bound_nats", "bound_bpb"]
     view = runs[cols].copy()
     view.columns = ["model", "N", "D", "complexity", "bits/param", "C", "R̂ nats", "held-out",
-                    "q-gap", "C·lnV", "Σ√C", "√2C", "bound", "bound bpb"]
+                    "q-gap", "C·lnV", "Σ√C", "smoothing", "bound", "bound bpb"]
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
