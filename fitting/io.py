@@ -77,18 +77,21 @@ MANIFEST_FINAL: dict[str, str] = {
     "train_tokens": "train_tokens", "delta": "delta", "code_length_bits": "complexity_bits",
     "n_tokens": "tokens_evaluated", "n_bytes": "bytes_evaluated", "bound_bpb": "bound_bpb",
     "complexity_method": "complexity_method", "certified": "certified",
+    "vacuous": "vacuous", "vacuous_term": "vacuous_term", "nonvacuous_train_tokens": "nonvacuous_train_tokens",
 }
 
 _TRUE = {"true", "1", "yes", "y", "t", "certified"}
 _FALSE = {"false", "0", "no", "n", "f", "heuristic"}
 
 
-def parse_bool(value: Any) -> Any:
+def parse_bool(value: Any, column: str = "certified") -> Any:
     """'True'/'false'/1/0/'certified'/'heuristic' -> bool; empty/NaN -> NaN; else GenboundError."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return np.nan
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)                      # a harness metric such as genbound_vacuous = 1.0
     s = str(value).strip().lower()
     if s in _TRUE:
         return True
@@ -96,7 +99,7 @@ def parse_bool(value: Any) -> Any:
         return False
     if s in ("", "nan", "none"):
         return np.nan
-    raise GenboundError(f"certified must be true/false, got {value!r}")
+    raise GenboundError(f"{column} must be true/false, got {value!r}")
 
 
 def protocol_string(value: Any) -> str:
@@ -152,7 +155,9 @@ def _finish(df: pd.DataFrame, source: str) -> pd.DataFrame:
     derived = df["complexity_method"].map(
         lambda m: {"prequential": False}.get(method_kind(m), True) if method_kind(m) != "other" else np.nan)
     df["certified"] = cert.where(cert.notna(), derived)
+    df["vacuous"] = df["vacuous"].map(lambda v: parse_bool(v, "vacuous"))
     df["stats_path"] = df["stats_path"].fillna("").astype(str)
+    df["vacuous_term"] = df["vacuous_term"].fillna("").astype(str)
     gap = df["gap_bound_nats"].isna() & df["bound_nats"].notna() & df["empirical_loss_nats"].notna()
     df.loc[gap, "gap_bound_nats"] = df.loc[gap, "bound_nats"] - df.loc[gap, "empirical_loss_nats"]
     return df

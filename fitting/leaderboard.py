@@ -11,8 +11,11 @@ Rows (one per model and complexity method, from runs.csv files, user CSVs or lm-
 JSON; see :mod:`fitting.io`) are ranked by ``bound_bpb`` ascending (bits per UTF-8 byte, the
 number comparable across tokenizers; derived as bound_nats·tokens/(bytes·ln 2) when a results
 file only has the per-token bound). Columns: every bound term, the complexity method, a
-``certification`` flag ("certified" or "heuristic" for a prequential complexity), protocol and
-vocab_size, and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
+``certification`` flag ("certified" or "heuristic" for a prequential complexity), the ``verdict``
+("non-vacuous", "vacuous (<term>)" with the term that makes the bound ≥ ln V, or "unknown"; read
+from the inputs' ``vacuous``/``vacuous_term``, or for inputs without them the same rule applied to
+``bound_nats`` ≥ ln ``vocab_size``) with ``nonvacuous_train_tokens`` (the D at which the same model
+would be non-vacuous; inf: none), protocol and vocab_size, and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
 flagged there (and shaded in the HTML), never silently mixed.
 
 The HTML page has no external resource: inline CSS, inline JavaScript (click a header to sort
@@ -46,13 +49,14 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "rank", "model", "complexity_method", "certification", "bound_bpb", "bound_nats", "bound_exact_nats",
+    "rank", "model", "complexity_method", "certification", "bound_bpb", "verdict", "bound_nats", "bound_exact_nats",
     "empirical_loss_nats", "heldout_loss_nats", "gap_bound_nats", "quant_gap_nats", "random_guess_nats",
     "loss_variation_nats", "smoothing_nats", "sigma", "complexity_bits", "complexity_C", "n_params",
-    "train_tokens", "vocab_size", "protocol", "task", "comparable", "comparability_note", "source",
+    "train_tokens", "nonvacuous_train_tokens", "vocab_size", "protocol", "task", "comparable",
+    "comparability_note", "source",
 )
 _INT_COLUMNS = {"rank", "n_params", "train_tokens", "vocab_size"}
-_STR_COLUMNS = {"model", "complexity_method", "certification", "protocol", "task", "comparable",
+_STR_COLUMNS = {"model", "complexity_method", "certification", "verdict", "protocol", "task", "comparable",
                 "comparability_note", "source"}
 FIGURE_FILES = ("bound_vs_N.png", "terms_vs_N.png", "complexity_vs_N.png", "chinchilla_residuals.png")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,6 +64,24 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _vocab_key(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _verdict(row: pd.Series) -> str:
+    """'non-vacuous', 'vacuous (<term>)' or 'unknown' for one input row."""
+    vacuous = row.get("vacuous")
+    if _missing(vacuous):
+        bound, vocab = row.get("bound_nats"), row.get("vocab_size")
+        if _missing(bound) or _missing(vocab) or not float(vocab) >= 2:
+            return "unknown"
+        vacuous = float(bound) >= math.log(float(vocab))     # the rule of bound.vacuity: bound ≥ ln V
+    if not bool(vacuous):
+        return "non-vacuous"
+    term = row.get("vacuous_term")
+    return "vacuous" if _missing(term) or not str(term) else f"vacuous ({term})"
 
 
 def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
@@ -93,6 +115,7 @@ def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     df["certification"] = df["certified"].map(
         lambda c: "unknown" if c is None or (isinstance(c, float) and math.isnan(c))
         else ("certified" if bool(c) else "heuristic"))
+    df["verdict"] = [_verdict(row) for _, row in df.iterrows()]
     keys = list(zip(df["protocol"].fillna("").astype(str), df["vocab_size"].map(_vocab_key)))
     counts: dict[tuple[str, str], int] = {}
     for k in keys:
@@ -138,7 +161,8 @@ def render_markdown(board: pd.DataFrame, title: str = "Generalization-bound lead
     cols = [c for c in LEADERBOARD_COLUMNS if c != "source"]
     lines = [f"# {title}", "",
              "Ranked by `bound_bpb` (bits per UTF-8 byte), ascending. `certification`: heuristic = prequential "
-             "(non-certified) complexity. `comparable = no`: protocol or vocabulary differs from the majority.", "",
+             "(non-certified) complexity. `verdict`: vacuous = the bound is ≥ ln V (uniform guessing), with the term "
+             "that makes it so. `comparable = no`: protocol or vocabulary differs from the majority.", "",
              "| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c not in _STR_COLUMNS else "---" for c in cols) + "|"]
     for _, row in board.iterrows():
         cells = [_fmt(c, row[c]).replace("|", "\\|") for c in cols]
@@ -173,16 +197,18 @@ def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = 
             cls.append("noncomparable")
         if row["certification"] == "heuristic":
             cls.append("heuristic")
+        if str(row["verdict"]).startswith("vacuous"):
+            cls.append("vacuous")
         tds = []
         for c in LEADERBOARD_COLUMNS:
             v = row[c]
             text = html.escape(_fmt(c, v))
             if c in _STR_COLUMNS:
-                klass = "str flag" if c == "certification" else "str"
+                klass = {"certification": "str flag", "verdict": "str verdict"}.get(c, "str")
                 title_attr = f' title="{html.escape(str(v))}"' if c == "comparability_note" and v else ""
                 tds.append(f'<td class="{klass}"{title_attr}>{text}</td>')
             else:
-                raw = "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+                raw = "" if _missing(v) else ("Infinity" if float(v) == math.inf else repr(float(v)))
                 tds.append(f'<td data-value="{raw}">{text}</td>')
         body.append(f'<tr class="{" ".join(cls)}" data-model="{html.escape(str(row["model"]))}">' + "".join(tds) + "</tr>")
     table = (f'<table id="leaderboard"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body) +

@@ -7,7 +7,11 @@
 ``runs.csv`` (written by ``genbound demo``) has one row per (model, complexity_method) with the
 columns of :data:`RUNS_COLUMNS`. Units are in the names: ``_nats`` = nats per token,
 ``_bits`` = bits, ``_bpb`` = bits per UTF-8 byte. ``n_params`` is the total parameter count N,
-``train_tokens`` the number D of training tokens.
+``train_tokens`` the number D of training tokens. The vacuity verdict closes a row: ``vacuous``
+(the bound is ≥ ln V nats/token, the loss of uniform guessing), ``vacuous_term`` (the term that
+makes it so: empirical_risk, random_guess, loss_variation, smoothing, subsample_correction; empty
+when non-vacuous) and ``nonvacuous_train_tokens`` (the D at which the same model would be
+non-vacuous; inf when none).
 
 A plain user CSV needs only ``model``, ``N`` (or ``n_params``), ``D`` (or ``train_tokens``) and at
 least one quantity column; ``loss`` is read as ``empirical_loss_nats`` (the ``C,N,D,loss`` layout
@@ -25,15 +29,17 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
     "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
-    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
+    "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
+    "nonvacuous_train_tokens",
 )
 
 #: flags and text columns (everything else is numeric)
-FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout")
+FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout", "vacuous")
 
 #: numeric columns (everything but the strings and the flags)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
-    c for c in RUNS_COLUMNS if c not in ("model", "protocol", "complexity_method", "stats_path") + FLAG_COLUMNS)
+    c for c in RUNS_COLUMNS
+    if c not in ("model", "protocol", "complexity_method", "stats_path", "vacuous_term") + FLAG_COLUMNS)
 
 #: quantities fitted against N by default (y = a + b·N^(-c) and y = b·N^(-c))
 TERM_QUANTITIES: tuple[str, ...] = (
@@ -45,7 +51,8 @@ TERM_QUANTITIES: tuple[str, ...] = (
 METHOD_INDEPENDENT: frozenset[str] = frozenset({"empirical_loss_nats", "heldout_loss_nats"})
 
 #: columns allowed to hold NaN (not measured)
-OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats", "heldout_gap_nats", "bits_per_param"})
+OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats", "heldout_gap_nats", "bits_per_param",
+                                          "nonvacuous_train_tokens"})
 
 #: aliases accepted in user CSVs -> canonical column
 CSV_ALIASES: dict[str, str] = {

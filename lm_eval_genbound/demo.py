@@ -66,7 +66,8 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
         "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
         "heldout_gap_nats": heldout - t["empirical_risk_nats"],
         "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
-        "stats_path": str(stats_path),
+        "stats_path": str(stats_path), "vacuous": bool(t["vacuous"]), "vacuous_term": t["vacuous_term"],
+        "nonvacuous_train_tokens": t["nonvacuous_train_tokens"],
     }
 
 
@@ -170,10 +171,12 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
 def format_runs_table(runs: pd.DataFrame) -> str:
     cols = ["model", "n_params", "train_tokens", "complexity_method", "bits_per_param", "complexity_C",
             "empirical_loss_nats", "heldout_loss_nats", "quant_gap_nats", "random_guess_nats",
-            "loss_variation_nats", "smoothing_nats", "bound_nats", "bound_bpb"]
+            "loss_variation_nats", "smoothing_nats", "bound_nats", "bound_bpb", "vacuous_term",
+            "nonvacuous_train_tokens"]
     view = runs[cols].copy()
+    view["vacuous_term"] = view["vacuous_term"].map(lambda t: f"yes: {t}" if t else "no")
     view.columns = ["model", "N", "D", "complexity", "bits/param", "C", "R̂ nats", "held-out",
-                    "q-gap", "C·lnV", "Σ√C", "√2C", "bound", "bound bpb"]
+                    "q-gap", "C·lnV", "Σ√C", "smoothing", "bound", "bound bpb", "vacuous", "D* non-vacuous"]
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 

@@ -22,7 +22,8 @@ EXPECTED_COLUMNS = [
     "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
     "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
-    "heldout_gap_nats", "bound_holds_heldout", "stats_path",
+    "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
+    "nonvacuous_train_tokens",
 ]
 
 
@@ -50,6 +51,26 @@ def test_runs_csv_has_every_model_and_method(demo):
              + disk.loss_variation_nats + disk.smoothing_nats)
     np.testing.assert_allclose(disk.bound_nats, total, rtol=1e-6)
     assert (disk.bound_exact_nats <= disk.bound_nats + 1e-9).all()
+
+
+def test_runs_csv_carries_the_vacuity_verdict(demo):
+    """vacuous ⇔ bound ≥ ln V; the term is named exactly for the vacuous rows; D* lies above D for a
+    vacuous row and at or below it for a non-vacuous one; the leaderboard shows the same verdict."""
+    out, _ = demo
+    disk = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    vac = disk["vacuous"].astype(str) == "True"
+    assert set(disk["vacuous"].astype(str)) <= {"True", "False"}
+    assert (vac == (disk.bound_nats >= np.log(disk.vocab_size))).all()
+    assert ((disk.vacuous_term != "") == vac).all()
+    assert set(disk.loc[vac, "vacuous_term"]) <= {"empirical_risk", "random_guess", "loss_variation",
+                                                   "smoothing", "subsample_correction"}
+    d_star = disk["nonvacuous_train_tokens"].astype(float)
+    assert (d_star[vac] > disk.train_tokens[vac]).all() and (d_star[~vac] <= disk.train_tokens[~vac]).all()
+    board = pd.read_csv(out / "fits" / "leaderboard.csv", keep_default_na=False).set_index(
+        ["model", "complexity_method"])
+    for (_, r), v in zip(disk.iterrows(), vac):
+        verdict = board.loc[(r.model, r.complexity_method), "verdict"]
+        assert verdict == (f"vacuous ({r.vacuous_term})" if v else "non-vacuous")
 
 
 def test_stats_files_recompute_the_rows(demo):
@@ -108,6 +129,7 @@ def test_genbound_bound_cli_prints_the_decomposition(demo):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "bound (paper form)" in r.stdout and f"{row.bound_nats:.5f}" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith(("VACUOUS: bound ≥ ln V", "non-vacuous: bound < ln V"))
     bad = subprocess.run([*genbound, "bound", str(out / "nope.npz"), "--complexity-bits", "10"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")

@@ -6,10 +6,13 @@
     >>> stats = GenboundStats.load("out/genbound/genbound_sotu/stats.npz")      # doctest: +SKIP
     >>> rep = bound_report(stats, Complexity(16.0 * 70e6, method="param16"))   # doctest: +SKIP
     >>> rep.bound_bpb, rep.to_dict()["bound_paper_nats"]                        # doctest: +SKIP
+    >>> rep.vacuity.vacuous, rep.to_dict()["nonvacuous_train_tokens"]          # doctest: +SKIP
 
 Every consumer of a finished evaluation (the harness task's metrics and manifest, the demo's
 runs.csv rows, ``genbound bound``) calls :func:`bound_report`; :meth:`BoundReport.to_dict` is the
-flat dict written as the manifest's ``final`` and read back by the fitter.
+flat dict written as the manifest's ``final`` and read back by the fitter. Every report carries its
+vacuity verdict (:mod:`lm_eval_genbound.bound.vacuity`: bound ≥ ln V?, the dominating term, the D
+at which the same model would be non-vacuous).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any, Optional
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.terms import BoundTerms
+from lm_eval_genbound.bound.vacuity import Vacuity, vacuity
 
 
 def nats_per_token_to_bpb(nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
@@ -43,6 +47,8 @@ class BoundReport:
         The paper-form bound in bits per UTF-8 byte (NaN without byte counts).
     n_bytes, n_docs : int
         UTF-8 bytes and documents evaluated.
+    vacuity : Vacuity
+        Whether the bound is ≥ ln V, the term that makes it so, and D*.
     """
 
     terms: BoundTerms
@@ -51,13 +57,16 @@ class BoundReport:
     bound_bpb: float
     n_bytes: int
     n_docs: int
+    vacuity: Vacuity
 
     def to_dict(self) -> dict[str, Any]:
-        """The terms' dict, then bits_per_byte, n_bytes, n_docs, complexity_method and bound_bpb."""
+        """The terms' dict, then bits_per_byte, n_bytes, n_docs, complexity_method, bound_bpb and
+        the vacuity verdict (:meth:`Vacuity.to_dict`)."""
         d = self.terms.to_dict()
         d.update({"bits_per_byte": self.bits_per_byte, "n_bytes": self.n_bytes,
                   "n_docs": self.n_docs, "complexity_method": self.complexity_method,
                   "bound_bpb": self.bound_bpb})
+        d.update(self.vacuity.to_dict())
         return d
 
 
@@ -84,11 +93,13 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
     Returns
     -------
     BoundReport
-        Terms (nats/token), bits per byte and the bound in bits per byte.
+        Terms (nats/token), bits per byte, the bound in bits per byte and its vacuity verdict.
     """
     terms = stats.bound(complexity, train_tokens=train_tokens, delta=delta, alpha=alpha,
                         unquantized_loss=unquantized_loss)
     return BoundReport(
         terms=terms, complexity_method=complexity.method, bits_per_byte=stats.bits_per_byte,
         bound_bpb=nats_per_token_to_bpb(terms.bound_paper_nats, stats.n_tokens, stats.n_bytes),
-        n_bytes=stats.n_bytes, n_docs=stats.n_docs)
+        n_bytes=stats.n_bytes, n_docs=stats.n_docs,
+        vacuity=vacuity(stats, complexity, terms, train_tokens=train_tokens, delta=delta, alpha=alpha,
+                        unquantized_loss=unquantized_loss))

@@ -284,15 +284,25 @@ class GenboundStats:
         """
         self._require_tokens()
         if alpha is None:
-            d_train = float(self.n_tokens if train_tokens is None else train_tokens)
-            c_guess = B.complexity_per_token(complexity.prior_nats, max(d_train, 1.0),
-                                             grid_size=self.grid_size, delta=check_delta(delta))
-            alpha = choose_alpha(c_guess, self.alphas)
+            alpha = self.default_alpha(complexity, train_tokens=train_tokens, delta=delta)
         return token_bound(
             sum_v=self.sum_v(alpha), s_values=self.s_values, n_tokens=self.n_tokens,
             mean_smoothed_loss=self.mean_smoothed_loss(alpha), mean_raw_loss=self.mean_raw_loss,
             vocab_size=self.vocab_size, alpha=alpha, complexity=complexity,
             train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss)
+
+    def default_alpha(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
+                      delta: float = 0.05) -> float:
+        """The α of the grid that :meth:`bound` uses when none is given.
+
+        The grid value with the smallest smoothing cost for C = (ln 1/P(h) + ln(|K|/δ))/D, D =
+        ``train_tokens`` (default: the tokens accumulated): a choice that depends on C only,
+        never on the data.
+        """
+        d_train = float(self.n_tokens if train_tokens is None else train_tokens)
+        c_guess = B.complexity_per_token(complexity.prior_nats, max(d_train, 1.0),
+                                         grid_size=self.grid_size, delta=check_delta(delta))
+        return choose_alpha(c_guess, self.alphas)
 
     def summary_rows(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
                      delta: float = 0.05) -> list[dict]:

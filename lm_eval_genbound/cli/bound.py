@@ -2,22 +2,41 @@
 
     $ genbound bound out/genbound/genbound_sotu/stats.npz --complexity-bits 4.2e6 --train-tokens 8.4e6
     $ genbound bound stats.npz --complexity-bits 1.1e6 --n-configurations 4 --json
+    $ genbound bound stats.npz --complexity-json m1_gptq4.json          # written by `genbound complexity`
+    $ genbound bound side/stats.npz --complexity-json side/manifest.json  # the sidecar's own complexity
 
-Loads the statistics file an evaluation wrote (``stats.npz``), charges the given code length as a
-:class:`~lm_eval_genbound.bound.complexity.Complexity` (prefix-free and configuration bits added
-there) and prints the decomposition of :func:`~lm_eval_genbound.bound.report.bound_report`, or its
-flat dict (the manifest's ``final``) with ``--json``.
+Loads the statistics file an evaluation wrote (``stats.npz``), charges a
+:class:`~lm_eval_genbound.bound.complexity.Complexity` and prints the decomposition of
+:func:`~lm_eval_genbound.bound.report.bound_report` with its vacuity verdict (bound ≥ ln V?, the
+dominating term, the D at which the same model would be non-vacuous), or its flat dict (the
+manifest's ``final``) with ``--json``.
+
+``--complexity-bits M`` is a message length: the prefix-free 2·log2 M and configuration bits are
+added. A total that already holds them (``total_bits`` of ``genbound complexity``, a manifest's
+``code_length.total_bits``) goes in as ``--complexity-json FILE``, so they are counted once: the
+JSON of ``genbound complexity`` or a sidecar ``manifest.json`` (whose δ and D are then the defaults).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-from typing import Optional, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.vacuity import Vacuity
+from lm_eval_genbound.errors import GenboundError
+
+
+def _smoothing_label(terms: dict) -> str:
+    """Which smoothing charge applies: √(2C), or the exact cost of α when that is larger."""
+    if terms["smoothing_paper_nats"] > math.sqrt(2.0 * terms["complexity"]):
+        return "smoothing: cost of α (> √(2C))"
+    return "smoothing √(2C)"
 
 
 def format_terms_table(terms: dict, title: str = "") -> str:
@@ -28,7 +47,7 @@ def format_terms_table(terms: dict, title: str = "") -> str:
         ("quantization gap", terms["quantization_gap_nats"]),
         ("random-guessing cost C·ln V", terms["random_guess_nats"]),
         ("loss variation Σ·√C", terms["loss_variation_nats"]),
-        ("smoothing √(2C)", terms["smoothing_paper_nats"]),
+        (_smoothing_label(terms), terms["smoothing_paper_nats"]),
         ("subsampling correction", terms["subsample_correction_nats"]),
         ("bound (paper form)", terms["bound_paper_nats"]),
         ("bound (exact form)", terms["bound_exact_nats"]),
@@ -48,18 +67,48 @@ def format_terms_table(terms: dict, title: str = "") -> str:
         + ("certified" if terms.get("certified", True) else "HEURISTIC complexity (not certified)"))
     lines.append(f"bits per byte {terms['bits_per_byte']:.5f}   bound {terms['bound_bpb']:.5f} bits per byte "
                  f"({terms['n_bytes']} bytes)")
+    if "vacuous" in terms:
+        lines.append(Vacuity.from_dict(terms).summary())
     return "\n".join(lines)
 
 
+def load_complexity_json(path: str) -> tuple[Complexity, dict[str, Any]]:
+    """The complexity of a ``genbound complexity`` JSON or a sidecar manifest, and the defaults the
+    file sets (a manifest's ``delta`` and ``train_tokens``)."""
+    p = Path(path)
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GenboundError(f"--complexity-json {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GenboundError(f"--complexity-json {path}: not a readable JSON file ({exc})") from None
+    kind = record.get("kind") if isinstance(record, dict) else None
+    if kind == "genbound_complexity":
+        from lm_eval_genbound.complexity.codelength import code_length_complexity
+        return code_length_complexity(record.get("code_length") or {}), {}
+    if kind == "genbound_manifest":
+        from lm_eval_genbound.harness.task import manifest_complexity
+        settings = record.get("settings") or {}
+        return manifest_complexity(record), {"delta": record.get("delta"),
+                                             "train_tokens": settings.get("train_tokens")}
+    raise GenboundError(f"--complexity-json {path}: kind {kind!r} is neither genbound_complexity (written "
+                        "by `genbound complexity`) nor genbound_manifest (a sidecar manifest.json)")
+
+
 def main_bound(argv: Optional[Sequence[str]] = None) -> int:
-    """``genbound bound STATS --complexity-bits B --train-tokens D``: print the decomposition."""
+    """``genbound bound STATS --complexity-bits M | --complexity-json FILE``: print the decomposition."""
     p = argparse.ArgumentParser(prog="genbound bound", description=main_bound.__doc__)
     p.add_argument("stats", help="statistics file (.npz) written by an evaluation")
-    p.add_argument("--complexity-bits", type=float, required=True,
-                   help="code length L(h) in bits (prefix-free overhead 2·log2 L is added)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--complexity-bits", type=float,
+                       help="message length M in bits (the prefix-free 2·log2 M is added)")
+    which.add_argument("--complexity-json", metavar="FILE",
+                       help="JSON of `genbound complexity` or a sidecar manifest.json: its certified "
+                            "code length, prefix-free and configuration bits counted once")
     p.add_argument("--train-tokens", type=float, default=None,
-                   help="D, tokens the model trained on (default: the tokens evaluated)")
-    p.add_argument("--delta", type=float, default=0.05, help="failure probability δ (default 0.05)")
+                   help="D, tokens the model trained on (default: the manifest's, else the tokens evaluated)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="failure probability δ (default: the manifest's, else 0.05)")
     p.add_argument("--alpha", type=float, default=None, help="α of the grid (default: best for C)")
     p.add_argument("--n-configurations", type=int, default=1,
                    help="settings searched over (adds log2 of this to L)")
@@ -68,10 +117,18 @@ def main_bound(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--heuristic", action="store_true", help="the complexity is not certified")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_args(argv)
-    complexity = Complexity(a.complexity_bits, n_configurations=a.n_configurations, method="bits",
-                            certified=not a.heuristic)
-    report = bound_report(GenboundStats.load(a.stats), complexity, train_tokens=a.train_tokens,
-                          delta=a.delta, alpha=a.alpha, unquantized_loss=a.unquantized_loss)
+    if a.complexity_json is not None:
+        complexity, defaults = load_complexity_json(a.complexity_json)
+        complexity = complexity.with_configurations(a.n_configurations)
+    else:
+        complexity, defaults = Complexity(a.complexity_bits, n_configurations=a.n_configurations,
+                                          method="bits"), {}
+    if a.heuristic:
+        complexity = replace(complexity, certified=False)
+    train_tokens = a.train_tokens if a.train_tokens is not None else defaults.get("train_tokens")
+    delta = a.delta if a.delta is not None else (defaults.get("delta") or 0.05)
+    report = bound_report(GenboundStats.load(a.stats), complexity, train_tokens=train_tokens,
+                          delta=delta, alpha=a.alpha, unquantized_loss=a.unquantized_loss)
     if a.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 from lm_eval.api.task import ConfigurableTask
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 #: set by the ``lm-eval-genbound`` CLI from ``--output_path``: default sidecar root
 OUTPUT_ENV = "GENBOUND_OUTPUT_PATH"
 
-#: metric name -> key of the final result dict (lower is better for every metric)
+#: metric name -> key of the final result dict (lower is better for every metric; the vacuity
+#: verdict's term is a string, so it is in the manifest's ``final`` only)
 METRICS: dict[str, str] = {
     "genbound_bound": "bound_paper_nats",
     "genbound_bound_exact": "bound_exact_nats",
@@ -57,6 +58,8 @@ METRICS: dict[str, str] = {
     "genbound_bits_per_byte": "bits_per_byte",
     "genbound_n_tokens": "n_tokens",
     "genbound_n_bytes": "n_bytes",
+    "genbound_vacuous": "vacuous",                              # 1 when the bound is ≥ ln V, else 0
+    "genbound_nonvacuous_train_tokens": "nonvacuous_train_tokens",  # D* (inf: none)
 }
 
 
@@ -347,9 +350,23 @@ def settings_complexity(settings: TaskSettings, info: dict) -> Complexity:
     return cx.with_configurations(int(settings.n_configurations))
 
 
+def manifest_complexity(manifest: Mapping[str, Any]) -> Complexity:
+    """The complexity that a sidecar manifest's final bound charged, rebuilt from its settings and
+    model record (``genbound bound --complexity-json manifest.json``)."""
+    try:
+        raw, model = manifest["settings"], manifest["model"]
+    except (KeyError, TypeError):
+        raise GenboundError("not a genbound manifest (no settings and model records)") from None
+    settings = TaskSettings.from_metadata({f"genbound_{k}": v for k, v in raw.items()})
+    return settings_complexity(settings, {"model": model})
+
+
 def finalize(stats: GenboundStats, info: dict, settings: TaskSettings) -> tuple[dict, Complexity]:
-    """The bound with the configured complexity, plus counts and bits per byte (one flat dict,
-    the manifest's ``final``), and that complexity."""
+    """The bound with the configured complexity, plus counts, bits per byte and the vacuity verdict
+    (one flat dict, the manifest's ``final``), and that complexity. A vacuous bound is logged as a
+    warning."""
     complexity = settings_complexity(settings, info)
     report = bound_report(stats, complexity, train_tokens=settings.train_tokens, delta=settings.delta)
+    if report.vacuity.vacuous:
+        logger.warning("%s (complexity %s)", report.vacuity.summary(), complexity.method)
     return report.to_dict(), complexity
