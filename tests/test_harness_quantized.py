@@ -116,3 +116,31 @@ def test_local_checkpoint_identity_is_a_path_with_a_weight_fingerprint(env, runs
     m.save_pretrained(copy)
     changed = GenBoundHFLM(pretrained=str(copy), device="cpu", dtype="float32").model_identity()
     assert changed["weights_sha256"] != ident["weights_sha256"]
+
+
+def test_reruns_into_one_output_path_give_one_leaderboard_row_per_method(env, tmp_path):
+    """param16, rtn4, then param16 again into one --output_path: lm-eval leaves three results
+    files in one folder; the leaderboard keeps the newest of the rerun and both methods, each with
+    its own sidecar (the quantized one under genbound/<task>/rtn4/)."""
+    import os
+    import subprocess
+
+    from fitting.leaderboard import write_leaderboard
+
+    out = tmp_path / "out"
+    meta = json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})
+    e = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    for extra in ("", ",quantize=rtn4", ""):
+        r = subprocess.run([sys.executable, "-m", "lm_eval_genbound", "run", "--model", "hf-genbound",
+                            "--model_args", f"pretrained={env['model']},dtype=float32{extra}",
+                            "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "4",
+                            "--metadata", meta, "--output_path", str(out)],
+                           capture_output=True, text=True, env=e, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(out.rglob("results_*.json"))) == 3
+    assert (out / "genbound" / "genbound_local" / "rtn4" / "manifest.json").is_file()
+    board = pd.read_csv(write_leaderboard([out], tmp_path / "board")["csv"])
+    assert sorted(board["complexity_method"]) == ["param16", "rtn4-g64"]
+    assert set(board["model"]) == {"model"}                    # the checkpoint's folder name
+    q = board.set_index("complexity_method").loc["rtn4-g64"]
+    assert q["quant_gap_nats"] != 0 and q["n_params"] > 0
