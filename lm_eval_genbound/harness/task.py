@@ -14,7 +14,15 @@ as a ``(text, GenboundRequest.to_json())`` rolling request
 (:class:`~lm_eval_genbound.harness.request.GenboundRequest`), so only ``hf-genbound`` can answer it. Per-token
 statistics are folded, on rank 0 and in document order, into a
 :class:`~lm_eval_genbound.bound.stats.GenboundStats`; the results JSON gets scalar ``genbound_*``
-metrics and a sidecar directory holds the manifest, the statistics and a per-α summary.
+metrics and a sidecar directory holds the manifest, the statistics and a per-α summary
+(``genbound_output_dir``, else ``<output_path>/genbound/<task>/`` and, for a ``quantize=`` model,
+its subfolder ``<spec>/``, so runs of one model with and without quantization keep both).
+
+A quantized model is charged its certified code length unless ``genbound_complexity`` says
+otherwise (default ``auto``), and its documents carry the full-precision model's ln p on the same
+tokens: ``genbound_loss`` is then R̂(h) of the full-precision model and
+``genbound_quantization_gap`` R̂(h_q) − R̂(h) (the paper's decomposition; the bound is unchanged,
+``genbound_bits_per_byte`` stays the quantized model's).
 """
 from __future__ import annotations
 
