@@ -144,3 +144,19 @@ def test_reruns_into_one_output_path_give_one_leaderboard_row_per_method(env, tm
     assert set(board["model"]) == {"model"}                    # the checkpoint's folder name
     q = board.set_index("complexity_method").loc["rtn4-g64"]
     assert q["quant_gap_nats"] != 0 and q["n_params"] > 0
+
+
+def test_cache_and_pickle_keep_full_precision_scores_and_token_ids(tmp_path):
+    """A resumed or gathered quantized run still has logp_fp and token ids (resume cache, pickle)."""
+    import pickle
+
+    from lm_eval_genbound.harness.records import DocScores
+    from lm_eval_genbound.harness.resume import ScoreCache
+
+    s = DocScores(-3.5, logp=np.array([-1.0, -2.5], np.float32), entropies=np.zeros((2, 1), np.float32),
+                  n_ctx=np.array([1, 2], np.int32), info={"alphas": [0.1]},
+                  logp_fp=np.array([-0.9, -2.0], np.float32), token_id=np.array([7, 3]))
+    cache = ScoreCache(tmp_path / "cache")
+    cache.save(["k"], [s])
+    for back in (cache.load()["k"], pickle.loads(pickle.dumps(s))):
+        assert np.array_equal(back.logp_fp, s.logp_fp) and np.array_equal(back.token_id, s.token_id)
