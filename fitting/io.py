@@ -24,10 +24,18 @@ if given, ``n_params``/``N``, ``vocab_size``, ``protocol``, ``certified``, ``mod
 still missing is taken from the task's sidecar ``manifest.json`` when it is found
 (``genbound_output_dir``, or ``genbound/<task>/`` beside or above the results file) and belongs
 to the same model: parameter counts, protocol (as ``w<window>s<stride>-V<V>-<bos>``, the label of
-runs.csv), training tokens, complexity method and bits, and every term of the final bound. The
-model name is ``metadata.model``, else ``pretrained=`` of ``config.model_args``, else
-``model_name``. ``gap_bound_nats`` is derived as bound − empirical loss when absent. A directory
-argument is searched for ``runs.csv`` and ``results*.json`` files.
+runs.csv), training tokens, complexity method and bits, and every term of the final bound. A
+quantized run's sidecar is ``genbound/<task>/<quantize spec>/``; a manifest of another model,
+another ``quantize=`` or another ``gguf_file`` (an output path reused) is never merged. The
+model name is ``metadata.model``, else ``pretrained=`` of ``config.model_args`` (joined with its
+``gguf_file``), else ``model_name``. ``gap_bound_nats`` is derived as bound − empirical loss when
+absent. A directory argument is searched for ``runs.csv`` and ``results*.json`` files.
+
+Reruns: lm-eval writes a new ``results_<timestamp>.json`` per run, so a rerun into the same
+``--output_path`` leaves the older file beside it. Of results-JSON rows in one folder with the
+same model, task, complexity method and protocol, only the newest run's row is kept (by the
+file's ``date``, else its modification time; :func:`drop_superseded`), so the leaderboard never
+sees one run twice. Rows from different folders or CSV files are never dropped.
 """
 from __future__ import annotations
 
@@ -262,7 +270,9 @@ def read_harness_json(path: PathLike) -> pd.DataFrame:
                                 "config.model_args pretrained=, or model_name)")
         row["model"] = str(model).rstrip("/")
         row["task"] = task
-        manifest = _find_manifest(path, task, meta, row["model"])
+        manifest = _find_manifest(path, task, meta, row["model"], margs)
+        if margs.get("gguf_file") and not meta.get("model"):
+            row["model"] += "/" + str(margs["gguf_file"])
         if manifest is not None:
             _merge_manifest(row, manifest)
         if "protocol" not in row:
@@ -277,14 +287,26 @@ def read_harness_json(path: PathLike) -> pd.DataFrame:
     return _finish(df, str(path))
 
 
-def _find_manifest(results_path: Path, task: str, meta: Mapping, model: str) -> dict | None:
+def _same_model(ident: str, model: str) -> bool:
+    """Whether a manifest's ``name_or_path`` (a resolved local path or a hub id) names ``model``."""
+    if not ident or not model or os.path.normpath(ident) == os.path.normpath(model):
+        return True
+    return Path(model).expanduser().exists() and Path(ident).resolve() == Path(model).expanduser().resolve()
+
+
+def _find_manifest(results_path: Path, task: str, meta: Mapping, model: str,
+                   margs: Mapping | None = None) -> dict | None:
     """The sidecar manifest of this task and model, if it can be found next to the results: the
-    task's ``genbound_output_dir``, else ``<dir>/genbound/<task>/`` or ``<dir>/../genbound/<task>/``.
-    A manifest of another model (same output path reused) is ignored."""
+    task's ``genbound_output_dir``, else ``<dir>/genbound/<task>/`` or ``<dir>/../genbound/<task>/``
+    (a quantized model's in its ``<quantize spec>/`` subfolder). A manifest of another model,
+    ``quantize=`` or ``gguf_file`` (same output path reused) is ignored."""
+    margs = margs or {}
+    quantize = margs.get("quantize") or None
     cands = []
     if meta.get("genbound_output_dir"):
         cands.append(Path(str(meta["genbound_output_dir"])))
-    cands += [results_path.parent / "genbound" / task, results_path.parent.parent / "genbound" / task]
+    for root in (results_path.parent, results_path.parent.parent):
+        cands += ([root / "genbound" / task / str(quantize)] if quantize else []) + [root / "genbound" / task]
     for d in cands:
         p = d / "manifest.json"
         if not p.is_file():
@@ -294,9 +316,16 @@ def _find_manifest(results_path: Path, task: str, meta: Mapping, model: str) -> 
         except (OSError, json.JSONDecodeError):
             logger.warning("%s: unreadable sidecar manifest; ignored", p)
             continue
-        ident = str((m.get("model") or {}).get("name_or_path") or "").rstrip("/")
-        if ident and model and os.path.normpath(ident) != os.path.normpath(model):
-            logger.info("%s belongs to %s, not %s; ignored", p, ident, model)
+        ident = m.get("model") or {}
+        other = []
+        if not _same_model(str(ident.get("name_or_path") or "").rstrip("/"), model):
+            other.append(f"model {ident.get('name_or_path')}")
+        if ((m.get("protocol") or {}).get("quantize") or None) != quantize:
+            other.append(f"quantize={(m.get('protocol') or {}).get('quantize')}")
+        if (ident.get("gguf_file") or None) != (margs.get("gguf_file") or None):
+            other.append(f"gguf_file={ident.get('gguf_file')}")
+        if other:
+            logger.info("%s belongs to another run (%s); ignored", p, ", ".join(other))
             continue
         return m
     return None
@@ -333,6 +362,45 @@ def _expand(paths: Iterable[PathLike]) -> list[Path]:
     return out
 
 
+def _run_time(path: Path) -> float:
+    """When a results JSON's run started: its ``date`` (seconds since the epoch), else its mtime."""
+    try:
+        date = json.loads(path.read_text(encoding="utf-8")).get("date")
+        return float(date)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return path.stat().st_mtime
+
+
+def drop_superseded(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep, of results-JSON rows in one folder with the same (model, task, complexity_method,
+    protocol), only the newest run's (a rerun into the same ``--output_path``); CSV rows and rows
+    of different folders are all kept.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Rows as read by :func:`read_runs_csv` / :func:`read_harness_json` (``source`` = the file).
+
+    Returns
+    -------
+    DataFrame
+        The rows kept, in their original order.
+    """
+    is_json = df["source"].astype(str).str.lower().str.endswith(".json")
+    if not is_json.any():
+        return df
+    times = {s: _run_time(Path(s)) for s in df.loc[is_json, "source"].unique()}
+    js = df.loc[is_json].assign(_folder=lambda d: d["source"].map(lambda s: str(Path(s).parent)),
+                                _time=lambda d: d["source"].map(times))
+    keys = ["_folder", "model", "task", "complexity_method", "protocol"]
+    newest = js.sort_values(["_time", "source"], kind="mergesort").drop_duplicates(keys, keep="last")
+    dropped = js.index.difference(newest.index)
+    for i in dropped:
+        logger.info("%s: %s on %s superseded by a newer run in the same folder; ignored",
+                    df.at[i, "source"], df.at[i, "model"], df.at[i, "task"])
+    return df.drop(index=dropped)
+
+
 def load_inputs(paths: Sequence[PathLike]) -> pd.DataFrame:
     """Read every input (CSV, results JSON, or a directory holding them) into one table.
 
@@ -354,9 +422,10 @@ def load_inputs(paths: Sequence[PathLike]) -> pd.DataFrame:
             frames.append(read_harness_json(p))
         else:
             raise GenboundError(f"{p}: unknown input type {suffix or '(no extension)'}; expected .csv or .json")
-    df = pd.concat(frames, ignore_index=True, sort=False)
+    df = drop_superseded(pd.concat(frames, ignore_index=True, sort=False))
     extra = [c for c in df.columns if c not in RUNS_COLUMNS and c not in ("source", "task")]
     return df[list(RUNS_COLUMNS) + ["source", "task"] + extra]
 
 
-__all__ = ["load_inputs", "read_runs_csv", "read_harness_json", "HARNESS_ALIASES", "protocol_string"]
+__all__ = ["load_inputs", "read_runs_csv", "read_harness_json", "drop_superseded", "HARNESS_ALIASES",
+           "protocol_string"]

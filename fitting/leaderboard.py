@@ -15,8 +15,14 @@ file only has the per-token bound). Columns: every bound term, the complexity me
 ("non-vacuous", "vacuous (<term>)" with the term that makes the bound ≥ ln V, or "unknown"; read
 from the inputs' ``vacuous``/``vacuous_term``, or for inputs without them the same rule applied to
 ``bound_nats`` ≥ ln ``vocab_size``) with ``nonvacuous_train_tokens`` (the D at which the same model
-would be non-vacuous; inf: none), protocol and vocab_size, and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
-flagged there (and shaded in the HTML), never silently mixed.
+would be non-vacuous; inf: none), protocol and vocab_size, and ``comparable``: rows whose
+(protocol, vocab_size) differ from the majority are flagged there (and shaded in the HTML), never
+silently mixed; their ``comparability_note`` is also listed under the table (Markdown and HTML),
+where it stays visible however wide the table is.
+
+Models are shown by short names (:func:`short_model_names`): a local checkpoint by its folder
+name (a GGUF model as ``folder/file.gguf`` → ``file.gguf``), a hub id as it is (the ``source``
+column names the file each row came from).
 
 The HTML page has no external resource: inline CSS, inline JavaScript (click a header to sort
 ascending, again for descending; the URL hash ``#sort=bound_bpb:desc`` sorts on load and
@@ -132,6 +138,7 @@ def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         notes.append("; ".join(why))
     df["comparable"] = comparable
     df["comparability_note"] = notes
+    df["model"] = short_model_names(df["model"])
     df = df.sort_values(["bound_bpb", "model", "complexity_method"], na_position="last", kind="mergesort")
     df = df.reset_index(drop=True)
     ranks = np.arange(1, len(df) + 1, dtype=float)
@@ -141,6 +148,34 @@ def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = np.nan
     return df[list(LEADERBOARD_COLUMNS)]
+
+
+def _is_local_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or (os.sep in name and Path(name).expanduser().exists())
+
+
+def short_model_names(models: pd.Series) -> pd.Series:
+    """Display names: a local path's last component (more components where two different paths
+    would otherwise share a name), anything else (a hub id ``org/name``, a suite model) unchanged.
+
+    A `` [task]`` suffix (results JSON with several tasks) is kept.
+    """
+    full = models.astype(str)
+    split = full.str.extract(r"^(.*?)((?: \[[^\]]*\])?)$")
+    paths, suffix = split[0], split[1].fillna("")
+    local = paths.map(_is_local_path)
+    parts = paths.map(lambda p: [x for x in p.rstrip("/").split("/") if x])
+    depth = pd.Series(1, index=full.index)
+    for _ in range(64):
+        short = [("/".join(pt[-d:]) if loc else p) for pt, d, loc, p in zip(parts, depth, local, paths)]
+        owners: dict[str, set] = {}
+        for name, p in zip(short, paths):
+            owners.setdefault(name, set()).add(p)
+        clash = [len(owners[n]) > 1 and loc and d < len(pt) for n, loc, d, pt in zip(short, local, depth, parts)]
+        if not any(clash):
+            break
+        depth = depth + pd.Series(clash, index=full.index).astype(int)
+    return pd.Series(short, index=full.index) + suffix
 
 
 def _fmt(col: str, v) -> str:
@@ -167,10 +202,20 @@ def render_markdown(board: pd.DataFrame, title: str = "Generalization-bound lead
     for _, row in board.iterrows():
         cells = [_fmt(c, row[c]).replace("|", "\\|") for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    n_nc = int((board["comparable"] == "no").sum())
-    if n_nc:
-        lines += ["", f"{n_nc} row(s) not comparable with the majority protocol/vocabulary (see comparability_note)."]
+    notes = comparability_notes(board)
+    if notes:
+        lines += ["", f"{len(notes)} row(s) not comparable with the majority protocol/vocabulary:", ""]
+        lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def comparability_notes(board: pd.DataFrame) -> list[str]:
+    """One line per row flagged ``comparable = no``: ``rank N, MODEL (METHOD): why``."""
+    out = []
+    for _, row in board[board["comparable"] == "no"].iterrows():
+        rank = _fmt("rank", row["rank"]) or "-"
+        out.append(f"rank {rank}, {row['model']} ({row['complexity_method']}): {row['comparability_note']}")
+    return out
 
 
 def _figure_html(paths: Sequence[Path]) -> str:
@@ -204,7 +249,7 @@ def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = 
             v = row[c]
             text = html.escape(_fmt(c, v))
             if c in _STR_COLUMNS:
-                klass = {"certification": "str flag", "verdict": "str verdict"}.get(c, "str")
+                klass = {"certification": "str flag", "verdict": "str verdict", "comparability_note": "str note"}.get(c, "str")
                 title_attr = f' title="{html.escape(str(v))}"' if c == "comparability_note" and v else ""
                 tds.append(f'<td class="{klass}"{title_attr}>{text}</td>')
             else:
@@ -213,9 +258,14 @@ def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = 
         body.append(f'<tr class="{" ".join(cls)}" data-model="{html.escape(str(row["model"]))}">' + "".join(tds) + "</tr>")
     table = (f'<table id="leaderboard"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body) +
              "\n</tbody></table>")
+    notes = comparability_notes(board)
+    notes_html = (f'<p class="legend" id="comparability">{len(notes)} row(s) not comparable with the majority '
+                  "protocol/vocabulary:</p>\n<ul class=\"notes\">" + "".join(
+                      f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
     template = resources.files("fitting").joinpath("leaderboard_template.html").read_text(encoding="utf-8")
     return (template.replace("{{TITLE}}", html.escape(title)).replace("{{META}}", html.escape(meta))
-            .replace("{{TABLE}}", table).replace("{{FIGURES}}", _figure_html(figures))
+            .replace("{{TABLE}}", table).replace("{{NOTES}}", notes_html)
+            .replace("{{FIGURES}}", _figure_html(figures))
             .replace("{{DEFAULT_SORT}}", "bound_bpb"))
 
 
@@ -269,5 +319,5 @@ def write_leaderboard(inputs: Union[PathLike, Sequence[PathLike], pd.DataFrame],
     return paths
 
 
-__all__ = ["build_leaderboard", "render_markdown", "render_html", "write_leaderboard",
-           "LEADERBOARD_COLUMNS"]
+__all__ = ["build_leaderboard", "render_markdown", "render_html", "write_leaderboard", "short_model_names",
+           "comparability_notes", "LEADERBOARD_COLUMNS"]

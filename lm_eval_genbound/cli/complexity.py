@@ -2,12 +2,16 @@
 
     $ genbound complexity --model runs/m1 --method gptq --bits 4 --group-size 64 --out m1_gptq4.json
     $ genbound complexity --model runs/m1 --method param --bits 16 --out m1_param16.json
+    $ genbound complexity --model DIR --gguf-file model.Q4_1.gguf --method rtn --bits 4 --out q.json
     $ genbound hessian --model runs/m1 --out m1_hessian/ --probes 10 --steps 100
 
 ``main_complexity`` quantizes a Hugging Face causal LM (a local directory, loaded with
-``AutoModelForCausalLM.from_pretrained``) by RTN or GPTQ and entropy-codes it
+``AutoModelForCausalLM.from_pretrained``; with ``--gguf-file NAME`` the GGUF file NAME in that
+directory, as ``from_pretrained(DIR, gguf_file=NAME)`` and the harness's ``gguf_file=`` model arg
+load it: dequantized to ``--dtype``, tokenizer from the file; needs the ``gguf`` package) by RTN or GPTQ and entropy-codes it
 (:mod:`lm_eval_genbound.complexity.quantize`, :mod:`lm_eval_genbound.complexity.codelength`), or counts parameters,
-and writes the ``CodeLength`` (bits) as JSON — no harness run needed. GPTQ calibrates on
+and writes the ``CodeLength`` (bits) as JSON with the model's path, ``gguf_file`` and
+``weights_sha256`` (the fingerprint the harness's manifest records) — no harness run needed. GPTQ calibrates on
 ``--calibration-text`` (default: the bundled State of the Union training split), cut into
 ``--n-calibration`` seeded windows of ``--calibration-seq-len`` tokens (capped at the model window)
 by the sampler that ``quantize=gptq…`` in the harness uses
@@ -77,7 +81,7 @@ def _device(name: str):
 
 
 def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool = True,
-                attn_implementation: str | None = None):
+                attn_implementation: str | None = None, gguf_file: str | None = None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch  # noqa: PLC0415
@@ -90,8 +94,13 @@ def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool =
     p = Path(model_dir)
     if not p.is_dir():
         raise GenboundError(f"model directory not found: {model_dir}")
-    if not (p / "config.json").is_file():
-        raise GenboundError(f"{model_dir} has no config.json; expected a Hugging Face model directory")
+    if gguf_file is not None:
+        if not (p / gguf_file).is_file():
+            raise GenboundError(f"--gguf-file {gguf_file}: no such file in {model_dir}")
+    elif not (p / "config.json").is_file():
+        gguf = sorted(f.name for f in p.glob("*.gguf"))
+        raise GenboundError(f"{model_dir} has no config.json; expected a Hugging Face model directory"
+                            + (f" (for a GGUF model pass --gguf-file, e.g. --gguf-file {gguf[0]})" if gguf else ""))
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     import transformers  # noqa: PLC0415
 
@@ -99,25 +108,28 @@ def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool =
     kwargs: dict[str, Any] = {"dtype" if major_minor >= (4, 56) else "torch_dtype": torch_dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
     try:
         model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        raise GenboundError(f"cannot load a causal LM from {model_dir}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        what = f"{model_dir}/{gguf_file}" if gguf_file else model_dir
+        raise GenboundError(f"cannot load a causal LM from {what}: {str(e).splitlines()[0]}") from None
     model.to(device)
     model.eval()
     return model
 
 
-def _tokenize(text: str, model_dir: str, model) -> np.ndarray:
-    """Token ids of ``text`` (1-D int64): the directory's tokenizer, else UTF-8 bytes."""
+def _tokenize(text: str, model_dir: str, model, gguf_file: str | None = None) -> np.ndarray:
+    """Token ids of ``text`` (1-D int64): the directory's (or GGUF file's) tokenizer, else UTF-8 bytes."""
     text = text[:CALIBRATION_TEXT_CHARS]
     tok = None
     # transformers would build an empty tokenizer from the config alone: only load real files
-    if any((Path(model_dir) / f).is_file() for f in _TOKENIZER_FILES):
+    if gguf_file is not None or any((Path(model_dir) / f).is_file() for f in _TOKENIZER_FILES):
         try:
             from transformers import AutoTokenizer  # noqa: PLC0415
 
-            tok = AutoTokenizer.from_pretrained(model_dir)
+            tok = AutoTokenizer.from_pretrained(model_dir, **({"gguf_file": gguf_file} if gguf_file else {}))
         except Exception as e:
             raise GenboundError(f"cannot load the tokenizer of {model_dir}: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -145,7 +157,7 @@ def _read_text(path: str) -> str:
         raise GenboundError(f"{path} is not UTF-8 text (byte {e.start}); pass a .npy file for token ids") from None
 
 
-def _token_stream(tokens_file: str | None, model_dir: str, model) -> np.ndarray:
+def _token_stream(tokens_file: str | None, model_dir: str, model, gguf_file: str | None = None) -> np.ndarray:
     if tokens_file is not None and tokens_file.endswith(".npy"):
         p = Path(tokens_file)
         if not p.is_file():
@@ -158,7 +170,7 @@ def _token_stream(tokens_file: str | None, model_dir: str, model) -> np.ndarray:
             raise GenboundError(f"{tokens_file} holds {arr.dtype} values; token ids must be integers")
         return arr.reshape(-1).astype(np.int64)
     text = default_calibration_text() if tokens_file is None else _read_text(tokens_file)
-    ids = _tokenize(text, model_dir, model)
+    ids = _tokenize(text, model_dir, model, gguf_file)
     if ids.size < 2:
         raise GenboundError("the text has fewer than 2 tokens")
     return ids
@@ -202,7 +214,10 @@ def main_complexity(argv: Sequence[str] | None = None) -> int:
 
 def _main_complexity(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="genbound complexity", description=main_complexity.__doc__)
-    p.add_argument("--model", required=True, help="Hugging Face model directory (local)")
+    p.add_argument("--model", required=True,
+                   help="Hugging Face model directory (local); with --gguf-file, the directory holding it")
+    p.add_argument("--gguf-file", default=None, metavar="NAME",
+                   help="load the GGUF file NAME inside --model (needs the gguf package)")
     p.add_argument("--method", required=True, choices=["rtn", "gptq", "param"],
                    help="rtn / gptq: quantize and entropy-code; param: b bits × N parameters")
     p.add_argument("--bits", type=float, default=4, help="bits per weight (rtn/gptq: 2, 3, 4, 8; param: any > 0)")
@@ -233,6 +248,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
 
     from lm_eval_genbound import __version__  # noqa: PLC0415
     from lm_eval_genbound.complexity.codelength import parameter_count_bits  # noqa: PLC0415
+    from lm_eval_genbound.complexity.parameters import weights_sha256  # noqa: PLC0415
 
     if a.method == "param":
         if not (math.isfinite(a.bits) and a.bits > 0):
@@ -249,11 +265,12 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     if a.method == "gptq" and a.calibration_text is not None and not Path(a.calibration_text).is_file():
         raise GenboundError(f"text file not found: {a.calibration_text}")
     device = _device(a.device)
-    model = _load_model(a.model, device, a.dtype, progress=not a.no_progress)
+    model = _load_model(a.model, device, a.dtype, progress=not a.no_progress, gguf_file=a.gguf_file)
     n_params = parameter_counts(model).n_params
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_complexity", "genbound_version": __version__,
-        "model": str(Path(a.model).resolve()), "method": a.method, "n_params": int(n_params),
+        "model": str(Path(a.model).resolve()), "gguf_file": a.gguf_file,
+        "weights_sha256": weights_sha256(model), "method": a.method, "n_params": int(n_params),
         "certified": True,
     }
     if a.method == "param":
@@ -277,7 +294,7 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
     bits, gs = int(a.bits), (a.group_size or None)
     calib = None
     if a.method == "gptq":
-        ids = _token_stream(a.calibration_text, a.model, model)
+        ids = _token_stream(a.calibration_text, a.model, model, a.gguf_file)
         calib = _windows(model, ids, a.n_calibration, a.calibration_seq_len, a.seed)
         record["calibration"] = {
             "source": a.calibration_text or "sotu:train", "n_seq": int(calib.shape[0]),

@@ -10,6 +10,7 @@
 N is every distinct parameter tensor counted once (``model.parameters()`` already yields a tied
 input/output embedding once); the embedding count is the input plus output embedding, a tied
 matrix counted once, and ``n_params_nonembedding = n_params − n_params_embedding``.
+:func:`weights_sha256` fingerprints the weights themselves (recorded as the model's identity).
 """
 from __future__ import annotations
 
@@ -50,3 +51,29 @@ def parameter_counts(model) -> ParameterCounts:
                 seen.add(id(p))
                 emb += p.numel()
     return ParameterCounts(int(total), int(total - emb))
+
+
+def weights_sha256(model) -> str:
+    """sha256 fingerprint of a module's weights as loaded: every ``state_dict`` entry in name
+    order, hashed as its name, dtype, shape and raw bytes (hex digest).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (a tied tensor appears under each of its names).
+
+    Returns
+    -------
+    str
+        64 hex digits; it changes when any weight changes (also when the load dtype does).
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{str(t.dtype).replace('torch.', '')}|{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

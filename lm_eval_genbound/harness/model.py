@@ -21,17 +21,24 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   never charged (the harness's double-BOS artefact does not occur).
 * ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; ``-v16`` keeps biases and LayerNorm in
   16 bits instead of 6; grammar in :func:`lm_eval_genbound.complexity.quant_spec.parse_quant_spec`) evaluates a
-  quantized copy and records its certified code length; ``stats_chunk`` sets positions per
-  statistics chunk.
+  quantized copy and records its certified code length (the task then charges it: its
+  ``genbound_complexity`` default ``auto``); the full-precision model is kept and scores the same
+  windows in the same batches, so each document also carries its ln p (``DocScores.logp_fp``) and
+  the task reports the quantization gap R̂(h_q) − R̂(h) on the same tokens (twice the forward
+  passes and the memory of both models); ``stats_chunk`` sets positions per statistics chunk.
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
 
 V (the smoothed dimension) is the logit dimension; the tokenizer size is recorded beside it.
+The model identity (manifest ``model``) names a local checkpoint by its resolved path with
+``revision: null`` (a hub id keeps its revision), records ``gguf_file`` and ``weights_sha256``, a
+fingerprint of the loaded full-precision weights (:func:`~lm_eval_genbound.complexity.parameters.weights_sha256`).
 """
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -41,7 +48,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from lm_eval_genbound import __version__
-from lm_eval_genbound.complexity.parameters import parameter_counts
+from lm_eval_genbound.complexity.parameters import parameter_counts, weights_sha256
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.records import DocScores
 from lm_eval_genbound.harness.request import GenboundRequest
@@ -56,7 +63,22 @@ MAX_DEFAULT_WINDOW = 2048
 def last_token_only(s: DocScores) -> DocScores:
     """Keep only the final token's statistics (subsampled positions: the rest is context)."""
     return DocScores(float(s.logp[-1:].astype(np.float64).sum()), logp=s.logp[-1:],
-                     entropies=s.entropies[-1:], n_ctx=s.n_ctx[-1:], info=s.info)
+                     entropies=s.entropies[-1:], n_ctx=s.n_ctx[-1:], info=s.info,
+                     logp_fp=None if s.logp_fp is None else s.logp_fp[-1:],
+                     token_id=None if s.token_id is None else s.token_id[-1:])
+
+
+def source_identity(pretrained: Any, revision: Optional[str], gguf_file: Optional[str],
+                    config_name: str) -> dict:
+    """Where the weights came from: a local path (resolved, ``revision`` None) or a hub id with
+    its revision; ``gguf_file`` as given. ``pretrained`` may also be a model object (then the
+    config's ``_name_or_path`` names it)."""
+    if isinstance(pretrained, (str, Path)) and Path(pretrained).expanduser().exists():
+        return {"name_or_path": str(Path(pretrained).expanduser().resolve()), "revision": None,
+                "gguf_file": gguf_file}
+    name = str(pretrained) if isinstance(pretrained, (str, Path)) else config_name
+    return {"name_or_path": name, "revision": revision if isinstance(pretrained, (str, Path)) else None,
+            "gguf_file": gguf_file}
 
 
 @register_model("hf-genbound")
@@ -93,6 +115,10 @@ class GenBoundHFLM(HFLM):
         self.quantize = quantize
         self.code_length: Optional[dict] = None
         self.n_params, self.n_params_nonembedding = parameter_counts(self.model)
+        self._source = source_identity(getattr(self, "pretrained", None), getattr(self, "revision", None),
+                                       kwargs.get("gguf_file"), getattr(self.model.config, "_name_or_path", ""))
+        self._source["weights_sha256"] = weights_sha256(self.model)
+        self._fp_model: Optional[torch.nn.Module] = None     # the original of a quantized model
         if quantize:
             self._apply_quantization(quantize, int(quantize_seed))
         self.vocab_size_logits = int(self.model.get_output_embeddings().weight.shape[0])
@@ -106,6 +132,7 @@ class GenBoundHFLM(HFLM):
         calibration = self._default_calibration(seed) if method == "gptq" else None
         model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed)
         model.to(self.device)
+        self._fp_model = self._model
         self._model = model
         self.code_length = code.to_dict()
 
@@ -129,9 +156,11 @@ class GenBoundHFLM(HFLM):
         }
 
     def model_identity(self) -> dict:
+        """The checkpoint (:func:`source_identity`, ``weights_sha256``), architecture, parameter
+        counts and the code length of a quantized model (recorded in the manifest, keys the cache)."""
         cfg = self.model.config
         return {
-            "name_or_path": getattr(cfg, "_name_or_path", ""), "revision": getattr(self, "revision", None),
+            **self._source,
             "architecture": (getattr(cfg, "architectures", None) or [type(self.model).__name__])[0],
             "n_params": self.n_params, "n_params_nonembedding": self.n_params_nonembedding,
             "code_length": self.code_length,
@@ -219,20 +248,23 @@ class GenBoundHFLM(HFLM):
             jobs.extend((d, w) for w in scoring_windows(len(toks), window=self.window, stride=self.stride))
         # length-sorted batching (longest first) keeps padding small; results do not depend on it
         order = sorted(range(len(jobs)), key=lambda j: -(jobs[j][1].input_end - jobs[j][1].input_start))
-        per_doc: list[list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in token_lists]
+        per_doc: list[list[tuple]] = [[] for _ in token_lists]
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
         arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
 
-        def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor) -> None:
+        def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor,
+                    fp_dev: Optional[torch.Tensor], ids: np.ndarray) -> None:
             """Copy one batch's statistics to the host (waits for its kernels) and file them per doc."""
             logp, ent = logp_dev.cpu().numpy(), ent_dev.cpu().numpy()
+            fp = None if fp_dev is None else fp_dev.cpu().numpy()
             k = 0
             for d, w in batch:
                 n = w.n_scored
                 ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
-                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx))
+                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx,
+                                   None if fp is None else fp[k:k + n], ids[k:k + n]))
                 k += n
             bar.update(len(batch))
 
@@ -253,34 +285,52 @@ class GenBoundHFLM(HFLM):
                 rows_b.append(np.full(w.n_scored, r))
                 rows_p.append(np.arange(off, off + w.n_scored))
                 targets.append(toks[w.score_start:w.input_end + 1])
-            inp = torch.from_numpy(inp)
-            rows_b = np.concatenate(rows_b)
-            rows_p = np.concatenate(rows_p)
             targets = np.concatenate(targets)
-            logits = self._model_call(inp.to(self.device))
-            sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
-            del logits
-            logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
-                                         chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
-            del sel
+            where = (torch.from_numpy(inp).to(self.device), torch.from_numpy(np.concatenate(rows_b)),
+                     torch.from_numpy(np.concatenate(rows_p)), torch.from_numpy(targets))
+            logp, ent = self._batch_statistics(self._model, *where, alphas)
+            # a quantized model's original scores the same batch: the same tokens, contexts and shapes
+            fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
             if pending is not None:
                 collect(*pending)
-            pending = (batch, logp, ent)
+            pending = (batch, logp, ent, fp, targets)
         if pending is not None:
             collect(*pending)
         bar.close()
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
-        out = []
-        for pieces in per_doc:
-            pieces.sort(key=lambda t: t[0])
-            if pieces:
-                lp = np.concatenate([p[1] for p in pieces])
-                en = np.concatenate([p[2] for p in pieces])
-                cx = np.concatenate([p[3] for p in pieces])
-            else:
-                lp, en, cx = np.zeros(0, np.float32), np.zeros((0, len(alphas)), np.float32), np.zeros(0, np.int32)
-            out.append(DocScores(float(lp.astype(np.float64).sum()), logp=lp, entropies=en, n_ctx=cx, info=info))
-        return out
+        return [self._doc_scores(pieces, len(alphas), info) for pieces in per_doc]
+
+    def _batch_statistics(self, model: torch.nn.Module, inp: torch.Tensor, rows_b: torch.Tensor,
+                          rows_p: torch.Tensor, targets: torch.Tensor, alphas: list[float]):
+        """(ln p, H(q_α)) device tensors of one batch under ``model`` (the evaluated one or the
+        original of a quantized one): logits of ``inp`` [B, T] at (rows_b, rows_p), then the
+        statistics kernel against ``targets``."""
+        saved, self._model = self._model, model          # the harness's own call (no_grad, autocast)
+        try:
+            logits = self._model_call(inp)
+        finally:
+            self._model = saved
+        sel = logits[rows_b.to(logits.device), rows_p.to(logits.device)]
+        del logits
+        return token_statistics(sel, targets.to(sel.device), alphas, chunk_tokens=self.stats_chunk,
+                                kernel=self.stats_kernel)
+
+    def _doc_scores(self, pieces: list, n_alphas: int, info: dict) -> DocScores:
+        """One document's DocScores from its windows' pieces (score_start, logp, ent, n_ctx, logp_fp,
+        token ids)."""
+        pieces.sort(key=lambda t: t[0])
+        if not pieces:
+            empty = np.zeros(0, np.float32)
+            return DocScores(0.0, logp=empty, entropies=np.zeros((0, n_alphas), np.float32),
+                             n_ctx=np.zeros(0, np.int32), info=info,
+                             logp_fp=None if self._fp_model is None else empty,
+                             token_id=np.zeros(0, np.int64))
+        lp = np.concatenate([p[1] for p in pieces])
+        fp = None if pieces[0][4] is None else np.concatenate([p[4] for p in pieces])
+        return DocScores(float(lp.astype(np.float64).sum()), logp=lp,
+                         entropies=np.concatenate([p[2] for p in pieces]),
+                         n_ctx=np.concatenate([p[3] for p in pieces]), info=info, logp_fp=fp,
+                         token_id=np.concatenate([p[5] for p in pieces]))
 
     def _auto_batch(self) -> int:
         """``batch_size=auto``: detect once (same on all ranks) at the full window length."""

@@ -9,11 +9,13 @@
     (-3.5, 2)
 
 ``DocScores`` *is* the document's total log-likelihood (natural log), so stock perplexity tasks
-keep working, and it pickles (for ``gather_object`` and the request cache).
+keep working, and it pickles (for ``gather_object`` and the request cache). A quantized model
+(``quantize=``) also scores its full-precision original on the same windows: ``logp_fp`` holds that
+model's ln p per token (None otherwise), from which the task measures the quantization gap.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -23,14 +25,24 @@ class DocScores(float):
 
     logp: ln p(x_k) per scored token, shape (n,). entropies: H(q_α) per token and α, (n, A).
     n_ctx: context length per scored token. info: protocol and model identity (JSON-able).
+    logp_fp: ln p(x_k) per scored token under the full-precision model of a quantized run,
+    shape (n,), or None (the model was not quantized). token_id: the id x_k of each scored token,
+    shape (n,) (None in caches written before it was recorded).
     """
 
     def __new__(cls, total: float, **_: Any) -> "DocScores":
         return super().__new__(cls, total)
 
     def __init__(self, total: float, *, logp: np.ndarray, entropies: np.ndarray,
-                 n_ctx: np.ndarray, info: dict) -> None:
+                 n_ctx: np.ndarray, info: dict, logp_fp: Optional[np.ndarray] = None,
+                 token_id: Optional[np.ndarray] = None) -> None:
         self.logp = np.asarray(logp, dtype=np.float32)
+        self.logp_fp = None if logp_fp is None else np.asarray(logp_fp, dtype=np.float32)
+        self.token_id = None if token_id is None else np.asarray(token_id, dtype=np.int64)
+        for name in ("logp_fp", "token_id"):
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != self.logp.shape:
+                raise ValueError(f"{name} has shape {arr.shape}; logp has {self.logp.shape}")
         self.entropies = np.asarray(entropies, dtype=np.float32)
         self.n_ctx = np.asarray(n_ctx, dtype=np.int32)
         self.info = info
@@ -40,14 +52,16 @@ class DocScores(float):
         return int(self.logp.size)
 
     def __reduce__(self):
-        return (_rebuild, (float(self), self.logp, self.entropies, self.n_ctx, self.info))
+        return (_rebuild, (float(self), self.logp, self.entropies, self.n_ctx, self.info, self.logp_fp,
+                          self.token_id))
 
     def __repr__(self) -> str:
         return f"DocScores({float(self):.6g}, n_tokens={self.n_tokens})"
 
 
-def _rebuild(total, logp, entropies, n_ctx, info) -> DocScores:
-    return DocScores(total, logp=logp, entropies=entropies, n_ctx=n_ctx, info=info)
+def _rebuild(total, logp, entropies, n_ctx, info, logp_fp=None, token_id=None) -> DocScores:
+    return DocScores(total, logp=logp, entropies=entropies, n_ctx=n_ctx, info=info, logp_fp=logp_fp,
+                     token_id=token_id)
 
 
 class DocRecord:

@@ -6,7 +6,9 @@
 
 Each shard ``shard-<rank>-<n>.npz`` holds a group of finished documents keyed by a hash of the
 model identity, protocol, α grid and token ids, so a cache written by another model, protocol or
-grid is never reused. Shards are written atomically; a half-written shard never exists.
+grid is never reused. Shards are written atomically; a half-written shard never exists. A quantized
+model's shards also hold ``logp_fp`` (the full-precision model's ln p per token); ``token_id``
+holds the scored ids (both optional when read, so older shards still load).
 """
 from __future__ import annotations
 
@@ -48,11 +50,14 @@ class ScoreCache:
             with np.load(path, allow_pickle=False) as z:
                 info = json.loads(bytes(z["info"]).decode())
                 offs = z["offsets"]
+                fp = z["logp_fp"] if "logp_fp" in z.files else None
+                ids = z["token_id"] if "token_id" in z.files else None
                 for i, key in enumerate(z["keys"].tolist()):
                     lo, hi = int(offs[i]), int(offs[i + 1])
                     out[key] = DocScores(float(z["totals"][i]), logp=z["logp"][lo:hi],
                                          entropies=z["entropies"][lo:hi], n_ctx=z["n_ctx"][lo:hi],
-                                         info=info)
+                                         info=info, logp_fp=None if fp is None else fp[lo:hi],
+                                         token_id=None if ids is None else ids[lo:hi])
         return out
 
     def save(self, keys: list[str], scores: list[DocScores]) -> None:
@@ -70,6 +75,10 @@ class ScoreCache:
             "n_ctx": np.concatenate([s.n_ctx for s in scores]) if offsets[-1] else np.zeros(0, np.int32),
             "info": np.frombuffer(json.dumps(scores[0].info).encode(), dtype=np.uint8),
         }
+        for name, dtype in (("logp_fp", np.float32), ("token_id", np.int64)):
+            if all(getattr(s, name) is not None for s in scores):
+                arrays[name] = (np.concatenate([getattr(s, name) for s in scores]) if offsets[-1]
+                                else np.zeros(0, dtype))
         existing = len(list(self.dir.glob(f"shard-{self.rank}-*.npz")))
         path = self.dir / f"shard-{self.rank}-{existing:06d}.npz"
         atomic_write_with(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")

@@ -93,26 +93,38 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
     return d
 
 
+def per_token_columns(alphas) -> list[str]:
+    """The entropy column names of tokens.parquet, one per α: ``entropy_a<α>`` (``%g``, e.g. ``entropy_a0.01``)."""
+    return [f"entropy_a{float(a):g}" for a in alphas]
+
+
 def write_per_token(path: Path, records: list) -> None:
-    """Per-token parquet: doc_id, position, n_ctx, logp, entropy per α (float32)."""
+    """Per-token parquet, one row per scored token in document order.
+
+    Columns: ``doc_id``, ``pos`` (index among the document's scored tokens), ``token_id`` (the
+    scored id x_k; int64), ``n_ctx`` (tokens of context), ``logp`` (ln p(x_k), float32 nats),
+    ``logp_fp`` (ln p under the full-precision model, only for a quantized model) and one
+    ``entropy_a<α>`` column per α of the grid (H(q_α), float32 nats; :func:`per_token_columns`).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols: dict[str, list] = {"doc_id": [], "pos": [], "n_ctx": [], "logp": []}
-    n_alpha = records[0].scores.entropies.shape[1]
-    ent_cols = [[] for _ in range(n_alpha)]
-    for r in records:
-        s = r.scores
-        cols["doc_id"].append(np.full(s.n_tokens, r.doc_id, np.int64))
-        cols["pos"].append(np.arange(s.n_tokens, dtype=np.int64))
-        cols["n_ctx"].append(s.n_ctx)
-        cols["logp"].append(s.logp)
-        for a in range(n_alpha):
-            ent_cols[a].append(s.entropies[:, a])
-    table = {k: np.concatenate(v) for k, v in cols.items()}
-    for a in range(n_alpha):
-        table[f"entropy_{a}"] = np.concatenate(ent_cols[a])
+    scores = [r.scores for r in records]
+    names = per_token_columns(scores[0].info["alphas"])
+    table: dict[str, np.ndarray] = {
+        "doc_id": np.concatenate([np.full(s.n_tokens, r.doc_id, np.int64) for r, s in zip(records, scores)]),
+        "pos": np.concatenate([np.arange(s.n_tokens, dtype=np.int64) for s in scores]),
+    }
+    if all(s.token_id is not None for s in scores):
+        table["token_id"] = np.concatenate([s.token_id for s in scores])
+    table["n_ctx"] = np.concatenate([s.n_ctx for s in scores])
+    table["logp"] = np.concatenate([s.logp for s in scores])
+    if all(s.logp_fp is not None for s in scores):
+        table["logp_fp"] = np.concatenate([s.logp_fp for s in scores])
+    ent = np.concatenate([s.entropies for s in scores])
+    for a, name in enumerate(names):
+        table[name] = np.ascontiguousarray(ent[:, a])
     atomic_write_with(path, lambda tmp: pq.write_table(pa.table(table), tmp))
 
 

