@@ -84,6 +84,9 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
             "genbound_alphas": list(alphas), "genbound_output_dir": str(side),
             "genbound_complexity": "model" if quantize else "param16"}
     args = {"window": model.context, "stride": model.context, "bos_policy": "none", "quantize": quantize}
+    if quantize:
+        args["quantization_gap"] = False     # the full-precision model has a run of its own (the gap is
+                                             # taken from it, on the same tokens)
     out = evaluate_bound(str(suite_dir / model.path), task="genbound_suite", metadata=meta,
                          model_args=args, batch_size=batch_size, progress=progress)
     return out.stats, out.manifest, side

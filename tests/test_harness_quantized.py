@@ -160,3 +160,16 @@ def test_cache_and_pickle_keep_full_precision_scores_and_token_ids(tmp_path):
     cache.save(["k"], [s])
     for back in (cache.load()["k"], pickle.loads(pickle.dumps(s))):
         assert np.array_equal(back.logp_fp, s.logp_fp) and np.array_equal(back.token_id, s.token_id)
+
+
+def test_quantization_gap_false_scores_the_quantized_model_only(env, runs):
+    """``quantization_gap=False`` (what the demo uses, having scored the original separately) gives the
+    same statistics of the quantized model, no full-precision scores and no gap."""
+    alone = _run(env, env["dir"] / "rtn4-alone", "quantize=rtn4,quantization_gap=False")
+    q = runs["q"]
+    a_stats = GenboundStats.load(alone["side"] / "stats.npz")
+    q_stats = GenboundStats.load(q["side"] / "stats.npz")
+    assert a_stats.mean_raw_loss == q_stats.mean_raw_loss and a_stats.n_tokens == q_stats.n_tokens
+    assert alone["manifest"]["final"]["quantization_gap_nats"] == 0.0
+    assert alone["manifest"]["final"]["code_length_bits"] == q["manifest"]["final"]["code_length_bits"]
+    assert "logp_fp" not in pd.read_parquet(alone["side"] / "tokens.parquet").columns

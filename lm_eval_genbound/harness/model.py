@@ -25,7 +25,9 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   ``genbound_complexity`` default ``auto``); the full-precision model is kept and scores the same
   windows in the same batches, so each document also carries its ln p (``DocScores.logp_fp``) and
   the task reports the quantization gap R̂(h_q) − R̂(h) on the same tokens (twice the forward
-  passes and the memory of both models); ``stats_chunk`` sets positions per statistics chunk.
+  passes and the memory of both models; ``quantization_gap=False`` scores the quantized model
+  only, e.g. when its original was scored in a run of its own, as ``genbound demo`` does);
+  ``stats_chunk`` sets positions per statistics chunk.
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
@@ -88,7 +90,8 @@ class GenBoundHFLM(HFLM):
     def __init__(self, *args: Any, window: Optional[int] = None, stride: Optional[int] = None,
                  bos_policy: str = "prefix", quantize: Optional[str] = None,
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
-                 resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto", **kwargs: Any) -> None:
+                 resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto",
+                 quantization_gap: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         acc = getattr(self, "accelerator", None)
         if acc is not None and acc.num_processes > 1:
@@ -119,6 +122,7 @@ class GenBoundHFLM(HFLM):
                                        kwargs.get("gguf_file"), getattr(self.model.config, "_name_or_path", ""))
         self._source["weights_sha256"] = weights_sha256(self.model)
         self._fp_model: Optional[torch.nn.Module] = None     # the original of a quantized model
+        self.quantization_gap = quantization_gap not in (False, "False", "false", "0", 0)
         if quantize:
             self._apply_quantization(quantize, int(quantize_seed))
         self.vocab_size_logits = int(self.model.get_output_embeddings().weight.shape[0])
@@ -132,7 +136,7 @@ class GenBoundHFLM(HFLM):
         calibration = self._default_calibration(seed) if method == "gptq" else None
         model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed)
         model.to(self.device)
-        self._fp_model = self._model
+        self._fp_model = self._model if self.quantization_gap else None
         self._model = model
         self.code_length = code.to_dict()
 
