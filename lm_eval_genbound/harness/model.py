@@ -31,7 +31,10 @@ V (the smoothed dimension) is the logit dimension; the tokenizer size is recorde
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
+import re
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -53,6 +56,41 @@ logger = logging.getLogger(__name__)
 MAX_DEFAULT_WINDOW = 2048
 
 
+#: the model args hf-genbound adds to the harness's HF args (keys: ``GenBoundHFLM.__init__``'s
+#: keyword-only parameters, checked by the tests; shown by ``lm-eval-genbound --help``)
+MODEL_ARGS: dict[str, str] = {
+    "window": "tokens per forward pass; None: the model's max length, capped at 2048",
+    "stride": "tokens scored per window (None: window); each has ≥ window − stride + 1 of context",
+    "bos_policy": "prefix: condition the first token on BOS/EOS (never scored); none: score from token 2",
+    "quantize": "evaluate a quantized copy and record its code length, e.g. rtn4, gptq4, gptq3-g32",
+    "quantize_seed": "seed of the quantizer's calibration sample",
+    "stats_chunk": "positions per chunk of the per-token statistics kernel",
+    "resume_group_tokens": "tokens per resumable group (finished groups survive a crash)",
+    "stats_kernel": "auto, compiled (torch.compile) or eager",
+}
+
+
+def genbound_model_args() -> dict[str, Any]:
+    """hf-genbound's own model args and their defaults (from ``GenBoundHFLM.__init__``'s signature)."""
+    sig = inspect.signature(GenBoundHFLM.__init__)
+    return {n: p.default for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def unknown_model_arg_message(key: str) -> str:
+    """The error for a model arg neither hf-genbound, the harness nor the model class accepts."""
+    ours = list(genbound_model_args())
+    close = difflib.get_close_matches(key, ours, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown model arg {key!r}{hint}; hf-genbound's model args are {', '.join(ours)}, beside the "
+            "harness's HF args (pretrained, revision, dtype, batch_size, device, gguf_file, ...)")
+
+
+def _rejected_key(exc: TypeError, kwargs: dict) -> Optional[str]:
+    """The user's model arg that ``exc`` ("... unexpected keyword argument 'k'") rejects, if any."""
+    m = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    return m.group(1) if m and m.group(1) in kwargs else None
+
+
 def last_token_only(s: DocScores) -> DocScores:
     """Keep only the final token's statistics (subsampled positions: the rest is context)."""
     return DocScores(float(s.logp[-1:].astype(np.float64).sum()), logp=s.logp[-1:],
@@ -67,7 +105,15 @@ class GenBoundHFLM(HFLM):
                  bos_policy: str = "prefix", quantize: Optional[str] = None,
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
                  resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except TypeError as exc:
+            # unknown keys travel through HFLM to from_pretrained and the model class, whose
+            # TypeError names the key: report it as a misspelled model arg
+            bad = _rejected_key(exc, kwargs)
+            if bad is None:
+                raise
+            raise GenboundError(unknown_model_arg_message(bad)) from None
         acc = getattr(self, "accelerator", None)
         if acc is not None and acc.num_processes > 1:
             # global rank, also on CPU (gloo) and across nodes; the stock class uses the local rank
@@ -148,8 +194,11 @@ class GenBoundHFLM(HFLM):
 
     # ------------------------------------------------------------------ scoring
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        plain = [i for i, r in enumerate(requests) if len(r.args) == 1]
-        ours = [i for i, r in enumerate(requests) if len(r.args) == 2]
+        # genbound requests are read through ``arguments``: their ``args`` refuse a stock reader
+        # (see lm_eval_genbound.harness.request.GenboundInstance)
+        args = [r.arguments if isinstance(r.arguments, tuple) else (r.arguments,) for r in requests]
+        plain = [i for i, a in enumerate(args) if len(a) == 1]
+        ours = [i for i, a in enumerate(args) if len(a) == 2]
         if len(plain) + len(ours) != len(requests):
             raise GenboundError("hf-genbound got rolling requests with an unexpected argument layout")
         out: list = [None] * len(requests)
@@ -158,15 +207,15 @@ class GenBoundHFLM(HFLM):
                 out[i] = v
         if ours:
             by_alphas: dict[tuple, list[int]] = {}
-            parsed = {i: GenboundRequest.from_json(requests[i].args[1]) for i in ours}
+            parsed = {i: GenboundRequest.from_json(args[i][1]) for i in ours}
             for i in ours:
                 by_alphas.setdefault(parsed[i].alphas, []).append(i)
             for alphas, idx in by_alphas.items():
-                for i, s in zip(idx, self._score_requests([requests[i].args[0] for i in idx],
+                for i, s in zip(idx, self._score_requests([args[i][0] for i in idx],
                                                           [parsed[i] for i in idx], list(alphas),
                                                           disable_tqdm)):
                     out[i] = s
-                    self.cache_hook.add_partial("loglikelihood_rolling", requests[i].args, float(s))
+                    self.cache_hook.add_partial("loglikelihood_rolling", args[i], float(s))
         return out
 
     def _score_requests(self, texts: list[str], reqs: list[GenboundRequest], alphas: list[float],
@@ -203,7 +252,11 @@ class GenBoundHFLM(HFLM):
     def _tokens_for(self, text: str, token_ids: Optional[Sequence[int]] = None, *,
                     no_prefix: bool = False) -> list[int]:
         """The token list scored for a document: its ids (or ``text`` encoded), after the prefix token."""
-        ids = self.tok_encode(text, add_special_tokens=False) if token_ids is None else token_ids
+        # the whole document at once, deliberately longer than the model: it is scored in windows of at
+        # most ``window`` tokens, so the tokenizer's "longer than the specified maximum" warning is
+        # spurious here (verbose=False silences exactly that check)
+        ids = (self.tokenizer.encode(text, add_special_tokens=False, verbose=False) if token_ids is None
+               else token_ids)
         ids = [int(t) for t in ids]
         if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
             raise GenboundError(
@@ -213,7 +266,9 @@ class GenBoundHFLM(HFLM):
 
     def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,
                           disable_tqdm: bool = False) -> list[DocScores]:
-        """Score every position ≥ 1 of each token list; returns one DocScores per list."""
+        """Score every position ≥ 1 of each token list; returns one DocScores per list.
+
+        The progress bar (rank 0) counts scored tokens and moves after every batch, with tokens/s."""
         jobs: list[tuple[int, Window]] = []
         for d, toks in enumerate(token_lists):
             jobs.extend((d, w) for w in scoring_windows(len(toks), window=self.window, stride=self.stride))
@@ -221,8 +276,9 @@ class GenBoundHFLM(HFLM):
         order = sorted(range(len(jobs)), key=lambda j: -(jobs[j][1].input_end - jobs[j][1].input_start))
         per_doc: list[list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in token_lists]
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=sum(w.n_scored for _, w in jobs), desc=f"genbound windows (batch {bs})", unit="tok",
+                   miniters=1, mininterval=0,
+                   disable=disable_tqdm or self.rank != 0)
         arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
 
         def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor) -> None:
@@ -234,40 +290,21 @@ class GenBoundHFLM(HFLM):
                 ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
                 per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx))
                 k += n
-            bar.update(len(batch))
+            bar.update(k)
 
-        # one-deep pipeline: batch b's forward and statistics are queued on the device before the
-        # host waits for batch b − 1's results, so on an accelerator the host's copy and
-        # bookkeeping overlap the device's work (on CPU every op is synchronous: same order, same
-        # results); only the small per-token outputs of the previous batch are kept alive
-        pending = None
+        # on an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
+        # device before the host waits for batch b − 1's results, so the host's copy and bookkeeping
+        # overlap the device's work; on CPU every op is synchronous, so each batch is filed (and the
+        # bar moved) as soon as it is computed. Same order, same results either way.
+        depth = 0 if torch.device(self.device).type == "cpu" else 1
+        pending: list = []
         for b0 in range(0, len(order), bs):
             batch = [jobs[j] for j in order[b0:b0 + bs]]
-            width = max(w.input_end - w.input_start for _, w in batch)
-            inp = np.full((len(batch), width), pad, dtype=np.int64)
-            rows_b, rows_p, targets = [], [], []
-            for r, (d, w) in enumerate(batch):
-                toks = arrays[d]
-                inp[r, : w.input_end - w.input_start] = toks[w.input_start:w.input_end]
-                off = w.logit_offset
-                rows_b.append(np.full(w.n_scored, r))
-                rows_p.append(np.arange(off, off + w.n_scored))
-                targets.append(toks[w.score_start:w.input_end + 1])
-            inp = torch.from_numpy(inp)
-            rows_b = np.concatenate(rows_b)
-            rows_p = np.concatenate(rows_p)
-            targets = np.concatenate(targets)
-            logits = self._model_call(inp.to(self.device))
-            sel = logits[torch.from_numpy(rows_b).to(logits.device), torch.from_numpy(rows_p).to(logits.device)]
-            del logits
-            logp, ent = token_statistics(sel, torch.from_numpy(targets).to(sel.device), alphas,
-                                         chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
-            del sel
-            if pending is not None:
-                collect(*pending)
-            pending = (batch, logp, ent)
-        if pending is not None:
-            collect(*pending)
+            pending.append((batch, *self._batch_statistics(batch, arrays, alphas)))
+            while len(pending) > depth:
+                collect(*pending.pop(0))
+        for item in pending:
+            collect(*item)
         bar.close()
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
         out = []
@@ -281,6 +318,28 @@ class GenBoundHFLM(HFLM):
                 lp, en, cx = np.zeros(0, np.float32), np.zeros((0, len(alphas)), np.float32), np.zeros(0, np.int32)
             out.append(DocScores(float(lp.astype(np.float64).sum()), logp=lp, entropies=en, n_ctx=cx, info=info))
         return out
+
+    def _batch_statistics(self, batch: list[tuple[int, Window]], arrays: list[np.ndarray],
+                          alphas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queue one batch of windows: the forward pass and the statistics of its scored positions
+        (device tensors: ln p [n], H(q_α) [n, len(alphas)], in window order)."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(w.input_end - w.input_start for _, w in batch)
+        inp = np.full((len(batch), width), pad, dtype=np.int64)
+        rows_b, rows_p, targets = [], [], []
+        for r, (d, w) in enumerate(batch):
+            toks = arrays[d]
+            inp[r, : w.input_end - w.input_start] = toks[w.input_start:w.input_end]
+            off = w.logit_offset
+            rows_b.append(np.full(w.n_scored, r))
+            rows_p.append(np.arange(off, off + w.n_scored))
+            targets.append(toks[w.score_start:w.input_end + 1])
+        logits = self._model_call(torch.from_numpy(inp).to(self.device))
+        sel = logits[torch.from_numpy(np.concatenate(rows_b)).to(logits.device),
+                     torch.from_numpy(np.concatenate(rows_p)).to(logits.device)]
+        del logits
+        return token_statistics(sel, torch.from_numpy(np.concatenate(targets)).to(sel.device), alphas,
+                                chunk_tokens=self.stats_chunk, kernel=self.stats_kernel)
 
     def _auto_batch(self) -> int:
         """``batch_size=auto``: detect once (same on all ranks) at the full window length."""
