@@ -27,6 +27,10 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
 
+A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
+naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar
+counts scored tokens (tokens/s) and moves after every batch.
+
 V (the smoothed dimension) is the logit dimension; the tokenizer size is recorded beside it.
 """
 from __future__ import annotations

@@ -31,7 +31,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
+
+import yaml
 
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.task import OUTPUT_ENV, checked_settings
@@ -124,10 +126,12 @@ def genbound_task_config(name: str, include_paths: Sequence[str]) -> Optional[di
     else:
         candidates = [p for d in include_paths for p in sorted(Path(d).rglob(f"{name}.yaml"))]
     for path in candidates:
-        if path.is_file():
+        try:
             cfg = load_yaml(path, resolve_func=False)
-            if name.endswith((".yaml", ".yml")) or cfg.get("task") == name:
-                return cfg
+        except (OSError, ValueError, yaml.YAMLError):
+            continue                               # unreadable YAML: the harness reports it itself
+        if name.endswith((".yaml", ".yml")) or cfg.get("task") == name:
+            return cfg
     return None
 
 
