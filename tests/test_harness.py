@@ -5,7 +5,6 @@ import json
 import math
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.task import METRICS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_model, corpus_texts, write_jsonl  # noqa: E402
+from tiny_models import build_model, corpus_texts, run_offline as _cli, write_jsonl  # noqa: E402
 
 ALPHAS = [0.01, 0.1, 0.4]
 PY = sys.executable
@@ -64,12 +63,6 @@ def sidecar_run(env):
     finally:
         os.umask(old_umask)
     return {"results": res, "side": side}
-
-
-def _cli(args, env_extra=None, cwd=None):
-    e = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    e.update(env_extra or {})
-    return subprocess.run(args, capture_output=True, text=True, env=e, cwd=cwd, timeout=300)
 
 
 def test_every_shipped_task_yaml_loads(env, tmp_path):

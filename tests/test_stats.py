@@ -185,3 +185,51 @@ def test_files_without_tail_margin_load_with_the_legacy_threshold(tmp_path):
         np.testing.assert_allclose(back.sum_v(a), old.sum_v(a), rtol=0, atol=0)
     with pytest.raises(GenboundError, match="different settings"):
         back.merge(GenboundStats(V, ALPHAS))
+
+
+def _damaged_copies(raw: bytes):
+    """Truncations and single-bit flips spread over the whole file (header, arrays, zip directory)."""
+    for n in range(0, len(raw), max(1, len(raw) // 120)):
+        yield f"truncated to {n} bytes", raw[:n]
+    for i in range(0, len(raw), max(1, len(raw) // 400)):
+        b = bytearray(raw)
+        b[i] ^= 1 << (i % 8)
+        yield f"bit {i % 8} of byte {i} flipped", bytes(b)
+
+
+def test_truncated_or_bit_flipped_file_is_a_genbound_error_naming_it(tmp_path):
+    """Every damaged copy either still loads to the same statistics (a flip in a field zip ignores)
+    or raises GenboundError naming the file: never BadZipFile, a CRC error or NotImplementedError."""
+    logp, ent, V = _tokens(seed=2, n=300)
+    acc = GenboundStats(V, ALPHAS, grid_size=16)
+    acc.update(logp, ent, n_bytes=900)
+    raw = acc.save(tmp_path / "stats.npz").read_bytes()
+    bad = tmp_path / "damaged.npz"
+    n_errors = 0
+    for what, data in _damaged_copies(raw):
+        bad.write_bytes(data)
+        try:
+            back = GenboundStats.load(bad)
+        except GenboundError as exc:
+            assert str(bad) in str(exc), what
+            n_errors += 1
+            continue
+        for f in ("moments", "tail_sum_v", "sum_x", "min_d"):
+            np.testing.assert_array_equal(getattr(back, f), getattr(acc, f), err_msg=what)
+    assert n_errors > 100
+
+
+def test_genbound_bound_on_a_damaged_file_prints_one_error_line(tmp_path, capsys):
+    from lm_eval_genbound.cli import main
+    logp, ent, V = _tokens(seed=3, n=200)
+    acc = GenboundStats(V, ALPHAS, grid_size=16)
+    acc.update(logp, ent)
+    raw = acc.save(tmp_path / "stats.npz").read_bytes()
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0x10                      # inside an array: the zip CRC catches it
+    cases = {"truncated.npz": raw[: len(raw) // 2], "flipped.npz": bytes(flipped)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["bound", str(tmp_path / name), "--complexity-bits", "1000"]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and name in err[0], err

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import torch
@@ -71,3 +73,10 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
         for i, t in enumerate(texts):
             f.write(json.dumps({"id": f"d{i}", "text": t}) + "\n")
     return path
+
+
+def run_offline(args: list[str], env_extra: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run a command with the hub switched off (stdout and stderr captured as text, 300 s limit)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(env_extra or {})
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import tokenize
+import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -45,6 +47,10 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.validate import check_alpha, check_delta
 from lm_eval_genbound.errors import GenboundError
+
+#: what zipfile, numpy's .npy header parser and json raise for a truncated or bit-flipped file
+_DAMAGED_FILE_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, NotImplementedError,
+                        SyntaxError, zipfile.BadZipFile, tokenize.TokenError)
 
 SCHEMA_VERSION = 1
 DEFAULT_ALPHAS = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5)
@@ -359,14 +365,22 @@ class GenboundStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GenboundStats":
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        GenboundError
+            The file is missing, unreadable, truncated or corrupt (e.g. a flipped bit caught by the
+            zip CRC), or not a genbound statistics file; the message names the file.
+        """
         path = Path(path)
         if not path.is_file():
             raise GenboundError(f"statistics file {str(path)!r} does not exist")
         try:
             with np.load(path) as z:
                 return cls.from_arrays({k: z[k] for k in z.files})
-        except (OSError, ValueError, KeyError) as exc:
-            if isinstance(exc, GenboundError):
-                raise
-            raise GenboundError(f"{str(path)!r} is not a readable genbound statistics file ({exc})") from None
+        except GenboundError as exc:
+            raise GenboundError(f"{str(path)!r}: {exc}") from None
+        except _DAMAGED_FILE_ERRORS as exc:
+            raise GenboundError(f"{str(path)!r} is not a readable genbound statistics file "
+                                f"(truncated or corrupt? {type(exc).__name__}: {exc})") from None

@@ -32,6 +32,10 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
 
+A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
+naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar
+counts scored tokens (tokens/s) and moves after every batch.
+
 V (the smoothed dimension) is the logit dimension; the tokenizer size is recorded beside it.
 The model identity (manifest ``model``) names a local checkpoint by its resolved path with
 ``revision: null`` (a hub id keeps its revision), records ``gguf_file`` and ``weights_sha256``, a
@@ -39,7 +43,10 @@ fingerprint of the loaded full-precision weights (:func:`~lm_eval_genbound.compl
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -60,6 +67,42 @@ from lm_eval_genbound.harness.windows import Window, scoring_windows
 logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_WINDOW = 2048
+
+
+#: the model args hf-genbound adds to the harness's HF args (keys: ``GenBoundHFLM.__init__``'s
+#: keyword-only parameters, checked by the tests; shown by ``lm-eval-genbound --help``)
+MODEL_ARGS: dict[str, str] = {
+    "window": "tokens per forward pass; None: the model's max length, capped at 2048",
+    "stride": "tokens scored per window (None: window); each has ≥ window − stride + 1 of context",
+    "bos_policy": "prefix: condition the first token on BOS/EOS (never scored); none: score from token 2",
+    "quantize": "evaluate a quantized copy and record its code length, e.g. rtn4, gptq4, gptq3-g32",
+    "quantize_seed": "seed of the quantizer's calibration sample",
+    "stats_chunk": "positions per chunk of the per-token statistics kernel",
+    "resume_group_tokens": "tokens per resumable group (finished groups survive a crash)",
+    "stats_kernel": "auto, compiled (torch.compile) or eager",
+    "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
+}
+
+
+def genbound_model_args() -> dict[str, Any]:
+    """hf-genbound's own model args and their defaults (from ``GenBoundHFLM.__init__``'s signature)."""
+    sig = inspect.signature(GenBoundHFLM.__init__)
+    return {n: p.default for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def unknown_model_arg_message(key: str) -> str:
+    """The error for a model arg neither hf-genbound, the harness nor the model class accepts."""
+    ours = list(genbound_model_args())
+    close = difflib.get_close_matches(key, ours, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown model arg {key!r}{hint}; hf-genbound's model args are {', '.join(ours)}, beside the "
+            "harness's HF args (pretrained, revision, dtype, batch_size, device, gguf_file, ...)")
+
+
+def _rejected_key(exc: TypeError, kwargs: dict) -> Optional[str]:
+    """The user's model arg that ``exc`` ("... unexpected keyword argument 'k'") rejects, if any."""
+    m = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    return m.group(1) if m and m.group(1) in kwargs else None
 
 
 def last_token_only(s: DocScores) -> DocScores:
@@ -92,7 +135,15 @@ class GenBoundHFLM(HFLM):
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
                  resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto",
                  quantization_gap: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except TypeError as exc:
+            # unknown keys travel through HFLM to from_pretrained and the model class, whose
+            # TypeError names the key: report it as a misspelled model arg
+            bad = _rejected_key(exc, kwargs)
+            if bad is None:
+                raise
+            raise GenboundError(unknown_model_arg_message(bad)) from None
         acc = getattr(self, "accelerator", None)
         if acc is not None and acc.num_processes > 1:
             # global rank, also on CPU (gloo) and across nodes; the stock class uses the local rank
@@ -181,8 +232,11 @@ class GenBoundHFLM(HFLM):
 
     # ------------------------------------------------------------------ scoring
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        plain = [i for i, r in enumerate(requests) if len(r.args) == 1]
-        ours = [i for i, r in enumerate(requests) if len(r.args) == 2]
+        # genbound requests are read through ``arguments``: their ``args`` refuse a stock reader
+        # (see lm_eval_genbound.harness.request.GenboundInstance)
+        args = [r.arguments if isinstance(r.arguments, tuple) else (r.arguments,) for r in requests]
+        plain = [i for i, a in enumerate(args) if len(a) == 1]
+        ours = [i for i, a in enumerate(args) if len(a) == 2]
         if len(plain) + len(ours) != len(requests):
             raise GenboundError("hf-genbound got rolling requests with an unexpected argument layout")
         out: list = [None] * len(requests)
@@ -191,15 +245,15 @@ class GenBoundHFLM(HFLM):
                 out[i] = v
         if ours:
             by_alphas: dict[tuple, list[int]] = {}
-            parsed = {i: GenboundRequest.from_json(requests[i].args[1]) for i in ours}
+            parsed = {i: GenboundRequest.from_json(args[i][1]) for i in ours}
             for i in ours:
                 by_alphas.setdefault(parsed[i].alphas, []).append(i)
             for alphas, idx in by_alphas.items():
-                for i, s in zip(idx, self._score_requests([requests[i].args[0] for i in idx],
+                for i, s in zip(idx, self._score_requests([args[i][0] for i in idx],
                                                           [parsed[i] for i in idx], list(alphas),
                                                           disable_tqdm)):
                     out[i] = s
-                    self.cache_hook.add_partial("loglikelihood_rolling", requests[i].args, float(s))
+                    self.cache_hook.add_partial("loglikelihood_rolling", args[i], float(s))
         return out
 
     def _score_requests(self, texts: list[str], reqs: list[GenboundRequest], alphas: list[float],
@@ -236,7 +290,11 @@ class GenBoundHFLM(HFLM):
     def _tokens_for(self, text: str, token_ids: Optional[Sequence[int]] = None, *,
                     no_prefix: bool = False) -> list[int]:
         """The token list scored for a document: its ids (or ``text`` encoded), after the prefix token."""
-        ids = self.tok_encode(text, add_special_tokens=False) if token_ids is None else token_ids
+        # the whole document at once, deliberately longer than the model: it is scored in windows of at
+        # most ``window`` tokens, so the tokenizer's "longer than the specified maximum" warning is
+        # spurious here (verbose=False silences exactly that check)
+        ids = (self.tokenizer.encode(text, add_special_tokens=False, verbose=False) if token_ids is None
+               else token_ids)
         ids = [int(t) for t in ids]
         if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
             raise GenboundError(
@@ -246,7 +304,9 @@ class GenBoundHFLM(HFLM):
 
     def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,
                           disable_tqdm: bool = False) -> list[DocScores]:
-        """Score every position ≥ 1 of each token list; returns one DocScores per list."""
+        """Score every position ≥ 1 of each token list; returns one DocScores per list.
+
+        The progress bar (rank 0) counts scored tokens and moves after every batch, with tokens/s."""
         jobs: list[tuple[int, Window]] = []
         for d, toks in enumerate(token_lists):
             jobs.extend((d, w) for w in scoring_windows(len(toks), window=self.window, stride=self.stride))
@@ -255,7 +315,9 @@ class GenBoundHFLM(HFLM):
         per_doc: list[list[tuple]] = [[] for _ in token_lists]
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bar = tqdm(total=len(order), desc="genbound windows", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=sum(w.n_scored for _, w in jobs), desc=f"genbound windows (batch {bs})", unit="tok",
+                   miniters=1, mininterval=0,
+                   disable=disable_tqdm or self.rank != 0)
         arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
 
         def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor,
@@ -270,13 +332,14 @@ class GenBoundHFLM(HFLM):
                 per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx,
                                    None if fp is None else fp[k:k + n], ids[k:k + n]))
                 k += n
-            bar.update(len(batch))
+            bar.update(k)
 
-        # one-deep pipeline: batch b's forward and statistics are queued on the device before the
-        # host waits for batch b − 1's results, so on an accelerator the host's copy and
-        # bookkeeping overlap the device's work (on CPU every op is synchronous: same order, same
-        # results); only the small per-token outputs of the previous batch are kept alive
-        pending = None
+        # on an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
+        # device before the host waits for batch b − 1's results, so the host's copy and bookkeeping
+        # overlap the device's work; on CPU every op is synchronous, so each batch is filed (and the
+        # bar moved) as soon as it is computed. Same order, same results either way.
+        depth = 0 if torch.device(self.device).type == "cpu" else 1
+        pending: list = []
         for b0 in range(0, len(order), bs):
             batch = [jobs[j] for j in order[b0:b0 + bs]]
             width = max(w.input_end - w.input_start for _, w in batch)
@@ -295,11 +358,11 @@ class GenBoundHFLM(HFLM):
             logp, ent = self._batch_statistics(self._model, *where, alphas)
             # a quantized model's original scores the same batch: the same tokens, contexts and shapes
             fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
-            if pending is not None:
-                collect(*pending)
-            pending = (batch, logp, ent, fp, targets)
-        if pending is not None:
-            collect(*pending)
+            pending.append((batch, logp, ent, fp, targets))
+            while len(pending) > depth:
+                collect(*pending.pop(0))
+        for item in pending:
+            collect(*item)
         bar.close()
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
         return [self._doc_scores(pieces, len(alphas), info) for pieces in per_doc]

@@ -10,6 +10,10 @@ A genbound document reaches the model as the rolling request ``(text, request.to
 model parses the second argument with :meth:`GenboundRequest.from_json`. Every key is required
 and typed, so a misspelled, missing or mistyped key is a :class:`~lm_eval_genbound.errors.GenboundError`
 rather than a silently defaulted option.
+
+The task wraps it in a :class:`GenboundInstance`: hf-genbound reads its ``arguments``; a stock
+model (``model="hf"``), which unpacks ``args`` as ``(string,)``, gets a GenboundError naming
+hf-genbound instead of "too many values to unpack".
 """
 from __future__ import annotations
 
@@ -18,7 +22,14 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
+from lm_eval.api.instance import Instance
+
 from lm_eval_genbound.errors import GenboundError
+
+#: what a model that reads a genbound request as a plain rolling request is told
+STOCK_READER_ERROR = ("a genbound task's request was read as a plain rolling request: genbound tasks need "
+                      "model hf-genbound (lm-eval-genbound run --model hf-genbound ...; in Python "
+                      "simple_evaluate(model='hf-genbound', ...)), and no --use_cache response cache")
 
 
 def _is_int(v: Any) -> bool:
@@ -99,3 +110,24 @@ def _as_seq(value: Any, name: str) -> tuple:
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         raise GenboundError(f"genbound request: {name} must be a list; got {type(value).__name__}")
     return tuple(value)
+
+
+class _UnpackGuard(tuple):
+    """``(text, request_json)`` that indexes like a tuple but refuses to be unpacked or iterated."""
+
+    def __iter__(self):
+        raise GenboundError(STOCK_READER_ERROR)
+
+
+class GenboundInstance(Instance):
+    """The harness request of one genbound document: ``arguments == (text, GenboundRequest.to_json())``.
+
+    hf-genbound reads ``arguments``. ``args`` is what the harness's own models read: until the
+    request is answered it is a tuple whose unpacking raises GenboundError (the stock HF model
+    unpacks ``(string,) = args``; ``--write_out`` only indexes it); once answered (logged samples)
+    it is the plain tuple.
+    """
+
+    @property
+    def args(self) -> tuple:
+        return self.arguments if self.resps else _UnpackGuard(self.arguments)

@@ -11,17 +11,32 @@ no ``--include_path`` is given the genbound task folder is passed as ``--include
 requested task is a genbound task, lm-eval's ~14k built-in task YAMLs are not indexed (about a
 minute on a 2-core machine): :func:`genbound_tasks_only` switches ``include_defaults`` off for
 the task managers built inside it and restores the harness afterwards.
+
+Before the harness starts (and so before the model loads), :func:`validate_genbound_tasks` runs
+each requested genbound task's settings validator
+(:func:`~lm_eval_genbound.harness.task.checked_settings`: metadata keys and values, corpus and token
+paths) on its YAML metadata merged with ``--model_args`` and ``--metadata``, as the harness will.
+:func:`quiet_harness` keeps runs free of noise that does not apply: lm-eval's git-hash lookup runs
+with git's stderr captured (no ``fatal: not a git repository``), and with only genbound tasks
+(rolling log-likelihoods, never prompts) the "instruct or chat variant but chat template is not
+applied" warning is dropped.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
+import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import yaml
+
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.task import OUTPUT_ENV
+from lm_eval_genbound.harness.task import OUTPUT_ENV, checked_settings
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 
 
@@ -64,17 +79,122 @@ def genbound_tasks_only() -> Iterator[None]:
         lt.TaskManager = original
 
 
-def check_model_for_tasks(argv: Sequence[str]) -> None:
-    """Genbound tasks send requests only ``hf-genbound`` can answer: refuse another model up front."""
-    model = option(argv, "--model")
-    if model and model != "hf-genbound" and any(is_genbound_task(t) for t in requested_tasks(argv)):
+def parse_harness_argv(argv: Sequence[str]) -> Optional[argparse.Namespace]:
+    """``argv`` parsed by lm-eval's own ``run`` parser, without side effects; None for help, the
+    ``ls``/``validate`` commands or arguments it rejects (the harness then reports them itself)."""
+    from lm_eval._cli.run import Run
+
+    args = list(argv)
+    if any(a in ("-h", "--help") for a in args) or (args and args[0] in ("ls", "validate")):
+        return None
+    if not args or args[0] != "run":
+        args = ["run", *args]                   # the harness's legacy form inserts "run" too
+    parser = argparse.ArgumentParser(add_help=False)
+    Run.create(parser.add_subparsers(dest="command"))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            ns = parser.parse_args(args)
+    except (SystemExit, Exception):             # noqa: BLE001  any parse failure: the harness reports it
+        return None
+    if getattr(ns, "config", None):
+        from lm_eval.config.evaluate_config import EvaluatorConfig
+        for key, value in EvaluatorConfig.load_yaml_config(ns.config).items():
+            if not getattr(ns, key, None):
+                setattr(ns, key, value)
+    return ns
+
+
+def check_model_for_tasks(ns: argparse.Namespace) -> None:
+    """Genbound tasks send requests only ``hf-genbound`` can answer, uncached: refuse otherwise up front."""
+    tasks = [t for t in (ns.tasks or []) if is_genbound_task(t)]
+    model = ns.model or "hf"
+    if tasks and model != "hf-genbound":
         raise GenboundError(f"genbound tasks need --model hf-genbound (got --model {model})")
+    if tasks and getattr(ns, "use_cache", None):
+        raise GenboundError("--use_cache cannot serve genbound tasks (it keeps one number per document, "
+                            "not the per-token statistics); a rerun with the same --output_path resumes "
+                            "from the sidecar's own cache instead")
+
+
+def genbound_task_config(name: str, include_paths: Sequence[str]) -> Optional[dict]:
+    """The YAML config (includes merged, functions not imported) of genbound task ``name`` — a YAML
+    path, or ``<name>.yaml`` under one of ``include_paths`` — or None where none is found."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    if name.endswith((".yaml", ".yml")):
+        candidates = [Path(name)]
+    else:
+        candidates = [p for d in include_paths for p in sorted(Path(d).rglob(f"{name}.yaml"))]
+    for path in candidates:
+        try:
+            cfg = load_yaml(path, resolve_func=False)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue                               # unreadable YAML: the harness reports it itself
+        if name.endswith((".yaml", ".yml")) or cfg.get("task") == name:
+            return cfg
+    return None
+
+
+def validate_genbound_tasks(ns: argparse.Namespace) -> int:
+    """Run every requested genbound task's settings validator (as the task will, with the same
+    merged metadata) before the harness loads the model; returns the number of tasks checked."""
+    meta = dict(ns.model_args or {}) | dict(ns.metadata or {})
+    includes = [TASKS_DIR] if ns.include_path is None else str(ns.include_path).split(",")
+    n = 0
+    for name in ns.tasks or []:
+        if not is_genbound_task(name):
+            continue
+        cfg = genbound_task_config(name, includes)
+        if cfg is None:
+            continue                               # the harness reports an unknown task itself
+        checked_settings(dict(cfg.get("metadata") or {}) | meta)
+        n += 1
+    return n
+
+
+def git_commit_hash() -> Optional[str]:
+    """lm-eval's git-hash lookup (``git describe --always`` in the working directory, else the
+    repository files found there) with git's stderr captured rather than printed."""
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, check=True)  # noqa: S607
+        return out.stdout.decode().strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
+
+
+class _DropChatTemplateWarning(logging.Filter):
+    """Drops lm-eval's "appears to be an instruct or chat variant" warning (no prompts here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "chat template is not applied" not in " ".join(record.getMessage().split())
+
+
+@contextlib.contextmanager
+def quiet_harness(only_genbound: bool) -> Iterator[None]:
+    """Within the block: the git lookup is quiet; with ``only_genbound`` the chat-template warning
+    is dropped. Both are restored afterwards."""
+    import lm_eval.evaluator as ev
+
+    lookup, chat_filter = ev.get_git_commit_hash, _DropChatTemplateWarning()
+    ev.get_git_commit_hash = git_commit_hash
+    if only_genbound:
+        ev.eval_logger.addFilter(chat_filter)
+    try:
+        yield
+    finally:
+        ev.get_git_commit_hash = lookup
+        ev.eval_logger.removeFilter(chat_filter)
 
 
 def run_harness_cli(argv: Sequence[str]) -> int:
     """Run ``lm-eval ARGV`` (``argv`` as after ``lm-eval``, e.g. starting with ``run``); returns 0."""
     argv = list(argv)
-    check_model_for_tasks(argv)
+    ns = parse_harness_argv(argv)
+    if ns is not None:
+        check_model_for_tasks(ns)
+        validate_genbound_tasks(ns)
     from lm_eval.__main__ import cli_evaluate
 
     from lm_eval_genbound.harness import model  # noqa: F401  (registers hf-genbound)
@@ -85,12 +205,12 @@ def run_harness_cli(argv: Sequence[str]) -> int:
     if out:
         root = out[:-5] if out.endswith(".json") else out
         os.environ.setdefault(OUTPUT_ENV, str(Path(root).resolve()))
-    tasks = requested_tasks(argv)
+    tasks = ns.tasks if ns is not None and ns.tasks else requested_tasks(argv)
     only_ours = bool(tasks) and all(is_genbound_task(t) for t in tasks)
     old = sys.argv
     sys.argv = ["lm-eval", *argv]
     try:
-        with genbound_tasks_only() if only_ours else contextlib.nullcontext():
+        with genbound_tasks_only() if only_ours else contextlib.nullcontext(), quiet_harness(only_ours):
             cli_evaluate()
     finally:
         sys.argv = old

