@@ -15,12 +15,19 @@ as a ``(text, GenboundRequest.to_json())`` rolling request
 statistics are folded, on rank 0 and in document order, into a
 :class:`~lm_eval_genbound.bound.stats.GenboundStats`; the results JSON gets scalar ``genbound_*``
 metrics and a sidecar directory holds the manifest, the statistics and a per-α summary.
+
+The source fixes the sampling design (:class:`~lm_eval_genbound.bound.design.SamplingDesign`)
+recorded with the statistics and in the manifest: ``genbound_tokens`` with ``genbound_subsample``
+is a uniform sample of the predicted positions of [token_start, token_end) (its default D is
+that population), a ``genbound_tokens`` range short of the whole stream is ``contiguous``, and
+every other source is ``all``. D > n from a non-random subset is refused before any scoring when
+the token counts are known up front (token streams), else when the bound is computed.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -33,6 +40,7 @@ from lm_eval_genbound.harness.records import DocRecord, DocScores
 from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.harness.sidecar import write_sidecar
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 from lm_eval_genbound.complexity.codelength import code_length_complexity
@@ -68,9 +76,9 @@ class TaskSettings:
     """Settings of a genbound task (metadata keys are these names prefixed with ``genbound_``).
 
     source: sotu | local | tokens | suite | hf. alphas: the α grid. delta: δ. grid_size: |K|.
-    train_tokens: D (default: the tokens evaluated). complexity: ``param16`` (16 bits per total
-    parameter; any ``param<b>``), ``bits:<L>``, or ``model`` (the certified code length of a
-    quantized hf-genbound model). n_configurations: settings searched (log2 added to L).
+    train_tokens: D (default: the tokens evaluated; with ``subsample``, the population of the
+    token range). complexity: ``param16`` (16 bits per total parameter; any ``param<b>``),
+    ``bits:<L>``, or ``model`` (the certified code length of a quantized hf-genbound model). n_configurations: settings searched (log2 added to L).
     output_dir: sidecar directory. data: local corpus path. split / cutoff_year: sotu split.
     suite / suite_model: a trained suite's suite.json and model name (its exact training tokens).
     tokens / boundaries / token_start / token_end / subsample / seed: token-stream source.
@@ -165,8 +173,10 @@ def parse_complexity(spec: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------
 # documents
 # ------------------------------------------------------------------------------------------
-def build_documents(s: TaskSettings) -> list[dict]:
-    """Documents of the configured source: dicts with text, token_ids (or None), n_bytes, key."""
+def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
+    """Documents of the configured source (dicts with text, token_ids (or None), n_bytes, key) and
+    how their tokens were chosen."""
+    design = SamplingDesign.all()
     if s.source in ("sotu", "local"):
         if s.source == "local" and not s.data:
             raise GenboundError("genbound_local needs --metadata genbound_data=/path/to/corpus")
@@ -176,14 +186,21 @@ def build_documents(s: TaskSettings) -> list[dict]:
     elif s.source == "suite":
         docs = _suite_documents(s)
     elif s.source == "tokens":
-        docs = _token_documents(s)
+        docs, design = _token_documents(s)
     else:
         docs = _hf_documents(s)
-    if s.limit_docs is not None:
+    if s.limit_docs is not None and int(s.limit_docs) < len(docs):
+        if design.kind == "uniform_tokens":
+            raise GenboundError("genbound_limit_docs would keep the first sampled positions, not a uniform "
+                                "sample; lower genbound_subsample instead")
         docs = docs[: int(s.limit_docs)]
+        design = replace(design, note=f"first {len(docs)} documents (genbound_limit_docs)")
     if not docs:
         raise GenboundError(f"the {s.source} corpus has no documents")
-    return docs
+    if s.source == "tokens":        # token counts known before scoring: refuse a D the design cannot certify now
+        n_max = sum(1 if d["score_last"] else len(d["token_ids"]) for d in docs)
+        design.resolve_train_tokens(n_max, s.train_tokens)
+    return docs, design
 
 
 def _text_doc(key: str, text: str) -> dict:
@@ -204,18 +221,24 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
     return out
 
 
-def _token_documents(s: TaskSettings) -> list[dict]:
+def _token_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     from lm_eval_genbound.data.tokenstream import open_token_stream
     if not s.tokens:
         raise GenboundError("genbound_tokens needs --metadata genbound_tokens=/path/to/tokens")
     stream = open_token_stream(s.tokens, s.boundaries)
-    end = len(stream.tokens) if s.token_end is None else int(s.token_end)
+    start, total = int(s.token_start), len(stream.tokens)
+    end = total if s.token_end is None else int(s.token_end)
     if s.subsample:
-        positions = stream.sample_positions(int(s.subsample), int(s.token_start), end, int(s.seed))
+        positions = stream.sample_positions(int(s.subsample), start, end, int(s.seed))
+        # the population: every position of the range that has context (what sample_positions draws from)
+        design = SamplingDesign.uniform(stream.predicted_count(start, end), seed=int(s.seed), start=start, end=end)
         return [{"key": f"pos{int(p)}", "text": "", "token_ids": stream.context_for(int(p), 4096).tolist(),
-                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions]
-    return [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
-             "no_prefix": True} for off, ids in stream.documents(int(s.token_start), end)]
+                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions], design
+    docs = [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
+             "no_prefix": True} for off, ids in stream.documents(start, end)]
+    if start == 0 and end == total:
+        return docs, SamplingDesign.all()
+    return docs, SamplingDesign.contiguous(start, end, population_tokens=stream.predicted_count(0, total))
 
 
 def _hf_documents(s: TaskSettings) -> list[dict]:
@@ -250,7 +273,7 @@ class GenBoundTask(ConfigurableTask):
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         import datasets
-        docs = build_documents(self.settings)
+        docs, self.design = build_documents(self.settings)
         self.dataset = {"test": datasets.Dataset.from_list(docs)}
 
     def doc_to_target(self, doc, doc_to_target=None):
@@ -306,7 +329,7 @@ class GenBoundTask(ConfigurableTask):
         key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size)
+        stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size, self.design)
         final, complexity = finalize(stats, info, self.settings)
         if self.settings.output_dir:
             write_sidecar(self.settings.output_dir, task=self.config.task, settings=self.settings,
@@ -315,7 +338,8 @@ class GenBoundTask(ConfigurableTask):
         return final
 
 
-def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[GenboundStats, dict]:
+def accumulate(records: list[DocRecord], alphas, grid_size: int,
+               design: Optional[SamplingDesign] = None) -> tuple[GenboundStats, dict]:
     """Fold per-document statistics (sorted by doc id) into one accumulator, in one vectorised pass."""
     if not records:
         raise GenboundError("no documents were scored")
@@ -323,7 +347,7 @@ def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[Genbou
     for r in records:
         if r.scores.info["protocol"] != info["protocol"]:
             raise GenboundError("documents were scored with different protocols; refusing to mix them")
-    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size))
+    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size), design=design)
     scored = [r for r in records if r.scores.n_tokens]
     if scored:
         stats.update(np.concatenate([r.scores.logp for r in scored]),
