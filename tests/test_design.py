@@ -13,6 +13,7 @@ from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.cli.bound import main_bound
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.task import TaskSettings, build_documents
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_harness import ALPHAS, PY, _cli, _evaluate, env  # noqa: E402,F401  (env: the tiny-model fixture)
@@ -38,19 +39,27 @@ def _meta(stream, side, **extra):
             "genbound_output_dir": str(side), **extra}
 
 
-@pytest.mark.parametrize("train_tokens", [STREAM, END], ids=["D=stream", "D=range"])
-def test_contiguous_sub_range_with_d_above_n_is_refused(env, stream, tmp_path, train_tokens):
+@pytest.mark.parametrize("case", ["tokens D=stream", "tokens D=range", "local D=1e6"])
+def test_contiguous_sub_range_with_d_above_n_is_refused(env, stream, tmp_path, case):
     """The first END tokens of a STREAM-token training stream, scored contiguously, with D = the
-    stream (refused before scoring) or D = the range (n = END − 1 < D: refused at the bound): a
-    one-line error, never a certified bound, and no sidecar."""
+    stream or D = the range (n = END − 1 < D; both refused before scoring), and a text corpus with
+    a larger D (refused when the bound is computed): a one-line error, never a certified bound,
+    and no sidecar."""
     side = tmp_path / "side"
+    task, what = "genbound_tokens", "contiguous tokens but D = "
+    if case == "local D=1e6":
+        task, what = "genbound_local", "tokens but D = 1000000: a non-random"
+        meta = {"genbound_data": str(env["corpus"]), "genbound_output_dir": str(side),
+                "genbound_train_tokens": 1e6}
+    else:
+        meta = _meta(stream, side, genbound_token_end=END,
+                     genbound_train_tokens=STREAM if case == "tokens D=stream" else END)
     r = _cli([PY, "-m", "lm_eval_genbound", "run", "--model", "hf-genbound", "--model_args",
-              f"pretrained={env['model']},dtype=float32", "--tasks", "genbound_tokens", "--device", "cpu",
-              "--metadata", json.dumps(_meta(stream, side, genbound_token_end=END,
-                                             genbound_train_tokens=train_tokens))])
+              f"pretrained={env['model']},dtype=float32", "--tasks", task, "--device", "cpu",
+              "--metadata", json.dumps(meta)])
     assert r.returncode == 2, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the evaluation scored") and "contiguous tokens but D = " in last, last
+    assert last.startswith("error: the evaluation scored") and what in last, last
     assert "non-random subset cannot certify" in last and "Traceback" not in r.stderr
     assert not (side / "manifest.json").exists()
 
@@ -102,3 +111,20 @@ def test_whole_stream_is_design_all_and_bounds_exactly_its_tokens(env, stream, t
     stats = GenboundStats.load(side / "stats.npz")
     report = bound_report(stats, Complexity(2000.0, method="bits"), train_tokens=STREAM - 1).to_dict()
     assert _numbers(report) == _numbers(final)
+
+
+def test_token_source_designs_and_what_they_refuse_before_scoring(stream):
+    """build_documents gives each token-stream source its design; a D that the design cannot
+    certify is refused there (no model run), and limit_docs cannot cut a uniform sample short."""
+    def build(**kw):
+        return build_documents(TaskSettings(source="tokens", tokens=str(stream), **kw))
+    assert build()[1].kind == "all"
+    assert build(token_start=10)[1] == build(token_start=10)[1] and build(token_start=10)[1].kind == "contiguous"
+    docs, design = build(subsample=7, seed=1, token_start=100, token_end=400)
+    assert len(docs) == 7 and design.kind == "uniform_tokens" and design.population_tokens == 300
+    with pytest.raises(GenboundError, match="scored 299 contiguous tokens but D = 600"):
+        build(token_end=END, train_tokens=STREAM)
+    with pytest.raises(GenboundError, match="population of 300 tokens but D = 600"):
+        build(subsample=7, token_start=100, token_end=400, train_tokens=STREAM)
+    with pytest.raises(GenboundError, match="genbound_limit_docs would keep the first sampled positions"):
+        build(subsample=7, limit_docs=3)

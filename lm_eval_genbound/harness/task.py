@@ -78,7 +78,8 @@ class TaskSettings:
     source: sotu | local | tokens | suite | hf. alphas: the α grid. delta: δ. grid_size: |K|.
     train_tokens: D (default: the tokens evaluated; with ``subsample``, the population of the
     token range). complexity: ``param16`` (16 bits per total parameter; any ``param<b>``),
-    ``bits:<L>``, or ``model`` (the certified code length of a quantized hf-genbound model). n_configurations: settings searched (log2 added to L).
+    ``bits:<L>``, or ``model`` (the certified code length of a quantized hf-genbound model).
+    n_configurations: settings searched (log2 added to L).
     output_dir: sidecar directory. data: local corpus path. split / cutoff_year: sotu split.
     suite / suite_model: a trained suite's suite.json and model name (its exact training tokens).
     tokens / boundaries / token_start / token_end / subsample / seed: token-stream source.
@@ -198,8 +199,8 @@ def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     if not docs:
         raise GenboundError(f"the {s.source} corpus has no documents")
     if s.source == "tokens":        # token counts known before scoring: refuse a D the design cannot certify now
-        n_max = sum(1 if d["score_last"] else len(d["token_ids"]) for d in docs)
-        design.resolve_train_tokens(n_max, s.train_tokens)
+        n_scored = sum(1 if d["score_last"] else len(d["token_ids"]) - 1 for d in docs)  # 1st: context only
+        design.resolve_train_tokens(n_scored, s.train_tokens)
     return docs, design
 
 
