@@ -10,6 +10,7 @@ import lm_eval_genbound.bound.baselines as BL
 import lm_eval_genbound.bound.freedman as F
 import lm_eval_genbound.bound.terms as T
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.errors import GenboundError
 
 D_TEST1 = np.array([-2.0, 0.5, 1.0, -0.3, 0.8])
@@ -295,7 +296,8 @@ def test_subsampled_bound_is_valid_and_looser():
     kw = dict(sum_v=sv, s_values=s, n_tokens=n, mean_smoothed_loss=x.mean(),
               mean_raw_loss=x.mean(), vocab_size=V, alpha=alpha, complexity=Complexity(100.0))
     full = T.token_bound(**kw, train_tokens=n)
-    sub = T.token_bound(**kw, train_tokens=10 * n)
+    sub = T.token_bound(**kw, train_tokens=10 * n, design=SamplingDesign.uniform(10 * n, seed=0))
+    assert T.token_bound(**kw, design=SamplingDesign.uniform(10 * n, seed=0)) == sub   # default D: population
     assert full.subsample_correction_nats == 0.0
     assert sub.subsample_correction_nats > 0
     assert sub.lam * sub.loss_range <= F.S_MAX_SUBSAMPLED + 1e-12
@@ -305,6 +307,42 @@ def test_subsampled_bound_is_valid_and_looser():
     k_eff = int(np.sum(s <= F.S_MAX_SUBSAMPLED))
     assert sub.subsample_correction_nats == pytest.approx(
         rng_g * math.sqrt(math.log(k_eff / 0.025) / (2 * n)))
+
+
+@pytest.mark.parametrize("design", [None, SamplingDesign.all(), SamplingDesign.contiguous(0, 2001, population_tokens=20000)])
+def test_a_non_random_subset_with_d_above_n_is_refused_not_certified(design):
+    """D > n is a subsample only when a uniform design says so: "all" (the default) and a
+    contiguous range are refused with a one-line error, at D = n they give the plain bound."""
+    n, V, alpha = 2000, 50, 0.1
+    kw = dict(sum_v=np.zeros(F.DEFAULT_GRID_SIZE), s_values=F.s_grid(), n_tokens=n, mean_smoothed_loss=2.0,
+              mean_raw_loss=2.0, vocab_size=V, alpha=alpha, complexity=Complexity(100.0), design=design)
+    with pytest.raises(GenboundError, match=r"non-random subset cannot certify.*pass D = 2000$"):
+        T.token_bound(**kw, train_tokens=10 * n)
+    plain = T.token_bound(**kw)
+    assert plain.train_tokens == n and plain.subsample_correction_nats == 0.0 and plain.certified
+
+
+def test_a_uniform_sample_certifies_its_population_only():
+    n, V = 2000, 50
+    kw = dict(sum_v=np.zeros(F.DEFAULT_GRID_SIZE), s_values=F.s_grid(), n_tokens=n, mean_smoothed_loss=2.0,
+              mean_raw_loss=2.0, vocab_size=V, alpha=0.1, complexity=Complexity(100.0),
+              design=SamplingDesign.uniform(30000, seed=1))
+    assert T.token_bound(**kw).train_tokens == 30000
+    for d in (n, 20000, 40000):
+        with pytest.raises(GenboundError, match="population of 30000 tokens"):
+            T.token_bound(**kw, train_tokens=d)
+
+
+def test_sampling_design_round_trips_and_rejects_unknown_keys():
+    for d in (SamplingDesign.all(), SamplingDesign.uniform(10, seed=3, start=0, end=12),
+              SamplingDesign.contiguous(5, 9, population_tokens=100)):
+        assert SamplingDesign.from_dict(d.to_dict()) == d
+    with pytest.raises(GenboundError, match="unknown sampling design keys"):
+        SamplingDesign.from_dict({"kind": "all", "popluation_tokens": 3})
+    with pytest.raises(GenboundError, match="must be one of"):
+        SamplingDesign("stratified")
+    with pytest.raises(GenboundError, match="positive population_tokens"):
+        SamplingDesign("uniform_tokens")
 
 
 def test_subsample_coverage_of_population_mean():

@@ -233,3 +233,41 @@ def test_genbound_bound_on_a_damaged_file_prints_one_error_line(tmp_path, capsys
         assert main(["bound", str(tmp_path / name), "--complexity-bits", "1000"]) == 2, name
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and name in err[0], err
+
+
+# ------------------------------------------------------------------------------- sampling design
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def test_stats_file_of_schema_1_loads_as_design_all_with_identical_numbers():
+    """tests/data/stats_schema1.npz and its report JSON were written by the code before sampling
+    designs were recorded: the file still loads, as design "all" with a note, and every number of
+    its report is the same."""
+    from lm_eval_genbound.bound.design import LEGACY_NOTE
+    from lm_eval_genbound.bound.report import bound_report
+    old = GenboundStats.load(os.path.join(DATA, "stats_schema1.npz"))
+    assert old.design.kind == "all" and old.design.note == LEGACY_NOTE
+    with open(os.path.join(DATA, "stats_schema1_report.json")) as f:
+        expected = json.load(f)
+    for bits, ref in expected.items():
+        got = bound_report(old, Complexity(float(bits), method="bits"), delta=0.05).to_dict()
+        assert {k: got[k] for k in ref} == ref
+    with pytest.raises(GenboundError, match="non-random subset.*written before sampling designs"):
+        old.bound(Complexity(500.0), train_tokens=10 * old.n_tokens)
+
+
+def test_design_is_saved_loaded_and_must_agree_to_merge(tmp_path):
+    from lm_eval_genbound.bound.design import SamplingDesign
+    logp, ent, V = _tokens(n=500)
+    design = SamplingDesign.uniform(5000, seed=7, start=0, end=5100)
+    acc = GenboundStats(V, ALPHAS, design=design)
+    acc.update(logp, ent)
+    back = GenboundStats.load(acc.save(tmp_path / "s.npz"))
+    assert back.design == design
+    assert back.bound(Complexity(1e3)) == acc.bound(Complexity(1e3), train_tokens=5000)
+    assert back.bound(Complexity(1e3)).train_tokens == 5000             # a sample's default D: its population
+    with pytest.raises(GenboundError, match="different sampling designs"):
+        back.merge(GenboundStats(V, ALPHAS))
+    with pytest.raises(GenboundError, match="different sampling designs"):
+        back.merge(GenboundStats(V, ALPHAS, design=SamplingDesign.uniform(5000, seed=8, start=0, end=5100)))
+    back.merge(GenboundStats(V, ALPHAS, design=design))

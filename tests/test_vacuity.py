@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.vacuity import (TERM_LABELS, Vacuity, bound_vs_train_tokens, dominant_term,
@@ -21,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_stats import ALPHAS, _tokens  # noqa: E402
 
 
-def _stats(seed=0, n=3000, repeat=1):
+def _stats(seed=0, n=3000, repeat=1, population=None):
+    """Statistics of n tokens: all of the data, or a uniform sample of ``population`` tokens."""
     logp, ent, V = _tokens(seed=seed, n=n)
-    acc = GenboundStats(V, ALPHAS)
+    acc = GenboundStats(V, ALPHAS, design=population and SamplingDesign.uniform(population, seed=seed))
     for _ in range(repeat):
         acc.update(logp, ent, n_bytes=2 * n)
     return acc
@@ -35,13 +37,13 @@ def test_nonvacuous_train_tokens_is_where_the_bound_crosses_ln_v(seed):
     """For many complexities, fixed or chosen α, full or subsampled runs: the bound is < ln V at D*
     and at every larger D tried, and ≥ ln V at D* − 1 and every smaller D tried (down to the run's
     smallest possible D)."""
-    stats = _stats(seed)
-    ln_v = math.log(stats.vocab_size)
+    full, sample = _stats(seed), _stats(seed, population=12000)
+    ln_v = math.log(full.vocab_size)
     rng = np.random.default_rng(seed)
     checked = 0
     for bits in (10.0, 3e3, 1e5, 3e6, 1e8):
         for alpha in (None, 0.05):
-            for train_tokens in (None, 4 * stats.n_tokens):
+            for stats, train_tokens in ((full, None), (sample, 4 * full.n_tokens)):
                 cx = Complexity(bits * float(rng.uniform(0.5, 2.0)))
                 d_star = nonvacuous_train_tokens(stats, cx, train_tokens=train_tokens, alpha=alpha)
                 assert math.isfinite(d_star) and d_star == int(d_star)
@@ -64,7 +66,7 @@ def test_nonvacuous_train_tokens_is_where_the_bound_crosses_ln_v(seed):
 def test_the_bound_as_a_function_of_d_is_the_real_bound(train_tokens):
     """At the run's own D the family is the bound itself (bit for bit); a full run scaled to k·n
     tokens is the bound of the statistics of k·n tokens with the same per-token values."""
-    stats = _stats(3)
+    stats = _stats(3, population=train_tokens and int(train_tokens))
     cx = Complexity(5e4)
     f = bound_vs_train_tokens(stats, cx, subsampled=train_tokens is not None)
     assert f(train_tokens or stats.n_tokens) == stats.bound(cx, train_tokens=train_tokens)

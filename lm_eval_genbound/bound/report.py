@@ -82,7 +82,8 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
     complexity : Complexity
         What is charged for h.
     train_tokens : float, optional
-        D, tokens the model trained on (default: the tokens evaluated).
+        D, tokens the model trained on (default: the tokens evaluated, or the population of a
+        uniform sample); checked against ``stats.design`` (D > n only for a uniform sample of D).
     delta : float
         δ, the failure probability.
     alpha : float, optional
@@ -95,6 +96,7 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
     BoundReport
         Terms (nats/token), bits per byte, the bound in bits per byte and its vacuity verdict.
     """
+    train_tokens = stats.train_tokens(train_tokens)      # the sampling design's D (or a GenboundError)
     terms = stats.bound(complexity, train_tokens=train_tokens, delta=delta, alpha=alpha,
                         unquantized_loss=unquantized_loss)
     return BoundReport(

@@ -28,6 +28,11 @@ out after 9 moments are below (1/16)^9/9 ≈ 2e-12 of the leading ones (relative
 against the exact sum). The result equals :func:`lm_eval_genbound.bound.freedman.freedman_bound` on the
 same tokens to ≤ 1e-9 relative (tested, also for tokens packed against the singularity). Files
 written before ``tail_margin`` existed used the threshold −Δ/2 and load with it.
+
+The statistics carry their :class:`~lm_eval_genbound.bound.design.SamplingDesign` (how the
+tokens were chosen); every bound from them honours it (a uniform sample's default D is its
+population; D > n from a non-random subset is refused). Files of schema 1, written before
+designs were recorded, load with design ``all`` and a note saying so.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ import numpy as np
 import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
 from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.validate import check_alpha, check_delta
 from lm_eval_genbound.errors import GenboundError
@@ -52,7 +58,9 @@ from lm_eval_genbound.errors import GenboundError
 _DAMAGED_FILE_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, NotImplementedError,
                         SyntaxError, zipfile.BadZipFile, tokenize.TokenError)
 
-SCHEMA_VERSION = 1
+#: 2: the metadata records the sampling design; files of version 1 load with design ``all``
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 DEFAULT_ALPHAS = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5)
 
 _ARRAY_FIELDS = ("sum_x", "sum_x_sq", "sum_y", "sum_doc_mean_x", "max_x", "min_d",
@@ -71,11 +79,14 @@ class GenboundStats:
 
     vocab_size: V, the dimension of the distribution that is smoothed (the logit dimension).
     alphas: the α grid, fixed before evaluation. grid_size: |K| λ values per α.
+    design: how the tokens are chosen (default: all tokens of the data); statistics merge only
+    with statistics of the same design.
     """
 
     def __init__(self, vocab_size: int, alphas: Sequence[float] = DEFAULT_ALPHAS, *,
                  grid_size: int = B.DEFAULT_GRID_SIZE, bin_width: float = 0.125,
-                 taylor_order: int = 8, tail_margin: Optional[float] = 1.0) -> None:
+                 taylor_order: int = 8, tail_margin: Optional[float] = 1.0,
+                 design: Optional[SamplingDesign] = None) -> None:
         if int(vocab_size) != vocab_size or vocab_size < 2:
             raise GenboundError(f"vocab_size={vocab_size!r} must be an integer ≥ 2")
         alphas = [float(a) for a in alphas]
@@ -86,6 +97,7 @@ class GenboundStats:
         if len(set(alphas)) != len(alphas):
             raise GenboundError(f"the α grid {alphas} has duplicates")
         self.vocab_size = int(vocab_size)
+        self.design = design or SamplingDesign.all()
         self.alphas = np.array(alphas, dtype=np.float64)
         self.grid_size = int(grid_size)
         self.bin_width = float(bin_width)
@@ -201,6 +213,9 @@ class GenboundStats:
         if other.config() != self.config():
             raise GenboundError(
                 f"cannot merge statistics with different settings: {other.config()} vs {self.config()}")
+        if not other.design.same_design(self.design):
+            raise GenboundError(f"cannot merge statistics of different sampling designs: "
+                                f"{other.design.to_dict()} vs {self.design.to_dict()}")
         for f in ("n_tokens", "n_bytes", "n_docs", "sum_x0", "sum_x0_sq"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.max_x0 = max(self.max_x0, other.max_x0)
@@ -273,8 +288,9 @@ class GenboundStats:
         complexity : Complexity
             What is charged for h (message bits, configurations searched, certified or not).
         train_tokens : float, optional
-            D, tokens the model trained on (default: the tokens accumulated). If D is larger,
-            the accumulated tokens must be a uniform sample of the training tokens.
+            D, tokens the model trained on (default: the tokens accumulated, or the population
+            of a uniform design). D > n needs a uniform design whose population is D
+            (:meth:`SamplingDesign.resolve_train_tokens`; otherwise a GenboundError).
         delta : float
             δ, the failure probability.
         alpha : float, optional
@@ -295,20 +311,25 @@ class GenboundStats:
             sum_v=self.sum_v(alpha), s_values=self.s_values, n_tokens=self.n_tokens,
             mean_smoothed_loss=self.mean_smoothed_loss(alpha), mean_raw_loss=self.mean_raw_loss,
             vocab_size=self.vocab_size, alpha=alpha, complexity=complexity,
-            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss)
+            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss, design=self.design)
 
     def default_alpha(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
                       delta: float = 0.05) -> float:
         """The α of the grid that :meth:`bound` uses when none is given.
 
         The grid value with the smallest smoothing cost for C = (ln 1/P(h) + ln(|K|/δ))/D, D =
-        ``train_tokens`` (default: the tokens accumulated): a choice that depends on C only,
-        never on the data.
+        ``train_tokens`` (default: the design's D, see :meth:`train_tokens`; any D is accepted
+        here, the bound itself checks it): a choice that depends on C only, never on the data.
         """
-        d_train = float(self.n_tokens if train_tokens is None else train_tokens)
+        d_train = self.train_tokens() if train_tokens is None else float(train_tokens)
         c_guess = B.complexity_per_token(complexity.prior_nats, max(d_train, 1.0),
                                          grid_size=self.grid_size, delta=check_delta(delta))
         return choose_alpha(c_guess, self.alphas)
+
+    def train_tokens(self, train_tokens: Optional[float] = None) -> float:
+        """D for a bound from these statistics: ``train_tokens`` checked against the sampling
+        design, or the design's default (n, or a uniform sample's population), in tokens."""
+        return self.design.resolve_train_tokens(self.n_tokens, train_tokens)[0]
 
     def summary_rows(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
                      delta: float = 0.05) -> list[dict]:
@@ -333,7 +354,7 @@ class GenboundStats:
     def to_arrays(self) -> dict:
         arrays = {f: np.asarray(getattr(self, f)) for f in _ARRAY_FIELDS}
         meta = {"schema_version": SCHEMA_VERSION, "kind": "genbound_stats", **self.config(),
-                **{f: getattr(self, f) for f in _SCALAR_FIELDS}}
+                **{f: getattr(self, f) for f in _SCALAR_FIELDS}, "design": self.design.to_dict()}
         meta["max_x0"] = None if math.isinf(self.max_x0) else self.max_x0
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         return arrays
@@ -349,13 +370,15 @@ class GenboundStats:
         meta = json.loads(bytes(np.asarray(arrays["meta_json"], dtype=np.uint8)).decode("utf-8"))
         if meta.get("kind") != "genbound_stats":
             raise GenboundError("not a genbound statistics file")
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if meta.get("schema_version") not in _READABLE_VERSIONS:
             raise GenboundError(
                 f"statistics schema version {meta.get('schema_version')} is not supported "
-                f"(this version reads {SCHEMA_VERSION})")
+                f"(this version reads {', '.join(map(str, _READABLE_VERSIONS))})")
+        design = (SamplingDesign.from_dict(meta["design"]) if "design" in meta
+                  else SamplingDesign.all(note=LEGACY_NOTE))
         obj = cls(meta["vocab_size"], meta["alphas"], grid_size=meta["grid_size"],
                   bin_width=meta["bin_width"], taylor_order=meta["taylor_order"],
-                  tail_margin=meta.get("tail_margin"))
+                  tail_margin=meta.get("tail_margin"), design=design)
         for f in _SCALAR_FIELDS:
             setattr(obj, f, meta[f])
         obj.max_x0 = -math.inf if meta["max_x0"] is None else float(meta["max_x0"])

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.freedman import S_MAX_SUBSAMPLED, complexity_per_token, minimize_over_grid, v_function
 from lm_eval_genbound.bound.validate import check_alpha, check_delta, check_positive
 from lm_eval_genbound.errors import GenboundError
@@ -135,6 +136,7 @@ def token_bound(
     delta: float = 0.05,
     unquantized_loss: Optional[float] = None,
     sample_delta_fraction: float = 0.5,
+    design: Optional[SamplingDesign] = None,
 ) -> BoundTerms:
     """Final bound from the sufficient statistics of one α.
 
@@ -156,8 +158,9 @@ def token_bound(
         What is charged for h (its ``prior_nats``); also gives the reported ``code_length_bits``
         and ``certified``.
     train_tokens : float, optional
-        D, tokens the model trained on (default n). If the n evaluated tokens are a uniform
-        sample of the D training tokens (n < D), δ is split (δ₁ = (1−f)δ for the martingale,
+        D, tokens the model trained on (default: ``design``'s, n or a uniform sample's
+        population). If the n evaluated tokens are a uniform sample of the D training tokens
+        (``design`` kind ``uniform_tokens`` with population D > n), δ is split (δ₁ = (1−f)δ for the martingale,
         δ₂ = fδ for the sample, f = ``sample_delta_fraction``) and a Hoeffding term over the
         worst-case range of X + v(λd)/λ is added for every λ (reference §2.7); only grid points
         with s ≤ 0.5 are used then.
@@ -166,6 +169,10 @@ def token_bound(
     unquantized_loss : float, optional
         R̂(h) of the full-precision model when bounding a quantized h_q; the quantization gap
         R̂(h_q) − R̂(h) is then reported separately.
+    design : SamplingDesign, optional
+        How the n tokens were chosen (default: all of the data). Only a uniform design whose
+        population is D gets the subsampling correction; D > n for any other design is refused
+        (:meth:`SamplingDesign.resolve_train_tokens`).
 
     Returns
     -------
@@ -176,7 +183,9 @@ def token_bound(
     check_alpha(alpha)
     if n_tokens < 1:
         raise GenboundError("no tokens were evaluated; the bound needs at least one token")
-    d_train = check_positive("train_tokens", float(n_tokens if train_tokens is None else train_tokens))
+    if train_tokens is not None:
+        check_positive("train_tokens", float(train_tokens))
+    d_train, subsampled = (design or SamplingDesign.all()).resolve_train_tokens(n_tokens, train_tokens)
     if d_train < n_tokens:
         raise GenboundError(
             f"train_tokens={d_train:g} is smaller than the {n_tokens} tokens evaluated; "
@@ -184,7 +193,7 @@ def token_bound(
     big_delta = math.log(vocab_size / alpha)
     lam, sum_v, hoeff, delta_mart = _martingale_grid(
         np.asarray(s_values, dtype=np.float64), np.asarray(sum_v, dtype=np.float64), big_delta,
-        n_tokens=n_tokens, subsampled=d_train > n_tokens, vocab_size=vocab_size, alpha=alpha,
+        n_tokens=n_tokens, subsampled=subsampled, vocab_size=vocab_size, alpha=alpha,
         delta=delta, sample_delta_fraction=sample_delta_fraction)
     k_size = lam.size
     c = complexity_per_token(complexity.prior_nats, d_train, grid_size=k_size, delta=delta_mart)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.terms import BoundTerms, token_bound
 
@@ -153,7 +154,7 @@ def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsa
             sum_v=sums[a] * (n_eval / stats.n_tokens), s_values=stats.s_values, n_tokens=n_eval,
             mean_smoothed_loss=stats.mean_smoothed_loss(a), mean_raw_loss=stats.mean_raw_loss,
             vocab_size=stats.vocab_size, alpha=a, complexity=complexity, train_tokens=d, delta=delta,
-            unquantized_loss=unquantized_loss)
+            unquantized_loss=unquantized_loss, design=SamplingDesign.uniform(d) if subsampled else None)
     return at
 
 
@@ -165,7 +166,8 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
     Parameters
     ----------
     stats, complexity, train_tokens, delta, alpha, unquantized_loss
-        As for :meth:`GenboundStats.bound`; ``train_tokens`` > n marks a subsampled run.
+        As for :meth:`GenboundStats.bound`; a uniform sampling design with D > n marks a
+        subsampled run (only D moves then).
 
     Returns
     -------
@@ -174,7 +176,7 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
         ``inf`` when the bound stays ≥ ln V up to :data:`MAX_TRAIN_TOKENS` (e.g. R̂ ≥ ln V).
     """
     n = stats.n_tokens
-    subsampled = train_tokens is not None and float(train_tokens) > n
+    train_tokens, subsampled = stats.design.resolve_train_tokens(n, train_tokens)
     family = bound_vs_train_tokens(stats, complexity, subsampled=subsampled, delta=delta, alpha=alpha,
                                    unquantized_loss=unquantized_loss)
     ln_v = math.log(stats.vocab_size)
@@ -185,7 +187,7 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
         return family(d).bound_paper_nats < ln_v
 
     d_min = n + 1 if subsampled else 1
-    d0 = max(d_min, math.ceil(float(train_tokens)) if train_tokens is not None else n)
+    d0 = max(d_min, math.ceil(train_tokens))
     if ok(d0):
         lo, hi = d_min, d0
         if ok(lo):

