@@ -150,6 +150,12 @@ def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_para
     methods = sorted(df["complexity_method"].unique())
     colors = method_colors(methods)
     x = _xgrid(df[n_column].to_numpy(float))
+    # a baseline far above every bound (the document-level one, with few documents) would flatten the
+    # rest: the axis stops at 1.3× the largest bound or Azuma value, and such a line says so in its label
+    shown = [df[c].to_numpy(float) for c in ("bound_nats", "bound_azuma_nats") if c in df.columns]
+    shown = np.concatenate(shown) if shown else np.array([])
+    top = 1.3 * float(np.nanmax(shown)) if np.isfinite(shown).any() else math.inf
+    clipped = False
     for m in methods:
         g = df[(df["complexity_method"] == m) & df["bound_nats"].notna()].sort_values(n_column)
         if g.empty:
@@ -161,7 +167,7 @@ def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_para
         if f is not None:
             _curve(ax, f, x, colors[m], ls="--")
         if not hollow and not (g["certified"] == False).any():   # noqa: E712 (NaN: not stated)
-            _baseline_lines(ax, g, m, colors[m], n_column)
+            clipped |= _baseline_lines(ax, g, m, colors[m], n_column, top)
     per_model = df.groupby("model").agg(N=(n_column, "first"), emp=("empirical_loss_nats", "median"),
                                         held=("heldout_loss_nats", "median")).sort_values("N")
     if per_model["emp"].notna().any():
@@ -173,19 +179,28 @@ def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_para
         h = per_model[per_model["held"].notna()]
         ax.plot(h["N"], h["held"], "D-", color="grey", label="held-out loss")
     _logx(ax)
+    if clipped:
+        ax.set_ylim(top=top)
     _decorate_single(fig, ax, n_column, "nats / token", "Generalization bound vs model size", "best")
     return fig
 
 
-def _baseline_lines(ax, g: pd.DataFrame, method: str, color: str, n_column: str) -> None:
-    """The baselines of one method's rows (sorted by N) as lines; rows where one is NaN are skipped."""
+def _baseline_lines(ax, g: pd.DataFrame, method: str, color: str, n_column: str, top: float) -> bool:
+    """The baselines of one method's rows (sorted by N) as lines (rows where one is NaN skipped);
+    True when a line has a value above ``top`` (its label then gives the largest value)."""
+    clipped = False
     for col, (label, ls, marker) in BASELINE_LINES.items():
         if col not in g.columns:
             continue
         b = g[g[col].notna()]
-        if not b.empty:
-            ax.plot(b[n_column], b[col], color=color, ls=ls, marker=marker, ms=4, lw=1.0, alpha=0.8,
-                    label=f"{label}, {method}")
+        if b.empty:
+            continue
+        hi = float(b[col].max())
+        off = f" (off scale, up to {hi:.3g})" if hi > top else ""
+        clipped |= bool(off)
+        ax.plot(b[n_column], b[col], color=color, ls=ls, marker=marker, ms=4, lw=1.0, alpha=0.8,
+                label=f"{label}{off}, {method}")
+    return clipped
 
 
 def _stack_method(df: pd.DataFrame) -> Optional[str]:

@@ -213,3 +213,9 @@ def test_leaderboard_and_figure_show_the_baselines(demo):
             g = runs[runs.complexity_method == m].sort_values("n_params")
             np.testing.assert_allclose(ln.get_ydata(), g[col], rtol=1e-6)
     assert not [n for n in labels if n.endswith(", prequential") and not n.startswith("bound")]
+    # lines above the axis (the document-level bound of a few hundred pieces) say so in their label
+    top = fig.axes[0].get_ylim()[1]
+    off = [n for n in labels if "off scale" in n]
+    assert top >= runs.bound_nats.max() and len(off) == sum(
+        runs.loc[runs.complexity_method == m, c].max() > top for m in certified
+        for c in ("bound_azuma_nats", "bound_hoeffding_doc_nats"))
