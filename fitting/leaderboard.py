@@ -15,10 +15,7 @@ file only has the per-token bound). Columns: every bound term, the complexity me
 ("non-vacuous", "vacuous (<term>)" with the term that makes the bound ≥ ln V, or "unknown"; read
 from the inputs' ``vacuous``/``vacuous_term``, or for inputs without them the same rule applied to
 ``bound_nats`` ≥ ln ``vocab_size``) with ``nonvacuous_train_tokens`` (the D at which the same model
-would be non-vacuous; inf: none), protocol and vocab_size, the earlier bounds on the same statistics
-(``bound_azuma_bpb``/``_nats``: token-level Azuma, Lotfi, Kuang et al. 2024;
-``bound_hoeffding_doc_bpb``/``_nats``: document-level Hoeffding, Lotfi, Finzi et al. 2024; empty
-where undefined, with the reason in ``baseline_note``), and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
+would be non-vacuous; inf: none), protocol and vocab_size, and ``comparable``: rows whose (protocol, vocab_size) differ from the majority are
 flagged there (and shaded in the HTML), never silently mixed.
 
 The HTML page has no external resource: inline CSS, inline JavaScript (click a header to sort
@@ -26,6 +23,11 @@ ascending, again for descending; the URL hash ``#sort=bound_bpb:desc`` sorts on 
 ``#click=COL,COL`` clicks headers, for automated checks) and the figures embedded as base64
 PNG — those given with ``figures=`` / ``--figures`` and the fitter's figures found in the
 output directory.
+
+After those columns come the earlier bounds on the same statistics: ``bound_azuma_bpb``/``_nats``
+(token-level Azuma, Lotfi, Kuang et al. 2024), ``bound_hoeffding_doc_bpb``/``_nats``
+(document-level Hoeffding, Lotfi, Finzi et al. 2024; bits per byte derived like ``bound_bpb``),
+empty where undefined, with the reason in ``baseline_note``.
 """
 from __future__ import annotations
 
