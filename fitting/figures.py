@@ -8,7 +8,9 @@
 Figures (all against N on a log axis, N as chosen for the fit):
 
 1. ``bound_vs_N.png`` — the bound (nats/token) per complexity method with its fitted law, the
-   empirical loss and, when measured, the held-out loss.
+   empirical loss and, when measured, the held-out loss; for the certified methods the earlier
+   bounds on the same statistics (token-level Azuma, document-level Hoeffding) as dash-dotted and
+   long-dashed lines (:func:`bound_vs_n_figure` returns the Figure).
 2. ``terms_vs_N.png`` — every fitted term (bound, gap, loss variation Σ·√C, Σ, quantization gap,
    empirical loss) with fitted curves and bootstrap bands, plus the stacked decomposition
    empirical loss + quantization gap + random guess + loss variation + smoothing of one method
@@ -59,13 +61,18 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _finish_single(fig: Figure, ax, path, n_column: str, ylabel: str, title: str, legend_loc: str) -> Path:
     """Labels, grid, legend and margins of a one-axes figure against N; saves it."""
+    _decorate_single(fig, ax, n_column, ylabel, title, legend_loc)
+    return _save(fig, Path(path))
+
+
+def _decorate_single(fig: Figure, ax, n_column: str, ylabel: str, title: str, legend_loc: str) -> None:
+    """Labels, grid, legend and margins of a one-axes figure against N."""
     ax.set_xlabel(f"N ({n_column})")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc=legend_loc)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
-    return _save(fig, Path(path))
 
 
 def _short(v: float, _pos=None) -> str:
@@ -119,13 +126,36 @@ def _xgrid(N: np.ndarray, hi: Optional[float] = None) -> np.ndarray:
     return np.geomspace(lo, top, 200)
 
 
+#: the earlier bounds drawn beside the Freedman bound: runs.csv column -> (legend label, line style, marker)
+BASELINE_LINES: dict[str, tuple[str, object, str]] = {
+    "bound_azuma_nats": ("Azuma token-level [Lotfi, Kuang et al. 2024]", "-.", "^"),
+    "bound_hoeffding_doc_nats": ("doc-level Hoeffding [Lotfi, Finzi et al. 2024]", (0, (8, 3)), "v"),
+}
+
+
 def plot_bound_vs_n(df: pd.DataFrame, fits: FitMap, path: Path, *, n_column: str = "n_params") -> Path:
-    """Figure 1: bound (per method) vs empirical and held-out loss against N (nats/token)."""
+    """Figure 1 (:func:`bound_vs_n_figure`) written as a PNG at ``path``."""
+    return _save(bound_vs_n_figure(df, fits, n_column=n_column), Path(path))
+
+
+def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_params") -> Figure:
+    """Figure 1: bound (per method) vs empirical and held-out loss against N (nats/token).
+
+    For every certified method, the earlier bounds on the same statistics (:data:`BASELINE_LINES`,
+    where runs.csv has them) are drawn in the method's colour as dash-dotted (Azuma) and long-dashed
+    (document-level Hoeffding) lines, so the gain of the Freedman bound is visible model by model.
+    """
     fig = Figure(figsize=(7.5, 5.0))
     ax = fig.add_subplot(111)
     methods = sorted(df["complexity_method"].unique())
     colors = method_colors(methods)
     x = _xgrid(df[n_column].to_numpy(float))
+    # a baseline far above every bound (the document-level one, with few documents) would flatten the
+    # rest: the axis stops at 1.3× the largest bound or Azuma value, and such a line says so in its label
+    shown = [df[c].to_numpy(float) for c in ("bound_nats", "bound_azuma_nats") if c in df.columns]
+    shown = np.concatenate(shown) if shown else np.array([])
+    top = 1.3 * float(np.nanmax(shown)) if np.isfinite(shown).any() else math.inf
+    clipped = False
     for m in methods:
         g = df[(df["complexity_method"] == m) & df["bound_nats"].notna()].sort_values(n_column)
         if g.empty:
@@ -136,6 +166,8 @@ def plot_bound_vs_n(df: pd.DataFrame, fits: FitMap, path: Path, *, n_column: str
         f = preferred_fit(fits, "bound_nats", m)
         if f is not None:
             _curve(ax, f, x, colors[m], ls="--")
+        if not hollow and not (g["certified"] == False).any():   # noqa: E712 (NaN: not stated)
+            clipped |= _baseline_lines(ax, g, m, colors[m], n_column, top)
     per_model = df.groupby("model").agg(N=(n_column, "first"), emp=("empirical_loss_nats", "median"),
                                         held=("heldout_loss_nats", "median")).sort_values("N")
     if per_model["emp"].notna().any():
@@ -147,7 +179,28 @@ def plot_bound_vs_n(df: pd.DataFrame, fits: FitMap, path: Path, *, n_column: str
         h = per_model[per_model["held"].notna()]
         ax.plot(h["N"], h["held"], "D-", color="grey", label="held-out loss")
     _logx(ax)
-    return _finish_single(fig, ax, path, n_column, "nats / token", "Generalization bound vs model size", "best")
+    if clipped:
+        ax.set_ylim(top=top)
+    _decorate_single(fig, ax, n_column, "nats / token", "Generalization bound vs model size", "best")
+    return fig
+
+
+def _baseline_lines(ax, g: pd.DataFrame, method: str, color: str, n_column: str, top: float) -> bool:
+    """The baselines of one method's rows (sorted by N) as lines (rows where one is NaN skipped);
+    True when a line has a value above ``top`` (its label then gives the largest value)."""
+    clipped = False
+    for col, (label, ls, marker) in BASELINE_LINES.items():
+        if col not in g.columns:
+            continue
+        b = g[g[col].notna()]
+        if b.empty:
+            continue
+        hi = float(b[col].max())
+        off = f" (off scale, up to {hi:.3g})" if hi > top else ""
+        clipped |= bool(off)
+        ax.plot(b[n_column], b[col], color=color, ls=ls, marker=marker, ms=4, lw=1.0, alpha=0.8,
+                label=f"{label}{off}, {method}")
+    return clipped
 
 
 def _stack_method(df: pd.DataFrame) -> Optional[str]:
@@ -296,5 +349,5 @@ def plot_chinchilla_residuals(N: np.ndarray, D: np.ndarray, L: np.ndarray, fit, 
     return _save(fig, Path(path))
 
 
-__all__ = ["plot_bound_vs_n", "plot_terms_vs_n", "plot_complexity_vs_n", "plot_chinchilla_residuals",
+__all__ = ["plot_bound_vs_n", "bound_vs_n_figure", "plot_terms_vs_n", "plot_complexity_vs_n", "plot_chinchilla_residuals",
            "preferred_fit", "method_colors"]

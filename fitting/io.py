@@ -86,6 +86,8 @@ MANIFEST_FINAL: dict[str, str] = {
     "n_tokens": "tokens_evaluated", "n_bytes": "bytes_evaluated", "bound_bpb": "bound_bpb",
     "complexity_method": "complexity_method", "certified": "certified",
     "vacuous": "vacuous", "vacuous_term": "vacuous_term", "nonvacuous_train_tokens": "nonvacuous_train_tokens",
+    **{k: k for k in ("bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
+                      "bound_hoeffding_doc_bpb", "baseline_note")},
 }
 
 _TRUE = {"true", "1", "yes", "y", "t", "certified"}
@@ -166,6 +168,7 @@ def _finish(df: pd.DataFrame, source: str) -> pd.DataFrame:
     df["vacuous"] = df["vacuous"].map(lambda v: parse_bool(v, "vacuous"))
     df["stats_path"] = df["stats_path"].fillna("").astype(str)
     df["vacuous_term"] = df["vacuous_term"].fillna("").astype(str)
+    df["baseline_note"] = df["baseline_note"].fillna("").astype(str)
     gap = df["gap_bound_nats"].isna() & df["bound_nats"].notna() & df["empirical_loss_nats"].notna()
     df.loc[gap, "gap_bound_nats"] = df.loc[gap, "bound_nats"] - df.loc[gap, "empirical_loss_nats"]
     return df

@@ -29,6 +29,11 @@ ascending, again for descending; the URL hash ``#sort=bound_bpb:desc`` sorts on 
 ``#click=COL,COL`` clicks headers, for automated checks) and the figures embedded as base64
 PNG — those given with ``figures=`` / ``--figures`` and the fitter's figures found in the
 output directory.
+
+After those columns come the earlier bounds on the same statistics: ``bound_azuma_bpb``/``_nats``
+(token-level Azuma, Lotfi, Kuang et al. 2024), ``bound_hoeffding_doc_bpb``/``_nats``
+(document-level Hoeffding, Lotfi, Finzi et al. 2024; bits per byte derived like ``bound_bpb``),
+empty where undefined, with the reason in ``baseline_note``.
 """
 from __future__ import annotations
 
@@ -60,10 +65,15 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "loss_variation_nats", "smoothing_nats", "sigma", "complexity_bits", "complexity_C", "n_params",
     "train_tokens", "nonvacuous_train_tokens", "vocab_size", "protocol", "task", "comparable",
     "comparability_note", "source",
+) + (
+    # the earlier bounds on the same statistics (fitting.schema.BASELINE_COLUMNS), after the columns above
+    "bound_azuma_bpb", "bound_hoeffding_doc_bpb", "bound_azuma_nats", "bound_hoeffding_doc_nats",
+    "baseline_note",
 )
 _INT_COLUMNS = {"rank", "n_params", "train_tokens", "vocab_size"}
 _STR_COLUMNS = {"model", "complexity_method", "certification", "verdict", "protocol", "task", "comparable",
                 "comparability_note", "source"}
+_STR_COLUMNS = _STR_COLUMNS | {"baseline_note"}
 FIGURE_FILES = ("bound_vs_N.png", "terms_vs_N.png", "complexity_vs_N.png", "chinchilla_residuals.png")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -90,6 +100,17 @@ def _verdict(row: pd.Series) -> str:
     return "vacuous" if _missing(term) or not str(term) else f"vacuous ({term})"
 
 
+def _derive_bpb(df: pd.DataFrame, nats: str, bpb: str) -> None:
+    """Fill ``bpb`` = nats·tokens/(bytes·ln 2) in place where it is missing and the counts are known."""
+    if nats not in df.columns:
+        return
+    if bpb not in df.columns:
+        df[bpb] = np.nan
+    need = df[bpb].isna() & df[nats].notna() & (df["bytes_evaluated"] > 0) & (df["tokens_evaluated"] > 0)
+    df.loc[need, bpb] = df.loc[need, nats] * df.loc[need, "tokens_evaluated"] / (
+        df.loc[need, "bytes_evaluated"] * math.log(2))
+
+
 def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Rank rows by bound_bpb (ascending, missing last) and add certification/comparable columns.
 
@@ -109,11 +130,9 @@ def build_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
             f"duplicated model: {d['model']!r} with complexity_method {d['complexity_method']!r} appears "
             f"{int(dup.sum())} times ({', '.join(sorted(set(df.loc[dup, 'source'].astype(str))))}); "
             "keep one row per (model, complexity_method)")
-    # derive bound_bpb where only the per-token bound and the byte counts are known
-    need = df["bound_bpb"].isna() & df["bound_nats"].notna() & (df["bytes_evaluated"] > 0) & \
-        (df["tokens_evaluated"] > 0)
-    df.loc[need, "bound_bpb"] = df.loc[need, "bound_nats"] * df.loc[need, "tokens_evaluated"] / (
-        df.loc[need, "bytes_evaluated"] * math.log(2))
+    # derive the bits per byte where only the per-token bound and the byte counts are known
+    for name in ("bound", "bound_azuma", "bound_hoeffding_doc"):
+        _derive_bpb(df, f"{name}_nats", f"{name}_bpb")
     if df["bound_bpb"].isna().all():
         raise GenboundError(
             "no bound_bpb values in the inputs (nor bound_nats with tokens_evaluated and bytes_evaluated); "

@@ -11,7 +11,10 @@ columns of :data:`RUNS_COLUMNS`. Units are in the names: ``_nats`` = nats per to
 (the bound is ≥ ln V nats/token, the loss of uniform guessing), ``vacuous_term`` (the term that
 makes it so: empirical_risk, random_guess, loss_variation, smoothing, subsample_correction; empty
 when non-vacuous) and ``nonvacuous_train_tokens`` (the D at which the same model would be
-non-vacuous; inf when none).
+non-vacuous; inf when none). The earlier bounds on the same statistics, same complexity, α, δ and D
+follow: ``bound_azuma_nats``/``_bpb`` (token-level Azuma, Lotfi, Kuang et al. 2024),
+``bound_hoeffding_doc_nats``/``_bpb`` (document-level Hoeffding, Lotfi, Finzi et al. 2024; NaN when
+undefined, e.g. a subsampled run or one document) and ``baseline_note`` (why one is NaN).
 
 A plain user CSV needs only ``model``, ``N`` (or ``n_params``), ``D`` (or ``train_tokens``) and at
 least one quantity column; ``loss`` is read as ``empirical_loss_nats`` (the ``C,N,D,loss`` layout
@@ -30,8 +33,16 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
     "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
     "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
-    "nonvacuous_train_tokens",
+    "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
+    "bound_hoeffding_doc_bpb", "baseline_note",
 )
+
+#: the earlier bounds on the same statistics (runs.csv columns): the token-level Azuma bound of
+#: Lotfi, Kuang et al. 2024 and the document-level Hoeffding bound of Lotfi, Finzi et al. 2024
+BASELINE_COLUMNS: dict[str, str] = {
+    "bound_azuma_nats": "Azuma, token level [Lotfi, Kuang et al. 2024]",
+    "bound_hoeffding_doc_nats": "Hoeffding, document level [Lotfi, Finzi et al. 2024]",
+}
 
 #: flags and text columns (everything else is numeric)
 FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout", "vacuous")
@@ -39,7 +50,8 @@ FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout", "vacuous")
 #: numeric columns (everything but the strings and the flags)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     c for c in RUNS_COLUMNS
-    if c not in ("model", "protocol", "complexity_method", "stats_path", "vacuous_term") + FLAG_COLUMNS)
+    if c not in ("model", "protocol", "complexity_method", "stats_path", "vacuous_term", "baseline_note")
+    + FLAG_COLUMNS)
 
 #: quantities fitted against N by default (y = a + b·N^(-c) and y = b·N^(-c))
 TERM_QUANTITIES: tuple[str, ...] = (
@@ -52,7 +64,8 @@ METHOD_INDEPENDENT: frozenset[str] = frozenset({"empirical_loss_nats", "heldout_
 
 #: columns allowed to hold NaN (not measured)
 OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats", "heldout_gap_nats", "bits_per_param",
-                                          "nonvacuous_train_tokens"})
+                                          "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb",
+                                          "bound_hoeffding_doc_nats", "bound_hoeffding_doc_bpb"})
 
 #: aliases accepted in user CSVs -> canonical column
 CSV_ALIASES: dict[str, str] = {
@@ -70,7 +83,9 @@ UNITS: dict[str, str] = {
     "complexity_bits": "bits", "bound_nats": "nats/token", "gap_bound_nats": "nats/token",
     "empirical_loss_nats": "nats/token", "heldout_loss_nats": "nats/token", "bound_bpb": "bits/byte",
     "random_guess_nats": "nats/token", "smoothing_nats": "nats/token",
-    "bits_per_param": "bits/parameter",
+    "bits_per_param": "bits/parameter", "bound_azuma_nats": "nats/token",
+    "bound_hoeffding_doc_nats": "nats/token", "bound_azuma_bpb": "bits/byte",
+    "bound_hoeffding_doc_bpb": "bits/byte",
 }
 
 ANY_METHOD = "(any)"

@@ -68,6 +68,8 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
         "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
         "stats_path": str(stats_path), "vacuous": bool(t["vacuous"]), "vacuous_term": t["vacuous_term"],
         "nonvacuous_train_tokens": t["nonvacuous_train_tokens"],
+        **{k: t[k] for k in ("bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
+                             "bound_hoeffding_doc_bpb", "baseline_note")},
     }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import lm_eval_genbound.bound.baselines as BL
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
@@ -32,9 +33,48 @@ def test_report_is_the_bound_plus_bits_per_byte():
     assert d["bound_bpb"] == pytest.approx(rep.terms.bound_paper_nats * 2000 / (5000 * math.log(2)), rel=1e-15)
     assert d["bits_per_byte"] == stats.bits_per_byte and d["complexity_method"] == "bits"
     assert (d["n_bytes"], d["n_docs"], d["n_tokens"]) == (5000, 2, 2000)
-    assert list(d)[-9:] == ["bits_per_byte", "n_bytes", "n_docs", "complexity_method", "bound_bpb",
-                            "vacuous", "uniform_loss_nats", "vacuous_term", "nonvacuous_train_tokens"]
+    assert list(d)[-14:] == ["bits_per_byte", "n_bytes", "n_docs", "complexity_method", "bound_bpb",
+                             "vacuous", "uniform_loss_nats", "vacuous_term", "nonvacuous_train_tokens",
+                             "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
+                             "bound_hoeffding_doc_bpb", "baseline_note"]
     assert math.isnan(bound_report(_stats(n_bytes=0), cx).bound_bpb)
+
+
+def test_report_baselines_are_the_baseline_functions_on_the_same_statistics():
+    """Same α (the bound's), ln 1/P(h) (prefix-free and configuration bits included), δ and D; the
+    document-level bound averages each document's mean smoothed loss over its 2 documents."""
+    stats = _stats()
+    cx = Complexity(3000.0, n_configurations=4, method="bits")
+    d = bound_report(stats, cx, delta=0.02).to_dict()
+    alpha = d["alpha"]
+    a = stats.alpha_index(alpha)
+    azuma = BL.azuma_token_bound(stats.sum_x[a] / 2000, alpha=alpha, vocab_size=stats.vocab_size,
+                                 n_tokens=2000, log_prior_nats=cx.prior_nats, delta=0.02)
+    doc = BL.hoeffding_document_bound(stats.sum_doc_mean_x[a] / 2, alpha=alpha, vocab_size=stats.vocab_size,
+                                      n_documents=2, log_prior_nats=cx.prior_nats, delta=0.02)
+    assert d["bound_azuma_nats"] == azuma.bound_nats and d["bound_hoeffding_doc_nats"] == doc.bound_nats
+    assert d["bound_hoeffding_doc_bpb"] == pytest.approx(doc.bound_nats * 2000 / (5000 * math.log(2)), rel=1e-15)
+    assert d["baseline_note"] == ""
+
+
+def test_undefined_document_bound_is_nan_with_the_reason():
+    """A run on a sample of its D training tokens, or on one document, has no document-level bound:
+    NaN and a note, never a number; the token-level Azuma bound is still reported (subsampled form)."""
+    stats = _stats()
+    cx = Complexity(3000.0)
+    sub = bound_report(stats, cx, train_tokens=1e6).to_dict()
+    assert math.isnan(sub["bound_hoeffding_doc_nats"]) and math.isnan(sub["bound_hoeffding_doc_bpb"])
+    assert "2000 of D = 1e+06 training tokens" in sub["baseline_note"]
+    a = stats.alpha_index(sub["alpha"])
+    assert sub["bound_azuma_nats"] == BL.azuma_token_bound(
+        stats.sum_x[a] / 2000, alpha=sub["alpha"], vocab_size=stats.vocab_size, n_tokens=2000,
+        train_tokens=1e6, log_prior_nats=cx.prior_nats, delta=0.05).bound_nats
+    one = GenboundStats(stats.vocab_size, ALPHAS)
+    logp, ent, _ = _tokens(seed=8, n=2000)
+    one.update(logp, ent, n_bytes=5000)
+    d = bound_report(one, cx).to_dict()
+    assert math.isnan(d["bound_hoeffding_doc_nats"]) and "1 document evaluated" in d["baseline_note"]
+    assert math.isfinite(d["bound_azuma_nats"])
 
 
 def test_genbound_bound_json_is_the_report(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """`genbound demo` end to end on the micro preset: real training, real harness, real fits."""
 import json
 import math
+from pathlib import Path
 import struct
 import subprocess
 import sys
@@ -10,7 +11,12 @@ import pandas as pd
 import pytest
 
 from lm_eval_genbound.demo import run_demo
+import lm_eval_genbound.bound.baselines as BL
+from fitting.figures import bound_vs_n_figure
+from fitting.io import load_inputs
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.complexity.codelength import code_length_complexity
+from lm_eval_genbound.harness.sidecar import read_manifest
 from lm_eval_genbound.bound.stats import GenboundStats
 
 
@@ -23,7 +29,8 @@ EXPECTED_COLUMNS = [
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
     "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
     "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
-    "nonvacuous_train_tokens",
+    "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
+    "bound_hoeffding_doc_bpb", "baseline_note",
 ]
 
 
@@ -136,3 +143,79 @@ def test_genbound_bound_cli_prints_the_decomposition(demo):
     neg = subprocess.run([*genbound, "bound", row.stats_path, "--complexity-bits", "-1"],
                          capture_output=True, text=True, timeout=120)
     assert neg.returncode == 2 and "code length" in neg.stderr
+
+
+def _row_complexity(r) -> Complexity:
+    """The complexity the demo charged for a runs.csv row, rebuilt from its own records."""
+    if r.complexity_method == "param16":
+        return Complexity(16.0 * r.n_params)
+    if r.complexity_method == "prequential":
+        return Complexity(r.complexity_bits, certified=False)
+    return code_length_complexity(read_manifest(Path(r.stats_path).parent)["model"]["code_length"])
+
+
+def test_baseline_columns_are_the_baseline_functions_on_the_rows_statistics(demo):
+    """Every row's Azuma and document-level bounds equal bound.baselines on the row's stats.npz, with
+    the row's α, ln 1/P(h), δ and D (= the tokens evaluated: the document units are the training
+    pieces); the CSV on disk carries the same numbers."""
+    out, runs = demo
+    disk = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    for (_, r), (_, d) in zip(runs.iterrows(), disk.iterrows()):
+        stats = GenboundStats.load(r.stats_path)
+        prior, a = _row_complexity(r).prior_nats, stats.alpha_index(r.alpha)
+        azuma = BL.azuma_token_bound(stats.mean_smoothed_loss(r.alpha), alpha=r.alpha, vocab_size=256,
+                                     n_tokens=stats.n_tokens, log_prior_nats=prior, delta=0.05)
+        doc = BL.hoeffding_document_bound(stats.sum_doc_mean_x[a] / stats.n_docs, alpha=r.alpha, vocab_size=256,
+                                          n_documents=stats.n_docs, log_prior_nats=prior, delta=0.05)
+        assert stats.n_docs >= 2 and r.baseline_note == "" and d.baseline_note == ""
+        assert r.bound_azuma_nats == pytest.approx(azuma.bound_nats, rel=1e-12), r.model
+        assert r.bound_hoeffding_doc_nats == pytest.approx(doc.bound_nats, rel=1e-12), r.model
+        assert r.bound_azuma_bpb == pytest.approx(r.bound_bpb * azuma.bound_nats / r.bound_nats, rel=1e-9)
+        assert float(d.bound_azuma_nats) == pytest.approx(r.bound_azuma_nats, rel=1e-7)
+        assert float(d.bound_hoeffding_doc_bpb) == pytest.approx(r.bound_hoeffding_doc_bpb, rel=1e-7)
+
+
+#: below this C the paper's regime holds (C ≪ 1): the Freedman bound's C·ln V + Σ√C + √(2C) is far
+#: below the Azuma/Hoeffding range·√(C/2) (break-even near C ≈ 0.33 at V = 256, Σ ≈ 0.25)
+PAPER_REGIME_C = 0.25
+
+
+def test_freedman_bound_is_tightest_in_the_papers_regime(demo):
+    """On the rows with C ≤ 0.25 (the entropy-coded quantized models) the Freedman bound (paper form)
+    is below both baselines; every row's document-level bound is above it (a few hundred documents
+    against thousands of tokens). Rows with larger C (16-bit parameter counting, prequential,
+    C ≈ 0.4–0.6) are outside that regime: there the √C-shaped Azuma bound may be the tighter one."""
+    _, runs = demo
+    small = runs[runs.complexity_C <= PAPER_REGIME_C]
+    assert set(small.complexity_method) == {"gptq4", "rtn4"}
+    assert (small.bound_nats < small.bound_azuma_nats).all()
+    assert (runs.bound_nats < runs.bound_hoeffding_doc_nats).all()
+    assert (runs.bound_exact_nats <= runs.bound_nats).all()
+
+
+def test_leaderboard_and_figure_show_the_baselines(demo):
+    """The leaderboard has the baseline columns with the runs.csv numbers; the bound figure draws one
+    Azuma and one document-level line per certified method (none for the heuristic prequential)."""
+    out, runs = demo
+    board = pd.read_csv(out / "fits" / "leaderboard.csv").set_index(["model", "complexity_method"])
+    for _, r in runs.iterrows():
+        row = board.loc[(r.model, r.complexity_method)]
+        assert row.bound_azuma_bpb == pytest.approx(r.bound_azuma_bpb, rel=1e-6)
+        assert row.bound_hoeffding_doc_nats == pytest.approx(r.bound_hoeffding_doc_nats, rel=1e-6)
+    fig = bound_vs_n_figure(load_inputs([out / "runs.csv"]), {})
+    labels = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    certified = sorted(set(runs.complexity_method) - {"prequential"})
+    for m in certified:
+        for key, col in (("Azuma token-level", "bound_azuma_nats"), ("doc-level Hoeffding", "bound_hoeffding_doc_nats")):
+            (name,) = [n for n in labels if n.startswith(key) and n.endswith(f", {m}")]
+            ln = labels[name]
+            assert ln.get_linestyle() in ("-.", "--")
+            g = runs[runs.complexity_method == m].sort_values("n_params")
+            np.testing.assert_allclose(ln.get_ydata(), g[col], rtol=1e-6)
+    assert not [n for n in labels if n.endswith(", prequential") and not n.startswith("bound")]
+    # lines above the axis (the document-level bound of a few hundred pieces) say so in their label
+    top = fig.axes[0].get_ylim()[1]
+    off = [n for n in labels if "off scale" in n]
+    assert top >= runs.bound_nats.max() and len(off) == sum(
+        runs.loc[runs.complexity_method == m, c].max() > top for m in certified
+        for c in ("bound_azuma_nats", "bound_hoeffding_doc_nats"))

@@ -17,6 +17,7 @@ import lm_eval
 import lm_eval_genbound.harness.model  # noqa: F401  registers hf-genbound
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
+import lm_eval_genbound.bound.baselines as BL
 import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.harness.task_files import TASKS_DIR
@@ -168,6 +169,42 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
     assert list(summary["alpha"]) == ALPHAS
     assert manifest["model"]["n_params"] > manifest["model"]["n_params_nonembedding"] > 0
     assert manifest["protocol"]["window"] == 128 and manifest["protocol"]["stride"] == 128
+
+
+def test_harness_reports_the_baselines_on_the_same_statistics(env, sidecar_run, tmp_path):
+    """genbound_bound_azuma / genbound_bound_hoeffding_doc of a real harness run equal the
+    bound.baselines functions on the per-token arrays (same α, ln 1/P(h), δ, D; one unit per
+    document), the manifest's final carries them in nats and bits per byte; a run on a sample of
+    its D training tokens reports the document-level bound as NaN with the reason, never a number."""
+    side = sidecar_run["side"]
+    r = sidecar_run["results"]["results"]["genbound_local"]
+    manifest = json.loads((side / "manifest.json").read_text())
+    final, V = manifest["final"], manifest["protocol"]["vocab_size"]
+    tokens = pd.read_parquet(side / "tokens.parquet").sort_values(["doc_id", "pos"])
+    x = smoothed_nll(tokens["logp"].to_numpy(np.float64), final["alpha"], V)
+    doc_means = pd.Series(x).groupby(tokens["doc_id"].to_numpy()).mean()
+    prior = Complexity(2000.0).prior_nats
+    azuma = BL.azuma_token_bound(x.mean(), alpha=final["alpha"], vocab_size=V, n_tokens=len(x),
+                                 log_prior_nats=prior, delta=0.05)
+    doc = BL.hoeffding_document_bound(doc_means.mean(), alpha=final["alpha"], vocab_size=V,
+                                      n_documents=len(doc_means), log_prior_nats=prior, delta=0.05)
+    assert len(doc_means) == 6 and final["n_docs"] == 6
+    assert r["genbound_bound_azuma,none"] == pytest.approx(azuma.bound_nats, rel=1e-9)
+    assert r["genbound_bound_hoeffding_doc,none"] == pytest.approx(doc.bound_nats, rel=1e-9)
+    assert final["bound_azuma_nats"] == r["genbound_bound_azuma,none"]
+    assert final["bound_hoeffding_doc_nats"] == r["genbound_bound_hoeffding_doc,none"]
+    assert final["bound_azuma_bpb"] == pytest.approx(
+        azuma.bound_nats * len(x) / (final["n_bytes"] * math.log(2)), rel=1e-9)
+    assert final["baseline_note"] == ""
+    sub = tmp_path / "sub"
+    res = _evaluate(env, ["genbound_local"], {**_sidecar_metadata(env, sub), "genbound_train_tokens": 50 * len(x)})
+    sub_r, sub_final = res["results"]["genbound_local"], json.loads((sub / "manifest.json").read_text())["final"]
+    x_sub = smoothed_nll(tokens["logp"].to_numpy(np.float64), sub_final["alpha"], V)
+    sub_azuma = BL.azuma_token_bound(x_sub.mean(), alpha=sub_final["alpha"], vocab_size=V, n_tokens=len(x),
+                                     train_tokens=50 * len(x), log_prior_nats=prior, delta=0.05)
+    assert math.isnan(sub_r["genbound_bound_hoeffding_doc,none"]) and math.isnan(sub_final["bound_hoeffding_doc_bpb"])
+    assert "document-level bound undefined" in sub_final["baseline_note"]
+    assert sub_r["genbound_bound_azuma,none"] == pytest.approx(sub_azuma.bound_nats, rel=1e-9)
 
 
 def _fresh_task(env, side: Path):

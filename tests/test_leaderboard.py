@@ -258,3 +258,21 @@ def test_chromium_sorts_the_table(tmp_path, board_dir, fragment, col, descending
     ranks = [c["rank"] for _, c in rows]
     if fragment == "#sort=bound_bpb:desc":
         assert [int(float(k)) for k in ranks] == list(range(14, 0, -1))
+
+
+def test_baseline_columns_from_a_results_json(tmp_path):
+    """A results JSON with the baseline metrics (nats/token) gets them in its leaderboard row, bits
+    per byte derived like bound_bpb; an undefined (NaN) document-level bound stays empty."""
+    data = {"results": {"genbound_local": {
+        "genbound_bound,none": 3.0, "genbound_bound_azuma,none": 3.5, "genbound_bound_hoeffding_doc,none": math.nan,
+        "genbound_n_tokens,none": 1000, "genbound_n_bytes,none": 2000, "genbound_loss,none": 2.0}},
+        "configs": {"genbound_local": {"metadata": {"n_params": 1e4, "train_tokens": 1e6, "vocab_size": 256}}},
+        "config": {"model_args": {"pretrained": "tiny"}}}
+    p = tmp_path / "results_x.json"
+    p.write_text(json.dumps(data))
+    board = build_leaderboard(load_inputs([p]))
+    row = board.iloc[0]
+    assert row["bound_azuma_nats"] == 3.5
+    assert row["bound_azuma_bpb"] == pytest.approx(3.5 * 1000 / (2000 * math.log(2)))
+    assert math.isnan(row["bound_hoeffding_doc_nats"]) and math.isnan(row["bound_hoeffding_doc_bpb"])
+    assert row["bound_bpb"] == pytest.approx(3.0 * 1000 / (2000 * math.log(2)))

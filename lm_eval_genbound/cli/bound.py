@@ -54,6 +54,9 @@ def format_terms_table(terms: dict, title: str = "") -> str:
         ("  smoothed empirical risk R̂_α", terms["smoothed_empirical_risk_nats"]),
         ("  exact smoothing cost", terms["smoothing_exact_nats"]),
     ]
+    if "bound_azuma_nats" in terms:          # the earlier bounds on the same statistics (NaN: undefined)
+        rows += [("baseline: Azuma, token level", terms["bound_azuma_nats"]),
+                 ("baseline: Hoeffding, document level", terms["bound_hoeffding_doc_nats"])]
     lines = [title] if title else []
     lines.append(f"{'term':34s} {'nats/token':>12s} {'bits/token':>12s}")
     for name, val in rows:
@@ -67,6 +70,8 @@ def format_terms_table(terms: dict, title: str = "") -> str:
         + ("certified" if terms.get("certified", True) else "HEURISTIC complexity (not certified)"))
     lines.append(f"bits per byte {terms['bits_per_byte']:.5f}   bound {terms['bound_bpb']:.5f} bits per byte "
                  f"({terms['n_bytes']} bytes)")
+    if terms.get("baseline_note"):
+        lines.append(f"note: {terms['baseline_note']}")
     if "vacuous" in terms:
         lines.append(Vacuity.from_dict(terms).summary())
     return "\n".join(lines)

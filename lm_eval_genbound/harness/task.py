@@ -79,6 +79,10 @@ METRICS: dict[str, str] = {
     "genbound_n_bytes": "n_bytes",
     "genbound_vacuous": "vacuous",                              # 1 when the bound is ≥ ln V, else 0
     "genbound_nonvacuous_train_tokens": "nonvacuous_train_tokens",  # D* (inf: none)
+    # the earlier bounds on the same statistics (bound.report.baseline_bounds; NaN where undefined,
+    # the reason in the manifest's final "baseline_note")
+    "genbound_bound_azuma": "bound_azuma_nats",
+    "genbound_bound_hoeffding_doc": "bound_hoeffding_doc_nats",
 }
 
 
