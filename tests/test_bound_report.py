@@ -8,6 +8,7 @@ import pytest
 
 import lm_eval_genbound.bound.baselines as BL
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.cli import main
@@ -17,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_stats import ALPHAS, _tokens  # noqa: E402
 
 
-def _stats(n_bytes=5000):
+def _stats(n_bytes=5000, design=None):
     logp, ent, V = _tokens(seed=8, n=2000)
-    acc = GenboundStats(V, ALPHAS)
+    acc = GenboundStats(V, ALPHAS, design=design)
     acc.update(logp, ent, n_bytes=n_bytes, doc_lengths=[500, 1500])
     return acc
 
@@ -60,7 +61,7 @@ def test_report_baselines_are_the_baseline_functions_on_the_same_statistics():
 def test_undefined_document_bound_is_nan_with_the_reason():
     """A run on a sample of its D training tokens, or on one document, has no document-level bound:
     NaN and a note, never a number; the token-level Azuma bound is still reported (subsampled form)."""
-    stats = _stats()
+    stats = _stats(design=SamplingDesign.uniform(1_000_000, seed=0))   # 2000 tokens drawn from D = 1e6
     cx = Complexity(3000.0)
     sub = bound_report(stats, cx, train_tokens=1e6).to_dict()
     assert math.isnan(sub["bound_hoeffding_doc_nats"]) and math.isnan(sub["bound_hoeffding_doc_bpb"])
