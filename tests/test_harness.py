@@ -174,8 +174,8 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
 def test_harness_reports_the_baselines_on_the_same_statistics(env, sidecar_run, tmp_path):
     """genbound_bound_azuma / genbound_bound_hoeffding_doc of a real harness run equal the
     bound.baselines functions on the per-token arrays (same α, ln 1/P(h), δ, D; one unit per
-    document), the manifest's final carries them in nats and bits per byte; a run on a sample of
-    its D training tokens reports the document-level bound as NaN with the reason, never a number."""
+    document), and the manifest's final carries them in nats and bits per byte (a subsampled run's NaN
+    document bound is tested on its statistics in test_bound_report: a local corpus cannot claim D > n)."""
     side = sidecar_run["side"]
     r = sidecar_run["results"]["results"]["genbound_local"]
     manifest = json.loads((side / "manifest.json").read_text())
@@ -196,15 +196,6 @@ def test_harness_reports_the_baselines_on_the_same_statistics(env, sidecar_run, 
     assert final["bound_azuma_bpb"] == pytest.approx(
         azuma.bound_nats * len(x) / (final["n_bytes"] * math.log(2)), rel=1e-9)
     assert final["baseline_note"] == ""
-    sub = tmp_path / "sub"
-    res = _evaluate(env, ["genbound_local"], {**_sidecar_metadata(env, sub), "genbound_train_tokens": 50 * len(x)})
-    sub_r, sub_final = res["results"]["genbound_local"], json.loads((sub / "manifest.json").read_text())["final"]
-    x_sub = smoothed_nll(tokens["logp"].to_numpy(np.float64), sub_final["alpha"], V)
-    sub_azuma = BL.azuma_token_bound(x_sub.mean(), alpha=sub_final["alpha"], vocab_size=V, n_tokens=len(x),
-                                     train_tokens=50 * len(x), log_prior_nats=prior, delta=0.05)
-    assert math.isnan(sub_r["genbound_bound_hoeffding_doc,none"]) and math.isnan(sub_final["bound_hoeffding_doc_bpb"])
-    assert "document-level bound undefined" in sub_final["baseline_note"]
-    assert sub_r["genbound_bound_azuma,none"] == pytest.approx(sub_azuma.bound_nats, rel=1e-9)
 
 
 def _fresh_task(env, side: Path):
