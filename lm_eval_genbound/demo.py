@@ -20,7 +20,6 @@ Every step resumes: a finished model, evaluation or quantization is reused on a 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
@@ -183,22 +182,3 @@ def format_runs_table(runs: pd.DataFrame) -> str:
     view.columns = ["model", "N", "D", "complexity", "bits/param", "C", "R̂ nats", "held-out",
                     "q-gap", "C·lnV", "Σ√C", "smoothing", "bound", "bound bpb", "vacuous", "D* non-vacuous"]
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-
-
-def main_demo(argv: Optional[Sequence[str]] = None) -> int:
-    """Train the default suite, bound every model, fit scaling laws, write figures."""
-    p = argparse.ArgumentParser(prog="genbound demo", description=main_demo.__doc__)
-    p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu", "micro"])
-    p.add_argument("--sizes", default=None, help="comma-separated <d>x<L> sizes (default: the preset's)")
-    p.add_argument("--quantize", default="gptq4,rtn4", help="quantizers to bound (comma list, '' for none)")
-    p.add_argument("--no-quantize", action="store_true")
-    p.add_argument("--no-prequential", action="store_true")
-    p.add_argument("--no-fit", action="store_true")
-    p.add_argument("--delta", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=32)
-    a = p.parse_args(argv)
-    quant = [] if a.no_quantize else [q for q in a.quantize.split(",") if q.strip()]
-    run_demo(a.out, preset=a.preset, sizes=a.sizes.split(",") if a.sizes else None, quantize=quant,
-             prequential=not a.no_prequential, delta=a.delta, batch_size=a.batch_size, fit=not a.no_fit)
-    return 0

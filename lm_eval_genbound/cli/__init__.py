@@ -21,7 +21,7 @@ from lm_eval_genbound.errors import GenboundError
 #: sub-command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "bound": ("lm_eval_genbound.cli.bound", "main_bound", "bound from a saved statistics file"),
-    "demo": ("lm_eval_genbound.demo", "main_demo", "train the default suite, bound it, fit, report"),
+    "demo": ("lm_eval_genbound.cli.demo", "main_demo", "train the default suite, bound it, fit, report"),
     "suite": ("lm_eval_genbound.cli.suite", "main_suite", "train a compute-optimal model suite"),
     "run": ("lm_eval_genbound.cli.harness", "main_run", "the lm-eval harness with our model and tasks"),
     "pythia": ("lm_eval_genbound.cli.pythia", "main_pythia", "Pythia compute-optimal checkpoints and commands"),
