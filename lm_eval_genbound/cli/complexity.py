@@ -134,7 +134,7 @@ def _tokenize(text: str, model_dir: str, model, gguf_file: str | None = None) ->
             raise GenboundError(f"cannot load the tokenizer of {model_dir}: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if tok is not None:
-        ids = np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64).reshape(-1)
+        ids = np.asarray(tok(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64).reshape(-1)
         if text and ids.size == 0:
             raise GenboundError(f"the tokenizer of {model_dir} turns the text into no tokens")
     else:

@@ -196,7 +196,9 @@ class GenBoundHFLM(HFLM):
         (:mod:`lm_eval_genbound.complexity.calibration`) on this tokenizer's ids of the default text."""
         from lm_eval_genbound.complexity.calibration import calibration_windows, default_calibration_text
 
-        ids = self.tok_encode(default_calibration_text(), add_special_tokens=False)
+        # the whole text at once, longer than the model on purpose (windows are cut from it):
+        # verbose=False silences exactly the spurious "longer than the specified maximum" warning
+        ids = self.tokenizer.encode(default_calibration_text(), add_special_tokens=False, verbose=False)
         return calibration_windows(ids, seed=seed, max_len=self.window)
 
     # ------------------------------------------------------------------ identity
