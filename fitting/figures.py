@@ -71,6 +71,10 @@ def _decorate_single(fig: Figure, ax, n_column: str, ylabel: str, title: str, le
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
+    if legend_loc == "outside":            # many entries: beside the axes, never over the data
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        fig.subplots_adjust(left=0.06, right=0.58, bottom=0.11, top=0.93)
+        return
     ax.legend(fontsize=7, loc=legend_loc)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
 
@@ -145,7 +149,7 @@ def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_para
     where runs.csv has them) are drawn in the method's colour as dash-dotted (Azuma) and long-dashed
     (document-level Hoeffding) lines, so the gain of the Freedman bound is visible model by model.
     """
-    fig = Figure(figsize=(7.5, 5.0))
+    fig = Figure(figsize=(12.5, 5.0))
     ax = fig.add_subplot(111)
     methods = sorted(df["complexity_method"].unique())
     colors = method_colors(methods)
@@ -181,7 +185,7 @@ def bound_vs_n_figure(df: pd.DataFrame, fits: FitMap, *, n_column: str = "n_para
     _logx(ax)
     if clipped:
         ax.set_ylim(top=top)
-    _decorate_single(fig, ax, n_column, "nats / token", "Generalization bound vs model size", "best")
+    _decorate_single(fig, ax, n_column, "nats / token", "Generalization bound vs model size", "outside")
     return fig
 
 
