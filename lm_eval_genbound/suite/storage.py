@@ -32,7 +32,7 @@ from lm_eval_genbound.suite.spec import ADAM_BETAS, ADAM_EPS, FINAL_LR_FRACTION,
 
 __all__ = ["SCHEMA_VERSION", "SUITE_JSON", "DONE_MARKER", "LOSS_CURVE", "LOSS_CURVE_COLUMNS", "ModelRecord",
            "SuiteInfo", "write_json", "loss_curve_csv", "suite_metadata", "previous_records", "load_suite",
-           "suite_documents", "training_token_chunks"]
+           "suite_documents", "training_documents", "training_token_chunks"]
 
 SCHEMA_VERSION = 1
 SUITE_JSON = "suite.json"
@@ -219,13 +219,15 @@ def load_suite(out_dir: str | os.PathLike) -> SuiteInfo:
     return SuiteInfo(out_dir=str(out_dir), models=tuple(ModelRecord.from_dict(m) for m in d["models"]), extra=extra, **core)
 
 
-def _cutoff(cutoff_year: int | None) -> int:
-    return SOTU_DEFAULT_CUTOFF_YEAR if cutoff_year is None else int(cutoff_year)
+def training_documents(corpus_name: str, cutoff_year: int | None) -> list[Document]:
+    """A suite's training documents: ``"sotu"`` (train split up to ``cutoff_year``, default 2014) or a
+    local corpus path (all of it)."""
+    return load_corpus(corpus_name, "train", SOTU_DEFAULT_CUTOFF_YEAR if cutoff_year is None else int(cutoff_year))
 
 
 def suite_documents(info: SuiteInfo) -> list[Document]:
     """Reload the training documents of a suite and check them against its corpus fingerprint."""
-    docs = load_corpus(info.corpus_name, "train", _cutoff(info.cutoff_year))
+    docs = training_documents(info.corpus_name, info.cutoff_year)
     if corpus_fingerprint(docs) != info.corpus_fingerprint:
         raise GenboundError(f"corpus {info.corpus_name!r} has changed since the suite in {info.out_dir} was trained (fingerprint differs)")
     return docs

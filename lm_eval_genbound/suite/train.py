@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, encode_bytes
-from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_corpus
+from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite.checkpoint import (
     finished_record,
@@ -51,6 +51,7 @@ from lm_eval_genbound.suite.storage import (
     ModelRecord,
     SuiteInfo,
     previous_records,
+    training_documents,
     suite_metadata,
 )
 
@@ -352,7 +353,7 @@ def _corpus_and_header(corpus: str, cutoff_year: int, context: int, seed: int
     if not isinstance(corpus, str) or not corpus:
         raise GenboundError("corpus must be 'sotu' or a path to a local corpus")
     corpus_name = corpus if corpus == "sotu" else str(Path(corpus).resolve())
-    docs = load_corpus(corpus_name, "train", SOTU_DEFAULT_CUTOFF_YEAR if cutoff_year is None else cutoff_year)
+    docs = training_documents(corpus_name, cutoff_year)
     tokens = {d.doc_id: encode_bytes(d.text) for d in docs}
     header = {
         "schema_version": SCHEMA_VERSION, "corpus_name": corpus_name,
