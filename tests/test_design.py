@@ -85,7 +85,8 @@ def test_uniform_subsample_without_d_bounds_its_population(env, stream, tmp_path
     positions of [0, STREAM)), the subsampling correction applies, and `genbound bound` on the
     saved statistics gives the same bound with D defaulted from the file's design."""
     side = tmp_path / "side"
-    _evaluate(env, ["genbound_tokens"], _meta(stream, side, genbound_subsample=12, genbound_seed=3))
+    _evaluate(env, ["genbound_tokens"], _meta(stream, side, genbound_subsample=12, genbound_seed=3,
+                                              genbound_subsample_unit="token"))
     manifest = json.loads((side / "manifest.json").read_text())
     assert manifest["design"] == {"kind": "uniform_tokens", "population_tokens": STREAM - 1, "seed": 3,
                                   "start": 0, "end": STREAM, "note": ""}
@@ -120,11 +121,13 @@ def test_token_source_designs_and_what_they_refuse_before_scoring(stream):
         return build_documents(TaskSettings(source="tokens", tokens=str(stream), **kw))
     assert build()[1].kind == "all"
     assert build(token_start=10)[1] == build(token_start=10)[1] and build(token_start=10)[1].kind == "contiguous"
-    docs, design = build(subsample=7, seed=1, token_start=100, token_end=400)
-    assert len(docs) == 7 and design.kind == "uniform_tokens" and design.population_tokens == 300
+    # the range's first token is context only (as in a full evaluation of the range): 299 predicted positions
+    docs, design = build(subsample=7, seed=1, token_start=100, token_end=400, subsample_unit="token")
+    assert sum(d["n_scored"] for d in docs) == 7 and design.kind == "uniform_tokens"
+    assert design.population_tokens == 299 and len(docs) == 1          # all 7 in the range's one window
     with pytest.raises(GenboundError, match="scored 299 contiguous tokens but D = 600"):
         build(token_end=END, train_tokens=STREAM)
-    with pytest.raises(GenboundError, match="population of 300 tokens but D = 600"):
-        build(subsample=7, token_start=100, token_end=400, train_tokens=STREAM)
+    with pytest.raises(GenboundError, match="population of 299 tokens but D = 600"):
+        build(subsample=7, token_start=100, token_end=400, train_tokens=STREAM, subsample_unit="token")
     with pytest.raises(GenboundError, match="genbound_limit_docs would keep the first sampled positions"):
-        build(subsample=7, limit_docs=3)
+        build(subsample=7, limit_docs=3, subsample_unit="token", unit_tokens=2)

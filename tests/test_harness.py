@@ -107,7 +107,7 @@ def test_bits_per_byte_equals_stock_hf(env):
 def _reference_stats(model, ids, alphas):
     """Independent float64 reference: one forward pass over the whole sequence."""
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].double()
+        logits = model(torch.as_tensor(np.asarray(ids, dtype=np.int64))[None]).logits[0].double()
     logp_all = torch.log_softmax(logits, -1)
     V = logits.shape[-1]
     lp = logp_all[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1).numpy()
@@ -163,8 +163,9 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
     assert r["genbound_bound_exact,none"] == pytest.approx(x.mean() + ref.gap_bound, rel=1e-7)
     assert r["genbound_loss,none"] == pytest.approx(-logp.mean(), rel=1e-7)
     assert r["genbound_n_tokens,none"] == len(tokens)
-    for f in ("manifest.json", "stats.npz", "summary.csv", "tokens.parquet"):
+    for f in ("manifest.json", "stats.npz", "summary.csv"):
         assert (side / f).is_file()
+    assert list((side / "tokens.parquet").glob("part-*.parquet"))      # a folder of parts
     summary = pd.read_csv(side / "summary.csv")
     assert list(summary["alpha"]) == ALPHAS
     assert manifest["model"]["n_params"] > manifest["model"]["n_params_nonembedding"] > 0
@@ -225,11 +226,12 @@ def test_aggregations_give_the_same_values_in_any_order(env, sidecar_run, tmp_pa
 
 
 def test_sidecar_and_cache_files_are_readable_by_others(sidecar_run):
-    """Every file of the sidecar and the resume cache gets 0666 & ~umask (here 0644), none 0600."""
+    """Every file of the sidecar and the resume state gets 0666 & ~umask (here 0644), none 0600."""
     side = sidecar_run["side"]
-    shards = sorted((side / "cache").glob("shard-*.npz"))
-    assert shards
-    files = [side / f for f in ("stats.npz", "manifest.json", "summary.csv", "tokens.parquet")] + shards
+    states = sorted((side / "cache").glob("state-*.npz"))
+    parts = sorted((side / "tokens.parquet").glob("part-*.parquet"))
+    assert states and parts
+    files = [side / f for f in ("stats.npz", "manifest.json", "summary.csv")] + states + parts
     modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
     assert modes == {f.name: oct(0o644) for f in files}
     assert not [p.name for p in side.rglob(".*")], "a temporary file was left behind"
@@ -237,13 +239,15 @@ def test_sidecar_and_cache_files_are_readable_by_others(sidecar_run):
 
 def test_misspelled_request_key_is_an_error_not_a_default(env):
     lm = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32", batch_size=2, window=64)
-    good = {"alphas": ALPHAS, "token_ids": None, "score_last": True, "no_prefix": False, "cache_dir": None}
+    good = {"alphas": ALPHAS, "token_ids": None, "token_file": None, "token_range": None,
+            "score_positions": [5, 9], "no_prefix": False, "doc_id": 0, "grid_size": 1000,
+            "design": {"kind": "all"}, "sidecar_dir": None, "sidecar_per_quantizer": False, "per_token": False}
     text = corpus_texts(1, 100)[0]
     (s,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text, json.dumps(good)), 0)],
                                     disable_tqdm=True)
-    assert s.n_tokens == 1                               # score_last honoured: the last token only
-    bad = {k if k != "score_last" else "score_lst": v for k, v in good.items()}
-    with pytest.raises(GenboundError, match="score_lst"):
+    assert s.n_tokens == 2                               # score_positions honoured: those two only
+    bad = {k if k != "score_positions" else "score_position": v for k, v in good.items()}
+    with pytest.raises(GenboundError, match="score_position"):
         lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text, json.dumps(bad)), 0)],
                                  disable_tqdm=True)
 
@@ -297,17 +301,17 @@ def test_two_cpu_ranks_equal_one_rank(env, tmp_path):
 
 def test_kill_and_resume_gives_identical_numbers(env, tmp_path):
     common = ["--model", "hf-genbound", "--model_args",
-              f"pretrained={env['model']},dtype=float32,resume_group_tokens=200",
+              f"pretrained={env['model']},dtype=float32,checkpoint_seconds=0",
               "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "2",
               "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
     clean = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "clean")])
     assert clean.returncode == 0, clean.stderr[-2000:]
     out = tmp_path / "killed"
     killed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)],
-                  {"GENBOUND_FAULT_AFTER_SHARDS": "2"})
+                  {"GENBOUND_FAULT_AFTER_CHECKPOINTS": "2"})
     assert killed.returncode == 17
     cache = out / "genbound" / "genbound_local" / "cache"
-    assert len(list(cache.glob("shard-*.npz"))) == 2
+    assert len(list(cache.glob("state-*.npz"))) == 1
     assert not (out / "genbound" / "genbound_local" / "manifest.json").exists()
     resumed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)])
     assert resumed.returncode == 0, resumed.stderr[-2000:]

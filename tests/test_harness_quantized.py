@@ -86,8 +86,8 @@ def test_same_run_quantization_gap_equals_the_two_run_gap(runs):
 
 def test_per_token_parquet_names_columns_by_alpha_and_holds_token_ids(env, runs):
     tok = GenBoundHFLM(pretrained=str(env["model"]), device="cpu", dtype="float32").tokenizer
-    q = pd.read_parquet(runs["q"]["side"] / "tokens.parquet")
-    fp = pd.read_parquet(runs["fp"]["side"] / "tokens.parquet")
+    q = pd.read_parquet(runs["q"]["side"] / "tokens.parquet").sort_values(["doc_id", "pos"])
+    fp = pd.read_parquet(runs["fp"]["side"] / "tokens.parquet").sort_values(["doc_id", "pos"])
     assert [c for c in q.columns if c.startswith("entropy")] == ["entropy_a0.01", "entropy_a0.1", "entropy_a0.4"]
     assert "logp_fp" in q.columns and "logp_fp" not in fp.columns
     assert q["token_id"].dtype == np.int64
@@ -146,20 +146,24 @@ def test_reruns_into_one_output_path_give_one_leaderboard_row_per_method(env, tm
     assert q["quant_gap_nats"] != 0 and q["n_params"] > 0
 
 
-def test_cache_and_pickle_keep_full_precision_scores_and_token_ids(tmp_path):
-    """A resumed or gathered quantized run still has logp_fp and token ids (resume cache, pickle)."""
+def test_gathered_documents_carry_their_rank_statistics_once(runs):
+    """What crosses ranks is small: a rank's documents pickle with one shared copy of its
+    accumulator (full-precision sum included), never per-token arrays."""
     import pickle
 
-    from lm_eval_genbound.harness.records import DocScores
-    from lm_eval_genbound.harness.resume import ScoreCache
+    from lm_eval_genbound.bound.stats import GenboundStats as Stats
+    from lm_eval_genbound.harness.records import StreamedDoc
+    from lm_eval_genbound.harness.stream import RankStream
 
-    s = DocScores(-3.5, logp=np.array([-1.0, -2.5], np.float32), entropies=np.zeros((2, 1), np.float32),
-                  n_ctx=np.array([1, 2], np.int32), info={"alphas": [0.1]},
-                  logp_fp=np.array([-0.9, -2.0], np.float32), token_id=np.array([7, 3]))
-    cache = ScoreCache(tmp_path / "cache")
-    cache.save(["k"], [s])
-    for back in (cache.load()["k"], pickle.loads(pickle.dumps(s))):
-        assert np.array_equal(back.logp_fp, s.logp_fp) and np.array_equal(back.token_id, s.token_id)
+    stream = RankStream(Stats(320, [0.1]), {"alphas": [0.1]}, doc_ids=[0, 1], planned=[2, 3], rank=1,
+                        run_key="k" * 64, has_fp=True)
+    stream.fp_sum = -4.5
+    docs = [StreamedDoc(-3.5, n_tokens=2, stream=stream), StreamedDoc(-1.0, n_tokens=3, stream=stream)]
+    blob = pickle.dumps(docs)
+    back = pickle.loads(blob)
+    assert back[0].stream is back[1].stream and back[0].stream.unquantized_sum() == -4.5
+    assert [float(d) for d in back] == [-3.5, -1.0] and back[1].n_tokens == 3
+    assert len(blob) < len(pickle.dumps(stream)) + 500
 
 
 def test_quantization_gap_false_scores_the_quantized_model_only(env, runs):

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import lm_eval
+from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.model import MODEL_ARGS, GenBoundHFLM, genbound_model_args
+from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.harness.task import TaskSettings
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 
@@ -133,7 +135,10 @@ def test_window_bar_counts_tokens_and_moves_after_every_batch(env):
     hook = lm.model.register_forward_pre_hook(lambda module, args: seen.append(shown()))
     try:
         with contextlib.redirect_stderr(err):
-            (scores,) = lm.score_token_lists([ids], ALPHAS)
+            (scores,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("", GenboundRequest(
+                alphas=tuple(ALPHAS), token_ids=tuple(int(t) for t in ids), token_file=None, token_range=None,
+                score_positions=None, no_prefix=True, doc_id=0, grid_size=100, design={"kind": "all"},
+                sidecar_dir=None, sidecar_per_quantizer=False, per_token=False).to_json()), 0)])
     finally:
         hook.remove()
     assert len(seen) >= 4

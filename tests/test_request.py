@@ -9,13 +9,15 @@ from lm_eval_genbound.harness.request import GenboundRequest
 
 
 def _request(**over) -> GenboundRequest:
-    kw = dict(alphas=(0.01, 0.1, 0.4), token_ids=(3, 1, 4, 1, 5), score_last=True, no_prefix=True,
-              cache_dir="out/genbound/genbound_tokens/cache")
+    kw = dict(alphas=(0.01, 0.1, 0.4), token_ids=(3, 1, 4, 1, 5), token_file=None, token_range=None,
+              score_positions=(4,), no_prefix=True, doc_id=3, grid_size=1000, design={"kind": "all"},
+              sidecar_dir="out/genbound/genbound_tokens", sidecar_per_quantizer=True, per_token=False)
     kw.update(over)
     return GenboundRequest(**kw)
 
 
-@pytest.mark.parametrize("over", [{}, {"token_ids": None, "cache_dir": None, "score_last": False}])
+@pytest.mark.parametrize("over", [{}, {"token_ids": None, "sidecar_dir": None, "score_positions": None},
+                                  {"token_ids": None, "token_file": "t.npy", "token_range": (10, 20)}])
 def test_round_trip_through_json_is_exact(over):
     req = _request(**over)
     back = GenboundRequest.from_json(req.to_json())
@@ -31,17 +33,23 @@ def test_lists_and_numpy_ints_are_normalised_to_tuples():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(score_lst=d.pop("score_last")), "unknown key.*'score_lst'.*missing key.*'score_last'"),
+    (lambda d: d.update(score_position=d.pop("score_positions")),
+     "unknown key.*'score_position'.*missing key.*'score_positions'"),
     (lambda d: d.update(window=128), "unknown key.*'window'"),
-    (lambda d: d.pop("cache_dir"), "missing key.*'cache_dir'"),
-    (lambda d: d.update(score_last="yes"), "score_last must be true or false"),
+    (lambda d: d.pop("sidecar_dir"), "missing key.*'sidecar_dir'"),
+    (lambda d: d.update(per_token="yes"), "per_token must be true or false"),
+    (lambda d: d.update(score_positions=[3, 2]), "score_positions must be ascending"),
+    (lambda d: d.update(score_positions=[0, 2]), "score_positions must be ascending positions ≥ 1"),
+    (lambda d: d.update(token_range=[5, 9]), "token_range must be .* given with token_file"),
+    (lambda d: d.update(doc_id=1.5), "doc_id must be an integer"),
+    (lambda d: d.update(design=[]), "design must be an object"),
     (lambda d: d.update(no_prefix=1), "no_prefix must be true or false"),
     (lambda d: d.update(token_ids=[1, 2.5]), "token_ids must be a list of integers"),
     (lambda d: d.update(token_ids=[True, 2]), "token_ids must be a list of integers"),
     (lambda d: d.update(token_ids="1 2 3"), "token_ids must be a list"),
     (lambda d: d.update(alphas=0.1), "alphas must be a list"),
     (lambda d: d.update(alphas=["0.1"]), "alphas must be a list of numbers"),
-    (lambda d: d.update(cache_dir=7), "cache_dir must be a string or null"),
+    (lambda d: d.update(sidecar_dir=7), "sidecar_dir must be a string or null"),
 ])
 def test_unknown_missing_or_mistyped_key_is_an_error(edit, message):
     d = json.loads(_request().to_json())
@@ -58,4 +66,4 @@ def test_a_payload_that_is_not_a_json_object_is_an_error(text):
 
 def test_request_is_frozen():
     with pytest.raises(AttributeError):
-        _request().score_last = False
+        _request().per_token = True

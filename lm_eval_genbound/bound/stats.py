@@ -139,13 +139,18 @@ class GenboundStats:
                 "grid_size": self.grid_size, "bin_width": self.bin_width,
                 "taylor_order": self.taylor_order, "tail_margin": self.tail_margin}
 
-    def update(self, logp, entropies, *, n_bytes: int = 0, doc_lengths: Optional[Iterable[int]] = None) -> None:
+    def update(self, logp, entropies, *, n_bytes: int = 0, doc_lengths: Optional[Iterable[int]] = None,
+               doc_weights: Optional[np.ndarray] = None, n_docs: Optional[int] = None) -> None:
         """Add tokens.
 
         logp: ln p(x_k) of each observed token under the unsmoothed model, shape (n,), nats.
         entropies: H(q_α) of the smoothed next-token distribution, shape (n, A), nats.
         n_bytes: UTF-8 bytes of the text these tokens cover. doc_lengths: tokens per document
         in order (default: the n tokens are one document).
+        doc_weights, n_docs: for tokens that are *pieces* of documents (a batch of windows from a
+        streaming evaluation): 1 / (scored tokens of the token's whole document) per token, shape
+        (n,), and the number of documents this call completes. Then ``doc_lengths`` is not used,
+        and the per-document mean losses accumulate piece by piece to the same sums.
         """
         logp = np.asarray(logp, dtype=np.float64).reshape(-1)
         ent = np.asarray(entropies, dtype=np.float64)
@@ -160,13 +165,18 @@ class GenboundStats:
             raise GenboundError("logp must be finite log-probabilities (≤ 0) of the observed tokens")
         if not np.isfinite(ent).all():
             raise GenboundError("entropies contain NaN/inf values")
-        lengths = np.array([n] if doc_lengths is None else list(doc_lengths), dtype=np.int64)
-        if lengths.sum() != n or (lengths < 1).any():
-            raise GenboundError(f"doc_lengths must be positive and sum to the {n} tokens")
+        if doc_weights is None:
+            lengths = np.array([n] if doc_lengths is None else list(doc_lengths), dtype=np.int64)
+            if lengths.sum() != n or (lengths < 1).any():
+                raise GenboundError(f"doc_lengths must be positive and sum to the {n} tokens")
+        else:
+            doc_weights = np.asarray(doc_weights, dtype=np.float64).reshape(-1)
+            if doc_weights.shape != (n,) or not ((doc_weights > 0) & (doc_weights <= 1)).all():
+                raise GenboundError(f"doc_weights must hold one weight in (0, 1] per token ({n})")
         x0 = -logp
         self.n_tokens += n
         self.n_bytes += int(n_bytes)
-        self.n_docs += lengths.size
+        self.n_docs += lengths.size if doc_weights is None else int(n_docs or 0)
         self.sum_x0 += float(x0.sum())
         self.sum_x0_sq += float(np.dot(x0, x0))
         self.max_x0 = max(self.max_x0, float(x0.max()))
@@ -184,11 +194,14 @@ class GenboundStats:
                 f"Y - X = {low[a]:.6g} < -ln(V/α) for α={self.alphas[a]}: entropies are inconsistent "
                 "with V (is vocab_size the logit dimension?)")
         np.maximum(d, -self.loss_ranges[:, None], out=d)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         self.sum_x += x.sum(axis=1)
         self.sum_x_sq += np.einsum("ak,ak->a", x, x)
         self.sum_y += y.sum(axis=1)
-        self.sum_doc_mean_x += (np.add.reduceat(x, starts, axis=1) / lengths[None, :]).sum(axis=1)
+        if doc_weights is None:
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            self.sum_doc_mean_x += (np.add.reduceat(x, starts, axis=1) / lengths[None, :]).sum(axis=1)
+        else:
+            self.sum_doc_mean_x += x @ doc_weights
         self.max_x = np.maximum(self.max_x, x.max(axis=1))
         self.min_d = np.minimum(self.min_d, d.min(axis=1))
         for a in range(self.alphas.size):

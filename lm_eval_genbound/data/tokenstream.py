@@ -32,21 +32,22 @@ class TokenStream:
     tokens: np.ndarray
     doc_starts: np.ndarray
 
-    def documents(self, start: int = 0, end: Optional[int] = None) -> list[tuple[int, np.ndarray]]:
-        """Pieces of documents inside the token range [start, end): (global offset, token ids)."""
+    def document_ranges(self, start: int = 0, end: Optional[int] = None) -> np.ndarray:
+        """Pieces of documents inside the token range [start, end) as global [lo, hi) offsets,
+        int64 [k, 2] (no token is read)."""
         end = len(self.tokens) if end is None else int(end)
         if not 0 <= start < end <= len(self.tokens):
             raise GenboundError(f"token range [{start}, {end}) is outside the stream of {len(self.tokens)} tokens")
-        bounds = np.concatenate([self.doc_starts, [len(self.tokens)]])
-        first = int(np.searchsorted(bounds, start, side="right") - 1)
-        out = []
-        for i in range(first, len(bounds) - 1):
-            lo, hi = max(int(bounds[i]), start), min(int(bounds[i + 1]), end)
-            if lo >= end:
-                break
-            if hi > lo:
-                out.append((lo, np.asarray(self.tokens[lo:hi], dtype=np.int64)))
-        return out
+        bounds = np.concatenate([self.doc_starts, [len(self.tokens)]]).astype(np.int64)
+        lo = np.maximum(bounds[:-1], start)
+        hi = np.minimum(bounds[1:], end)
+        keep = hi > lo
+        return np.stack([lo[keep], hi[keep]], axis=1)
+
+    def documents(self, start: int = 0, end: Optional[int] = None) -> list[tuple[int, np.ndarray]]:
+        """Pieces of documents inside the token range [start, end): (global offset, token ids)."""
+        return [(int(lo), np.asarray(self.tokens[lo:hi], dtype=np.int64))
+                for lo, hi in self.document_ranges(start, end)]
 
     def predicted_count(self, start: int, end: int) -> int:
         """Tokens in [start, end) that have context (every position but document starts)."""

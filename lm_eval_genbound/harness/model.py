@@ -44,11 +44,14 @@ fingerprint of the loaded full-precision weights (:func:`~lm_eval_genbound.compl
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,8 +62,12 @@ from tqdm import tqdm
 from lm_eval_genbound import __version__
 from lm_eval_genbound.complexity.parameters import parameter_counts, weights_sha256
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.records import DocScores
+from lm_eval_genbound.bound.design import SamplingDesign
+from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.harness.records import DocScores, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.sidecar import sidecar_path
+from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
 from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
 from lm_eval_genbound.harness.windows import Window, scoring_windows
 
@@ -78,7 +85,7 @@ MODEL_ARGS: dict[str, str] = {
     "quantize": "evaluate a quantized copy and record its code length, e.g. rtn4, gptq4, gptq3-g32",
     "quantize_seed": "seed of the quantizer's calibration sample",
     "stats_chunk": "positions per chunk of the per-token statistics kernel",
-    "resume_group_tokens": "tokens per resumable group (finished groups survive a crash)",
+    "checkpoint_seconds": "seconds between checkpoints of the resumable state (a killed run loses at most this)",
     "stats_kernel": "auto, compiled (torch.compile) or eager",
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
 }
@@ -105,14 +112,6 @@ def _rejected_key(exc: TypeError, kwargs: dict) -> Optional[str]:
     return m.group(1) if m and m.group(1) in kwargs else None
 
 
-def last_token_only(s: DocScores) -> DocScores:
-    """Keep only the final token's statistics (subsampled positions: the rest is context)."""
-    return DocScores(float(s.logp[-1:].astype(np.float64).sum()), logp=s.logp[-1:],
-                     entropies=s.entropies[-1:], n_ctx=s.n_ctx[-1:], info=s.info,
-                     logp_fp=None if s.logp_fp is None else s.logp_fp[-1:],
-                     token_id=None if s.token_id is None else s.token_id[-1:])
-
-
 def source_identity(pretrained: Any, revision: Optional[str], gguf_file: Optional[str],
                     config_name: str) -> dict:
     """Where the weights came from: a local path (resolved, ``revision`` None) or a hub id with
@@ -133,7 +132,7 @@ class GenBoundHFLM(HFLM):
     def __init__(self, *args: Any, window: Optional[int] = None, stride: Optional[int] = None,
                  bos_policy: str = "prefix", quantize: Optional[str] = None,
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
-                 resume_group_tokens: int = 1 << 20, stats_kernel: str = "auto",
+                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS, stats_kernel: str = "auto",
                  quantization_gap: bool = True, **kwargs: Any) -> None:
         try:
             super().__init__(*args, **kwargs)
@@ -165,7 +164,9 @@ class GenBoundHFLM(HFLM):
         if stats_kernel not in KERNELS:
             raise GenboundError(f"stats_kernel={stats_kernel!r} must be one of {', '.join(KERNELS)}")
         self.stats_kernel = stats_kernel
-        self.resume_group_tokens = int(resume_group_tokens)
+        self.checkpoint_seconds = float(checkpoint_seconds)
+        if not self.checkpoint_seconds >= 0:
+            raise GenboundError(f"checkpoint_seconds={checkpoint_seconds!r} must be ≥ 0")
         self.quantize = quantize
         self.code_length: Optional[dict] = None
         self.n_params, self.n_params_nonembedding = parameter_counts(self.model)
@@ -246,128 +247,167 @@ class GenBoundHFLM(HFLM):
             for i, v in zip(plain, super().loglikelihood_rolling([requests[i] for i in plain], disable_tqdm)):
                 out[i] = v
         if ours:
-            by_alphas: dict[tuple, list[int]] = {}
+            by_stream: dict[str, list[int]] = {}
             parsed = {i: GenboundRequest.from_json(args[i][1]) for i in ours}
             for i in ours:
-                by_alphas.setdefault(parsed[i].alphas, []).append(i)
-            for alphas, idx in by_alphas.items():
-                for i, s in zip(idx, self._score_requests([args[i][0] for i in idx],
-                                                          [parsed[i] for i in idx], list(alphas),
-                                                          disable_tqdm)):
+                by_stream.setdefault(parsed[i].stream_key(), []).append(i)
+            for idx in by_stream.values():
+                for i, s in zip(idx, self._stream_requests([args[i][0] for i in idx],
+                                                           [parsed[i] for i in idx], disable_tqdm)):
                     out[i] = s
                     self.cache_hook.add_partial("loglikelihood_rolling", args[i], float(s))
         return out
 
-    def _score_requests(self, texts: list[str], reqs: list[GenboundRequest], alphas: list[float],
-                        disable_tqdm: bool) -> list[DocScores]:
-        """Score documents in groups; with a cache directory, finished groups survive a crash."""
-        from lm_eval_genbound.harness.resume import ScoreCache, doc_key
+    def _stream_requests(self, texts: list[str], reqs: list[GenboundRequest],
+                         disable_tqdm: bool) -> list[StreamedDoc]:
+        """Score one task's documents on this rank, folding every batch into the rank's
+        accumulator (:class:`~lm_eval_genbound.harness.stream.RankStream`); with a sidecar
+        directory, resumable from the last checkpoint and writing per-token parts if asked."""
+        first = reqs[0]
+        alphas = list(first.alphas)
+        docs = [self._document(t, r) for t, r in zip(texts, reqs)]
+        jobs, planned = self._plan(docs)
+        design = SamplingDesign.from_dict(first.design)
+        stats = GenboundStats(self.vocab_size_logits, alphas, grid_size=first.grid_size, design=design)
+        info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": alphas}
+        run_key = _digest([info, first.grid_size, first.design, self._fp_model is not None])
+        stream = RankStream(stats, info, doc_ids=[r.doc_id for r in reqs], planned=planned, rank=self.rank,
+                            run_key=run_key, has_fp=self._fp_model is not None)
+        stream.set_first_positions([int(p[0]) if p is not None and len(p) else 1 for _, p in docs])
+        path, docs_key = None, ""
+        if first.sidecar_dir:
+            path = Path(first.sidecar_dir) / "cache" / f"state-{run_key[:16]}-r{self.rank}.npz"
+            docs_key = _docs_digest(docs)
+            if stream.restore(path, docs_key):
+                logger.info("resuming: %d of %d windows already scored", stream.jobs_done, len(jobs))
+            if first.per_token:
+                side = sidecar_path(first.sidecar_dir, self.quantize, first.sidecar_per_quantizer)
+                stream.open_token_parts(side / "tokens.parquet")
+        ckpt = Checkpointer(stream, path, docs_key, self.checkpoint_seconds)
+        order = sorted(range(len(jobs)), key=lambda j: -jobs[j].width)    # longest first: little padding
+        todo = order[stream.jobs_done:]
+        bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
+        bar = tqdm(total=int(sum(jobs[j].n_scored for j in order)), initial=int(sum(jobs[j].n_scored for j in
+                   order[:stream.jobs_done])), desc=f"genbound windows (batch {bs})", unit="tok",
+                   miniters=1, mininterval=0, disable=disable_tqdm or self.rank != 0)
+        for batch in self._scored_batches([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs):
+            stream.fold(batch)
+            bar.update(batch.logp.size)
+            ckpt.maybe_save()
+        bar.close()
+        ckpt.maybe_save(force=True)
+        stream.close_token_parts()
+        return [StreamedDoc(float(stream.doc_totals[i]), n_tokens=int(stream.doc_counts[i]), stream=stream)
+                for i in range(len(reqs))]
 
-        token_lists = [self._tokens_for(t, r.token_ids, no_prefix=r.no_prefix) for t, r in zip(texts, reqs)]
-        cache_dir = next((r.cache_dir for r in reqs if r.cache_dir), None)
-        identity = {"model": self.model_identity(), "protocol": self.protocol(), "alphas": alphas}
-        keys = [doc_key(identity, t, r.score_last) for t, r in zip(token_lists, reqs)]
-        cache = ScoreCache(cache_dir, self.rank) if cache_dir else None
-        done = cache.load() if cache else {}
-        todo = [j for j, k in enumerate(keys) if k not in done]
-        if done:
-            logger.info("resuming: %d of %d documents already scored", len(keys) - len(todo), len(keys))
-        group: list[int] = []
-        budget = 0
-        for pos, j in enumerate(todo):
-            group.append(j)
-            budget += len(token_lists[j])
-            if budget >= self.resume_group_tokens or pos == len(todo) - 1:
-                scores = self.score_token_lists([token_lists[g] for g in group], alphas,
-                                                disable_tqdm=disable_tqdm)
-                scores = [last_token_only(s) if reqs[g].score_last else s
-                          for g, s in zip(group, scores)]
-                for g, s in zip(group, scores):
-                    done[keys[g]] = s
-                if cache:
-                    cache.save([keys[g] for g in group], scores)
-                group, budget = [], 0
-        return [done[k] for k in keys]
+    def _document(self, text: str, req: GenboundRequest) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(token list as int64, scored positions or None for all ≥ 1) of one request."""
+        if req.token_range is not None:
+            ids = self._token_stream(req.token_file).tokens[req.token_range[0]:req.token_range[1]]
+        else:
+            ids = req.token_ids
+        toks = self._tokens_for(text, ids, no_prefix=req.no_prefix)
+        pos = None if req.score_positions is None else np.asarray(req.score_positions, dtype=np.int64)
+        if pos is not None and pos[-1] >= toks.size:
+            raise GenboundError(f"document {req.doc_id}: scored position {pos[-1]} is beyond its "
+                                f"{toks.size} tokens")
+        return toks, pos
+
+    def _token_stream(self, path: str):
+        from lm_eval_genbound.data.tokenstream import open_token_stream
+
+        cache = self.__dict__.setdefault("_token_streams", {})
+        if path not in cache:
+            cache[path] = open_token_stream(path)
+        return cache[path]
 
     def _tokens_for(self, text: str, token_ids: Optional[Sequence[int]] = None, *,
-                    no_prefix: bool = False) -> list[int]:
-        """The token list scored for a document: its ids (or ``text`` encoded), after the prefix token."""
+                    no_prefix: bool = False) -> np.ndarray:
+        """The token list scored for a document (int64): its ids (or ``text`` encoded), after the
+        prefix token."""
         # the whole document at once, deliberately longer than the model: it is scored in windows of at
         # most ``window`` tokens, so the tokenizer's "longer than the specified maximum" warning is
         # spurious here (verbose=False silences exactly that check)
-        ids = (self.tokenizer.encode(text, add_special_tokens=False, verbose=False) if token_ids is None
-               else token_ids)
-        ids = [int(t) for t in ids]
-        if ids and (max(ids) >= self.vocab_size_logits or min(ids) < 0):
+        ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=False, verbose=False) if token_ids is None
+                         else token_ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.max() >= self.vocab_size_logits or ids.min() < 0):
             raise GenboundError(
-                f"token id {max(ids)} is outside the model's logit dimension {self.vocab_size_logits}")
+                f"token id {int(ids.max())} is outside the model's logit dimension {self.vocab_size_logits}")
         prefix = None if no_prefix else self._prefix_id()
-        return ([prefix] if prefix is not None else []) + ids
+        return ids if prefix is None else np.concatenate([[prefix], ids]).astype(np.int64)
 
-    def score_token_lists(self, token_lists: list[list[int]], alphas: list[float], *,
-                          disable_tqdm: bool = False) -> list[DocScores]:
-        """Score every position ≥ 1 of each token list; returns one DocScores per list.
+    def _plan(self, docs: list[tuple[np.ndarray, Optional[np.ndarray]]]) -> tuple[list["_Job"], list[int]]:
+        """The windows (jobs) that score every requested position once, and tokens per document."""
+        jobs: list[_Job] = []
+        planned = []
+        for d, (toks, pos) in enumerate(docs):
+            n = 0
+            for w in scoring_windows(int(toks.size), window=self.window, stride=self.stride):
+                if pos is None:
+                    jobs.append(_Job(d, w, None))
+                    n += w.n_scored
+                    continue
+                lo, hi = np.searchsorted(pos, [w.score_start, w.input_end + 1])
+                if hi > lo:
+                    jobs.append(_Job(d, w, pos[lo:hi]))
+                    n += int(hi - lo)
+            planned.append(n)
+        return jobs, planned
 
-        The progress bar (rank 0) counts scored tokens and moves after every batch, with tokens/s."""
-        jobs: list[tuple[int, Window]] = []
-        for d, toks in enumerate(token_lists):
-            jobs.extend((d, w) for w in scoring_windows(len(toks), window=self.window, stride=self.stride))
-        # length-sorted batching (longest first) keeps padding small; results do not depend on it
-        order = sorted(range(len(jobs)), key=lambda j: -(jobs[j][1].input_end - jobs[j][1].input_start))
-        per_doc: list[list[tuple]] = [[] for _ in token_lists]
+    def score_token_lists(self, token_lists: list[Sequence[int]], alphas: list[float], *,
+                          disable_tqdm: bool = True) -> list[DocScores]:
+        """Score every position ≥ 1 of each token list and return the per-token arrays
+        (one DocScores per list; for inspection and tests; task runs stream instead)."""
+        docs = [(np.asarray(t, dtype=np.int64), None) for t in token_lists]
+        jobs, _ = self._plan(docs)
+        order = sorted(range(len(jobs)), key=lambda j: -jobs[j].width)
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
+        pieces: list[list[ScoredBatch]] = [[] for _ in docs]
+        for b in self._scored_batches([d for d, _ in docs], [jobs[j] for j in order], alphas, bs):
+            for d in np.unique(b.doc):
+                sel = b.doc == d
+                pieces[int(d)].append(ScoredBatch(b.doc[sel], b.pos[sel], b.n_ctx[sel], b.token_id[sel],
+                                                  b.logp[sel], b.entropies[sel],
+                                                  None if b.logp_fp is None else b.logp_fp[sel], 0))
+        info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
+        return [_doc_scores(p, len(alphas), info, self._fp_model is not None) for p in pieces]
+
+    def _scored_batches(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
+                        bs: int) -> Iterator[ScoredBatch]:
+        """Run ``jobs`` in batches of ``bs`` windows and yield each batch's per-token results.
+
+        On an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
+        device before the host waits for batch b − 1's results, so the host's copy overlaps the
+        device's work; on CPU every op is synchronous. Same order, same results either way."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bar = tqdm(total=sum(w.n_scored for _, w in jobs), desc=f"genbound windows (batch {bs})", unit="tok",
-                   miniters=1, mininterval=0,
-                   disable=disable_tqdm or self.rank != 0)
-        arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]
-
-        def collect(batch, logp_dev: torch.Tensor, ent_dev: torch.Tensor,
-                    fp_dev: Optional[torch.Tensor], ids: np.ndarray) -> None:
-            """Copy one batch's statistics to the host (waits for its kernels) and file them per doc."""
-            logp, ent = logp_dev.cpu().numpy(), ent_dev.cpu().numpy()
-            fp = None if fp_dev is None else fp_dev.cpu().numpy()
-            k = 0
-            for d, w in batch:
-                n = w.n_scored
-                ctx = np.arange(w.score_start, w.input_end + 1) - w.input_start
-                per_doc[d].append((w.score_start, logp[k:k + n], ent[k:k + n], ctx,
-                                   None if fp is None else fp[k:k + n], ids[k:k + n]))
-                k += n
-            bar.update(k)
-
-        # on an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
-        # device before the host waits for batch b − 1's results, so the host's copy and bookkeeping
-        # overlap the device's work; on CPU every op is synchronous, so each batch is filed (and the
-        # bar moved) as soon as it is computed. Same order, same results either way.
         depth = 0 if torch.device(self.device).type == "cpu" else 1
         pending: list = []
-        for b0 in range(0, len(order), bs):
-            batch = [jobs[j] for j in order[b0:b0 + bs]]
-            width = max(w.input_end - w.input_start for _, w in batch)
-            inp = np.full((len(batch), width), pad, dtype=np.int64)
-            rows_b, rows_p, targets = [], [], []
-            for r, (d, w) in enumerate(batch):
-                toks = arrays[d]
-                inp[r, : w.input_end - w.input_start] = toks[w.input_start:w.input_end]
-                off = w.logit_offset
-                rows_b.append(np.full(w.n_scored, r))
-                rows_p.append(np.arange(off, off + w.n_scored))
-                targets.append(toks[w.score_start:w.input_end + 1])
-            targets = np.concatenate(targets)
+        for b0 in range(0, len(jobs), bs):
+            batch = jobs[b0:b0 + bs]
+            inp = np.full((len(batch), max(j.width for j in batch)), pad, dtype=np.int64)
+            rows_b, rows_p, doc, pos, ctx = [], [], [], [], []
+            for r, job in enumerate(batch):
+                lo = job.window.input_start
+                inp[r, : job.width] = arrays[job.doc][lo:lo + job.width]
+                p = job.positions()
+                rows_b.append(np.full(p.size, r))
+                rows_p.append(p - 1 - lo)
+                doc.append(np.full(p.size, job.doc))
+                pos.append(p)
+                ctx.append(p - lo)
+            pos_all, doc_all = np.concatenate(pos), np.concatenate(doc)
+            targets = np.concatenate([arrays[j.doc][p] for j, p in zip(batch, pos)])
             where = (torch.from_numpy(inp).to(self.device), torch.from_numpy(np.concatenate(rows_b)),
                      torch.from_numpy(np.concatenate(rows_p)), torch.from_numpy(targets))
             logp, ent = self._batch_statistics(self._model, *where, alphas)
             # a quantized model's original scores the same batch: the same tokens, contexts and shapes
             fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
-            pending.append((batch, logp, ent, fp, targets))
+            pending.append((doc_all, pos_all, np.concatenate(ctx), targets, logp, ent, fp, len(batch),
+                            sum(j.width for j in batch)))
             while len(pending) > depth:
-                collect(*pending.pop(0))
+                yield _to_host(*pending.pop(0))
         for item in pending:
-            collect(*item)
-        bar.close()
-        info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
-        return [self._doc_scores(pieces, len(alphas), info) for pieces in per_doc]
+            yield _to_host(*item)
 
     def _batch_statistics(self, model: torch.nn.Module, inp: torch.Tensor, rows_b: torch.Tensor,
                           rows_p: torch.Tensor, targets: torch.Tensor, alphas: list[float]):
@@ -384,25 +424,72 @@ class GenBoundHFLM(HFLM):
         return token_statistics(sel, targets.to(sel.device), alphas, chunk_tokens=self.stats_chunk,
                                 kernel=self.stats_kernel)
 
-    def _doc_scores(self, pieces: list, n_alphas: int, info: dict) -> DocScores:
-        """One document's DocScores from its windows' pieces (score_start, logp, ent, n_ctx, logp_fp,
-        token ids)."""
-        pieces.sort(key=lambda t: t[0])
-        if not pieces:
-            empty = np.zeros(0, np.float32)
-            return DocScores(0.0, logp=empty, entropies=np.zeros((0, n_alphas), np.float32),
-                             n_ctx=np.zeros(0, np.int32), info=info,
-                             logp_fp=None if self._fp_model is None else empty,
-                             token_id=np.zeros(0, np.int64))
-        lp = np.concatenate([p[1] for p in pieces])
-        fp = None if pieces[0][4] is None else np.concatenate([p[4] for p in pieces])
-        return DocScores(float(lp.astype(np.float64).sum()), logp=lp,
-                         entropies=np.concatenate([p[2] for p in pieces]),
-                         n_ctx=np.concatenate([p[3] for p in pieces]), info=info, logp_fp=fp,
-                         token_id=np.concatenate([p[5] for p in pieces]))
-
     def _auto_batch(self) -> int:
         """``batch_size=auto``: detect once (same on all ranks) at the full window length."""
         if not hasattr(self, "_genbound_auto_bs"):
             self._genbound_auto_bs = int(self._detect_batch_size())
         return self._genbound_auto_bs
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One forward pass: a scoring window of document ``doc``, restricted to ``selected``
+    positions (None: all of the window's positions); the input stops after the last one needed."""
+
+    doc: int
+    window: Window
+    selected: Optional[np.ndarray]
+
+    @property
+    def width(self) -> int:
+        """Input tokens of the forward pass (a selection needs tokens up to its last position − 1)."""
+        end = self.window.input_end if self.selected is None else int(self.selected[-1])
+        return end - self.window.input_start
+
+    @property
+    def n_scored(self) -> int:
+        return self.window.n_scored if self.selected is None else int(self.selected.size)
+
+    def positions(self) -> np.ndarray:
+        if self.selected is not None:
+            return self.selected
+        return np.arange(self.window.score_start, self.window.input_end + 1)
+
+
+def _to_host(doc, pos, ctx, targets, logp, ent, fp, n_jobs, forward) -> ScoredBatch:
+    """Copy one batch's statistics to the host (waits for its kernels)."""
+    return ScoredBatch(doc=doc, pos=pos, n_ctx=ctx.astype(np.int32), token_id=targets,
+                       logp=logp.cpu().numpy(), entropies=ent.cpu().numpy(),
+                       logp_fp=None if fp is None else fp.cpu().numpy(), n_jobs=n_jobs, forward_tokens=forward)
+
+
+def _doc_scores(pieces: list[ScoredBatch], n_alphas: int, info: dict, has_fp: bool) -> DocScores:
+    """One document's DocScores from its batches' pieces, in position order."""
+    if not pieces:
+        empty = np.zeros(0, np.float32)
+        return DocScores(0.0, logp=empty, entropies=np.zeros((0, n_alphas), np.float32),
+                         n_ctx=np.zeros(0, np.int32), info=info, logp_fp=empty if has_fp else None,
+                         token_id=np.zeros(0, np.int64))
+    pos = np.concatenate([p.pos for p in pieces])
+    o = np.argsort(pos, kind="stable")
+    lp = np.concatenate([p.logp for p in pieces])[o]
+    return DocScores(float(lp.astype(np.float64).sum()), logp=lp,
+                     entropies=np.concatenate([p.entropies for p in pieces])[o],
+                     n_ctx=np.concatenate([p.n_ctx for p in pieces])[o], info=info,
+                     logp_fp=np.concatenate([p.logp_fp for p in pieces])[o] if has_fp else None,
+                     token_id=np.concatenate([p.token_id for p in pieces])[o])
+
+
+def _digest(obj: Any) -> str:
+    """sha256 of a JSON-able object (hex)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _docs_digest(docs: list[tuple[np.ndarray, Optional[np.ndarray]]]) -> str:
+    """sha256 over a rank's documents: every token list and scored-position list, in order."""
+    h = hashlib.sha256()
+    for toks, pos in docs:
+        h.update(np.int64(toks.size).tobytes())
+        h.update(np.ascontiguousarray(toks, dtype=np.int64).tobytes())
+        h.update(b"all" if pos is None else np.ascontiguousarray(pos, dtype=np.int64).tobytes())
+    return h.hexdigest()

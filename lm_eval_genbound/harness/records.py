@@ -69,7 +69,7 @@ class DocRecord:
 
     __slots__ = ("doc_id", "n_bytes", "scores")
 
-    def __init__(self, doc_id: int, n_bytes: int, scores: DocScores | None) -> None:
+    def __init__(self, doc_id: int, n_bytes: int, scores: "StreamedDoc | DocScores | None") -> None:
         self.doc_id = int(doc_id)
         self.n_bytes = int(n_bytes)
         self.scores = scores
@@ -85,3 +85,30 @@ class DocRecord:
         return f"doc {self.doc_id}: {n} tokens, {self.n_bytes} bytes"
 
     __repr__ = __str__
+
+
+class StreamedDoc(float):
+    """A document of a streaming evaluation: its total ln-likelihood (natural log, float64 sum of
+    its tokens' ln p), its count of scored tokens, and the rank's accumulator
+    (:class:`~lm_eval_genbound.harness.stream.RankStream`) its tokens were folded into.
+
+    Every document of one rank and task refers to the same ``stream`` object, so gathering a rank's
+    documents pickles its statistics once; no per-token array travels through the harness.
+    """
+
+    def __new__(cls, total: float, **_: Any) -> "StreamedDoc":
+        return super().__new__(cls, total)
+
+    def __init__(self, total: float, *, n_tokens: int, stream: Any) -> None:
+        self.n_tokens = int(n_tokens)
+        self.stream = stream
+
+    def __reduce__(self):
+        return (_rebuild_streamed, (float(self), self.n_tokens, self.stream))
+
+    def __repr__(self) -> str:
+        return f"StreamedDoc({float(self):.6g}, n_tokens={self.n_tokens})"
+
+
+def _rebuild_streamed(total, n_tokens, stream) -> StreamedDoc:
+    return StreamedDoc(total, n_tokens=n_tokens, stream=stream)

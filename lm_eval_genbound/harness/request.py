@@ -1,8 +1,10 @@
 """The request a genbound task sends to ``hf-genbound``: one typed, validated JSON payload.
 
     >>> from lm_eval_genbound.harness.request import GenboundRequest
-    >>> req = GenboundRequest(alphas=(0.01, 0.1), token_ids=(5, 7, 9), score_last=False,
-    ...                       no_prefix=True, cache_dir=None)
+    >>> req = GenboundRequest(alphas=(0.01, 0.1), token_ids=(5, 7, 9), token_file=None, token_range=None,
+    ...                       score_positions=None, no_prefix=True, doc_id=0, grid_size=1000,
+    ...                       design={"kind": "all"}, sidecar_dir=None, sidecar_per_quantizer=False,
+    ...                       per_token=False)
     >>> GenboundRequest.from_json(req.to_json()) == req
     True
 
@@ -42,44 +44,94 @@ def _is_real(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class GenboundRequest:
-    """What one genbound document asks the model to score.
+    """What one genbound document asks the model to score, and where its statistics go.
 
     Parameters
     ----------
     alphas : tuple of float
         The α grid of the smoothed entropies H(q_α), each in (0, 1) (validated by the task).
     token_ids : tuple of int or None
-        The document's token ids (token-stream and suite sources); None: tokenize the request text.
-    score_last : bool
-        Keep only the last position's statistics (subsampled positions: the rest is context).
+        The document's token ids (suite source); None: ``token_range`` of ``token_file``, or the
+        request text tokenized.
+    token_file, token_range : str or None, (int, int) or None
+        A token stream (:func:`~lm_eval_genbound.data.tokenstream.open_token_stream`) and the
+        [start, end) range of it that is the document: the model reads the ids itself, so no
+        token list travels through the harness.
+    score_positions : tuple of int or None
+        Indices into the document's token list (after any prefix token) whose predictions are
+        scored, ascending, each ≥ 1; None: every position ≥ 1.
     no_prefix : bool
         Do not prepend the model's prefix token (the ids already start with their context).
-    cache_dir : str or None
-        Directory of the crash-safe score cache (:mod:`lm_eval_genbound.harness.resume`); None: none.
+    doc_id : int
+        The document's index in the task (per-token rows and progress).
+    grid_size : int
+        |K|, the λ grid of the accumulated statistics.
+    design : dict
+        The sampling design (:meth:`SamplingDesign.to_dict`) the statistics record.
+    sidecar_dir : str or None
+        The task's sidecar directory: the resumable state goes to ``<sidecar_dir>/cache`` and,
+        with ``per_token``, per-token rows to the ``tokens.parquet`` folder of the sidecar
+        (:func:`~lm_eval_genbound.harness.sidecar.sidecar_path`); None: neither.
+    sidecar_per_quantizer : bool
+        A quantized model's sidecar is the subfolder ``<quantize spec>/`` of ``sidecar_dir``.
+    per_token : bool
+        Also write per-token rows.
     """
 
     alphas: tuple[float, ...]
     token_ids: Optional[tuple[int, ...]]
-    score_last: bool
+    token_file: Optional[str]
+    token_range: Optional[tuple[int, ...]]
+    score_positions: Optional[tuple[int, ...]]
     no_prefix: bool
-    cache_dir: Optional[str]
+    doc_id: int
+    grid_size: int
+    design: dict
+    sidecar_dir: Optional[str]
+    sidecar_per_quantizer: bool
+    per_token: bool
 
     def __post_init__(self) -> None:
         alphas = _as_seq(self.alphas, "alphas")
         if not all(map(_is_real, alphas)):
             raise GenboundError(f"genbound request: alphas must be a list of numbers; got {self.alphas!r}")
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
-        if self.token_ids is not None:
-            ids = _as_seq(self.token_ids, "token_ids")
-            if not all(map(_is_int, ids)):
-                raise GenboundError("genbound request: token_ids must be a list of integers or null")
-            object.__setattr__(self, "token_ids", tuple(int(t) for t in ids))
-        for name in ("score_last", "no_prefix"):
+        for name in ("token_ids", "token_range", "score_positions"):
+            value = getattr(self, name)
+            if value is not None:
+                ids = _as_seq(value, name)
+                if not all(map(_is_int, ids)):
+                    raise GenboundError(f"genbound request: {name} must be a list of integers or null")
+                object.__setattr__(self, name, tuple(int(t) for t in ids))
+        if self.token_range is not None and (len(self.token_range) != 2 or self.token_file is None
+                                             or not 0 <= self.token_range[0] < self.token_range[1]):
+            raise GenboundError("genbound request: token_range must be [start, end) with start < end, "
+                                "given with token_file")
+        if self.score_positions is not None and (
+                not self.score_positions or min(self.score_positions) < 1
+                or any(b <= a for a, b in zip(self.score_positions, self.score_positions[1:]))):
+            raise GenboundError("genbound request: score_positions must be ascending positions ≥ 1")
+        for name in ("no_prefix", "sidecar_per_quantizer", "per_token"):
             if not isinstance(getattr(self, name), bool):
                 raise GenboundError(f"genbound request: {name} must be true or false; "
                                     f"got {getattr(self, name)!r}")
-        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
-            raise GenboundError(f"genbound request: cache_dir must be a string or null; got {self.cache_dir!r}")
+        for name in ("doc_id", "grid_size"):
+            if not _is_int(getattr(self, name)):
+                raise GenboundError(f"genbound request: {name} must be an integer; got {getattr(self, name)!r}")
+        if not isinstance(self.design, dict):
+            raise GenboundError(f"genbound request: design must be an object; got {self.design!r}")
+        for name in ("token_file", "sidecar_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise GenboundError(f"genbound request: {name} must be a string or null; "
+                                    f"got {getattr(self, name)!r}")
+
+    def stream_key(self) -> str:
+        """What the documents of one accumulator share (one task's requests): everything but the
+        document itself."""
+        d = asdict(self)
+        for name in ("token_ids", "token_range", "score_positions", "doc_id", "no_prefix"):
+            d.pop(name)
+        return json.dumps(d, sort_keys=True)
 
     def to_json(self) -> str:
         """The JSON object sent as the request's second argument (keys in field order)."""

@@ -8,7 +8,9 @@ Layout of ``<dir>/``: ``manifest.json`` (schema version, versions of this packag
 and transformers, model identity with revision and parameter counts, protocol, dataset
 fingerprint, α/λ grids, δ, the sampling design, the final bound), ``stats.npz`` (the serialized accumulator: any later
 complexity is a recomputation, no model needed), ``summary.csv`` (one row per α) and, with
-``genbound_per_token``, ``tokens.parquet``. Every file is written atomically.
+``genbound_per_token``, ``tokens.parquet/``: a folder of parquet parts, one per rank and
+checkpoint interval, written as the model scores (``pandas.read_parquet`` reads the folder as one
+table). Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
 from lm_eval_genbound import __version__
 from lm_eval_genbound.atomic import atomic_write_text, atomic_write_with
 from lm_eval_genbound.bound.complexity import Complexity
@@ -48,7 +51,8 @@ def _versions() -> dict:
 
 
 def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complexity,
-                  stats: GenboundStats, info: dict, final: dict, records: list) -> Path:
+                  stats: GenboundStats, info: dict, final: dict, records: list,
+                  forward_tokens: Optional[int] = None) -> Path:
     """Write manifest.json, stats.npz and summary.csv into ``out_dir``; returns the directory.
 
     Parameters
@@ -69,6 +73,9 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
         The final bound (``BoundReport.to_dict()``).
     records : list of DocRecord
         The scored documents, in document order.
+    forward_tokens : int, optional
+        Tokens run through the model (input tokens of every forward pass, all ranks; a quantized
+        model's original counted once), recorded in the manifest.
     """
     import pandas as pd
 
@@ -85,11 +92,10 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
                         "size": int(stats.grid_size), "spacing": "geometric in s = λΔ_α, Δ_α = ln(V/α)"},
         "delta": settings.delta, "design": stats.design.to_dict(), "dataset_fingerprint": dataset_fingerprint(records),
         "n_docs": len(records), "n_tokens": stats.n_tokens, "n_bytes": stats.n_bytes,
+        "forward_tokens": forward_tokens,
         "final": final, "stats_file": "stats.npz",
     }
     atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=2, default=float))
-    if getattr(settings, "per_token", False):
-        write_per_token(d / "tokens.parquet", records)
     return d
 
 
@@ -98,34 +104,44 @@ def per_token_columns(alphas) -> list[str]:
     return [f"entropy_a{float(a):g}" for a in alphas]
 
 
-def write_per_token(path: Path, records: list) -> None:
-    """Per-token parquet, one row per scored token in document order.
+def per_token_table(*, doc_id: np.ndarray, pos: np.ndarray, token_id: np.ndarray, n_ctx: np.ndarray,
+                    logp: np.ndarray, logp_fp: Optional[np.ndarray], entropies: np.ndarray, alphas):
+    """One batch of per-token rows as a pyarrow table (the layout of the ``tokens.parquet`` folder).
 
     Columns: ``doc_id``, ``pos`` (index among the document's scored tokens), ``token_id`` (the
     scored id x_k; int64), ``n_ctx`` (tokens of context), ``logp`` (ln p(x_k), float32 nats),
-    ``logp_fp`` (ln p under the full-precision model, only for a quantized model) and one
-    ``entropy_a<α>`` column per α of the grid (H(q_α), float32 nats; :func:`per_token_columns`).
+    ``logp_fp`` (ln p under the full-precision model, only for a quantized model scored with its
+    original) and one ``entropy_a<α>`` column per α of the grid (H(q_α), float32 nats;
+    :func:`per_token_columns`). Rows come in scoring order; sort by ``doc_id, pos`` for document order.
     """
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    scores = [r.scores for r in records]
-    names = per_token_columns(scores[0].info["alphas"])
     table: dict[str, np.ndarray] = {
-        "doc_id": np.concatenate([np.full(s.n_tokens, r.doc_id, np.int64) for r, s in zip(records, scores)]),
-        "pos": np.concatenate([np.arange(s.n_tokens, dtype=np.int64) for s in scores]),
-    }
-    if all(s.token_id is not None for s in scores):
-        table["token_id"] = np.concatenate([s.token_id for s in scores])
-    table["n_ctx"] = np.concatenate([s.n_ctx for s in scores])
-    table["logp"] = np.concatenate([s.logp for s in scores])
-    if all(s.logp_fp is not None for s in scores):
-        table["logp_fp"] = np.concatenate([s.logp_fp for s in scores])
-    ent = np.concatenate([s.entropies for s in scores])
-    for a, name in enumerate(names):
-        table[name] = np.ascontiguousarray(ent[:, a])
-    atomic_write_with(path, lambda tmp: pq.write_table(pa.table(table), tmp))
+        "doc_id": np.asarray(doc_id, np.int64), "pos": np.asarray(pos, np.int64),
+        "token_id": np.asarray(token_id, np.int64), "n_ctx": np.asarray(n_ctx, np.int32),
+        "logp": np.asarray(logp, np.float32)}
+    if logp_fp is not None:
+        table["logp_fp"] = np.asarray(logp_fp, np.float32)
+    for a, name in enumerate(per_token_columns(alphas)):
+        table[name] = np.ascontiguousarray(entropies[:, a], dtype=np.float32)
+    return pa.table(table)
+
+
+def sidecar_path(base: str | os.PathLike, quantize: Optional[str], per_quantizer: bool) -> Path:
+    """The sidecar directory of a run: ``base``, or ``base/<quantize spec>`` for a quantized model
+    when runs of one task keep one sidecar per quantizer (``--output_path`` runs)."""
+    return Path(base) / str(quantize) if (quantize and per_quantizer) else Path(base)
+
+
+def prune_token_parts(directory: str | os.PathLike, keep_prefixes: list[str]) -> None:
+    """Remove per-token parts of earlier runs (another model, protocol or number of ranks) from the
+    ``tokens.parquet`` folder: only files starting with one of ``keep_prefixes`` stay."""
+    d = Path(directory)
+    if not d.is_dir():
+        return
+    for f in d.iterdir():
+        if not any(f.name.startswith(p) for p in keep_prefixes):
+            f.unlink(missing_ok=True)
 
 
 def read_manifest(sidecar_dir: str | os.PathLike) -> dict:

@@ -43,9 +43,9 @@ from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.records import DocRecord, DocScores
+from lm_eval_genbound.harness.records import DocRecord, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
-from lm_eval_genbound.harness.sidecar import write_sidecar
+from lm_eval_genbound.harness.sidecar import prune_token_parts, sidecar_path, write_sidecar
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
@@ -118,7 +118,12 @@ class TaskSettings:
     boundaries: Optional[str] = _setting(None, "token stream: .npy of document start offsets")
     token_start: int = _setting(0, "token stream: first token")
     token_end: Optional[int] = _setting(None, "token stream: end token; None: the end")
-    subsample: Optional[int] = _setting(None, "token stream: score this many random positions only")
+    subsample: Optional[int] = _setting(None, "token stream: score about this many training tokens, a uniform "
+                                              "random sample of units")
+    subsample_unit: str = _setting("window", "token stream: unit of the subsample: window (whole aligned "
+                                             "windows of genbound_unit_tokens positions) or token")
+    unit_tokens: int = _setting(2048, "token stream: positions per aligned window (set it to the model's "
+                                      "window: each sampled token then sees a full evaluation's context)")
     seed: int = _setting(0, "token stream: seed of the subsample")
     hf_path: Optional[str] = _setting(None, "hub dataset path (source hf)")
     hf_name: Optional[str] = _setting(None, "hub dataset configuration")
@@ -164,6 +169,15 @@ class TaskSettings:
             if self.train_tokens <= 0:
                 raise GenboundError("genbound_train_tokens must be positive")
         parse_complexity(self.complexity)
+        if self.subsample_unit not in ("window", "token"):
+            raise GenboundError(f"genbound_subsample_unit={self.subsample_unit!r} must be window or token")
+        self.unit_tokens = int(self.unit_tokens)
+        if self.unit_tokens < 1:
+            raise GenboundError("genbound_unit_tokens must be ≥ 1")
+        if self.subsample is not None:
+            self.subsample = int(self.subsample)
+            if self.subsample < 1:
+                raise GenboundError("genbound_subsample must be a positive number of tokens")
 
     def check_paths(self) -> None:
         """The source's files exist, are readable and non-empty (cheap: no corpus is read)."""
@@ -235,7 +249,7 @@ def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     else:
         docs = _hf_documents(s)
     if s.limit_docs is not None and int(s.limit_docs) < len(docs):
-        if design.kind == "uniform_tokens":
+        if design.kind.startswith("uniform"):
             raise GenboundError("genbound_limit_docs would keep the first sampled positions, not a uniform "
                                 "sample; lower genbound_subsample instead")
         docs = docs[: int(s.limit_docs)]
@@ -243,14 +257,20 @@ def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     if not docs:
         raise GenboundError(f"the {s.source} corpus has no documents")
     if s.source == "tokens":        # token counts known before scoring: refuse a D the design cannot certify now
-        n_scored = sum(1 if d["score_last"] else len(d["token_ids"]) - 1 for d in docs)  # 1st: context only
-        design.resolve_train_tokens(n_scored, s.train_tokens)
+        design.resolve_train_tokens(sum(d["n_scored"] for d in docs), s.train_tokens)
     return docs, design
 
 
 def _text_doc(key: str, text: str) -> dict:
-    return {"key": str(key), "text": text, "token_ids": None, "n_bytes": len(text.encode("utf-8")),
-            "score_last": False, "no_prefix": False}
+    return _doc(str(key), text=text, n_bytes=len(text.encode("utf-8")), no_prefix=False)
+
+
+def _doc(key: str, *, text: str = "", token_ids=None, token_range=None, token_file=None, score_positions=None,
+         n_bytes: int = 0, no_prefix: bool = True, n_scored: int = -1) -> dict:
+    """A task document (one row of the task's dataset; every row has every key)."""
+    return {"key": key, "text": text, "token_ids": token_ids, "token_range": token_range, "token_file": token_file,
+            "score_positions": score_positions, "n_bytes": int(n_bytes), "no_prefix": no_prefix,
+            "n_scored": int(n_scored)}
 
 
 def _suite_documents(s: TaskSettings) -> list[dict]:
@@ -259,27 +279,62 @@ def _suite_documents(s: TaskSettings) -> list[dict]:
     for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
         ids = [int(t) for t in ids]
         # byte tokens: the first token of a piece is context only, the rest are the predicted bytes
-        out.append({"key": f"chunk{i}", "text": "", "token_ids": ids, "n_bytes": len(ids) - 1,
-                    "score_last": False, "no_prefix": True})
+        out.append(_doc(f"chunk{i}", token_ids=ids, n_bytes=len(ids) - 1, n_scored=len(ids) - 1))
     return out
 
 
 def _token_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
+    """Documents of a token range: every document piece whole (the model reads its ids from the
+    stream), or, with ``genbound_subsample``, a uniform sample of its aligned windows
+    (:mod:`lm_eval_genbound.data.units`) or of its positions grouped by the window that predicts them."""
     from lm_eval_genbound.data.tokenstream import open_token_stream
+    from lm_eval_genbound.data.units import window_units
+
     stream = open_token_stream(s.tokens, s.boundaries)
     start, total = int(s.token_start), len(stream.tokens)
     end = total if s.token_end is None else int(s.token_end)
+    ranges = stream.document_ranges(start, end)
+    path = str(s.tokens)
     if s.subsample:
-        positions = stream.sample_positions(int(s.subsample), start, end, int(s.seed))
-        # the population: every position of the range that has context (what sample_positions draws from)
-        design = SamplingDesign.uniform(stream.predicted_count(start, end), seed=int(s.seed), start=start, end=end)
-        return [{"key": f"pos{int(p)}", "text": "", "token_ids": stream.context_for(int(p), 4096).tolist(),
-                 "n_bytes": 0, "score_last": True, "no_prefix": True} for p in positions], design
-    docs = [{"key": f"tok{off}", "text": "", "token_ids": ids.tolist(), "n_bytes": 0, "score_last": False,
-             "no_prefix": True} for off, ids in stream.documents(start, end)]
+        units = window_units(ranges, s.unit_tokens)
+        if s.subsample >= units.n_tokens:
+            raise GenboundError(f"genbound_subsample={s.subsample} is not below the {units.n_tokens} predicted "
+                                "tokens of the range; score them all (leave genbound_subsample unset)")
+        rng = np.random.default_rng(int(s.seed))
+        if s.subsample_unit == "window":
+            m = max(1, round(s.subsample * units.n_units / units.n_tokens))
+            chosen = np.sort(rng.choice(units.n_units, size=m, replace=False))
+            design = SamplingDesign.uniform_units(population_units=units.n_units, population_tokens=units.n_tokens,
+                                                  unit_tokens=s.unit_tokens, seed=int(s.seed), start=start, end=end)
+            return [_unit_doc(units, int(u), path) for u in chosen], design
+        # token units: uniform positions, each scored in the window a full evaluation would use;
+        # positions that share a window share its forward pass
+        flat = np.sort(rng.choice(units.n_tokens, size=s.subsample, replace=False))
+        sizes = units.sizes
+        unit_of = np.searchsorted(np.cumsum(sizes), flat, side="right")
+        positions = units.score_start[unit_of] + flat - (np.cumsum(sizes) - sizes)[unit_of]
+        design = SamplingDesign.uniform(units.n_tokens, seed=int(s.seed), start=start, end=end)
+        cuts = np.flatnonzero(np.diff(unit_of)) + 1
+        return [_unit_doc(units, int(u[0]), path, p) for u, p in zip(np.split(unit_of, cuts),
+                                                                      np.split(positions, cuts))], design
+    docs = [_doc(f"tok{lo}", token_range=[int(lo), int(hi)], token_file=path, n_scored=int(hi - lo - 1))
+            for lo, hi in ranges if hi - lo > 1]
     if start == 0 and end == total:
         return docs, SamplingDesign.all()
     return docs, SamplingDesign.contiguous(start, end, population_tokens=stream.predicted_count(0, total))
+
+
+def _unit_doc(units, u: int, path: str, positions: Optional[np.ndarray] = None) -> dict:
+    """The document that scores unit ``u`` (or only its global ``positions``) with its full context."""
+    lo, first, end = int(units.input_start[u]), int(units.score_start[u]), int(units.score_end[u])
+    if positions is None:
+        rel = None if first == lo + 1 else list(range(first - lo, end - lo))
+        n = end - first
+    else:
+        end = int(positions[-1]) + 1                    # nothing after the last sampled position is needed
+        rel, n = [int(p) - lo for p in positions], int(positions.size)
+    return _doc(f"win{first}" if positions is None else f"pos{first}", token_range=[lo, end], token_file=path,
+                score_positions=rel, n_scored=n)
 
 
 def _hf_documents(s: TaskSettings) -> list[dict]:
@@ -341,16 +396,19 @@ class GenBoundTask(ConfigurableTask):
 
     def construct_requests(self, doc, ctx, **kwargs):
         request = GenboundRequest(
-            alphas=tuple(self.settings.alphas), token_ids=doc["token_ids"],
-            score_last=bool(doc["score_last"]), no_prefix=bool(doc["no_prefix"]),
-            cache_dir=(os.path.join(self.settings.output_dir, "cache") if self.settings.output_dir else None))
+            alphas=tuple(self.settings.alphas), token_ids=doc["token_ids"], token_file=doc["token_file"],
+            token_range=doc["token_range"], score_positions=doc["score_positions"],
+            no_prefix=bool(doc["no_prefix"]), doc_id=self._doc_key_index(doc["key"]) if doc["key"] != PLACEHOLDER_KEY
+            else -1, grid_size=int(self.settings.grid_size), design=self.design.to_dict(),
+            sidecar_dir=self.settings.output_dir, sidecar_per_quantizer=self._sidecar_per_quantizer,
+            per_token=bool(self.settings.per_token))
         return GenboundInstance(request_type="loglikelihood_rolling", doc=doc,
                                 arguments=(doc["text"], request.to_json()), idx=0,
                                 metadata=kwargs.get("metadata", (None, None, None)))
 
     def process_results(self, doc, results):
         (scores,) = results
-        if not isinstance(scores, DocScores):
+        if not isinstance(scores, StreamedDoc):
             raise GenboundError(
                 f"task {self.config.task} needs --model hf-genbound (got a plain {type(scores).__name__}; "
                 "a stale --use_cache entry can also cause this)")
@@ -358,7 +416,7 @@ class GenBoundTask(ConfigurableTask):
             return {m: None for m in METRICS}            # a rank without documents: nothing to add
         rec = DocRecord(doc_id=self._doc_key_index(doc["key"]), n_bytes=doc["n_bytes"], scores=scores)
         # the same object under every metric: any aggregation can run first, and gathering across
-        # ranks pickles it once (pickle shares repeated references within one object)
+        # ranks pickles it (and the rank's statistics it refers to) once per metric
         return {m: rec for m in METRICS}
 
     def _doc_key_index(self, key: str) -> int:
@@ -388,35 +446,38 @@ class GenBoundTask(ConfigurableTask):
         key = tuple((r.doc_id, r.n_bytes, r.scores.n_tokens, float(r.scores)) for r in records)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        stats, info = accumulate(records, self.settings.alphas, self.settings.grid_size, self.design)
-        final, complexity = finalize(stats, info, self.settings, unquantized_loss(records))
+        stats, info, streams = merge_streams(records, self.design)
+        final, complexity = finalize(stats, info, self.settings, unquantized_loss(streams, stats))
         if self.settings.output_dir:
-            quantize = info["protocol"].get("quantize")
-            side = (os.path.join(self.settings.output_dir, str(quantize))
-                    if quantize and self._sidecar_per_quantizer else self.settings.output_dir)
+            side = sidecar_path(self.settings.output_dir, info["protocol"].get("quantize"),
+                                self._sidecar_per_quantizer)
             write_sidecar(side, task=self.config.task, settings=self.settings,
-                          complexity=complexity, stats=stats, info=info, final=final, records=records)
+                          complexity=complexity, stats=stats, info=info, final=final, records=records,
+                          forward_tokens=int(sum(st.forward_tokens for st in streams)))
+            if self.settings.per_token:
+                prune_token_parts(side / "tokens.parquet", [st.part_prefix() for st in streams])
         self._memo = (key, final)
         return final
 
 
-def accumulate(records: list[DocRecord], alphas, grid_size: int,
-               design: Optional[SamplingDesign] = None) -> tuple[GenboundStats, dict]:
-    """Fold per-document statistics (sorted by doc id) into one accumulator, in one vectorised pass."""
+def merge_streams(records: list[DocRecord], design: SamplingDesign) -> tuple[GenboundStats, dict, list]:
+    """The statistics of every rank, merged by addition: each record refers to its rank's
+    accumulator (:class:`~lm_eval_genbound.harness.stream.RankStream`); each distinct one is
+    added once. Returns (statistics with the records' bytes, the model's info, the streams)."""
     if not records:
         raise GenboundError("no documents were scored")
-    info = records[0].scores.info
-    for r in records:
-        if r.scores.info["protocol"] != info["protocol"]:
+    streams = list({r.scores.stream.stream_id: r.scores.stream for r in records}.values())
+    streams.sort(key=lambda st: st.rank)
+    info = streams[0].info
+    for st in streams:
+        if st.info["protocol"] != info["protocol"]:
             raise GenboundError("documents were scored with different protocols; refusing to mix them")
-    stats = GenboundStats(info["protocol"]["vocab_size"], alphas, grid_size=int(grid_size), design=design)
-    scored = [r for r in records if r.scores.n_tokens]
-    if scored:
-        stats.update(np.concatenate([r.scores.logp for r in scored]),
-                     np.concatenate([r.scores.entropies for r in scored]),
-                     doc_lengths=[r.scores.n_tokens for r in scored])
+    stats = GenboundStats(info["protocol"]["vocab_size"], streams[0].stats.alphas, grid_size=streams[0].stats.grid_size,
+                          design=design)
+    for st in streams:
+        stats.merge(st.stats)
     stats.n_bytes = int(sum(r.n_bytes for r in records))
-    return stats, info
+    return stats, info, streams
 
 
 def settings_complexity(settings: TaskSettings, info: dict) -> Complexity:
@@ -450,24 +511,14 @@ def manifest_complexity(manifest: Mapping[str, Any]) -> Complexity:
     return settings_complexity(settings, {"model": model})
 
 
-def unquantized_loss(records: list[DocRecord]) -> Optional[float]:
-    """R̂(h) of the full-precision model on the records' tokens (nats/token), when a quantized
-    model scored its original too (``DocScores.logp_fp``); None otherwise.
-
-    Summed exactly as :meth:`GenboundStats.update` sums the evaluated model's loss (one float64
-    pass over the documents' tokens in record order), so it equals the R̂ of a separate
-    full-precision run on the same tokens. Records cached before the original was scored (no
-    ``logp_fp``) leave the gap unmeasured, with a warning."""
-    scored = [r for r in records if r.scores.n_tokens]
-    with_fp = [r for r in scored if r.scores.logp_fp is not None]
-    if not with_fp:
+def unquantized_loss(streams: list, stats: GenboundStats) -> Optional[float]:
+    """R̂(h) of the full-precision model on the scored tokens (nats/token), when a quantized model
+    scored its original on the same windows; None otherwise (float64 sums per batch, so it equals the
+    R̂ of a separate full-precision run on the same tokens to float64 rounding)."""
+    sums = [st.unquantized_sum() for st in streams]
+    if not sums or any(x is None for x in sums) or stats.n_tokens == 0:
         return None
-    if len(with_fp) != len(scored):
-        logger.warning("%d of %d documents lack the full-precision scores (older cache); "
-                       "the quantization gap is not reported", len(scored) - len(with_fp), len(scored))
-        return None
-    x0 = -np.concatenate([r.scores.logp_fp for r in scored]).astype(np.float64)
-    return float(x0.sum()) / x0.size
+    return -float(sum(sums)) / stats.n_tokens
 
 
 def finalize(stats: GenboundStats, info: dict, settings: TaskSettings,
