@@ -11,7 +11,7 @@ import lm_eval_genbound.bound.terms as T
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
-from lm_eval_genbound.bound.subsample import SUBSAMPLE_S_GRID, UnitSample, UnitSums, bernstein_ucb
+from lm_eval_genbound.bound.subsample import SUBSAMPLE_S_GRID, UnitSample, bernstein_ucb, g_bounds, min_smoothed_entropy
 from lm_eval_genbound.errors import GenboundError
 
 V = 50_277                   # GPT-NeoX vocabulary
@@ -66,7 +66,7 @@ def sample_of(g_units, x_units, lengths, idx, lam, unit_tokens):
 
 
 def g_hi(lam):
-    return G_LO + T.subsample_range(lam, V, ALPHA, DELTA_BIG)
+    return g_bounds(lam, V, ALPHA)[1]
 
 
 def coverage_failures(rng, x, d, lengths, m, trials, delta, unit_tokens):
@@ -130,21 +130,33 @@ def _widths(rng, x, d, n, method_grid):
 
 def test_never_looser_than_hoeffding_beyond_noise_and_much_tighter_on_realistic_losses():
     """Token units, n = 2000, on the grid points Hoeffding may use (s ≤ 0.5): on a worst-case two-point
-    population (half the tokens at each end of g's range) the new width exceeds Hoeffding's by at most the
+    population (half the tokens at each end of X's range, at the least entropy) the new width exceeds Hoeffding's by at most the
     O(R·ln/n) term; on realistic losses (sd of X ≈ 2.5 nats vs a range of 13–18) it is under 0.45 of
     Hoeffding's (→ ≈ σ/(R/2) for large n)."""
     rng = np.random.default_rng(3)
     n = 2000
-    lo = np.full(10_000, G_LO)                    # X = g_lo, d = 0  → g = g_lo
-    hi_x = np.full(10_000, DELTA_BIG - 1e-9)      # X = Δ, d = ln V − Δ... and d = −Δ below
-    x = np.concatenate((lo, hi_x))
-    d = np.concatenate((np.zeros(10_000), np.full(10_000, -DELTA_BIG)))
+    h_min = min_smoothed_entropy(V, ALPHA)         # Y = H_min; X at either end of its range
+    x = np.concatenate((np.full(10_000, G_LO), np.full(10_000, DELTA_BIG - 1e-9)))
+    d = h_min - x
     wb, wh, rng_g = _widths(rng, x, d, n, SUBSAMPLE_S_GRID)
     noise = 3.0 * rng_g * math.log(2 * SUBSAMPLE_S_GRID.size / 0.025) / n
     assert np.all(wb <= wh + noise), (wb - wh) / noise
     _, x, d, _, _ = population(rng, 50_000)
     wb, wh, _ = _widths(rng, x, d, n, SUBSAMPLE_S_GRID)
     assert np.all(wb < 0.45 * wh), wb / wh
+
+
+def test_g_bounds_hold_for_every_possible_token_and_stay_finite_as_s_goes_to_one():
+    """g = X + v(λ(Y−X))/λ over a dense grid of X ∈ [x_lo, Δ], Y ∈ [H_min, ln V] stays in g_bounds; at
+    s = 1 − 1e-6 the upper bound is finite and far below the decoupled range of reference §2.7."""
+    lam = SUBSAMPLE_S_GRID / DELTA_BIG
+    lo, hi = g_bounds(lam, V, ALPHA)
+    xs = np.linspace(G_LO, DELTA_BIG, 301)
+    ys = np.linspace(min_smoothed_entropy(V, ALPHA), math.log(V), 301)
+    xx, yy = (a.reshape(-1) for a in np.meshgrid(xs, ys))
+    g = xx[None, :] + F.v_function(lam[:, None] * (yy - xx)[None, :]) / lam[:, None]
+    assert np.all(g.min(axis=1) >= lo) and np.all(g.max(axis=1) <= hi)
+    assert hi[-1] < 3 * DELTA_BIG and G_LO + T.subsample_range(lam[-1:], V, ALPHA, DELTA_BIG)[0] > 10 * DELTA_BIG
 
 
 # ------------------------------------------------------------------ statistics: streaming, merge, files
@@ -183,6 +195,8 @@ def test_unit_sums_merge_in_any_order_and_round_trip_through_stats_npz(tmp_path)
     assert merged.bound(cx).bound_exact_nats == pytest.approx(whole.bound(cx).bound_exact_nats, rel=1e-12)
     with pytest.raises(GenboundError, match="needs unit_lengths"):
         GenboundStats(V, alphas, design=design).update(logp, ent)
+    with pytest.raises(GenboundError, match="below .* the least entropy of a distribution smoothed"):
+        GenboundStats(V, alphas, design=design).update(logp, np.zeros_like(ent), unit_lengths=lengths)
     with pytest.raises(GenboundError, match="exceeds the design's unit_tokens"):
         GenboundStats(V, alphas, design=SamplingDesign.uniform_units(10, 300, 31)).update(
             logp, ent, unit_lengths=lengths)

@@ -144,7 +144,8 @@ class GenboundStats:
         self.tail_count = np.zeros(n_a)
         #: per-unit sums of a uniform sample (None for other designs and uniform files of schema ≤ 2)
         self.unit_sums: Optional[UnitSums] = (
-            UnitSums(self.loss_ranges, unit_tokens=self.design.max_unit_tokens) if self.design.is_uniform else None)
+            UnitSums(self.vocab_size, self.alphas, unit_tokens=self.design.max_unit_tokens)
+            if self.design.is_uniform else None)
 
     # ------------------------------------------------------------------ accumulation
     def config(self) -> dict:
@@ -442,7 +443,7 @@ class GenboundStats:
         obj.max_x0 = -math.inf if meta["max_x0"] is None else float(meta["max_x0"])
         for f in _ARRAY_FIELDS:
             setattr(obj, f, np.array(arrays[f], dtype=np.float64))
-        obj.unit_sums = UnitSums.from_arrays(obj.loss_ranges, meta["unit_sums"], arrays) if "unit_sums" in meta else None
+        obj.unit_sums = UnitSums.from_arrays(obj.vocab_size, obj.alphas, meta["unit_sums"], arrays) if "unit_sums" in meta else None
         return obj
 
     @classmethod

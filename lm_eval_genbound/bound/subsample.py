@@ -2,13 +2,15 @@
 
     >>> import numpy as np
     >>> from lm_eval_genbound.bound.subsample import UnitSums, bernstein_ucb
-    >>> sums = UnitSums(loss_ranges=[6.0], unit_tokens=4)
+    >>> from lm_eval_genbound.bound.subsample import g_bounds
+    >>> sums = UnitSums(vocab_size=256, alphas=[0.5], unit_tokens=4)      # Δ = ln(256/0.5) ≈ 6.24
     >>> rng = np.random.default_rng(0)
-    >>> x = rng.uniform(0.0, 4.0, (1, 400)); d = rng.uniform(-0.5, 1.0, (1, 400))
+    >>> x = rng.uniform(0.7, 4.0, (1, 400)); d = rng.uniform(3.5, 5.5, (1, 400)) - x   # Y ∈ [H_min, ln V]
     >>> sums.update(x, d, unit_lengths=[4] * 100)              # 100 complete units of 4 tokens
     >>> one = sums.for_alpha(0)                                # the statistics of one α
-    >>> lam = one.s_values / 6.0
-    >>> ucb = bernstein_ucb(one, lam, g_lo=0.0, g_hi=np.full(lam.size, 60.0), log_term=np.log(2 * lam.size / 0.025))
+    >>> lam = one.s_values / np.log(256 / 0.5)
+    >>> g_lo, g_hi = g_bounds(lam, 256, 0.5)
+    >>> ucb = bernstein_ucb(one, lam, g_lo=g_lo, g_hi=g_hi, log_term=np.log(2 * lam.size / 0.025))
     >>> bool(np.all(ucb >= one.mean_g(lam)))
     True
 
@@ -39,8 +41,31 @@ SUBSAMPLE_S_GRID = np.concatenate((np.geomspace(1e-2, 0.5, 16, endpoint=False), 
 
 #: tokens per chunk of :meth:`UnitSums.update` (bounds its memory at ~|grid|·chunk floats)
 _CHUNK_TOKENS = 1 << 15
+#: slack (nats) below the minimum smoothed entropy H_min(α) that a reported entropy may show (rounding)
+ENTROPY_SLACK = 1e-3
 _ARRAYS = ("sum_x", "sum_v", "sum_g_sq", "sum_gn")
 _SCALARS = ("n_units", "n_tokens", "sum_n_sq", "max_n")
+
+
+def min_smoothed_entropy(vocab_size: int, alpha: float) -> float:
+    """H_min(α) = min_p H((1−α)p + α/V), nats: the entropy of a smoothed point mass (H is concave, so
+    its minimum over the smoothed simplex is at a vertex)."""
+    top = 1.0 - alpha + alpha / vocab_size
+    return -top * math.log(top) - (vocab_size - 1) * (alpha / vocab_size) * math.log(alpha / vocab_size)
+
+
+def g_bounds(lam: np.ndarray, vocab_size: int, alpha: float) -> tuple[float, np.ndarray]:
+    """(g_lo, g_hi per λ): bounds on g_λ = X + v(λd)/λ over every token of any model, nats.
+
+    X ∈ [−ln(1−α+α/V), Δ] and Y = H(q_α) ∈ [H_min(α), ln V]; g increases with X (∂g/∂X = 1/(1+λd))
+    and is convex in Y, so g ≤ Δ + max(v(λ(H_min − Δ)), v(λ(ln V − Δ)))/λ, with H_min lowered by
+    :data:`ENTROPY_SLACK`. Stays finite as s = λΔ → 1 (unlike the decoupled range of reference §2.7).
+    """
+    big_delta = math.log(vocab_size / alpha)
+    h_min = max(0.0, min_smoothed_entropy(vocab_size, alpha) - ENTROPY_SLACK)
+    lam = np.asarray(lam, dtype=np.float64)
+    v_hi = np.maximum(v_function(lam * (h_min - big_delta)), v_function(lam * math.log(alpha)))
+    return -math.log1p(-alpha + alpha / vocab_size), big_delta + v_hi / lam
 
 
 def check_unit_lengths(unit_lengths: Sequence[int], n_tokens: int, unit_tokens: int) -> np.ndarray:
@@ -85,15 +110,18 @@ class UnitSample:
 class UnitSums:
     """Streaming per-unit sufficient statistics of a uniform sample, for every α and every s of the grid.
 
-    loss_ranges: Δ_α = ln(V/α) per α (λ_j = s_j/Δ_α). unit_tokens: L, the most predicted tokens of
+    vocab_size, alphas: V and the α grid (λ_j = s_j/Δ_α, Δ_α = ln(V/α)). unit_tokens: L, the most predicted tokens of
     any unit of the population (1 for a sample of tokens). s_values: the s grid (default
     :data:`SUBSAMPLE_S_GRID`). Merged by addition (order-independent); :meth:`to_arrays` /
     :meth:`from_arrays` round-trip losslessly.
     """
 
-    def __init__(self, loss_ranges: Sequence[float], unit_tokens: int = 1,
+    def __init__(self, vocab_size: int, alphas: Sequence[float], unit_tokens: int = 1,
                  s_values: Optional[Sequence[float]] = None) -> None:
-        self.loss_ranges = np.asarray(loss_ranges, dtype=np.float64).reshape(-1)
+        self.vocab_size = int(vocab_size)
+        self.alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+        self.loss_ranges = np.log(self.vocab_size / self.alphas)
+        self.min_entropies = np.array([min_smoothed_entropy(self.vocab_size, a) for a in self.alphas])
         self.s_values = np.asarray(SUBSAMPLE_S_GRID if s_values is None else s_values, dtype=np.float64)
         if not (self.s_values.size and np.all((self.s_values > 0) & (self.s_values < 1))):
             raise GenboundError("the subsample s grid must be non-empty with every s = λΔ in (0, 1)")
@@ -113,7 +141,7 @@ class UnitSums:
 
     def config(self) -> dict:
         """The settings that must agree for two accumulators to merge."""
-        return {"loss_ranges": self.loss_ranges.tolist(), "unit_tokens": self.unit_tokens,
+        return {"vocab_size": self.vocab_size, "alphas": self.alphas.tolist(), "unit_tokens": self.unit_tokens,
                 "s_values": self.s_values.tolist()}
 
     def update(self, x: np.ndarray, d: np.ndarray, unit_lengths: Sequence[int]) -> None:
@@ -124,7 +152,7 @@ class UnitSums:
         x : ndarray, shape (A, n)
             X_k, the smoothed loss of each token under each α (nats).
         d : ndarray, shape (A, n)
-            d_k = Y_k − X_k ≥ −Δ_α (nats).
+            d_k = Y_k − X_k ≥ −Δ_α (nats); Y_k = X_k + d_k must be a smoothed entropy (≥ H_min(α)).
         unit_lengths : sequence of int
             Tokens of each unit, in order; the n tokens are these complete units.
         """
@@ -134,6 +162,12 @@ class UnitSums:
         lengths = check_unit_lengths(unit_lengths, n, self.unit_tokens)
         if n == 0:
             return
+        low = (x + d).min(axis=1) < self.min_entropies - ENTROPY_SLACK
+        if low.any():
+            a = int(np.flatnonzero(low)[0])
+            raise GenboundError(
+                f"an entropy {float((x + d)[a].min()):.6g} is below {self.min_entropies[a]:.6g}, the least entropy of "
+                f"a distribution smoothed with α={self.alphas[a]}: entropies must be those of the smoothed model")
         ends = np.cumsum(lengths)
         lo = 0
         while lo < lengths.size:            # chunks of whole units, ≈ _CHUNK_TOKENS tokens each
@@ -187,10 +221,10 @@ class UnitSums:
         return {"unit_tokens": self.unit_tokens, **{f: getattr(self, f) for f in _SCALARS}}
 
     @classmethod
-    def from_arrays(cls, loss_ranges: Sequence[float], meta: Mapping, arrays: Mapping,
+    def from_arrays(cls, vocab_size: int, alphas: Sequence[float], meta: Mapping, arrays: Mapping,
                     prefix: str = "unit_") -> "UnitSums":
         """Inverse of :meth:`to_arrays` and :meth:`meta`."""
-        obj = cls(loss_ranges, unit_tokens=meta["unit_tokens"], s_values=np.asarray(arrays[prefix + "s_values"]))
+        obj = cls(vocab_size, alphas, unit_tokens=meta["unit_tokens"], s_values=np.asarray(arrays[prefix + "s_values"]))
         for f in _SCALARS:
             setattr(obj, f, type(getattr(obj, f))(meta[f]))
         for f in _ARRAYS:
@@ -232,6 +266,8 @@ def bernstein_ucb(sample: UnitSample, lam: np.ndarray, *, g_lo: float, g_hi: np.
     ndarray, shape (K,)
         U_λ ≥ the sample mean of g_λ (nats/token).
     """
+    if sample.n_units < 1:
+        raise GenboundError("no units were sampled; the subsampling bound needs at least one")
     m = float(sample.n_units)
     big_l = float(sample.unit_tokens)
     s_g = sample.sum_g(lam)

@@ -35,7 +35,7 @@ import numpy as np
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.freedman import S_MAX_SUBSAMPLED, complexity_per_token, minimize_over_grid, v_function
-from lm_eval_genbound.bound.subsample import UnitSample, bernstein_ucb
+from lm_eval_genbound.bound.subsample import UnitSample, bernstein_ucb, g_bounds
 from lm_eval_genbound.bound.validate import check_alpha, check_delta, check_positive
 from lm_eval_genbound.errors import GenboundError
 
@@ -272,8 +272,7 @@ def _subsample_grid(s_values: np.ndarray, sum_v: np.ndarray, big_delta: float, *
             f"the unit sums cover {unit_sample.n_tokens} tokens in units of ≤ {unit_sample.unit_tokens} but the "
             f"bound is for {n_tokens} tokens of a design with units of ≤ {design.max_unit_tokens}")
     lam = unit_sample.s_values / big_delta
-    g_lo = -math.log1p(-alpha + alpha / vocab_size)
-    g_hi = g_lo + subsample_range(lam, vocab_size, alpha, big_delta)
+    g_lo, g_hi = g_bounds(lam, vocab_size, alpha)
     ucb = bernstein_ucb(unit_sample, lam, g_lo=g_lo, g_hi=g_hi,
                         log_term=math.log(2.0 * lam.size / delta_sample))
     return lam, unit_sample.sum_v, np.maximum(ucb - unit_sample.mean_g(lam), 0.0)
