@@ -296,8 +296,10 @@ def test_subsampled_bound_is_valid_and_looser():
     kw = dict(sum_v=sv, s_values=s, n_tokens=n, mean_smoothed_loss=x.mean(),
               mean_raw_loss=x.mean(), vocab_size=V, alpha=alpha, complexity=Complexity(100.0))
     full = T.token_bound(**kw, train_tokens=n)
-    sub = T.token_bound(**kw, train_tokens=10 * n, design=SamplingDesign.uniform(10 * n, seed=0))
-    assert T.token_bound(**kw, design=SamplingDesign.uniform(10 * n, seed=0)) == sub   # default D: population
+    sub = T.token_bound(**kw, train_tokens=10 * n, design=SamplingDesign.uniform(10 * n, seed=0),
+                        subsample_method="hoeffding")
+    assert T.token_bound(**kw, design=SamplingDesign.uniform(10 * n, seed=0),
+                         subsample_method="hoeffding") == sub   # default D: population
     assert full.subsample_correction_nats == 0.0
     assert sub.subsample_correction_nats > 0
     assert sub.lam * sub.loss_range <= F.S_MAX_SUBSAMPLED + 1e-12
@@ -326,7 +328,7 @@ def test_a_uniform_sample_certifies_its_population_only():
     n, V = 2000, 50
     kw = dict(sum_v=np.zeros(F.DEFAULT_GRID_SIZE), s_values=F.s_grid(), n_tokens=n, mean_smoothed_loss=2.0,
               mean_raw_loss=2.0, vocab_size=V, alpha=0.1, complexity=Complexity(100.0),
-              design=SamplingDesign.uniform(30000, seed=1))
+              design=SamplingDesign.uniform(30000, seed=1), subsample_method="hoeffding")
     assert T.token_bound(**kw).train_tokens == 30000
     for d in (n, 20000, 40000):
         with pytest.raises(GenboundError, match="population of 30000 tokens"):

@@ -33,10 +33,17 @@ The statistics carry their :class:`~lm_eval_genbound.bound.design.SamplingDesign
 tokens were chosen); every bound from them honours it (a uniform sample's default D is its
 population; D > n from a non-random subset is refused). Files of schema 1, written before
 designs were recorded, load with design ``all`` and a note saying so.
+
+A uniform design (``uniform_tokens``, ``uniform_units``) also keeps the per-unit sums of the sample
+(:class:`~lm_eval_genbound.bound.subsample.UnitSums`, schema 3) for the variance-adaptive
+subsampling correction; ``update(..., unit_lengths=...)`` says which complete units a call's tokens
+are (default for ``uniform_tokens``: one unit per token). Uniform statistics of schema 2 have no unit
+sums: their subsampled bound falls back to the Hoeffding correction (with a warning).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tokenize
@@ -50,6 +57,7 @@ import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
+from lm_eval_genbound.bound.subsample import UnitSample, UnitSums, check_unit_lengths
 from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.validate import check_alpha, check_delta
 from lm_eval_genbound.errors import GenboundError
@@ -58,9 +66,12 @@ from lm_eval_genbound.errors import GenboundError
 _DAMAGED_FILE_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, NotImplementedError,
                         SyntaxError, zipfile.BadZipFile, tokenize.TokenError)
 
+logger = logging.getLogger(__name__)
+
 #: 2: the metadata records the sampling design; files of version 1 load with design ``all``
-SCHEMA_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+#: 3: a uniform design's per-unit sums (``unit_*`` arrays, ``unit_sums`` metadata)
+SCHEMA_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 DEFAULT_ALPHAS = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5)
 
 _ARRAY_FIELDS = ("sum_x", "sum_x_sq", "sum_y", "sum_doc_mean_x", "max_x", "min_d",
@@ -131,6 +142,10 @@ class GenboundStats:
         self.moments = np.zeros((n_a, self.n_bins, self.taylor_order + 1))
         self.tail_sum_v = np.zeros((n_a, self.grid_size))
         self.tail_count = np.zeros(n_a)
+        #: per-unit sums of a uniform sample (None for other designs and uniform files of schema ≤ 2)
+        self.unit_sums: Optional[UnitSums] = (
+            UnitSums(self.vocab_size, self.alphas, unit_tokens=self.design.max_unit_tokens)
+            if self.design.is_uniform else None)
 
     # ------------------------------------------------------------------ accumulation
     def config(self) -> dict:
@@ -140,7 +155,8 @@ class GenboundStats:
                 "taylor_order": self.taylor_order, "tail_margin": self.tail_margin}
 
     def update(self, logp, entropies, *, n_bytes: int = 0, doc_lengths: Optional[Iterable[int]] = None,
-               doc_weights: Optional[np.ndarray] = None, n_docs: Optional[int] = None) -> None:
+               doc_weights: Optional[np.ndarray] = None, n_docs: Optional[int] = None,
+               unit_lengths: Optional[Sequence[int]] = None) -> None:
         """Add tokens.
 
         logp: ln p(x_k) of each observed token under the unsmoothed model, shape (n,), nats.
@@ -151,6 +167,8 @@ class GenboundStats:
         streaming evaluation): 1 / (scored tokens of the token's whole document) per token, shape
         (n,), and the number of documents this call completes. Then ``doc_lengths`` is not used,
         and the per-document mean losses accumulate piece by piece to the same sums.
+        unit_lengths: the n tokens are these complete sampling units, in order (uniform designs;
+        default for ``uniform_tokens``: one unit per token; required for ``uniform_units``).
         """
         logp = np.asarray(logp, dtype=np.float64).reshape(-1)
         ent = np.asarray(entropies, dtype=np.float64)
@@ -173,6 +191,7 @@ class GenboundStats:
             doc_weights = np.asarray(doc_weights, dtype=np.float64).reshape(-1)
             if doc_weights.shape != (n,) or not ((doc_weights > 0) & (doc_weights <= 1)).all():
                 raise GenboundError(f"doc_weights must hold one weight in (0, 1] per token ({n})")
+        units = self._unit_lengths(n, unit_lengths)
         x0 = -logp
         self.n_tokens += n
         self.n_bytes += int(n_bytes)
@@ -206,6 +225,20 @@ class GenboundStats:
         self.min_d = np.minimum(self.min_d, d.min(axis=1))
         for a in range(self.alphas.size):
             self._add_d(a, d[a])
+        if units is not None:
+            self.unit_sums.update(x, d, units)
+
+    def _unit_lengths(self, n: int, unit_lengths: Optional[Sequence[int]]) -> Optional[np.ndarray]:
+        """The checked unit sizes of an update of n tokens (None: the design keeps no unit sums)."""
+        if self.unit_sums is None:
+            if unit_lengths is not None:
+                check_unit_lengths(unit_lengths, n, n)
+            return None
+        if unit_lengths is None:
+            if self.design.kind == "uniform_units":
+                raise GenboundError("a uniform_units design needs unit_lengths: which complete units the tokens are")
+            return np.ones(n, dtype=np.int64)
+        return check_unit_lengths(unit_lengths, n, self.unit_sums.unit_tokens)
 
     def _add_d(self, a: int, d: np.ndarray) -> None:
         tail = d < self.tail_threshold[a]
@@ -237,6 +270,11 @@ class GenboundStats:
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.max_x = np.maximum(self.max_x, other.max_x)
         self.min_d = np.minimum(self.min_d, other.min_d)
+        if self.unit_sums is not None or other.unit_sums is not None:
+            if self.unit_sums is None or other.unit_sums is None:
+                raise GenboundError("cannot merge uniform-sample statistics with and without unit sums "
+                                    "(schema 2 files have none)")
+            self.unit_sums.merge(other.unit_sums)
         return self
 
     # ------------------------------------------------------------------ derived sums
@@ -260,6 +298,10 @@ class GenboundStats:
             r_pow = r_pow * ratio
             total = total + ((-1) ** m / m) * r_pow * mom[None, :, m]
         return total.sum(axis=1) + self.tail_sum_v[a]
+
+    def unit_sample(self, alpha: float) -> Optional[UnitSample]:
+        """The per-unit sums of α (None when the statistics keep none)."""
+        return None if self.unit_sums is None else self.unit_sums.for_alpha(self.alpha_index(alpha))
 
     @property
     def mean_raw_loss(self) -> float:
@@ -293,7 +335,7 @@ class GenboundStats:
 
     def bound(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
               delta: float = 0.05, alpha: Optional[float] = None,
-              unquantized_loss: Optional[float] = None) -> BoundTerms:
+              unquantized_loss: Optional[float] = None, subsample_method: str = "bernstein") -> BoundTerms:
         """The final bound (SPEC §2) for a hypothesis of this complexity trained on D tokens.
 
         Parameters
@@ -311,6 +353,10 @@ class GenboundStats:
             (a choice that depends on C only, never on the data).
         unquantized_loss : float, optional
             R̂ of the full-precision model (nats/token), to report the quantization gap.
+        subsample_method : str
+            The subsampling correction of a uniform sample with D > n: ``"bernstein"`` (default;
+            statistics of schema 2 have no unit sums and fall back to ``"hoeffding"`` with a
+            warning) or ``"hoeffding"`` (``uniform_tokens`` only), see :func:`token_bound`.
 
         Returns
         -------
@@ -320,11 +366,21 @@ class GenboundStats:
         self._require_tokens()
         if alpha is None:
             alpha = self.default_alpha(complexity, train_tokens=train_tokens, delta=delta)
+        subsample_method = self.subsample_method(subsample_method)
         return token_bound(
             sum_v=self.sum_v(alpha), s_values=self.s_values, n_tokens=self.n_tokens,
             mean_smoothed_loss=self.mean_smoothed_loss(alpha), mean_raw_loss=self.mean_raw_loss,
             vocab_size=self.vocab_size, alpha=alpha, complexity=complexity,
-            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss, design=self.design)
+            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss, design=self.design,
+            unit_sample=self.unit_sample(alpha), subsample_method=subsample_method)
+
+    def subsample_method(self, requested: str = "bernstein") -> str:
+        """The subsampling method these statistics support: ``requested``, or ``"hoeffding"`` for a
+        uniform-token file of schema 2 (no unit sums) asked for ``"bernstein"`` (logged)."""
+        if requested == "bernstein" and self.unit_sums is None and self.design.kind == "uniform_tokens":
+            logger.warning("statistics without unit sums (schema 2): the subsampling correction is Hoeffding's")
+            return "hoeffding"
+        return requested
 
     def default_alpha(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
                       delta: float = 0.05) -> float:
@@ -369,6 +425,9 @@ class GenboundStats:
         meta = {"schema_version": SCHEMA_VERSION, "kind": "genbound_stats", **self.config(),
                 **{f: getattr(self, f) for f in _SCALAR_FIELDS}, "design": self.design.to_dict()}
         meta["max_x0"] = None if math.isinf(self.max_x0) else self.max_x0
+        if self.unit_sums is not None:
+            meta["unit_sums"] = self.unit_sums.meta()
+            arrays.update(self.unit_sums.to_arrays())
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         return arrays
 
@@ -397,6 +456,7 @@ class GenboundStats:
         obj.max_x0 = -math.inf if meta["max_x0"] is None else float(meta["max_x0"])
         for f in _ARRAY_FIELDS:
             setattr(obj, f, np.array(arrays[f], dtype=np.float64))
+        obj.unit_sums = UnitSums.from_arrays(obj.vocab_size, obj.alphas, meta["unit_sums"], arrays) if "unit_sums" in meta else None
         return obj
 
     @classmethod

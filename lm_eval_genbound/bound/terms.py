@@ -17,6 +17,12 @@ Units: nats per token unless a name says ``_bits``. For a smoothed model q_α = 
 with C = (ln 1/P(h) + ln(|K|/δ)) / D, ln 1/P(h) = :attr:`Complexity.prior_nats` and B* the
 empirical Freedman bound (:mod:`lm_eval_genbound.bound.freedman`). The smoothing costs and the
 data-independent choice of α from a fixed grid live here too.
+
+When the n scored tokens are a uniform sample of the D training tokens (or of units partitioning
+them), a subsampling correction is added: by default (``subsample_method="bernstein"``) the
+variance-adaptive empirical-Bernstein bound of :mod:`lm_eval_genbound.bound.subsample` on the
+dedicated s grid of the per-unit sums (docs/subsampling.md); ``"hoeffding"`` keeps the worst-case
+Hoeffding term on s ≤ 0.5 (reference §2.7; samples of tokens only).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import numpy as np
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.freedman import S_MAX_SUBSAMPLED, complexity_per_token, minimize_over_grid, v_function
+from lm_eval_genbound.bound.subsample import UnitSample, bernstein_ucb, g_bounds
 from lm_eval_genbound.bound.validate import check_alpha, check_delta, check_positive
 from lm_eval_genbound.errors import GenboundError
 
@@ -122,6 +129,10 @@ def subsample_range(lam: np.ndarray, vocab_size: int, alpha: float, loss_range: 
     return (x_hi - x_lo) + v_hi
 
 
+#: the methods of the subsampling correction (see the module docstring)
+SUBSAMPLE_METHODS = ("bernstein", "hoeffding")
+
+
 def token_bound(
     *,
     sum_v: np.ndarray,
@@ -137,6 +148,8 @@ def token_bound(
     unquantized_loss: Optional[float] = None,
     sample_delta_fraction: float = 0.5,
     design: Optional[SamplingDesign] = None,
+    unit_sample: Optional[UnitSample] = None,
+    subsample_method: str = "bernstein",
 ) -> BoundTerms:
     """Final bound from the sufficient statistics of one α.
 
@@ -160,10 +173,9 @@ def token_bound(
     train_tokens : float, optional
         D, tokens the model trained on (default: ``design``'s, n or a uniform sample's
         population). If the n evaluated tokens are a uniform sample of the D training tokens
-        (``design`` kind ``uniform_tokens`` with population D > n), δ is split (δ₁ = (1−f)δ for the martingale,
-        δ₂ = fδ for the sample, f = ``sample_delta_fraction``) and a Hoeffding term over the
-        worst-case range of X + v(λd)/λ is added for every λ (reference §2.7); only grid points
-        with s ≤ 0.5 are used then.
+        (``design`` kind ``uniform_tokens`` or ``uniform_units`` with population D > n), δ is split
+        (δ₁ = (1−f)δ for the martingale, δ₂ = fδ for the sample, f = ``sample_delta_fraction``)
+        and a subsampling correction is added for every λ (``subsample_method``).
     delta : float
         δ, the failure probability.
     unquantized_loss : float, optional
@@ -173,6 +185,15 @@ def token_bound(
         How the n tokens were chosen (default: all of the data). Only a uniform design whose
         population is D gets the subsampling correction; D > n for any other design is refused
         (:meth:`SamplingDesign.resolve_train_tokens`).
+    unit_sample : UnitSample, optional
+        The per-unit sums of this α for the same n tokens; needed by a subsampled
+        ``"bernstein"`` bound, whose λ grid is then ``unit_sample.s_values``/Δ (``sum_v`` and
+        ``s_values`` are used only without subsampling or with ``"hoeffding"``).
+    subsample_method : str
+        ``"bernstein"`` (default: the empirical-Bernstein bound of
+        :func:`lm_eval_genbound.bound.subsample.bernstein_ucb`, union over its grid) or
+        ``"hoeffding"`` (the worst-case term over the range of X + v(λd)/λ, reference §2.7, on grid
+        points with s ≤ 0.5; a ``uniform_tokens`` design only).
 
     Returns
     -------
@@ -185,16 +206,22 @@ def token_bound(
         raise GenboundError("no tokens were evaluated; the bound needs at least one token")
     if train_tokens is not None:
         check_positive("train_tokens", float(train_tokens))
-    d_train, subsampled = (design or SamplingDesign.all()).resolve_train_tokens(n_tokens, train_tokens)
+    design = design or SamplingDesign.all()
+    d_train, subsampled = design.resolve_train_tokens(n_tokens, train_tokens)
     if d_train < n_tokens:
         raise GenboundError(
             f"train_tokens={d_train:g} is smaller than the {n_tokens} tokens evaluated; "
             "D must count every training token")
     big_delta = math.log(vocab_size / alpha)
-    lam, sum_v, hoeff, delta_mart = _martingale_grid(
-        np.asarray(s_values, dtype=np.float64), np.asarray(sum_v, dtype=np.float64), big_delta,
-        n_tokens=n_tokens, subsampled=subsampled, vocab_size=vocab_size, alpha=alpha,
-        delta=delta, sample_delta_fraction=sample_delta_fraction)
+    if not subsampled:
+        lam, sum_v = np.asarray(s_values, dtype=np.float64) / big_delta, np.asarray(sum_v, dtype=np.float64)
+        hoeff, delta_mart = np.zeros_like(lam), delta
+    else:
+        lam, sum_v, hoeff = _subsample_grid(
+            np.asarray(s_values, dtype=np.float64), np.asarray(sum_v, dtype=np.float64), big_delta,
+            n_tokens=n_tokens, vocab_size=vocab_size, alpha=alpha, delta_sample=delta * sample_delta_fraction,
+            design=design, unit_sample=unit_sample, method=subsample_method)
+        delta_mart = delta * (1.0 - sample_delta_fraction)
     k_size = lam.size
     c = complexity_per_token(complexity.prior_nats, d_train, grid_size=k_size, delta=delta_mart)
     b_star, j = minimize_over_grid(c, sum_v / n_tokens, lam, hoeff)
@@ -219,18 +246,33 @@ def token_bound(
     )
 
 
-def _martingale_grid(s_values: np.ndarray, sum_v: np.ndarray, big_delta: float, *, n_tokens: int,
-                     subsampled: bool, vocab_size: int, alpha: float, delta: float,
-                     sample_delta_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(λ grid, Σ v on it, Hoeffding term per λ, δ of the martingale part) for a full or subsampled run."""
-    keep = s_values <= S_MAX_SUBSAMPLED if subsampled else np.ones(s_values.size, dtype=bool)
-    if not keep.any():
-        raise GenboundError("the λ grid has no point with λΔ ≤ 0.5, needed for a subsampled bound")
-    s_values, sum_v = s_values[keep], sum_v[keep]
-    k_size = s_values.size
-    lam = s_values / big_delta
-    if not subsampled:
-        return lam, sum_v, np.zeros_like(lam), delta
-    hoeff = subsample_range(lam, vocab_size, alpha, big_delta) * math.sqrt(
-        math.log(k_size / (delta * sample_delta_fraction)) / (2.0 * n_tokens))
-    return lam, sum_v, hoeff, delta * (1.0 - sample_delta_fraction)
+def _subsample_grid(s_values: np.ndarray, sum_v: np.ndarray, big_delta: float, *, n_tokens: int,
+                    vocab_size: int, alpha: float, delta_sample: float, design: SamplingDesign,
+                    unit_sample: Optional[UnitSample], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ grid, Σ v on it, subsampling correction per λ) of a subsampled run (nats)."""
+    if method not in SUBSAMPLE_METHODS:
+        raise GenboundError(f"subsample_method={method!r} must be one of {', '.join(SUBSAMPLE_METHODS)}")
+    if method == "hoeffding":
+        if design.kind != "uniform_tokens":
+            raise GenboundError(
+                "the Hoeffding subsampling correction treats the scored tokens as independent draws; a "
+                f"{design.kind} sample needs subsample_method='bernstein'")
+        keep = s_values <= S_MAX_SUBSAMPLED
+        if not keep.any():
+            raise GenboundError("the λ grid has no point with λΔ ≤ 0.5, needed for a subsampled bound")
+        lam = s_values[keep] / big_delta
+        hoeff = subsample_range(lam, vocab_size, alpha, big_delta) * math.sqrt(
+            math.log(lam.size / delta_sample) / (2.0 * n_tokens))
+        return lam, sum_v[keep], hoeff
+    if unit_sample is None:
+        raise GenboundError("the bernstein subsampling correction needs the per-unit sums of the sample "
+                            "(statistics of schema 3); pass subsample_method='hoeffding' for older statistics")
+    if unit_sample.n_tokens != n_tokens or unit_sample.unit_tokens < design.max_unit_tokens:
+        raise GenboundError(
+            f"the unit sums cover {unit_sample.n_tokens} tokens in units of ≤ {unit_sample.unit_tokens} but the "
+            f"bound is for {n_tokens} tokens of a design with units of ≤ {design.max_unit_tokens}")
+    lam = unit_sample.s_values / big_delta
+    g_lo, g_hi = g_bounds(lam, vocab_size, alpha)
+    ucb = bernstein_ucb(unit_sample, lam, g_lo=g_lo, g_hi=g_hi,
+                        log_term=math.log(2.0 * lam.size / delta_sample))
+    return lam, unit_sample.sum_v, np.maximum(ucb - unit_sample.mean_g(lam), 0.0)

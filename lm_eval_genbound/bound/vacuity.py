@@ -37,7 +37,7 @@ A non-vacuous run gets its D* too (≤ its D): the margin it has.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 from lm_eval_genbound.bound.complexity import Complexity
@@ -143,6 +143,7 @@ def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsa
         :meth:`GenboundStats.bound`.
     """
     sums: dict[float, Any] = {}
+    method = stats.subsample_method() if subsampled else "bernstein"
 
     def at(d: float) -> BoundTerms:
         d = float(d)
@@ -154,8 +155,16 @@ def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsa
             sum_v=sums[a] * (n_eval / stats.n_tokens), s_values=stats.s_values, n_tokens=n_eval,
             mean_smoothed_loss=stats.mean_smoothed_loss(a), mean_raw_loss=stats.mean_raw_loss,
             vocab_size=stats.vocab_size, alpha=a, complexity=complexity, train_tokens=d, delta=delta,
-            unquantized_loss=unquantized_loss, design=SamplingDesign.uniform(d) if subsampled else None)
+            unquantized_loss=unquantized_loss, design=_design_at(stats.design, d) if subsampled else None,
+            unit_sample=stats.unit_sample(a) if subsampled else None, subsample_method=method)
     return at
+
+
+def _design_at(design: SamplingDesign, d: float) -> SamplingDesign:
+    """The run's uniform design at population D = ``d`` tokens (same units; a sample of tokens if not uniform)."""
+    if design.kind == "uniform_units":
+        return replace(design, population_tokens=int(d), population_units=max(1, math.ceil(d / design.unit_tokens)))
+    return SamplingDesign.uniform(int(d))
 
 
 def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,

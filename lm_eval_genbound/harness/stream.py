@@ -143,7 +143,8 @@ class RankStream:
             pieces = sorted(self._pending.pop(int(d)), key=lambda p: int(p.pos[0]))
             logp = np.concatenate([p.logp for p in pieces])
             ent = np.concatenate([p.entropies for p in pieces])
-            self.stats.update(logp, ent, doc_lengths=[logp.size])
+            units = [logp.size] if self.stats.design.kind == "uniform_units" else None   # tokens: 1 each
+            self.stats.update(logp, ent, doc_lengths=[logp.size], unit_lengths=units)
 
     @property
     def settled(self) -> bool:
