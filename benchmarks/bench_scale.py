@@ -89,8 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sim-target", type=float, default=0.05, help="simulate: penalty target, nats/token (default 0.05)")
     ap.add_argument("--sim-window", type=int, default=2048,
                     help="simulate: window at that scale; a token sample costs window/2 forward tokens (default 2048)")
-    ap.add_argument("--sim-code-bits", type=float, default=4 * 162_322_944,
-                    help="simulate: L(h) in bits (default 4 bits × 162,322,944 parameters of Pythia-160M)")
+    ap.add_argument("--sim-code-bits", type=float, nargs="+", default=[1e7, 4 * 162_322_944],
+                    help="simulate: L(h) in bits, one table block each (default 1e7, a strongly compressed model, "
+                         "and 4 bits × 162,322,944 parameters of Pythia-160M)")
     a = ap.parse_args(argv)
     a.methods = [Method.parse(m) for m in a.methods] if a.methods else list(METHODS)
     a.extra_metadata = json.loads(a.extra_metadata)
@@ -228,11 +229,11 @@ def part_simulate(a, runner: HarnessRunner, out: Path, report: Report) -> None:
             return
         sidecar = r.sidecar
     data = PerTokenData.from_parquet(sidecar)
-    settings = SimSettings(train_tokens=a.sim_train_tokens, target_nats=a.sim_target,
-                           code_length_bits=a.sim_code_bits, window=a.sim_window,
-                           unit_tokens=a.unit_tokens, seed=a.seed)
-    t = time.perf_counter()
-    rows = simulate(data, settings, a.methods)
+    t, rows = time.perf_counter(), []
+    for bits in a.sim_code_bits:
+        settings = SimSettings(train_tokens=a.sim_train_tokens, target_nats=a.sim_target, code_length_bits=bits,
+                               window=a.sim_window, unit_tokens=a.unit_tokens, seed=a.seed)
+        rows += [{"code_length_bits": bits, **r} for r in simulate(data, settings, a.methods)]
     print(f"simulate: {len(rows)} methods in {time.perf_counter() - t:.1f} s", flush=True)
     report.set_simulate(rows, settings, data, sidecar)
 

@@ -96,6 +96,7 @@ class RunResult:
     forward_tokens: Optional[int] = None
     forward_source: str = ""              # "manifest" or "" (not recorded by this tree)
     bound_nats: float = float("nan")
+    eval_s: float = float("nan")          # the harness's total_evaluation_time_seconds (no imports)
     design: dict = field(default_factory=dict)
     sidecar: str = ""
     error: str = ""
@@ -184,7 +185,9 @@ def _read_result(tag: str, out: Path, wall: float, rss: int) -> RunResult:
         return RunResult(tag, False, wall, rss, error="no sidecar manifest.json was written")
     m = json.loads(manifests[0].read_text())
     fwd = find_key(m, "forward_tokens")
-    return RunResult(tag, True, wall, rss, n_tokens=int(m["n_tokens"]),
+    results = sorted(out.glob("*/results*.json")) + sorted(out.glob("results*.json"))
+    eval_s = find_key(json.loads(results[-1].read_text()), "total_evaluation_time_seconds") if results else None
+    return RunResult(tag, True, wall, rss, n_tokens=int(m["n_tokens"]), eval_s=float(eval_s or "nan"),
                      forward_tokens=None if fwd is None else int(fwd), forward_source="manifest" if fwd else "",
                      bound_nats=float(m["final"]["bound_paper_nats"]), design=m.get("design", {}),
                      sidecar=str(manifests[0].parent))
