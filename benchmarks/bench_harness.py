@@ -25,7 +25,8 @@ from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
 
-PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8)}
+PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8),
+                 "tiny": (64, 2, 2)}       # tiny: a CPU smoke test of the same path (benchmarks/device_check.sh --smoke)
 
 
 def _requests(docs: list[list[int]], alphas, genbound: bool) -> list[Instance]:
@@ -77,7 +78,7 @@ def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default="demo_out/suite", help="a trained suite directory (CPU mode)")
-    ap.add_argument("--pythia-shape", nargs="*", default=[], help="random-init Pythia shapes: 160m 410m 1b")
+    ap.add_argument("--pythia-shape", nargs="*", default=[], help="random-init Pythia shapes: 160m 410m 1b (tiny: smoke test)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--window", type=int, default=256)
