@@ -167,24 +167,18 @@ def correction_available(correction: str) -> Optional[str]:
 
 
 def method_available(method: Method) -> Optional[str]:
-    """None when ``method`` can be simulated in this tree, else the reason it cannot. Window units need
-    a sampling design that records its unit: today's per-token correction is not valid for a sample of
-    whole windows (their tokens are not independent draws)."""
-    if method.unit == "window" and not _accepts(SamplingDesign.uniform, "unit"):
-        return ("window units need SamplingDesign.uniform(..., unit=...) (issue #13 item 4), not in this tree; "
-                "skipped")
+    """None when ``method`` can be simulated in this tree, else the reason it cannot (today's
+    Hoeffding term is defined for token units only: a window's tokens are not independent draws)."""
+    if method.unit == "window" and method.correction == "hoeffding":
+        return "the Hoeffding correction is defined for token units only; skipped"
     return correction_available(method.correction)
 
 
-def uniform_design(population: int, method: Method, unit_tokens: int) -> SamplingDesign:
-    """A uniform design of ``population`` tokens, with the unit when this tree's designs record one."""
-    kwargs = {}
+def uniform_design(population: int, method: Method, unit_tokens: int, n_units: int) -> SamplingDesign:
+    """The uniform design of a sample of ``method``'s units from ``population`` tokens in ``n_units`` units."""
     if method.unit == "window":
-        if _accepts(SamplingDesign.uniform, "unit"):
-            kwargs["unit"] = "window"
-        if _accepts(SamplingDesign.uniform, "unit_tokens"):
-            kwargs["unit_tokens"] = int(unit_tokens)
-    return SamplingDesign.uniform(int(population), seed=0, **kwargs)
+        return SamplingDesign.uniform_units(int(n_units), int(population), int(unit_tokens), seed=0)
+    return SamplingDesign.uniform(int(population), seed=0)
 
 
 def bound_nats(stats: GenboundStats, complexity: Complexity, *, delta: float, correction: Optional[str],
@@ -242,7 +236,7 @@ class Simulator:
 
     def penalty(self, method: Method, n: int) -> float:
         """Bound of a uniform sample of about ``n`` tokens minus the full-data bound (nats/token)."""
-        design = uniform_design(self.population, method, self.unit_tokens)
+        design = uniform_design(self.population, method, self.unit_tokens, self.copies * self.units.size)
         rng = np.random.default_rng(self.settings.seed)
         k, rest = divmod(int(n), self.n0)
         parts = []
