@@ -199,7 +199,8 @@ def part_subsample(a, runner: HarnessRunner, out: Path, report: Report, full_run
             fwd = r.forward_tokens if r.forward_tokens is not None else (
                 float(np.sum(_today_contexts(stream, n_full, n, a.seed))) if unit == "token" and not
                 have["subsample_unit"] else math.nan)
-            bounds = corrected_bounds(r, corrections) if r.ok else {c: r.error for c in corrections}
+            mine = [c for c in corrections if any(m.unit == unit and m.correction == c for m in a.methods)]
+            bounds = corrected_bounds(r, mine) if r.ok else {c: r.error for c in mine}
             for c in corrections:
                 if not any(m.unit == unit and m.correction == c for m in a.methods):
                     continue
