@@ -78,8 +78,7 @@ class PythiaPlan:
     def command(self, data: str = "/data/pile_preshuffled/document.bin", subsample: int = 100_000) -> str:
         """The ``lm-eval-genbound run`` command bounding this checkpoint on ``subsample`` tokens of ``data``."""
         meta = {"genbound_tokens": data, "genbound_token_end": self.token_end,
-                "genbound_subsample": subsample, "genbound_subsample_unit": "window",
-                "genbound_unit_tokens": SEQ_LEN - 1, "genbound_seed": 0,
+                "genbound_subsample": subsample, "genbound_unit_tokens": SEQ_LEN - 1, "genbound_seed": 0,
                 "genbound_train_tokens": self.train_tokens, "genbound_complexity": "param16"}
         return ("lm-eval-genbound run --model hf-genbound --model_args "
                 f"pretrained=EleutherAI/pythia-{self.size},revision=step{self.step},dtype=bfloat16,window=2048 "

@@ -120,8 +120,9 @@ class TaskSettings:
     token_end: Optional[int] = _setting(None, "token stream: end token; None: the end")
     subsample: Optional[int] = _setting(None, "token stream: score about this many training tokens, a uniform "
                                               "random sample of units")
-    subsample_unit: str = _setting("window", "token stream: unit of the subsample: window (whole aligned "
-                                             "windows of genbound_unit_tokens positions) or token")
+    subsample_unit: str = _setting("token", "token stream: unit of the subsample: token (positions, each "
+                                            "scored in its aligned window; the smaller penalty per forward "
+                                            "token in BENCHMARKS.md) or window (whole aligned windows)")
     unit_tokens: int = _setting(2048, "token stream: positions per aligned window (set it to the model's "
                                       "window: each sampled token then sees a full evaluation's context)")
     seed: int = _setting(0, "token stream: seed of the subsample")
