@@ -15,6 +15,14 @@ whose earlier layers are already quantized (decoder blocks are run one at a time
 as in the reference implementation; ``strategy="modules"`` runs the whole model for every layer
 instead). Embeddings have no input activations and are quantized by RTN. The proxy loss
 tr((Ŵ−W) H (Ŵ−W)ᵀ) of every GPTQ layer is recorded. The runner quantizes ``model`` in place.
+
+**Cost.** With ``progress`` a tqdm bar (stderr) counts the decoder blocks and the layers outside
+them, with its ETA. On the CPU the wall time of the whole run is estimated once the first block
+is done — the other blocks like the first; a layer after the blocks (an untied output head) as
+one whole-model forward (≈ one measured block forward per block) plus its solve, scaled from the
+first block's solves by rows·cols² + cols³ — and logged as a warning with ways to make it cheaper
+when it exceeds ``slow_warning_s`` (default :data:`SLOW_WARNING_S`, 2 minutes). The estimate uses
+the speed measured at that moment: on a shared machine it moves with the load.
 """
 from __future__ import annotations
 
