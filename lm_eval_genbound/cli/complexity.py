@@ -309,7 +309,7 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
     record["scale_steps"] = qm.scale_steps
     if qm.proxy_losses:
         record["gptq_proxy_losses"] = qm.proxy_losses
-    return qm.code_length(n_configs=a.n_configs)
+    return qm.code_length(n_configs=a.n_configs, progress=not a.no_progress)
 
 
 # --------------------------------------------------------------------------------------------

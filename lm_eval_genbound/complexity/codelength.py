@@ -263,6 +263,7 @@ def code_length(
     n_configs: int = 1,
     extra_bits: float = 0.0,
     verify: bool = True,
+    progress: bool = False,
 ) -> CodeLength:
     """Certified L(h) in bits of a model made of quantized and unquantized tensors.
 
@@ -274,6 +275,7 @@ def code_length(
         n_configs: number of configurations searched (≥ 1); charged log2(n_configs) bits.
         extra_bits: further side information the caller wants charged (bits, ≥ 0).
         verify: decode the message and assert that it reproduces every tensor bit for bit.
+        progress: tqdm bars (stderr, with ETA) over the symbols encoded and decoded.
 
     Returns:
         ``CodeLength`` whose ``breakdown`` components (bits) sum to ``total_bits``.
@@ -282,9 +284,9 @@ def code_length(
         raise GenboundError(f"extra_bits must be a finite number ≥ 0; got {extra_bits!r}")
     quantized = list(quantized)
     raw = list(raw)
-    encoded = encode_model(quantized)
+    encoded = encode_model(quantized, progress=progress)
     if verify:
-        verify_decoded(quantized, encoded)
+        verify_decoded(quantized, encoded, progress=progress)
     comp = dict(codes_bits=0.0, freq_table_bits=0.0, scales_bits=0.0, zeros_bits=0.0, vectors_bits=0.0,
                 shapes_bits=0.0, unquantized_bits=0.0)
     per_tensor: dict[str, dict[str, float]] = {}
@@ -373,11 +375,12 @@ def _stream_label(p: Mapping[str, Any], part: str) -> str:
     return label + " centered" if part == "codes" and p["codes_centered"] else label
 
 
-def model_code_length(qmodel: Any, *, n_configs: int = 1, extra_bits: float = 0.0, verify: bool = True) -> CodeLength:
+def model_code_length(qmodel: Any, *, n_configs: int = 1, extra_bits: float = 0.0, verify: bool = True,
+                      progress: bool = False) -> CodeLength:
     """:func:`code_length` of an object with ``.quantized`` (name → QuantizedTensor), ``.raw``
     (name → RawTensor) and ``.spec`` (e.g. a :class:`lm_eval_genbound.complexity.quantize.QuantizedModel`)."""
     return code_length(list(qmodel.quantized.values()), list(qmodel.raw.values()), method=qmodel.spec,
-                       n_configs=n_configs, extra_bits=extra_bits, verify=verify)
+                       n_configs=n_configs, extra_bits=extra_bits, verify=verify, progress=progress)
 
 
 def parameter_count_bits(n_params: int, bits: float, *, n_configs: int = 1) -> CodeLength:

@@ -52,7 +52,7 @@ range, the model choice and its parameters) and its symbols range-coded with tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -227,15 +227,24 @@ def _tensor_streams(qt: QuantizedTensor, codes: np.ndarray, exps: np.ndarray,
     return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (flat[2], offsets.reshape(-1))}
 
 
+def _trials(n_streams: int, pooling: str) -> int:
+    """How many trial encodings of a role's symbols :func:`_plan_role` makes (per tensor, pooled)."""
+    return 2 if n_streams >= 2 and pooling == "auto" else 1
+
+
 def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
-               pooling: str = "auto") -> tuple[bool, list[StreamPlan]]:
+               pooling: str = "auto", tick: Callable[[int], Any] = lambda n: None) -> tuple[bool, list[StreamPlan]]:
     """(pooled, plans): the role's streams as one pooled plan or one plan per tensor, whichever is
     shorter by trial (header bits + a trial encoding of all its coded symbols; ties: per tensor),
-    or as ``pooling`` ("never" / "always") says."""
+    or as ``pooling`` ("never" / "always") says. ``tick(n)`` is called after each trial with its
+    number of symbols (progress)."""
     def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> StreamPlan | None:
         if role.part == "codes":
-            return plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
-        return plan_stream([s for s, _ in chunks], role.domain, beat=beat)
+            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
+        else:
+            out = plan_stream([s for s, _ in chunks], role.domain, beat=beat)
+        tick(sum(int(s.size) for s, _ in chunks))
+        return out
 
     if len(streams) >= 2 and pooling == "always":
         return True, [plan(streams)]
@@ -247,11 +256,13 @@ def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
     return (True, [pooled]) if pooled is not None and pooled.trial_bits < per_bits else (False, per)
 
 
-def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto") -> EncodedModel:
+def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto",
+                 progress: bool = False) -> EncodedModel:
     """Write quantized tensors as one message (header bits + range-coded words); see the
     module docstring for the format. ``pooling``: "auto" (each role's pooling flag set by trial,
     the shorter message), or "never" / "always" to force every flag (for comparisons; the message
-    is valid either way). Raises ``GenboundError`` on an invalid description."""
+    is valid either way). ``progress``: a tqdm bar (stderr, with ETA) over the symbols encoded
+    (trials and the message). Raises ``GenboundError`` on an invalid description."""
     if pooling not in ("auto", "never", "always"):
         raise GenboundError(f"pooling must be 'auto', 'never' or 'always'; got {pooling!r}")
     layout: list[_Layout] = []
@@ -275,7 +286,19 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
                         codes_entropy=empirical_entropy_bits(codes), scales_entropy=empirical_entropy_bits(exps),
                         zeros_entropy=empirical_entropy_bits(zeros), codes_centered=False))
     roles = _roles(layout)
-    planned = [_plan_role(role, [streams[i][role.part] for i in idx], pooling) for role, idx in roles]
+    n_role = [sum(int(streams[i][role.part][0].size) for i in idx) for role, idx in roles]
+    bar = _symbol_bar(sum(n * (_trials(len(idx), pooling) + 1) for n, (_, idx) in zip(n_role, roles)),
+                      "coding the model", progress)
+    with bar:
+        planned = [_plan_role(role, [streams[i][role.part] for i in idx], pooling, bar.update) for role, idx in roles]
+        return _write_message(layout, streams, per, header, roles, planned, bar.update)
+
+
+def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarray, np.ndarray | None]]],
+                   per: list[dict[str, Any]], header: BitWriter, roles: list[tuple[_Role, list[int]]],
+                   planned: list[tuple[bool, list[StreamPlan]]], tick: Callable[[int], Any]) -> EncodedModel:
+    """The message of :func:`encode_model` from its planned roles: pooling flags, then every
+    stream (header part + range-coded symbols), each tensor charged its share."""
     for (_, idx), (pooled, _) in zip(roles, planned):
         if len(idx) >= 2:
             header.write(int(pooled), 1)
@@ -316,6 +339,7 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
                 per[i]["codes_centered"] = plan.centered
             if not pooled:
                 charge(i, role.part, *write(plan))
+        tick(sum(n_sym))
     words = np.asarray(coder.get_compressed(), dtype=np.uint32).copy()
     bits = header.getbits()
     total = int(bits.size) + WORD_BITS * int(words.size)
@@ -326,9 +350,22 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto")
                         per_tensor={lay.name: p for lay, p in zip(layout, per)}, pooled_roles=tuple(pooled_roles))
 
 
-def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
+def _symbol_bar(total: int, desc: str, progress: bool):
+    """A tqdm bar on stderr (with its ETA) over ``total`` symbols; disabled unless ``progress``."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc=desc, unit="sym", unit_scale=True, disable=not progress)
+
+
+def decode_model(encoded: EncodedModel, *, progress: bool = False) -> list[QuantizedTensor]:
     """Rebuild the quantized tensors from the message alone (header bits, words, and the layout
-    the decoder knows in advance)."""
+    the decoder knows in advance); ``progress``: a tqdm bar over the symbols decoded."""
+    with _symbol_bar(0, "decoding the model", progress) as bar:
+        return _decode(encoded, bar)
+
+
+def _decode(encoded: EncodedModel, bar) -> list[QuantizedTensor]:
+    """:func:`decode_model`, ticking ``bar`` (whose total it sets) by each stream role's symbols."""
     header = BitReader(encoded.header)
     coder = load_constriction().stream.queue.RangeDecoder(np.asarray(encoded.words, dtype=np.uint32))
     layout = encoded.layout
@@ -339,8 +376,9 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
     roles = _roles(layout)
     flags = [len(idx) >= 2 and header.read(1) == 1 for _, idx in roles]
     parts: list[dict[str, np.ndarray]] = [{} for _ in layout]
-    for (role, idx), pooled in zip(roles, flags):
-        shapes_of = [geometry[i][:2] if role.part == "codes" else grids[i] for i in idx]
+    role_shapes = [[geometry[i][:2] if role.part == "codes" else grids[i] for i in idx] for role, idx in roles]
+    bar.reset(total=sum(int(np.prod(s, dtype=np.int64)) for shapes_of in role_shapes for s in shapes_of))
+    for (role, idx), pooled, shapes_of in zip(roles, flags, role_shapes):
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes_of]
         size_of = dict(zip(idx, sizes))
         flat = []
@@ -358,6 +396,7 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
             flat.append(symbols)
         for i, chunk, shape in zip(idx, np.split(np.concatenate(flat), np.cumsum(sizes)[:-1]), shapes_of):
             parts[i][role.part] = chunk.reshape(shape)
+        bar.update(sum(sizes))
     out: list[QuantizedTensor] = []
     for lay, shape, (rows, cols, gs), p in zip(layout, shapes, geometry, parts):
         out.append(QuantizedTensor(lay.name, p["codes"], p["scales"], p["zeros"], bits=lay.bits, group_size=gs,
@@ -368,10 +407,11 @@ def decode_model(encoded: EncodedModel) -> list[QuantizedTensor]:
     return out
 
 
-def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel) -> None:
+def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, *, progress: bool = False) -> None:
     """Decode ``encoded`` and check that it reproduces every tensor of ``quantized`` bit for bit
-    (codes, exponents, zero points, dequantized values); ``AssertionError`` if not (a coder bug)."""
-    for qt, back in zip(quantized, decode_model(encoded), strict=True):
+    (codes, exponents, zero points, dequantized values); ``AssertionError`` if not (a coder bug).
+    ``progress``: a tqdm bar over the symbols decoded."""
+    for qt, back in zip(quantized, decode_model(encoded, progress=progress), strict=True):
         same = (back.name == qt.name and back.tensor_shape == qt.tensor_shape and back.row_block == qt.row_block
                 and np.array_equal(back.codes, np.asarray(qt.codes).astype(np.int64))
                 and np.array_equal(back.scale_exponents, np.asarray(qt.scale_exponents).astype(np.int64))

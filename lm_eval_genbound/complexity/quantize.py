@@ -38,7 +38,7 @@ from torch import nn
 
 from lm_eval_genbound.complexity.calibration import DEFAULT_N_SEQ, DEFAULT_SEQ_LEN, calibration_windows
 from lm_eval_genbound.complexity.codelength import CodeLength, RawTensor, model_code_length
-from lm_eval_genbound.complexity.gptq_runner import GPTQRunner
+from lm_eval_genbound.complexity.gptq_runner import SLOW_WARNING_S, GPTQRunner
 from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_VECTOR_BITS, METHODS, check_bits,
                                                     check_group_size, check_scale_steps, check_vector_bits,
                                                     format_quant_spec, parse_quant_options)
@@ -93,9 +93,11 @@ class QuantizedModel:
     def n_params(self) -> int:
         return sum(t.n_params for t in self.quantized.values()) + sum(t.n_params for t in self.raw.values())
 
-    def code_length(self, n_configs: int = 1, *, extra_bits: float = 0.0, verify: bool = True) -> CodeLength:
-        """Certified L(h) in bits (entropy-coded codes + side information + prefix + log2 n_configs)."""
-        return model_code_length(self, n_configs=n_configs, extra_bits=extra_bits, verify=verify)
+    def code_length(self, n_configs: int = 1, *, extra_bits: float = 0.0, verify: bool = True,
+                    progress: bool = False) -> CodeLength:
+        """Certified L(h) in bits (entropy-coded codes + side information + prefix + log2 n_configs);
+        ``progress``: tqdm bars over the symbols encoded and decoded."""
+        return model_code_length(self, n_configs=n_configs, extra_bits=extra_bits, verify=verify, progress=progress)
 
 
 
@@ -167,6 +169,19 @@ def _check_described_exactly(model: nn.Module, quantized: dict[str, QuantizedTen
         if not np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param()):
             raise GenboundError(f"parameter {name} ({p.dtype}) cannot hold its quantized values exactly, so the code "
                                 "would not describe the evaluated model; load the model in float32 to quantize it")
+
+
+def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps: int, row_blocks: bool,
+                 progress: bool) -> dict[str, WeightQuantization]:
+    """RTN of every target weight in place (a tqdm bar over them when ``progress``); results by name."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    results = {}
+    for t in tqdm(targets, desc="RTN layers", unit="layer", disable=not progress):
+        res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
+        t.set_weight(res.weight)
+        results[t.param_name] = res
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +260,7 @@ def quantize_model(
     scale_steps: int = SCALE_STEPS,
     row_blocks: bool = True,
     progress: bool = False,
+    slow_warning_s: float = SLOW_WARNING_S,
     _strategy: str = "blocks",
 ) -> QuantizedModel:
     """Quantize a deep copy of ``model`` with RTN or GPTQ; the input model is not modified.
@@ -272,7 +288,10 @@ def quantize_model(
         row_blocks: a weight with cols < ``group_size`` gets one grid per block of
             ``rows_per_group(cols, group_size)`` rows × all cols (see
             :mod:`~lm_eval_genbound.complexity.weight_quantizers`); False: one grid per row.
-        progress: show a tqdm bar over decoder blocks.
+        progress: show a tqdm bar (stderr, with ETA): RTN over the weight matrices, GPTQ over
+            the decoder blocks and the layers outside them.
+        slow_warning_s: GPTQ on the CPU logs a warning with its estimated wall time (measured on
+            the first decoder block) when that exceeds this many seconds (default 120).
 
     Returns:
         :class:`QuantizedModel` (dequantized model + codes/exponents/zeros for the code length).
@@ -292,14 +311,10 @@ def quantize_model(
         targets = collect_targets(qm, keep)
         raw, vectors = _code_non_targets(qm, {t.param_name for t in targets}, keep, vector_bits, steps)
         if method == "rtn":
-            results = {}
-            for t in targets:
-                res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
-                t.set_weight(res.weight)
-                results[t.param_name] = res
+            results = _rtn_targets(targets, bits, group_size, steps, row_blocks, progress)
         else:
             runner = GPTQRunner(qm, calib, bits, group_size, damp, block_size, batch_size, progress, steps,
-                                row_blocks)
+                                row_blocks, slow_warning_s=slow_warning_s)
             runner.run(targets, strategy=_strategy)
             results, proxy = runner.results, runner.proxy
     quantized = _described(targets, results, bits, steps)
@@ -319,6 +334,7 @@ def quantized_copy(
     keep_fp16: Sequence[str] = (),
     n_configs: int = 1,
     verify: bool = True,
+    progress: bool = False,
     **kwargs: Any,
 ) -> tuple[nn.Module, CodeLength]:
     """Quantize a copy of ``model`` by a spec string and return (dequantized model, L(h)).
@@ -326,8 +342,10 @@ def quantized_copy(
     ``spec`` is parsed by :func:`parse_quant_options` (``"gptq4"``, ``"rtn3-g32"``, ``"gptq4-v16"``,
     …); ``n_configs`` is the number of configurations searched (charged log2(n_configs) bits).
     Extra keyword arguments go to :func:`quantize_model`. The model is what ``quantize=<spec>``
-    evaluates; the ``CodeLength`` (bits) is what enters the bound's complexity.
+    evaluates; the ``CodeLength`` (bits) is what enters the bound's complexity. ``progress``: tqdm
+    bars (stderr, with ETA) over the quantized layers and the symbols coded.
     """
     opts = parse_quant_options(spec)
-    qm = quantize_model(model, **opts, calibration=calibration, keep_fp16=keep_fp16, seed=seed, **kwargs)
-    return qm.model, qm.code_length(n_configs=n_configs, verify=verify)
+    qm = quantize_model(model, **opts, calibration=calibration, keep_fp16=keep_fp16, seed=seed, progress=progress,
+                        **kwargs)
+    return qm.model, qm.code_length(n_configs=n_configs, verify=verify, progress=progress)

@@ -186,7 +186,9 @@ class GenBoundHFLM(HFLM):
 
         method, _, _ = parse_quant_spec(spec)
         calibration = self._default_calibration(seed) if method == "gptq" else None
-        model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed)
+        # bars with ETA over the layers and the symbols coded (rank 0; stderr)
+        model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed,
+                                     progress=self.rank == 0)
         model.to(self.device)
         self._fp_model = self._model if self.quantization_gap else None
         self._model = model
