@@ -13,7 +13,8 @@ from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.cli.bound import main_bound
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.task import TaskSettings, build_documents
+from lm_eval_genbound.harness.documents import build_documents
+from lm_eval_genbound.harness.task import TaskSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_harness import ALPHAS, PY, _cli, _evaluate, env  # noqa: E402,F401  (env: the tiny-model fixture)

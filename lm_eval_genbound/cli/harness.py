@@ -53,7 +53,7 @@ def genbound_help() -> str:
     """The genbound section of ``--help``: tasks, hf-genbound model args and ``genbound_*`` metadata
     keys with their defaults (from ``GenBoundHFLM.__init__`` and ``TaskSettings``), command forms."""
     from lm_eval_genbound.harness.model import MODEL_ARGS, genbound_model_args
-    from lm_eval_genbound.harness.task import TaskSettings
+    from lm_eval_genbound.harness.settings import TaskSettings
 
     lines = ["lm-eval-genbound: the lm-eval harness with the hf-genbound model and the genbound tasks",
              "", "genbound tasks (--tasks):", *_task_lines(), "",

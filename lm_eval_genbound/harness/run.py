@@ -36,7 +36,8 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.task import OUTPUT_ENV, checked_settings
+from lm_eval_genbound.harness.settings import checked_settings
+from lm_eval_genbound.harness.task import OUTPUT_ENV
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 from lm_eval_genbound import __version__
-from lm_eval_genbound.atomic import atomic_write_text, atomic_write_with
+from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.errors import GenboundError

@@ -8,15 +8,19 @@
     $ lm-eval-genbound run --model hf-genbound --model_args pretrained=DIR \\
         --tasks genbound_local --metadata '{"genbound_data": "corpus.jsonl"}' --output_path out/
 
-Settings come from the task YAML's ``metadata`` merged with ``--metadata`` (keys below, all
-prefixed ``genbound_``; an unknown ``genbound_*`` key is an error). The task sends each document
-as a ``(text, GenboundRequest.to_json())`` rolling request
-(:class:`~lm_eval_genbound.harness.request.GenboundRequest`), so only ``hf-genbound`` can answer it. Per-token
-statistics are folded, on rank 0 and in document order, into a
-:class:`~lm_eval_genbound.bound.stats.GenboundStats`; the results JSON gets scalar ``genbound_*``
-metrics and a sidecar directory holds the manifest, the statistics and a per-α summary
-(``genbound_output_dir``, else ``<output_path>/genbound/<task>/`` and, for a ``quantize=`` model,
-its subfolder ``<spec>/``, so runs of one model with and without quantization keep both).
+Settings come from the task YAML's ``metadata`` merged with ``--metadata``
+(:mod:`lm_eval_genbound.harness.settings`; an unknown ``genbound_*`` key is an error) and the
+documents from :mod:`lm_eval_genbound.harness.documents`. The task sends each document as a
+``(text, GenboundRequest.to_json())`` rolling request
+(:class:`~lm_eval_genbound.harness.request.GenboundRequest`), so only ``hf-genbound`` can answer
+it. The model folds every batch into its rank's statistics
+(:class:`~lm_eval_genbound.harness.stream.RankStream`) and answers each document with a small
+:class:`~lm_eval_genbound.harness.records.StreamedDoc`; the aggregation merges the ranks'
+:class:`~lm_eval_genbound.bound.stats.GenboundStats` by addition. The results JSON gets scalar
+``genbound_*`` metrics and a sidecar directory holds the manifest, the statistics and a per-α
+summary (``genbound_output_dir``, else ``<output_path>/genbound/<task>/`` and, for a
+``quantize=`` model, its subfolder ``<spec>/``, so runs of one model with and without
+quantization keep both).
 
 A quantized model is charged its certified code length unless ``genbound_complexity`` says
 otherwise (default ``auto``), and its documents carry the full-precision model's ln p on the same
@@ -26,39 +30,37 @@ tokens: ``genbound_loss`` is then R̂(h) of the full-precision model and
 
 The source fixes the sampling design (:class:`~lm_eval_genbound.bound.design.SamplingDesign`)
 recorded with the statistics and in the manifest: ``genbound_tokens`` with ``genbound_subsample``
-is a uniform sample of the predicted positions of [token_start, token_end) (its default D is
-that population), a ``genbound_tokens`` range short of the whole stream is ``contiguous``, and
-every other source is ``all``. D > n from a non-random subset is refused before any scoring when
-the token counts are known up front (token streams), else when the bound is computed.
+is a uniform sample (of positions or of aligned windows) of the positions a full evaluation of
+[token_start, token_end) predicts (its default D is that population), a ``genbound_tokens`` range
+short of the whole stream is ``contiguous``, and every other source is ``all``. D > n from a
+non-random subset is refused before any scoring when the token counts are known up front (token
+streams), else when the bound is computed.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Optional
 
-import numpy as np
 from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, build_documents, text_doc
+from lm_eval_genbound.harness.settings import TaskSettings, checked_settings, parse_complexity
 from lm_eval_genbound.harness.records import DocRecord, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import prune_token_parts, sidecar_path, write_sidecar
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
-from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.complexity.codelength import code_length_complexity
 
 logger = logging.getLogger(__name__)
 
 #: set by the ``lm-eval-genbound`` CLI from ``--output_path``: default sidecar root
 OUTPUT_ENV = "GENBOUND_OUTPUT_PATH"
-
-#: key of the empty document a rank without documents scores (see GenBoundTask.doc_iterator)
-PLACEHOLDER_KEY = "genbound:no-documents-on-this-rank"
 
 #: metric name -> key of the final result dict (lower is better for every metric; the vacuity
 #: verdict's term is a string, so it is in the manifest's ``final`` only)
@@ -84,265 +86,6 @@ METRICS: dict[str, str] = {
     "genbound_bound_azuma": "bound_azuma_nats",
     "genbound_bound_hoeffding_doc": "bound_hoeffding_doc_nats",
 }
-
-
-def _setting(default: Any, help: str) -> Any:
-    """A TaskSettings field with its ``--help`` line (a list default is copied per instance)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TaskSettings:
-    """Settings of a genbound task (metadata keys are these names prefixed with ``genbound_``;
-    each field's ``help`` is shown by ``lm-eval-genbound --help``)."""
-
-    source: str = _setting("sotu", "where documents come from: sotu, local, tokens, suite or hf")
-    alphas: list = _setting(list(DEFAULT_ALPHAS), "the α grid of the smoothed model (each in (0, 1))")
-    delta: float = _setting(0.05, "failure probability δ of the bound")
-    grid_size: int = _setting(1000, "|K|, the λ grid of the Freedman bound")
-    train_tokens: Optional[float] = _setting(None, "D, tokens the model trained on; None: the tokens evaluated "
-                                                   "(a uniform subsample: its population)")
-    complexity: str = _setting("auto", "auto (model for a quantize= model, else param16), param<b> (b bits "
-                                       "per parameter), bits:<L>, or model (the certified code length of a "
-                                       "quantize= model)")
-    n_configurations: int = _setting(1, "settings searched over (log2 of it is added to L)")
-    output_dir: Optional[str] = _setting(None, "sidecar directory; None: <--output_path>/genbound/<task>")
-    data: Optional[str] = _setting(None, "local corpus: .txt, a folder of .txt, .jsonl or .parquet")
-    split: str = _setting("train", "sotu split: train, heldout or all")
-    cutoff_year: int = _setting(2014, "sotu: last year of the train split")
-    suite: Optional[str] = _setting(None, "suite.json of a suite trained by `genbound suite train`")
-    suite_model: Optional[str] = _setting(None, "model of that suite whose training tokens are bounded")
-    tokens: Optional[str] = _setting(None, "token stream: .npy, raw .bin or Megatron .bin+.idx")
-    boundaries: Optional[str] = _setting(None, "token stream: .npy of document start offsets")
-    token_start: int = _setting(0, "token stream: first token")
-    token_end: Optional[int] = _setting(None, "token stream: end token; None: the end")
-    subsample: Optional[int] = _setting(None, "token stream: score about this many training tokens, a uniform "
-                                              "random sample of units")
-    subsample_unit: str = _setting("token", "token stream: unit of the subsample: token (positions, each "
-                                            "scored in its aligned window; the smaller penalty per forward "
-                                            "token in BENCHMARKS.md) or window (whole aligned windows)")
-    unit_tokens: int = _setting(2048, "token stream: positions per aligned window (set it to the model's "
-                                      "window: each sampled token then sees a full evaluation's context)")
-    seed: int = _setting(0, "token stream: seed of the subsample")
-    hf_path: Optional[str] = _setting(None, "hub dataset path (source hf)")
-    hf_name: Optional[str] = _setting(None, "hub dataset configuration")
-    hf_split: str = _setting("test", "hub dataset split")
-    hf_field: str = _setting("text", "hub dataset text column")
-    limit_docs: Optional[int] = _setting(None, "score only the first n documents")
-    per_token: bool = _setting(False, "also write per-token statistics (parquet) to the sidecar")
-
-    @classmethod
-    def from_metadata(cls, metadata: Optional[dict]) -> "TaskSettings":
-        metadata = dict(metadata or {})
-        known = {f.name for f in fields(cls)}
-        kwargs = {}
-        for key, value in metadata.items():
-            if not key.startswith("genbound_"):
-                continue                       # model args and harness keys are merged in too
-            name = key[len("genbound_"):]
-            if name not in known:
-                raise GenboundError(
-                    f"unknown metadata key {key!r}; known keys: "
-                    + ", ".join(sorted("genbound_" + k for k in known)))
-            kwargs[name] = value
-        s = cls(**kwargs)
-        s.validate()
-        return s
-
-    def validate(self) -> None:
-        if isinstance(self.alphas, str):
-            self.alphas = [float(a) for a in self.alphas.replace(";", ",").split(",") if a.strip()]
-        self.alphas = [float(a) for a in self.alphas]
-        if not self.alphas:
-            raise GenboundError("genbound_alphas is empty; give at least one α in (0, 1)")
-        for a in self.alphas:
-            if not 0.0 < a < 1.0:
-                raise GenboundError(f"α={a} in genbound_alphas must lie strictly between 0 and 1")
-        self.delta = float(self.delta)
-        if not 0.0 < self.delta < 1.0:
-            raise GenboundError(f"genbound_delta={self.delta} must lie strictly between 0 and 1")
-        if self.source not in ("sotu", "local", "tokens", "suite", "hf"):
-            raise GenboundError(f"genbound_source={self.source!r} must be sotu, local, tokens, suite or hf")
-        if self.train_tokens is not None:
-            self.train_tokens = float(self.train_tokens)
-            if self.train_tokens <= 0:
-                raise GenboundError("genbound_train_tokens must be positive")
-        parse_complexity(self.complexity)
-        if self.subsample_unit not in ("window", "token"):
-            raise GenboundError(f"genbound_subsample_unit={self.subsample_unit!r} must be window or token")
-        self.unit_tokens = int(self.unit_tokens)
-        if self.unit_tokens < 1:
-            raise GenboundError("genbound_unit_tokens must be ≥ 1")
-        if self.subsample is not None:
-            self.subsample = int(self.subsample)
-            if self.subsample < 1:
-                raise GenboundError("genbound_subsample must be a positive number of tokens")
-
-    def check_paths(self) -> None:
-        """The source's files exist, are readable and non-empty (cheap: no corpus is read)."""
-        need = {"local": ["data"], "tokens": ["tokens"], "suite": ["suite", "suite_model"], "hf": ["hf_path"]}
-        for name in need.get(self.source, []):
-            if not getattr(self, name):
-                raise GenboundError(f"genbound_source={self.source} needs --metadata genbound_{name}=...")
-        paths = {"local": ["data"], "tokens": ["tokens", "boundaries"], "suite": ["suite"]}
-        for name in paths.get(self.source, []):
-            if getattr(self, name):
-                check_readable(str(getattr(self, name)), f"genbound_{name}")
-
-
-def check_readable(path: str, what: str) -> None:
-    """``path`` exists and is readable; a file is non-empty (GenboundError naming ``what`` otherwise)."""
-    if not os.path.exists(path):
-        raise GenboundError(f"{what}: {path} does not exist")
-    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
-        raise GenboundError(f"{what}: {path} is not readable")
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise GenboundError(f"{what}: {path} is empty")
-
-
-def checked_settings(metadata: Optional[dict]) -> TaskSettings:
-    """The one validator of a task's settings: :meth:`TaskSettings.from_metadata` and the source's
-    path checks. The task runs it when it is built; ``lm-eval-genbound`` runs it before loading the model."""
-    settings = TaskSettings.from_metadata(metadata)
-    settings.check_paths()
-    return settings
-
-
-def parse_complexity(spec: str) -> tuple[str, float]:
-    """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan);
-    ``auto`` -> ("auto", nan)."""
-    spec = str(spec)
-    if spec.startswith("param"):
-        try:
-            return "param", float(spec[5:])
-        except ValueError:
-            pass
-    elif spec.startswith("bits:"):
-        try:
-            v = float(spec[5:])
-            if v >= 0:
-                return "bits", v
-        except ValueError:
-            pass
-    elif spec in ("model", "auto"):
-        return spec, float("nan")
-    raise GenboundError(f"genbound_complexity={spec!r} must be auto, param<b>, bits:<L> or model")
-
-
-# ------------------------------------------------------------------------------------------
-# documents
-# ------------------------------------------------------------------------------------------
-def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
-    """Documents of the configured source (dicts with text, token_ids (or None), n_bytes, key) and
-    how their tokens were chosen."""
-    s.check_paths()
-    design = SamplingDesign.all()
-    if s.source in ("sotu", "local"):
-        from lm_eval_genbound.data.corpus import load_corpus
-        corpus = "sotu" if s.source == "sotu" else str(s.data)
-        docs = [_text_doc(d.doc_id, d.text) for d in load_corpus(corpus, s.split, int(s.cutoff_year))]
-    elif s.source == "suite":
-        docs = _suite_documents(s)
-    elif s.source == "tokens":
-        docs, design = _token_documents(s)
-    else:
-        docs = _hf_documents(s)
-    if s.limit_docs is not None and int(s.limit_docs) < len(docs):
-        if design.kind.startswith("uniform"):
-            raise GenboundError("genbound_limit_docs would keep the first sampled positions, not a uniform "
-                                "sample; lower genbound_subsample instead")
-        docs = docs[: int(s.limit_docs)]
-        design = replace(design, note=f"first {len(docs)} documents (genbound_limit_docs)")
-    if not docs:
-        raise GenboundError(f"the {s.source} corpus has no documents")
-    if s.source == "tokens":        # token counts known before scoring: refuse a D the design cannot certify now
-        design.resolve_train_tokens(sum(d["n_scored"] for d in docs), s.train_tokens)
-    return docs, design
-
-
-def _text_doc(key: str, text: str) -> dict:
-    return _doc(str(key), text=text, n_bytes=len(text.encode("utf-8")), no_prefix=False)
-
-
-def _doc(key: str, *, text: str = "", token_ids=None, token_range=None, token_file=None, score_positions=None,
-         n_bytes: int = 0, no_prefix: bool = True, n_scored: int = -1) -> dict:
-    """A task document (one row of the task's dataset; every row has every key)."""
-    return {"key": key, "text": text, "token_ids": token_ids, "token_range": token_range, "token_file": token_file,
-            "score_positions": score_positions, "n_bytes": int(n_bytes), "no_prefix": no_prefix,
-            "n_scored": int(n_scored)}
-
-
-def _suite_documents(s: TaskSettings) -> list[dict]:
-    from lm_eval_genbound.suite import training_token_chunks
-    out = []
-    for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
-        ids = [int(t) for t in ids]
-        # byte tokens: the first token of a piece is context only, the rest are the predicted bytes
-        out.append(_doc(f"chunk{i}", token_ids=ids, n_bytes=len(ids) - 1, n_scored=len(ids) - 1))
-    return out
-
-
-def _token_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
-    """Documents of a token range: every document piece whole (the model reads its ids from the
-    stream), or, with ``genbound_subsample``, a uniform sample of its aligned windows
-    (:mod:`lm_eval_genbound.data.units`) or of its positions grouped by the window that predicts them."""
-    from lm_eval_genbound.data.tokenstream import open_token_stream
-    from lm_eval_genbound.data.units import window_units
-
-    stream = open_token_stream(s.tokens, s.boundaries)
-    start, total = int(s.token_start), len(stream.tokens)
-    end = total if s.token_end is None else int(s.token_end)
-    ranges = stream.document_ranges(start, end)
-    path = str(s.tokens)
-    if s.subsample:
-        units = window_units(ranges, s.unit_tokens)
-        if s.subsample >= units.n_tokens:
-            raise GenboundError(f"genbound_subsample={s.subsample} is not below the {units.n_tokens} predicted "
-                                "tokens of the range; score them all (leave genbound_subsample unset)")
-        rng = np.random.default_rng(int(s.seed))
-        if s.subsample_unit == "window":
-            m = max(1, round(s.subsample * units.n_units / units.n_tokens))
-            chosen = np.sort(rng.choice(units.n_units, size=m, replace=False))
-            design = SamplingDesign.uniform_units(population_units=units.n_units, population_tokens=units.n_tokens,
-                                                  unit_tokens=s.unit_tokens, seed=int(s.seed), start=start, end=end)
-            return [_unit_doc(units, int(u), path) for u in chosen], design
-        # token units: uniform positions, each scored in the window a full evaluation would use;
-        # positions that share a window share its forward pass
-        flat = np.sort(rng.choice(units.n_tokens, size=s.subsample, replace=False))
-        sizes = units.sizes
-        unit_of = np.searchsorted(np.cumsum(sizes), flat, side="right")
-        positions = units.score_start[unit_of] + flat - (np.cumsum(sizes) - sizes)[unit_of]
-        design = SamplingDesign.uniform(units.n_tokens, seed=int(s.seed), start=start, end=end)
-        cuts = np.flatnonzero(np.diff(unit_of)) + 1
-        return [_unit_doc(units, int(u[0]), path, p) for u, p in zip(np.split(unit_of, cuts),
-                                                                      np.split(positions, cuts))], design
-    docs = [_doc(f"tok{lo}", token_range=[int(lo), int(hi)], token_file=path, n_scored=int(hi - lo - 1))
-            for lo, hi in ranges if hi - lo > 1]
-    if start == 0 and end == total:
-        return docs, SamplingDesign.all()
-    return docs, SamplingDesign.contiguous(start, end, population_tokens=stream.predicted_count(0, total))
-
-
-def _unit_doc(units, u: int, path: str, positions: Optional[np.ndarray] = None) -> dict:
-    """The document that scores unit ``u`` (or only its global ``positions``) with its full context."""
-    lo, first, end = int(units.input_start[u]), int(units.score_start[u]), int(units.score_end[u])
-    if positions is None:
-        rel = None if first == lo + 1 else list(range(first - lo, end - lo))
-        n = end - first
-    else:
-        end = int(positions[-1]) + 1                    # nothing after the last sampled position is needed
-        rel, n = [int(p) - lo for p in positions], int(positions.size)
-    return _doc(f"win{first}" if positions is None else f"pos{first}", token_range=[lo, end], token_file=path,
-                score_positions=rel, n_scored=n)
-
-
-def _hf_documents(s: TaskSettings) -> list[dict]:
-    import datasets
-    ds = datasets.load_dataset(s.hf_path, s.hf_name, split=s.hf_split)
-    return [_text_doc(f"{s.hf_split}{i}", row[s.hf_field]) for i, row in enumerate(ds)
-            if row[s.hf_field].strip()]
 
 
 # ------------------------------------------------------------------------------------------
@@ -386,7 +129,7 @@ class GenBoundTask(ConfigurableTask):
             self._placeholder_logged = True
             log("%s: rank %d has no documents (%d ranks); it contributes nothing",
                         self.config.task, rank, world_size)
-            docs = [(-1 - rank, dict(_text_doc(PLACEHOLDER_KEY, ""), no_prefix=True))]
+            docs = [(-1 - rank, dict(text_doc(PLACEHOLDER_KEY, ""), no_prefix=True))]
         return iter(docs)
 
     def doc_to_target(self, doc, doc_to_target=None):
