@@ -197,7 +197,7 @@ def _fold(data: PerTokenData, idx: np.ndarray, lengths: np.ndarray, design: Samp
     """Statistics of the tokens ``idx`` (grouped in units of ``lengths``) under ``design``."""
     s = GenboundStats(data.vocab_size, data.alphas, design=design)
     kwargs = {"doc_lengths": lengths.tolist()}
-    if _accepts(s.update, "unit_lengths"):
+    if design.kind == "uniform_units":                 # token designs: every token is its own unit
         kwargs["unit_lengths"] = lengths.tolist()
     s.update(data.logp[idx], data.entropies[idx], **kwargs)
     return s

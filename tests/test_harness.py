@@ -322,6 +322,41 @@ def test_kill_and_resume_gives_identical_numbers(env, tmp_path):
             assert b[k] == pytest.approx(v, rel=1e-9), k
 
 
+def test_sigkill_mid_run_and_restart_gives_identical_numbers(env, tmp_path):
+    """A real SIGKILL while scoring (after the first checkpoint reached the disk), then the same
+    command again: it resumes from the checkpoint and ends with the clean run's numbers."""
+    import signal
+    import subprocess
+    import time
+
+    common = ["--model", "hf-genbound", "--model_args",
+              f"pretrained={env['model']},dtype=float32,window=32,checkpoint_seconds=0",
+              "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "1",
+              "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
+    clean = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "clean")])
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    out = tmp_path / "killed"
+    cache = out / "genbound" / "genbound_local" / "cache"
+    envs = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.Popen([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)],
+                            env=envs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(cache.glob("state-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)                                     # somewhere in the middle of later batches
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "genbound" / "genbound_local" / "manifest.json").exists()
+    resumed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming: " in resumed.stderr
+    a, b = _results_json(tmp_path / "clean"), _results_json(out)
+    for k, v in a.items():
+        if isinstance(v, float):
+            assert b[k] == pytest.approx(v, rel=1e-9), k
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "token_range", "model", "alpha", "key"])
 def test_bad_input_gives_one_line_error(env, tmp_path, case):
     meta = {"genbound_data": str(env["corpus"])}
