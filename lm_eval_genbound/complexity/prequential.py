@@ -221,15 +221,16 @@ def _area_weights(tau: np.ndarray) -> np.ndarray:
     return w
 
 
-def _tail_weights(tau: np.ndarray, tail: np.ndarray, method: str) -> np.ndarray | None:
-    """c with c·L = L_final (None for the median, which is not linear)."""
+def _tail_weights(tau: np.ndarray, tail: np.ndarray, method: str, at: float | None = None) -> np.ndarray | None:
+    """c with c·L = L_final (None for the median, which is not linear); the line is evaluated at
+    ``at`` (default the last point, D)."""
     c = np.zeros_like(tau)
     idx = np.flatnonzero(tail)
     if method == "mean":
         c[idx] = 1.0 / idx.size
         return c
     if method == "linear":
-        x = tau[idx] - tau[-1]  # evaluate at D = tau[-1] -> intercept
+        x = tau[idx] - (tau[-1] if at is None else at)  # evaluate at D -> intercept
         A = np.stack([np.ones_like(x), x / max(np.abs(x).max(), 1.0)], axis=1)
         c[idx] = np.linalg.pinv(A)[0]
         return c
