@@ -331,14 +331,19 @@ class _Estimator:
         return (L @ self.w - self.D * lf) / LN2, lf
 
 
+def _tail_mask(tau: np.ndarray, D: float, tail_fraction: float) -> np.ndarray:
+    """The points with τ ≥ (1 − tail_fraction)·D, or the last 3 points if fewer."""
+    tail = tau >= (1.0 - tail_fraction) * D
+    if tail.sum() < 3:
+        tail = np.zeros(tau.size, dtype=bool)
+        tail[-min(3, tau.size):] = True
+    return tail
+
+
 def _estimator(tau: np.ndarray, D: float, final_loss_nats: float | None, final_loss_method: str,
                tail_fraction: float) -> _Estimator:
     """The estimator over the points ``tau`` (ending at D); the tail has at least 3 points."""
-    n = tau.size
-    tail = tau >= (1.0 - tail_fraction) * D
-    if tail.sum() < 3:
-        tail = np.zeros(n, dtype=bool)
-        tail[-min(3, n):] = True
+    tail = _tail_mask(tau, D, tail_fraction)
     if final_loss_nats is not None:
         return _Estimator(_area_weights(tau), D, "given", tail, None, final_loss_nats)
     c = _tail_weights(tau, tail, final_loss_method)

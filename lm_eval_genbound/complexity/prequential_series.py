@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lm_eval_genbound.complexity.prequential import FINAL_ESTIMATORS, LN2, _area_weights, _tail_weights
+from lm_eval_genbound.complexity.prequential import FINAL_ESTIMATORS, LN2, _area_weights, _tail_mask, _tail_weights
 from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
@@ -199,10 +199,7 @@ def checkpoint_series_code_length(segments: Sequence[SegmentLoss], *, up_to_toke
         raise GenboundError(f"up_to_tokens = {D:.6g} must be a number of tokens ≥ the last checkpoint's position "
                             f"({tau[-1]:.6g})")
     n = tau.size
-    tail = tau >= (1.0 - tail_fraction) * D
-    if tail.sum() < 3:
-        tail = np.zeros(n, dtype=bool)
-        tail[-min(3, n):] = True
+    tail = _tail_mask(tau, D, tail_fraction)
     if final_loss_nats is not None:
         c, lf_const = np.zeros(n), float(final_loss_nats)     # L_final = c·L + lf_const
     else:

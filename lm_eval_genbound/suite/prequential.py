@@ -194,7 +194,7 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
                         disable=not progress, dynamic_ncols=True):
         model = _load_quietly(GPTNeoXForCausalLM, ck.path).to(device).eval()
         segments.append(_segment_loss(model, ck, end, pieces, cum, tokens, samples_per_segment, seed, batch_size, device))
-        logger.info("step %d: %d tokens of [%d, %d): %.4f nats/token", ck.step, segments[-1].n_sampled,
+        logger.debug("step %d: %d tokens of [%d, %d): %.4f nats/token", ck.step, segments[-1].n_sampled,
                     ck.tokens_before, end, segments[-1].mean_loss_nats)
     return checkpoint_series_code_length(segments, up_to_tokens=D, final_loss_method=final_loss_method,
                                          tail_fraction=tail_fraction, z=z)
@@ -205,7 +205,7 @@ def compare_with_logged(result: CheckpointSeriesResult, loss_curve: str | os.Pat
 
     Returns a dict: ``logged_bits``, ``logged_stderr_bits``, ``difference_bits`` (series − logged),
     ``within_interval`` (|difference| ≤ the series' interval half-width) and ``z_combined``
-    (difference / √(series sampling se² + logged se²)).
+    (difference / √(series sampling se² + logged se²); None when both are 0).
     """
     path = Path(loss_curve)
     if path.is_dir():
@@ -216,4 +216,4 @@ def compare_with_logged(result: CheckpointSeriesResult, loss_curve: str | os.Pat
     return {"logged_bits": logged.bits, "logged_stderr_bits": logged.stderr_bits,
             "logged_final_loss_nats": logged.final_loss_nats, "difference_bits": diff,
             "within_interval": bool(abs(diff) <= result.interval_bits),
-            "z_combined": diff / se if se > 0 else float("nan")}
+            "z_combined": diff / se if se > 0 else None}
