@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pythia": ("lm_eval_genbound.cli.pythia", "main_pythia", "Pythia compute-optimal checkpoints and commands"),
     "complexity": ("lm_eval_genbound.cli.complexity", "main_complexity", "certified code length of a model"),
     "hessian": ("lm_eval_genbound.cli.complexity", "main_hessian", "Hessian spectrum / compressibility"),
+    "prequential": ("lm_eval_genbound.cli.prequential", "main_prequential",
+                    "prequential complexity from a checkpoint series"),
     "fit": ("lm_eval_genbound.cli.fit", "main_fit", "fit scaling laws to runs.csv / results JSON"),
     "leaderboard": ("lm_eval_genbound.cli.fit", "main_leaderboard", "Markdown/CSV/HTML leaderboard"),
 }

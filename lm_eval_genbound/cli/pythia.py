@@ -2,6 +2,7 @@
 
     $ genbound pythia 160m 1.4b
     $ genbound pythia --json
+    $ genbound pythia 160m --prequential          # checkpoint-series commands for K̂
 
     >>> from lm_eval_genbound.cli.pythia import main_pythia
     >>> main_pythia(["70m", "--json"])  # doctest: +SKIP
@@ -31,6 +32,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="/data/pile_preshuffled/document.bin",
                    help="path of the pre-shuffled Pile .bin (with its .idx beside it)")
     p.add_argument("--subsample", type=int, default=100_000, help="uniformly sampled tokens to score")
+    p.add_argument("--prequential", action="store_true",
+                   help="print the commands of the prequential complexity from the checkpoint series instead: one "
+                        "harness run per checkpoint on the tokens up to the next, then `genbound prequential`")
+    p.add_argument("--prequential-subsample", type=int, default=20_000,
+                   help="tokens sampled from each checkpoint's segment (default 20000)")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -50,6 +56,16 @@ def _table(plans: Sequence[PythiaPlan]) -> str:
 
 def _run(a: argparse.Namespace) -> int:
     plans = [plan(s, a.tokens_per_param) for s in a.sizes]
+    if a.prequential:
+        cmds = {x.size: x.prequential_commands(a.data, a.prequential_subsample) for x in plans}
+        if a.json:
+            print(json.dumps(cmds, indent=2))
+            return 0
+        for x in plans:
+            print(f"# pythia-{x.size}: {len(cmds[x.size]) - 1} checkpoints up to step {x.step}, each scored on the "
+                  f"tokens of the steps up to the next checkpoint, then integrated:")
+            print("\n".join(cmds[x.size]))
+        return 0
     if a.json:
         print(json.dumps([asdict(x) | {"command": x.command(a.data, a.subsample)} for x in plans], indent=2))
         return 0

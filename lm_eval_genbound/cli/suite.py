@@ -51,6 +51,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="seconds between partial checkpoints (default 60)")
     t.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: robust when other processes share the cores; 0 = torch's default)")
+    t.add_argument("--save-checkpoints", type=int, default=None, metavar="N",
+                   help="also save a checkpoint series per model (steps 0, 1, 2, 4, …, N-1 regular steps, the last "
+                        "step) under DIR/<model>/checkpoints/, for `genbound prequential`; training is unchanged")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     i = sub.add_parser("info", help="summarise a trained suite")
     i.add_argument("dir", help="suite directory")
@@ -73,6 +76,7 @@ def _run_suite_command(args: argparse.Namespace) -> int:
             cutoff_year=args.cutoff_year, seed=args.seed, device=args.device, dtype=args.dtype,
             context=args.context, batch_size=args.batch_size, progress=not args.no_progress,
             checkpoint_every_s=args.checkpoint_every, num_threads=args.threads or None,
+            save_checkpoints=args.save_checkpoints,
         )
         print(_summary(info))
         print(f"suite written to {Path(args.out) / SUITE_JSON} ({time.perf_counter() - t0:.1f} s)")

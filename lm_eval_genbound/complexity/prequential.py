@@ -221,15 +221,16 @@ def _area_weights(tau: np.ndarray) -> np.ndarray:
     return w
 
 
-def _tail_weights(tau: np.ndarray, tail: np.ndarray, method: str) -> np.ndarray | None:
-    """c with c·L = L_final (None for the median, which is not linear)."""
+def _tail_weights(tau: np.ndarray, tail: np.ndarray, method: str, at: float | None = None) -> np.ndarray | None:
+    """c with c·L = L_final (None for the median, which is not linear); the line is evaluated at
+    ``at`` (default the last point, D)."""
     c = np.zeros_like(tau)
     idx = np.flatnonzero(tail)
     if method == "mean":
         c[idx] = 1.0 / idx.size
         return c
     if method == "linear":
-        x = tau[idx] - tau[-1]  # evaluate at D = tau[-1] -> intercept
+        x = tau[idx] - (tau[-1] if at is None else at)  # evaluate at D -> intercept
         A = np.stack([np.ones_like(x), x / max(np.abs(x).max(), 1.0)], axis=1)
         c[idx] = np.linalg.pinv(A)[0]
         return c
@@ -330,14 +331,19 @@ class _Estimator:
         return (L @ self.w - self.D * lf) / LN2, lf
 
 
+def _tail_mask(tau: np.ndarray, D: float, tail_fraction: float) -> np.ndarray:
+    """The points with τ ≥ (1 − tail_fraction)·D, or the last 3 points if fewer."""
+    tail = tau >= (1.0 - tail_fraction) * D
+    if tail.sum() < 3:
+        tail = np.zeros(tau.size, dtype=bool)
+        tail[-min(3, tau.size):] = True
+    return tail
+
+
 def _estimator(tau: np.ndarray, D: float, final_loss_nats: float | None, final_loss_method: str,
                tail_fraction: float) -> _Estimator:
     """The estimator over the points ``tau`` (ending at D); the tail has at least 3 points."""
-    n = tau.size
-    tail = tau >= (1.0 - tail_fraction) * D
-    if tail.sum() < 3:
-        tail = np.zeros(n, dtype=bool)
-        tail[-min(3, n):] = True
+    tail = _tail_mask(tau, D, tail_fraction)
     if final_loss_nats is not None:
         return _Estimator(_area_weights(tau), D, "given", tail, None, final_loss_nats)
     c = _tail_weights(tau, tail, final_loss_method)

@@ -16,6 +16,14 @@ compute-optimal checkpoint has D ≈ 20·N tokens; we report it for both N conve
 parameters, the Chinchilla convention used by default here, and non-embedding parameters) and
 bound on the tokens of steps [0, step): sequences [0, 1024·step) of the pre-shuffled Pile.
 
+Prequential complexity from the checkpoint series (``genbound pythia --prequential``): checkpoint
+s_t has not trained on the tokens of steps [s_t, s_{t+1}); :meth:`PythiaPlan.prequential_commands`
+scores each saved checkpoint up to the compute-optimal one on a uniform sample of its segment
+(``genbound_token_start/end`` = the segment's sequences, ``genbound_subsample``; segments smaller
+than the sample are scored whole) into ``<out>/step<s_t>/``, and ``genbound prequential
+--from-results <out>/step* --step-tokens 2097152 --up-to-tokens D`` integrates them
+(:mod:`lm_eval_genbound.complexity.prequential_series`).
+
 Non-embedding counts up to 2.8B are from the model cards; the totals and the 6.9B/12B
 non-embedding counts are from memory of the model cards (marked unverified).
 """
@@ -74,6 +82,36 @@ class PythiaPlan:
     train_tokens: int
     sequence_end: int
     token_end: int
+
+    def prequential_commands(self, data: str = "/data/pile_preshuffled/document.bin", subsample: int = 20_000,
+                             out: str | None = None) -> list[str]:
+        """The harness command of every checkpoint s_t < ``step`` on its segment, then the integration command.
+
+        Parameters
+        ----------
+        data : str
+            Path of the pre-shuffled Pile ``.bin`` (``.idx`` beside it).
+        subsample : int
+            Tokens sampled uniformly from each segment (a segment with fewer predicted tokens is scored whole).
+        out : str, optional
+            Folder of the runs (default ``out/pythia-<size>-prequential``); run t writes ``<out>/step<s_t>/``.
+        """
+        out = out or f"out/pythia-{self.size}-prequential"
+        steps = [s for s in available_steps() if s <= self.step]
+        cmds = []
+        for s, nxt in zip(steps[:-1], steps[1:]):
+            meta = {"genbound_tokens": data, "genbound_token_start": s * SEQS_PER_STEP * SEQ_LEN,
+                    "genbound_token_end": nxt * SEQS_PER_STEP * SEQ_LEN, "genbound_unit_tokens": SEQ_LEN - 1,
+                    "genbound_seed": s, "genbound_complexity": "param16", "genbound_output_dir": f"{out}/step{s}"}
+            if subsample < (nxt - s) * TOKENS_PER_STEP:
+                meta["genbound_subsample"] = subsample
+            cmds.append("lm-eval-genbound run --model hf-genbound --model_args "
+                        f"pretrained=EleutherAI/pythia-{self.size},revision=step{s},dtype=bfloat16,window=2048 "
+                        f"--tasks genbound_tokens --batch_size auto --output_path {out}/step{s} "
+                        f"--metadata '{json.dumps(meta)}'")
+        cmds.append(f"genbound prequential --from-results {out}/step* --step-tokens {TOKENS_PER_STEP} "
+                    f"--up-to-tokens {self.train_tokens}")
+        return cmds
 
     def command(self, data: str = "/data/pile_preshuffled/document.bin", subsample: int = 100_000) -> str:
         """The ``lm-eval-genbound run`` command bounding this checkpoint on ``subsample`` tokens of ``data``."""

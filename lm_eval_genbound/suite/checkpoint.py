@@ -19,6 +19,12 @@ file is overwritten by the next checkpoint and removed when the model is done).
 A finished model is ``DIR/<name>/`` (Hugging Face checkpoint, byte tokenizer, ``loss_curve.csv``),
 written into a temporary directory and renamed into place; the ``done`` marker (training settings
 and the ModelRecord, JSON) is written last.
+
+Opt-in checkpoint series (``train_suite(save_checkpoints=N)``, for the prequential complexity from
+checkpoints): the model as it was *before* optimizer step k (k in :func:`checkpoint_steps`) is saved
+as ``DIR/.partial/<name>/checkpoints/ckpt-step<k>/`` (Hugging Face folder, byte tokenizer and
+``genbound_checkpoint.json`` = {step, tokens_before, step_tokens}) and moves with the finished model
+to ``DIR/<name>/checkpoints/``. Saving reads the weights only, so training is unchanged.
 """
 from __future__ import annotations
 
@@ -35,12 +41,82 @@ from lm_eval_genbound.suite.storage import DONE_MARKER, LOSS_CURVE, ModelRecord,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARTIAL_DIR", "STATE_KEYS", "partial_state_path", "save_partial_state", "load_partial_state",
-           "finished_record", "write_final_checkpoint"]
+__all__ = ["PARTIAL_DIR", "STATE_KEYS", "CHECKPOINTS_DIR", "CHECKPOINT_META", "partial_state_path",
+           "save_partial_state", "load_partial_state", "finished_record", "write_final_checkpoint",
+           "checkpoint_steps", "save_series_checkpoint"]
 
 PARTIAL_DIR = ".partial"
 #: the keys of a partial state (all values tensors, state dicts or plain Python values)
 STATE_KEYS = frozenset({"settings", "step", "model", "optimizer", "rng_cpu", "rows", "elapsed_s", "cpu_s"})
+#: folder of a model's checkpoint series, and the metadata file in each ``ckpt-step<k>/``
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_META = "genbound_checkpoint.json"
+
+
+def checkpoint_steps(n_steps: int, n_regular: int) -> tuple[int, ...]:
+    """Steps whose pre-update model a checkpoint series saves (Pythia's pattern, scaled to ``n_steps``).
+
+    Parameters
+    ----------
+    n_steps : int
+        Optimizer steps of the model.
+    n_regular : int
+        Regular checkpoints: steps round(i·n_steps/n_regular), i = 1 … n_regular − 1 (≥ 1).
+
+    Returns
+    -------
+    tuple of int
+        Sorted unique steps: 0, the powers of two below the first regular step, the regular steps,
+        and n_steps − 1 (the model before the last update: its segment is the last batch).
+
+    Examples
+    --------
+    >>> checkpoint_steps(100, 10)
+    (0, 1, 2, 4, 8, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
+    """
+    if isinstance(n_regular, bool) or not isinstance(n_regular, int) or n_regular < 1:
+        raise GenboundError(f"save_checkpoints must be a positive integer (regular checkpoints); got {n_regular!r}")
+    regular = {round(i * n_steps / n_regular) for i in range(1, n_regular)}
+    first = min(regular, default=n_steps)
+    geometric = {2 ** i for i in range(max(1, n_steps).bit_length()) if 2 ** i < first}
+    return tuple(sorted(k for k in {0, n_steps - 1} | regular | geometric if 0 <= k < n_steps))
+
+
+def save_series_checkpoint(out: Path, name: str, model, *, step: int, tokens_before: int, step_tokens: int,
+                           context: int) -> Path:
+    """Save ``model`` (the state before optimizer step ``step``) as ``ckpt-step<step>/`` of the series.
+
+    Parameters
+    ----------
+    out : Path
+        The suite directory (the folder goes under ``out/.partial/<name>/checkpoints/`` until the model is done).
+    name : str
+        The model name.
+    model : GPTNeoXForCausalLM
+        The live model; only read (its mode and device are left as they are).
+    step, tokens_before, step_tokens : int
+        The step, the target tokens trained before it, and the target tokens of that step.
+    context : int
+        Training context (the tokenizer's ``model_max_length``).
+
+    Returns
+    -------
+    Path
+        The checkpoint folder.
+    """
+    final = partial_state_path(out, name).parent / CHECKPOINTS_DIR / f"ckpt-step{step}"
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _save_pretrained_quietly(model, tmp, progress=False)
+    save_byte_tokenizer(tmp, model_max_length=context)
+    write_json(tmp / CHECKPOINT_META, {"step": int(step), "tokens_before": int(tokens_before),
+                                       "step_tokens": int(step_tokens)})
+    if final.exists():  # the same step saved before an interruption: identical weights
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
 
 
 def partial_state_path(out: Path, name: str) -> Path:
@@ -154,11 +230,13 @@ def write_final_checkpoint(out: Path, model, *, record: ModelRecord, settings: d
     _save_pretrained_quietly(model.to("cpu"), tmp_dir, progress)
     save_byte_tokenizer(tmp_dir, model_max_length=record.context)
     (tmp_dir / LOSS_CURVE).write_bytes(loss_curve_csv(rows))
+    partial_dir = partial_state_path(out, name).parent
+    if (partial_dir / CHECKPOINTS_DIR).is_dir():
+        os.replace(partial_dir / CHECKPOINTS_DIR, tmp_dir / CHECKPOINTS_DIR)
     if final_dir.exists():  # a leftover without `done` (killed between rename and marker, or foreign)
         shutil.rmtree(final_dir)
     os.replace(tmp_dir, final_dir)
     write_json(final_dir / DONE_MARKER, {"settings": settings, "record": record.to_dict()})
-    partial_dir = partial_state_path(out, name).parent
     shutil.rmtree(partial_dir, ignore_errors=True)
     try:
         partial_dir.parent.rmdir()  # only if no other model has a partial checkpoint

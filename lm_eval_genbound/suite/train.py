@@ -27,10 +27,13 @@ from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, encode_bytes
 from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite.checkpoint import (
+    CHECKPOINTS_DIR,
+    checkpoint_steps,
     finished_record,
     load_partial_state,
     partial_state_path,
     save_partial_state,
+    save_series_checkpoint,
     write_final_checkpoint,
 )
 from lm_eval_genbound.suite.order import TrainingPlan, build_batch, plan_training
@@ -98,6 +101,7 @@ class _Job:
     progress: bool
     checkpoint_every_s: float
     on_step: OnStep | None
+    save_steps: frozenset = frozenset()  # steps whose pre-update model is saved (checkpoint series)
 
     @property
     def name(self) -> str:
@@ -213,6 +217,13 @@ def _update(model, opt, loss) -> None:
     opt.step()
 
 
+def _save_series(job: _Job, model, step: int, tokens_before: int) -> None:
+    """Save the model as it is before ``step`` into the checkpoint series (weights are only read)."""
+    step_tokens = sum(e - s - 1 for _, s, e in job.plan.step_chunks(step))
+    save_series_checkpoint(job.out, job.name, model, step=step, tokens_before=tokens_before,
+                           step_tokens=step_tokens, context=job.context)
+
+
 def _run_steps(job: _Job, model, opt, prog: _Progress) -> tuple[float, float]:
     """Train the remaining steps, checkpointing on schedule and on Ctrl-C; returns (wall s, CPU s) in all."""
     from tqdm.auto import tqdm
@@ -225,6 +236,8 @@ def _run_steps(job: _Job, model, opt, prog: _Progress) -> tuple[float, float]:
                leave=True, dynamic_ncols=True)
     try:
         for step in range(prog.start_step, n_steps):
+            if step in job.save_steps:
+                _save_series(job, model, step, prog.tokens_seen)
             loss, n_tok, lr = _batch_loss(job, model, opt, prog.hash_step(job, step), step)
             consistent = False
             _update(model, opt, loss)
@@ -277,7 +290,7 @@ def _record(job: _Job, n_params: int, n_emb: int, prog: _Progress, train_s: floa
 
 def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc_ids: list[str], fingerprint: str,
                context: int, seed: int, tokens_per_param: float, device: str, dtype: str, progress: bool,
-               checkpoint_every_s: float, on_step: OnStep | None) -> ModelRecord:
+               checkpoint_every_s: float, on_step: OnStep | None, save_checkpoints: int | None = None) -> ModelRecord:
     """Train (or skip, or resume) one suite member and write its checkpoint; returns its record."""
     import torch
     from transformers import GPTNeoXForCausalLM
@@ -293,6 +306,9 @@ def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc
                              tokens_per_param=tokens_per_param, dtype=dtype, device=device)
     done = finished_record(out / name, settings)
     if done is not None:
+        if save_checkpoints and not (out / name / CHECKPOINTS_DIR).is_dir():
+            logger.warning("%s: already trained without a checkpoint series; delete %s (or use another --out) "
+                           "to train it again with checkpoints", name, out / name)
         return done
     plan = plan_training(doc_ids, tokens, n_train, seed, context, spec.batch_size)
     if plan.epochs > 1:
@@ -300,7 +316,8 @@ def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc
                        "a bound over repeated tokens needs care", name, n_train, plan.targets_per_epoch, plan.epochs)
     job = _Job(spec=spec, out=out, tokens=tokens, plan=plan, settings=settings, n_train=n_train, context=context,
                seed=seed, tokens_per_param=tokens_per_param, device=device, dtype=dtype, progress=progress,
-               checkpoint_every_s=checkpoint_every_s, on_step=on_step)
+               checkpoint_every_s=checkpoint_every_s, on_step=on_step,
+               save_steps=frozenset(checkpoint_steps(plan.n_steps, save_checkpoints) if save_checkpoints else ()))
     model.to(device)
     model.train()
     opt = torch.optim.AdamW(_param_groups(model), lr=spec.peak_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -382,6 +399,7 @@ def train_suite(
     checkpoint_every_s: float = 60.0,
     num_threads: int | None = 1,
     on_step: OnStep | None = None,
+    save_checkpoints: int | None = None,
 ) -> SuiteInfo:
     """Train (or resume) a suite of byte-level GPT-NeoX models; returns its SuiteInfo (also in DIR/suite.json).
 
@@ -418,6 +436,11 @@ def train_suite(
     on_step : callable or None
         Called as on_step(model_name, step, loss, model) after each optimizer step (the live model;
         raise to stop - KeyboardInterrupt saves a partial checkpoint).
+    save_checkpoints : int or None
+        Opt-in checkpoint series: save the model before each step of
+        ``checkpoint_steps(n_steps, save_checkpoints)`` (0, powers of two, ``save_checkpoints`` − 1
+        regular steps, the last step) into ``DIR/<name>/checkpoints/ckpt-step<k>/``. Training (weights,
+        loss curve) is unchanged. None or 0: no series.
 
     Returns
     -------
@@ -428,6 +451,8 @@ def train_suite(
     import transformers
 
     _check_numbers(tokens_per_param, seed, context, num_threads, checkpoint_every_s)
+    if save_checkpoints:
+        checkpoint_steps(2, save_checkpoints)  # validates the count before any training
     specs = resolve_specs(sizes, preset, batch_size)
     device, dtype = _resolve_device_dtype(device, dtype)
     docs, tokens, header = _corpus_and_header(corpus, cutoff_year, context, seed)
@@ -446,7 +471,7 @@ def train_suite(
             rec = _train_one(spec, out=out, tokens=tokens, doc_ids=[d.doc_id for d in docs], fingerprint=fingerprint,
                              context=context, seed=seed, tokens_per_param=float(tokens_per_param), device=device,
                              dtype=dtype, progress=progress, checkpoint_every_s=float(checkpoint_every_s),
-                             on_step=on_step)
+                             on_step=on_step, save_checkpoints=save_checkpoints)
             records[rec.name] = rec
             info = SuiteInfo(out_dir=str(out), models=tuple(sorted(records.values(), key=lambda r: (r.n_params, r.name))),
                              torch_version=torch.__version__, transformers_version=transformers.__version__,
