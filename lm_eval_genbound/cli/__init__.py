@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "prequential complexity from a checkpoint series"),
     "fit": ("lm_eval_genbound.cli.fit", "main_fit", "fit scaling laws to runs.csv / results JSON"),
     "leaderboard": ("lm_eval_genbound.cli.fit", "main_leaderboard", "Markdown/CSV/HTML leaderboard"),
+    "trends": ("lm_eval_genbound.cli.fit", "main_trends", "trend of each term with N, beside the paper's"),
 }
 
 

@@ -2,8 +2,9 @@
 
     $ genbound fit demo_out/runs.csv --out fits/ --extrapolate 1e9,1e10 --loss huber --bootstrap 200
     $ genbound leaderboard demo_out/runs.csv out/results_*.json --out board/
+    $ genbound trends demo_out/runs.csv --out trends/ --bootstrap 200
 
-Both return an exit code: 0 on success, 2 on a user error (one ``error:`` line on stderr).
+Each returns an exit code: 0 on success, 2 on a user error (one ``error:`` line on stderr).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fitting.chinchilla import METHODS as CHINCHILLA_METHODS
 from fitting.leaderboard import write_leaderboard
 from fitting.objectives import DEFAULT_DELTA, LOSSES
 from fitting.report import DEFAULT_EXTRAPOLATE_N, DEFAULT_N_BOOT, run_fit
+from fitting.trends import write_trends
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
 
@@ -115,3 +117,34 @@ def _leaderboard_command(a: argparse.Namespace) -> int:
     return 0
 
 
+def build_trends_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genbound trends",
+        usage="genbound trends RUNS.csv|results.json... --out DIR [--bootstrap 200] [--seed 0]",
+        description="For each term (Σ, quantization gap, K̂, bound, gap, empirical loss) fit y ∝ N^k with a "
+                    "bootstrap interval on k, name the trend (rises / falls / flat within CI) and set it beside "
+                    "the paper's claim; write trends.csv, trends.md and trends.json.")
+    p.add_argument("inputs", nargs="+", help="runs.csv, user CSV or lm-eval results JSON files")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
+                   help="bootstrap resamples over models (default 200; 0 = no interval, trends 'undetermined')")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
+    p.add_argument("--n-column", choices=("n_params", "n_params_nonembedding"), default="n_params",
+                   help="definition of N (default: total parameters)")
+    return p
+
+
+def main_trends(argv: Optional[Sequence[str]] = None) -> int:
+    """``genbound trends RUNS.csv... --out DIR``: returns the exit code (0 ok, 2 user error)."""
+    return run_parsed(build_trends_parser(), _trends_command, argv)
+
+
+def _trends_command(a: argparse.Namespace) -> int:
+    if a.bootstrap < 0:
+        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
+    paths = write_trends(a.inputs, a.out, n_boot=a.bootstrap, seed=a.seed, level=a.level, n_column=a.n_column)
+    print(open(paths["md"], encoding="utf-8").read(), end="")
+    for k in ("csv", "md", "json"):
+        print(f"wrote {paths[k]}")
+    return 0
