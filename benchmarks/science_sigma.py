@@ -3,7 +3,12 @@
     $ OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/science_sigma.py final demo_out/ --out docs/science/sigma_fixed_alpha.csv
     $ PYTHONPATH=$PWD python benchmarks/science_sigma.py prequential demo_out/ --out docs/science/prequential_split.csv
     $ OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/science_sigma.py checkpoints /tmp/c15demo/suite \
-          neox-8x2 neox-64x2 --pieces 48 --out docs/science/sigma_checkpoints.csv
+          neox-8x2 neox-64x2 --pieces 192 --n-checkpoints 14 --quant rtn4,gptq4 --out docs/science/sigma_checkpoints.csv
+    $ OMP_NUM_THREADS=1 genbound suite train --out /tmp/e15_depth --sizes 32x1 32x2 32x4 32x8 --threads 1 --save-checkpoints 8
+    $ OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/science_sigma.py checkpoints /tmp/e15_depth \
+          neox-32x1 neox-32x2 neox-32x4 neox-32x8 --pieces 192 --n-checkpoints 4 --quant rtn4,gptq4 --out docs/science/sigma_depth.csv
+    $ PYTHONPATH=$PWD python benchmarks/science_sigma.py figure --checkpoints docs/science/sigma_checkpoints.csv \
+          --final docs/science/sigma_fixed_alpha.csv --depth docs/science/sigma_depth.csv --out docs/science/sigma.png
 
 ``final``: Σ of every demo model recomputed from its saved statistics (``eval/<model>/<kind>/stats.npz``)
 at every α of the grid and at a FIXED C (the per-token complexity; default 0.134, the GPTQ-4 rows', and
@@ -176,6 +181,42 @@ def cmd_prequential(a: argparse.Namespace) -> None:
     _write(rows, a.out)
 
 
+def cmd_figure(a: argparse.Namespace) -> None:
+    """docs/science/sigma.png: Σ against the loss reached, along checkpoint series and across the demo's models."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = lambda rows: [r for r in rows if float(r["alpha"]) == 0.1 and abs(float(r["C"]) - 0.134) < 1e-9]  # noqa: E731
+    ck = sel(list(csv.DictReader(open(a.checkpoints, encoding="utf-8"))))
+    fin = [r for r in sel(list(csv.DictReader(open(a.final, encoding="utf-8")))) if r["method"] == "param16"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r["model"] for r in ck):
+        rr = [r for r in ck if r["model"] == name and r["step"] != "final"]
+        ax1.errorbar([float(r["raw_loss"]) for r in rr], [float(r["sigma"]) for r in rr],
+                     yerr=[2 * float(r["sigma_se"]) for r in rr], marker="o", ms=3, label=f"{name} checkpoints")
+    ax1.plot([float(r["raw_loss"]) for r in fin], [float(r["sigma"]) for r in fin], "k*", ms=9,
+             label="demo models (final)")
+    if a.depth:
+        dep = [r for r in sel(list(csv.DictReader(open(a.depth, encoding="utf-8")))) if r["step"] == "final"]
+        ax1.plot([float(r["raw_loss"]) for r in dep], [float(r["sigma"]) for r in dep], "rs", ms=6,
+                 label="width 32, depth 1/2/4/8 (final)")
+    ax1.invert_xaxis()
+    ax1.set(xlabel="training loss reached (nats/byte) → training progress", ylabel="Σ at α = 0.1, C = 0.134",
+            title="Σ rises as a model leaves the uniform predictor")
+    ax1.legend(fontsize=8)
+    rows = list(csv.DictReader(open(a.final, encoding="utf-8")))
+    for alpha in (0.03, 0.1, 0.2, 0.35):
+        rr = [r for r in rows if r["method"] == "param16" and r["C_kind"] == "fixed0.134" and float(r["alpha"]) == alpha]
+        ax2.plot([int(r["n_params"]) for r in rr], [float(r["sigma"]) for r in rr], "o-", label=f"α = {alpha:g}")
+    ax2.set(xscale="log", xlabel="parameters N", ylabel="Σ at fixed C = 0.134",
+            title="demo suite: Σ rises with N at every fixed α")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=90)
+    print(f"wrote {a.out}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -193,8 +234,14 @@ def main(argv=None) -> None:
     q = sub.add_parser("prequential")
     q.add_argument("demo_out")
     q.add_argument("--out", required=True)
+    g = sub.add_parser("figure")
+    g.add_argument("--checkpoints", required=True)
+    g.add_argument("--final", required=True)
+    g.add_argument("--depth", default=None, help="the `checkpoints` CSV of a depth ladder (optional)")
+    g.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    {"final": cmd_final, "checkpoints": cmd_checkpoints, "prequential": cmd_prequential}[a.cmd](a)
+    {"final": cmd_final, "checkpoints": cmd_checkpoints, "prequential": cmd_prequential,
+     "figure": cmd_figure}[a.cmd](a)
 
 
 if __name__ == "__main__":
