@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Trends of the bound and its terms with N, side by side with the paper (Finzi et al., ICLR 2025).
 
+    >>> from fitting.io import load_inputs
     >>> from fitting.trends import trend_table, write_trends
     >>> rows = trend_table(load_inputs(["demo_out/runs.csv"]), n_boot=200)          # doctest: +SKIP
     >>> write_trends(["demo_out/runs.csv"], "trends/")                              # doctest: +SKIP
