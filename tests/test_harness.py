@@ -299,27 +299,36 @@ def test_two_cpu_ranks_equal_one_rank(env, tmp_path):
     assert m2["n_docs"] == 6
 
 
-def test_kill_and_resume_gives_identical_numbers(env, tmp_path):
-    common = ["--model", "hf-genbound", "--model_args",
-              f"pretrained={env['model']},dtype=float32,checkpoint_seconds=0",
-              "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "2",
-              "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
-    clean = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "clean")])
-    assert clean.returncode == 0, clean.stderr[-2000:]
-    out = tmp_path / "killed"
-    killed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)],
-                  {"GENBOUND_FAULT_AFTER_CHECKPOINTS": "2"})
-    assert killed.returncode == 17
-    cache = out / "genbound" / "genbound_local" / "cache"
-    assert len(list(cache.glob("state-*.npz"))) == 1
+def _resume_command(env, model_args: str, batch_size: int) -> list[str]:
+    """`lm-eval-genbound run` on the local corpus with a checkpoint after every batch."""
+    return [PY, "-m", "lm_eval_genbound", "run", "--model", "hf-genbound", "--model_args",
+            f"pretrained={env['model']},dtype=float32,checkpoint_seconds=0{model_args}",
+            "--tasks", "genbound_local", "--device", "cpu", "--batch_size", str(batch_size),
+            "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
+
+
+def _assert_restart_matches_clean_run(cmd: list[str], tmp_path: Path, out: Path) -> None:
+    """The interrupted run left no manifest; the same command again resumes and ends with the
+    numbers of a clean run (tmp_path/clean) to 1e-9."""
     assert not (out / "genbound" / "genbound_local" / "manifest.json").exists()
-    resumed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)])
+    resumed = _cli([*cmd, "--output_path", str(out)])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming: " in resumed.stderr
+    clean = _cli([*cmd, "--output_path", str(tmp_path / "clean")])
+    assert clean.returncode == 0, clean.stderr[-2000:]
     a, b = _results_json(tmp_path / "clean"), _results_json(out)
     for k, v in a.items():
         if isinstance(v, float):
             assert b[k] == pytest.approx(v, rel=1e-9), k
+
+
+def test_kill_and_resume_gives_identical_numbers(env, tmp_path):
+    cmd = _resume_command(env, "", batch_size=2)
+    out = tmp_path / "killed"
+    killed = _cli([*cmd, "--output_path", str(out)], {"GENBOUND_FAULT_AFTER_CHECKPOINTS": "2"})
+    assert killed.returncode == 17
+    assert len(list((out / "genbound" / "genbound_local" / "cache").glob("state-*.npz"))) == 1
+    _assert_restart_matches_clean_run(cmd, tmp_path, out)
 
 
 def test_sigkill_mid_run_and_restart_gives_identical_numbers(env, tmp_path):
@@ -329,17 +338,12 @@ def test_sigkill_mid_run_and_restart_gives_identical_numbers(env, tmp_path):
     import subprocess
     import time
 
-    common = ["--model", "hf-genbound", "--model_args",
-              f"pretrained={env['model']},dtype=float32,window=32,checkpoint_seconds=0",
-              "--tasks", "genbound_local", "--device", "cpu", "--batch_size", "1",
-              "--metadata", json.dumps({"genbound_data": str(env["corpus"]), "genbound_alphas": ALPHAS})]
-    clean = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(tmp_path / "clean")])
-    assert clean.returncode == 0, clean.stderr[-2000:]
+    cmd = _resume_command(env, ",window=32", batch_size=1)
     out = tmp_path / "killed"
     cache = out / "genbound" / "genbound_local" / "cache"
     envs = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.Popen([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)],
-                            env=envs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*cmd, "--output_path", str(out)], env=envs,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not list(cache.glob("state-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -347,14 +351,7 @@ def test_sigkill_mid_run_and_restart_gives_identical_numbers(env, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (out / "genbound" / "genbound_local" / "manifest.json").exists()
-    resumed = _cli([PY, "-m", "lm_eval_genbound", "run", *common, "--output_path", str(out)])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming: " in resumed.stderr
-    a, b = _results_json(tmp_path / "clean"), _results_json(out)
-    for k, v in a.items():
-        if isinstance(v, float):
-            assert b[k] == pytest.approx(v, rel=1e-9), k
+    _assert_restart_matches_clean_run(cmd, tmp_path, out)
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "token_range", "model", "alpha", "key"])

@@ -286,7 +286,7 @@ class GenBoundHFLM(HFLM):
                 side = sidecar_path(first.sidecar_dir, self.quantize, first.sidecar_per_quantizer)
                 stream.open_token_parts(side / "tokens.parquet")
         ckpt = Checkpointer(stream, path, docs_key, self.checkpoint_seconds)
-        order = sorted(range(len(jobs)), key=lambda j: -jobs[j].width)    # longest first: little padding
+        order = _longest_first(jobs)
         todo = order[stream.jobs_done:]
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         bar = tqdm(total=int(sum(jobs[j].n_scored for j in order)), initial=int(sum(jobs[j].n_scored for j in
@@ -362,7 +362,7 @@ class GenBoundHFLM(HFLM):
         (one DocScores per list; for inspection and tests; task runs stream instead)."""
         docs = [(np.asarray(t, dtype=np.int64), None) for t in token_lists]
         jobs, _ = self._plan(docs)
-        order = sorted(range(len(jobs)), key=lambda j: -jobs[j].width)
+        order = _longest_first(jobs)
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pieces: list[list[ScoredBatch]] = [[] for _ in docs]
         for b in self._scored_batches([d for d, _ in docs], [jobs[j] for j in order], alphas, bs):
@@ -456,6 +456,12 @@ class _Job:
         if self.selected is not None:
             return self.selected
         return np.arange(self.window.score_start, self.window.input_end + 1)
+
+
+def _longest_first(jobs: list[_Job]) -> list[int]:
+    """Job indices, widest input first (little padding per batch); stable, so the order — and a
+    checkpoint's position in it — does not depend on the batch size."""
+    return sorted(range(len(jobs)), key=lambda j: -jobs[j].width)
 
 
 def _to_host(doc, pos, ctx, targets, logp, ent, fp, n_jobs, forward) -> ScoredBatch:

@@ -162,16 +162,13 @@ class RankStream:
         self._token_dir = Path(directory)
         self._token_dir.mkdir(parents=True, exist_ok=True)
         for old in self._token_dir.glob(f"part-*-r{self.rank:03d}-*"):
-            keep = old.name.startswith(self._part_prefix()) and old.suffix == ".parquet" and \
+            keep = old.name.startswith(self.part_prefix()) and old.suffix == ".parquet" and \
                 int(old.stem.rsplit("-", 1)[1]) < self.parts
             if not keep:
                 old.unlink(missing_ok=True)
 
     def part_prefix(self) -> str:
         """Name prefix of this run's and rank's per-token parts."""
-        return self._part_prefix()
-
-    def _part_prefix(self) -> str:
         return f"part-{self.run_key[:12]}-r{self.rank:03d}-"
 
     def _write_rows(self, batch: ScoredBatch) -> None:
@@ -184,7 +181,7 @@ class RankStream:
             token_id=batch.token_id, n_ctx=batch.n_ctx, logp=batch.logp, logp_fp=batch.logp_fp,
             entropies=batch.entropies, alphas=self.info["alphas"])
         if self._writer is None:
-            self._part_tmp = self._token_dir / f".{self._part_prefix()}{self.parts:05d}.tmp"
+            self._part_tmp = self._token_dir / f".{self.part_prefix()}{self.parts:05d}.tmp"
             self._writer = pq.ParquetWriter(str(self._part_tmp), table.schema)
         self._writer.write_table(table)
 
@@ -202,7 +199,7 @@ class RankStream:
             return
         self._writer.close()
         self._writer = None
-        os.replace(self._part_tmp, self._token_dir / f"{self._part_prefix()}{self.parts:05d}.parquet")
+        os.replace(self._part_tmp, self._token_dir / f"{self.part_prefix()}{self.parts:05d}.parquet")
         self.parts += 1
 
     # ------------------------------------------------------------------ checkpoints
