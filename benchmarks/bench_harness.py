@@ -23,7 +23,7 @@ from lm_eval.api.instance import Instance
 
 from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.harness.request import GenboundRequest
-from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
 
 PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8),
                  "tiny": (64, 2, 2)}       # tiny: a CPU smoke test of the same path (benchmarks/device_check.sh --smoke)
