@@ -28,6 +28,9 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   passes and the memory of both models; ``quantization_gap=False`` scores the quantized model
   only, e.g. when its original was scored in a run of its own, as ``genbound demo`` does);
   ``stats_chunk`` sets positions per statistics chunk.
+* ``checkpoint_seconds`` (default 60): how often the rank's statistics and its position in the
+  window order are saved to ``<sidecar>/cache/`` (:mod:`lm_eval_genbound.harness.stream`); the same
+  command after a crash resumes there and ends with the same numbers.
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
