@@ -34,6 +34,10 @@ STOCK_READER_ERROR = ("a genbound task's request was read as a plain rolling req
                       "simple_evaluate(model='hf-genbound', ...)), and no --use_cache response cache")
 
 
+#: the fields that describe one document (the rest is shared by one task's requests)
+_DOCUMENT_FIELDS = ("token_ids", "token_range", "score_positions", "doc_id", "no_prefix")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -100,7 +104,7 @@ class GenboundRequest:
             value = getattr(self, name)
             if value is not None:
                 ids = _as_seq(value, name)
-                if not all(map(_is_int, ids)):
+                if not (all(type(t) is int for t in ids) or all(map(_is_int, ids))):   # fast path: JSON ints
                     raise GenboundError(f"genbound request: {name} must be a list of integers or null")
                 object.__setattr__(self, name, tuple(int(t) for t in ids))
         if self.token_range is not None and (len(self.token_range) != 2 or self.token_file is None
@@ -128,10 +132,8 @@ class GenboundRequest:
     def stream_key(self) -> str:
         """What the documents of one accumulator share (one task's requests): everything but the
         document itself."""
-        d = asdict(self)
-        for name in ("token_ids", "token_range", "score_positions", "doc_id", "no_prefix"):
-            d.pop(name)
-        return json.dumps(d, sort_keys=True)
+        shared = [f.name for f in fields(self) if f.name not in _DOCUMENT_FIELDS]
+        return json.dumps({name: getattr(self, name) for name in shared}, sort_keys=True)
 
     def to_json(self) -> str:
         """The JSON object sent as the request's second argument (keys in field order)."""
