@@ -153,9 +153,9 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
         logger.info("evaluating %s (N=%d, D=%d)", model.name, model.n_params, model.n_train_tokens)
         stats, manifest, side = evaluate_suite_model(suite_dir, model, out, alphas=alphas,
                                                      batch_size=batch_size, progress=progress)
-        if stats.n_tokens != model.n_train_tokens:
+        if stats.n_tokens != model.n_distinct_train_tokens:
             raise GenboundError(f"{model.name}: evaluated {stats.n_tokens} tokens but it trained on "
-                                f"{model.n_train_tokens}")
+                                f"{model.n_distinct_train_tokens} distinct ones")
         heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
                                       progress=progress)
         protocol = manifest["protocol"]

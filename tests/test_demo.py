@@ -259,3 +259,36 @@ def test_demo_cli_rejects_a_bad_max_models(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--preset", "cpu-large", "--max-models", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "max_models" in err[-1]
+
+
+def test_bound_sample_of_a_model_trained_past_one_pass_is_its_distinct_targets(tmp_path):
+    """Past one pass over the corpus a token is trained twice but drawn once: the harness scores each
+    distinct target once (m = the corpus's targets, not D), in the contexts of its first training pass."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from lm_eval_genbound.demo import evaluate_suite_model
+    from lm_eval_genbound.suite import train_suite, suite_documents, training_chunks, build_batch, distinct_spans
+    from lm_eval_genbound.data.byte_tokenizer import encode_bytes
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"document {i}: " + "abc " * (30 + 7 * i)}) + "\n"
+                              for i in range(3)), encoding="utf-8")
+    info = train_suite(tmp_path / "s", ["8x1"], corpus=str(corpus), preset="micro", tokens_per_param=0.1,
+                       context=64, seed=3, progress=False)
+    m = info.models[0]
+    docs = suite_documents(info)
+    targets = sum(len(encode_bytes(d.text)) - 1 for d in docs)
+    assert m.epochs > 1 and m.n_train_tokens > targets          # trained past one pass
+    assert m.n_distinct_train_tokens == targets
+    stats, _, _ = evaluate_suite_model(tmp_path / "s", m, tmp_path / "eval", alphas=[0.01], batch_size=4,
+                                       progress=False)
+    assert stats.n_tokens == targets
+    # the same sum of -ln p as the model on the first-pass pieces, computed here without the harness
+    tokens = {d.doc_id: encode_bytes(d.text) for d in docs}
+    inp, lab = build_batch(training_chunks(distinct_spans(m.training_spans), info.context), tokens, info.context)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "s" / m.path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(inp).logits
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1),
+                                            ignore_index=-100, reduction="sum").item()
+    assert stats.sum_x0 == pytest.approx(nll, rel=1e-5)

@@ -38,6 +38,7 @@ from lm_eval_genbound.suite import (
     suite_documents,
     train_suite,
     training_chunks,
+    distinct_spans,
     training_token_chunks,
     warmup_steps_for,
 )
@@ -177,6 +178,20 @@ def test_plan_spans_hits_exactly_d_targets_and_reshuffles_epochs():
     assert [d for d, _, _ in spans[:2]] == order0
     with pytest.raises(GenboundError, match="at least 2 tokens"):
         plan_spans(["x"], [1], 3, seed=0)
+
+
+def test_distinct_spans_count_every_target_trained_once():
+    ids, lengths = ["a", "b", "c"], [5, 1, 4]  # 7 targets per pass
+    for d, expect in [(5, 5), (7, 7), (9, 7), (16, 7)]:
+        spans, _ = plan_spans(ids, lengths, d, seed=0)
+        distinct = distinct_spans(spans)
+        assert sum(e - 1 for _, _, e in distinct) == expect
+        if d <= 7:
+            assert distinct == spans                      # within one pass nothing changes
+        trained = {(doc, t) for doc, s, e in spans for t in range(s + 1, e)}
+        assert {(doc, t) for doc, s, e in distinct for t in range(s + 1, e)} == trained
+    with pytest.raises(GenboundError, match="first token"):
+        distinct_spans([("a", 2, 5)])
 
 
 def test_pieces_overlap_by_one_and_cover_every_target_once():

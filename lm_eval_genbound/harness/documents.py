@@ -70,7 +70,8 @@ def _doc(key: str, *, text: str = "", token_ids=None, token_range=None, token_fi
 def _suite_documents(s: TaskSettings) -> list[dict]:
     from lm_eval_genbound.suite import training_token_chunks
     out = []
-    for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model)):
+    # the bound's sample: each distinct training target once (a second pass over the corpus repeats tokens)
+    for i, ids in enumerate(training_token_chunks(s.suite, s.suite_model, distinct=True)):
         ids = [int(t) for t in ids]
         # byte tokens: the first token of a piece is context only, the rest are the predicted bytes
         out.append(_doc(f"chunk{i}", token_ids=ids, n_bytes=len(ids) - 1, n_scored=len(ids) - 1))

@@ -35,7 +35,8 @@ Data and training order (what an evaluator needs to reproduce "the very tokens s
   ``numpy.random.default_rng([seed, e]).permutation``. Each visited document contributes the span
   ``[0, n)`` of its n tokens (n − 1 targets) until D targets are reached; the last span is cut
   so that exactly D targets are trained. If D exceeds one pass, more epochs follow with a fresh
-  permutation (recorded as ``epochs``; a bound on repeated tokens then needs care).
+  permutation (recorded as ``epochs``). The bound's sample is then the distinct targets
+  (``distinct_spans``, ``ModelRecord.n_distinct_train_tokens``): a repeated token is one draw, not two.
 - Chunking (attention never crosses a document boundary): a span [s, e) is cut into pieces
   [s, min(s+T+1, e)), [s+T, ...), ... with T = context: consecutive pieces overlap by one
   token, so every token after the first of a span is a target exactly once, with the tokens of
@@ -109,7 +110,8 @@ resumed_from_step.
 """
 from __future__ import annotations
 
-from lm_eval_genbound.suite.order import build_batch, chunk_tokens_sha256, plan_spans, span_pieces, training_chunks
+from lm_eval_genbound.suite.order import (build_batch, chunk_tokens_sha256, distinct_spans, plan_spans, span_pieces,
+                                          training_chunks)
 from lm_eval_genbound.suite.spec import (
     PRESET_NOTES,
     PRESETS,
@@ -143,6 +145,7 @@ __all__ = [
     "plan_spans",
     "span_pieces",
     "training_chunks",
+    "distinct_spans",
     "chunk_tokens_sha256",
     "build_batch",
     "lr_at",

@@ -7,12 +7,18 @@
     [(0, 5), (4, 9), (8, 10)]
     >>> training_chunks([("a", 0, 10)], context=4)
     [('a', 0, 5), ('a', 4, 9), ('a', 8, 10)]
+    >>> distinct_spans([("a", 0, 5), ("b", 0, 3), ("a", 0, 2)])   # a second pass repeats "a"'s start
+    [('a', 0, 5), ('b', 0, 3)]
 
 Rules (also written into ``suite.json``): epoch e visits the corpus documents permuted by
 ``numpy.random.default_rng([seed, e]).permutation``; each document contributes the span [0, n)
 of its n tokens (n − 1 targets) until exactly D targets are reached (the last span is cut). A
 span is cut into pieces of at most context + 1 tokens that overlap by one token, so every token
 after a span's first is a target exactly once. Step k trains on pieces [k·B, (k+1)·B).
+
+The bound's sample is the set of *distinct* targets trained on (:func:`distinct_spans`): past one
+pass (D above the corpus's targets) a token trained twice is still one draw of the data, and
+counting it twice would overstate the sample size m that the bound's √(C/m) terms divide by.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import numpy as np
 from lm_eval_genbound.data.byte_tokenizer import PAD_TOKEN_ID
 from lm_eval_genbound.errors import GenboundError
 
-__all__ = ["plan_spans", "span_pieces", "training_chunks", "chunk_tokens_sha256", "build_batch",
+__all__ = ["plan_spans", "span_pieces", "distinct_spans", "training_chunks", "chunk_tokens_sha256", "build_batch",
            "TrainingPlan", "plan_training"]
 
 Chunk = tuple[str, int, int]  # (doc_id, start, end): tokens[start:end] of one document
@@ -74,6 +80,31 @@ def span_pieces(start: int, end: int, context: int) -> Iterable[tuple[int, int]]
     while s < end - 1:
         yield s, min(s + context + 1, end)
         s += context
+
+
+def distinct_spans(spans: Iterable[Chunk]) -> list[Chunk]:
+    """The distinct targets of ``spans``, as one span per document in order of first appearance.
+
+    Every span starts at token 0 of its document (:func:`plan_spans`), so the union of a document's
+    spans is [0, longest end): the span kept has the longest end. Its pieces
+    (:func:`training_chunks`) are those the document was first trained in, with the same contexts.
+
+    Parameters
+    ----------
+    spans : iterable of (doc_id, start, end)
+        Training spans in training order (a ModelRecord's ``training_spans``).
+
+    Returns
+    -------
+    list of (doc_id, 0, end)
+        Within one pass over the corpus, ``spans`` itself.
+    """
+    ends: dict[str, int] = {}
+    for d, a, b in spans:
+        if int(a) != 0:
+            raise GenboundError(f"training span ({d}, {a}, {b}) does not start at its document's first token")
+        ends[str(d)] = max(ends.get(str(d), 0), int(b))
+    return [(d, 0, e) for d, e in ends.items()]
 
 
 def _chunk_arrays(spans: Iterable[Chunk], context: int, doc_index: dict[str, int]

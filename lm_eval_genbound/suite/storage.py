@@ -27,7 +27,7 @@ from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, PAD_TOKEN_ID, encode_bytes
 from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_corpus
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.suite.order import training_chunks
+from lm_eval_genbound.suite.order import distinct_spans, training_chunks
 from lm_eval_genbound.suite.spec import ADAM_BETAS, ADAM_EPS, FINAL_LR_FRACTION, GRAD_CLIP, ROTARY_PCT, WEIGHT_DECAY
 
 __all__ = ["SCHEMA_VERSION", "SUITE_JSON", "DONE_MARKER", "LOSS_CURVE", "LOSS_CURVE_COLUMNS", "ModelRecord",
@@ -80,6 +80,11 @@ class ModelRecord:
     dtype: str
     device: str
     resumed_from_step: int | None
+
+    @property
+    def n_distinct_train_tokens(self) -> int:
+        """Distinct targets trained on (tokens): the bound's sample size; D unless D exceeds one pass."""
+        return sum(e - 1 for _, _, e in distinct_spans(self.training_spans))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -233,7 +238,8 @@ def suite_documents(info: SuiteInfo) -> list[Document]:
     return docs
 
 
-def training_token_chunks(suite: "str | os.PathLike | SuiteInfo", model_name: str) -> list[np.ndarray]:
+def training_token_chunks(suite: "str | os.PathLike | SuiteInfo", model_name: str, *,
+                          distinct: bool = False) -> list[np.ndarray]:
     """The training pieces of one suite model as uint8 token arrays, in training order.
 
     Parameters
@@ -241,6 +247,9 @@ def training_token_chunks(suite: "str | os.PathLike | SuiteInfo", model_name: st
     suite : SuiteInfo, or path of the suite directory or its ``suite.json``
     model_name : str
         A model name from the suite (or a path ending in it).
+    distinct : bool
+        Only the pieces of the distinct targets (:func:`~lm_eval_genbound.suite.order.distinct_spans`):
+        the bound's sample. The same as all pieces unless D exceeds one pass over the corpus.
 
     Returns
     -------
@@ -254,4 +263,5 @@ def training_token_chunks(suite: "str | os.PathLike | SuiteInfo", model_name: st
         suite = load_suite(p.parent if p.name == SUITE_JSON or p.suffix == ".json" else p)
     rec = suite.model(Path(str(model_name)).name)
     tokens = {d.doc_id: encode_bytes(d.text) for d in suite_documents(suite)}
-    return [tokens[d][s:e] for d, s, e in training_chunks(rec, suite.context)]
+    spans = distinct_spans(rec.training_spans) if distinct else rec.training_spans
+    return [tokens[d][s:e] for d, s, e in training_chunks(spans, suite.context)]
