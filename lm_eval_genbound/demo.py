@@ -79,8 +79,9 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
 
 
 def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
-                         alphas: Sequence[float], batch_size: int, progress: bool):
-    """Harness run of one (possibly quantized) suite model on its own training tokens."""
+                         alphas: Sequence[float], batch_size: int, progress: bool, device: str = "cpu"):
+    """Harness run of one (possibly quantized) suite model on its own training tokens (each distinct
+    target once), on ``device`` (cpu | cuda[:i])."""
     tag = quantize or "fp"
     side = out_dir / "eval" / model.name / tag
     if (side / "manifest.json").is_file() and (side / "stats.npz").is_file():
@@ -95,12 +96,12 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
         args["quantization_gap"] = False     # the full-precision model has a run of its own (the gap is
                                              # taken from it, on the same tokens)
     out = evaluate_bound(str(suite_dir / model.path), task="genbound_suite", metadata=meta,
-                         model_args=args, batch_size=batch_size, progress=progress)
+                         model_args=args, batch_size=batch_size, device=device, progress=progress)
     return out.stats, out.manifest, side
 
 
 def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_size: int,
-                     progress: bool) -> tuple[float, float]:
+                     progress: bool, device: str = "cpu") -> tuple[float, float]:
     """(held-out loss nats/token, bits/byte) on the speeches after the cut-off year."""
     side = out_dir / "eval" / model.name / "heldout"
     if not (side / "manifest.json").is_file():
@@ -108,7 +109,7 @@ def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_siz
                 "genbound_output_dir": str(side)}
         args = {"window": model.context, "stride": model.context, "bos_policy": "none"}
         evaluate_bound(str(suite_dir / model.path), task="genbound_sotu_heldout", metadata=meta,
-                       model_args=args, batch_size=batch_size, progress=progress)
+                       model_args=args, batch_size=batch_size, device=device, progress=progress)
     from lm_eval_genbound.harness.sidecar import read_manifest
     final = read_manifest(side)["final"]
     return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
@@ -131,12 +132,13 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
              quantize: Sequence[str] = ("gptq4", "rtn4"), prequential: bool = True,
              delta: float = 0.05, batch_size: int = 32, fit: bool = True,
              progress: bool = True, max_models: Optional[int] = None, tokens_per_param: float = 20.0,
-             num_threads: Optional[int] = 1, n_boot: int = 200) -> pd.DataFrame:
+             num_threads: Optional[int] = 1, n_boot: int = 200, device: str = "cpu") -> pd.DataFrame:
     """Run the whole pipeline; returns the runs table (also ``out_dir/runs.csv``).
 
     ``max_models`` keeps the smallest models of the preset, ``tokens_per_param`` sets D/N (20:
     Chinchilla; smaller only for smoke runs), ``num_threads`` the torch threads of training (None:
-    torch's default) and ``n_boot`` the bootstrap resamples of the trends table (``DIR/trends/``).
+    torch's default), ``n_boot`` the bootstrap resamples of the trends table (``DIR/trends/``) and
+    ``device`` (cpu | cuda[:i]) where training and evaluation run (bfloat16 autocast in training on CUDA).
     """
     from lm_eval_genbound.suite import train_suite
 
@@ -145,19 +147,20 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
     out.mkdir(parents=True, exist_ok=True)
     suite_dir = out / "suite"
     info = train_suite(suite_dir, sizes=demo_sizes(preset, sizes, max_models), preset=preset,
-                       tokens_per_param=tokens_per_param, num_threads=num_threads, progress=progress)
+                       tokens_per_param=tokens_per_param, num_threads=num_threads, device=device,
+                       progress=progress)
     t_train = time.time() - t0
     alphas = list(DEMO_ALPHAS)
     rows = []
     for model in info.models:
         logger.info("evaluating %s (N=%d, D=%d)", model.name, model.n_params, model.n_train_tokens)
         stats, manifest, side = evaluate_suite_model(suite_dir, model, out, alphas=alphas,
-                                                     batch_size=batch_size, progress=progress)
+                                                     batch_size=batch_size, progress=progress, device=device)
         if stats.n_tokens != model.n_distinct_train_tokens:
             raise GenboundError(f"{model.name}: evaluated {stats.n_tokens} tokens but it trained on "
                                 f"{model.n_distinct_train_tokens} distinct ones")
         heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
-                                      progress=progress)
+                                      progress=progress, device=device)
         protocol = manifest["protocol"]
         common = dict(protocol=protocol, heldout=heldout, delta=delta)
         rep = bound_report(stats, Complexity(16.0 * model.n_params, method="param16"), delta=delta)
@@ -165,7 +168,7 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
         for spec in quantize:
             qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
                                                        alphas=alphas, batch_size=batch_size,
-                                                       progress=progress)
+                                                       progress=progress, device=device)
             rep = bound_report(qstats, code_length_complexity(qman["model"]["code_length"]), delta=delta,
                                unquantized_loss=stats.mean_raw_loss)
             rows.append(_row(model, rep, method=spec, stats_path=qside / "stats.npz", **common))

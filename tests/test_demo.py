@@ -261,6 +261,19 @@ def test_demo_cli_rejects_a_bad_max_models(tmp_path, capsys):
     assert err[-1].startswith("error:") and "max_models" in err[-1]
 
 
+@pytest.mark.parametrize("device, msg", [("gpu", "device must be cpu, cuda"), ("cuda", "CUDA is not available")])
+def test_demo_cli_rejects_a_device_it_cannot_use_before_training(tmp_path, capsys, device, msg):
+    import torch
+    from lm_eval_genbound.cli import main
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["demo", "--out", str(tmp_path / "d"), "--preset", "micro", "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and msg in err[-1]
+    assert not (tmp_path / "d" / "suite" / "suite.json").exists()
+
+
 def test_bound_sample_of_a_model_trained_past_one_pass_is_its_distinct_targets(tmp_path):
     """Past one pass over the corpus a token is trained twice but drawn once: the harness scores each
     distinct target once (m = the corpus's targets, not D), in the contexts of its first training pass."""

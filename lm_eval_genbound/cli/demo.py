@@ -4,6 +4,7 @@
     $ genbound demo --out demo_out --preset micro --no-quantize   # a quick look (seconds)
     $ genbound demo --out large_out --preset cpu-large            # opt-in, ~70 min on 2 cores
     $ genbound demo --out smoke --preset cpu-large --max-models 2 --tokens-per-param 0.5   # its smoke run
+    $ genbound demo --out gpu_out --preset gpu --device cuda --max-models 2 --threads 0    # on a GPU
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="D/N (default 20, Chinchilla; lower only for smoke runs)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (default 1; 0 = torch's default)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:i]: where the suite trains (bf16 autocast on CUDA) and is evaluated")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap resamples of the trends table (default 200)")
     p.add_argument("--sizes", default=None, help="comma-separated <d>x<L> sizes (default: the preset's)")
@@ -50,5 +53,5 @@ def _demo_command(a: argparse.Namespace) -> int:
     run_demo(a.out, preset=a.preset, sizes=a.sizes.split(",") if a.sizes else None, quantize=quant,
              prequential=not a.no_prequential, delta=a.delta, batch_size=a.batch_size, fit=not a.no_fit,
              max_models=a.max_models, tokens_per_param=a.tokens_per_param, num_threads=a.threads or None,
-             n_boot=a.bootstrap)
+             n_boot=a.bootstrap, device=a.device)
     return 0
