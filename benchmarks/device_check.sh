@@ -127,7 +127,7 @@ fi
 SCI=$(mktemp -d "${TMPDIR:-/tmp}/gb-science.XXXXXX")
 section science "$SCILIM" "$PY" -m lm_eval_genbound.cli demo --out "$SCI/gpu" "${SCI_ARGS[@]}"
 (cd "$SCI/gpu" 2>/dev/null && tar czf "$OUT/gpu_science.tar.gz" --exclude='*.safetensors' --exclude='*.bin' \
-   --exclude='*.pt' --exclude='*.parquet' --exclude='.partial' \
+   --exclude='*.pt' --exclude='*.parquet' --exclude='.partial' --exclude=cache \
    $(ls -d runs.csv fits trends suite/suite.json eval 2>/dev/null)) || echo "science: nothing to pack" >> "$SUMMARY"
 rm -rf "$SCI"
 if [[ -L lm_eval_genbound/tasks ]]; then rm lm_eval_genbound/tasks; fi

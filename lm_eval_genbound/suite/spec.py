@@ -64,7 +64,8 @@ PRESET_NOTES: dict[str, str] = {
     "cpu": "N = 5.9k .. 133k (22.7x), 6.07M tokens; 155 s on an idle 2-core box (1 thread)",
     "cpu-large": "N = 19.6k .. 666k (34x), depth 1 -> 4, 25.3M tokens; est. 69 min train + eval on the 2-core "
                  "box (1-thread training); largest model 1.13 passes over the sotu train split",
-    "gpu": "N = 1.3M .. 85M; D far exceeds the sotu train split (many epochs) - use a larger --corpus",
+    "gpu": "N = 1.3M .. 85M; D is 2.1 .. 145 passes over the sotu train split (the bound counts each distinct "
+           "target once) - `genbound suite train --corpus` a larger corpus for single-pass training",
 }
 
 
