@@ -7,12 +7,13 @@
 ``runs.csv`` (written by ``genbound demo``) has one row per (model, complexity_method) with the
 columns of :data:`RUNS_COLUMNS`. Units are in the names: ``_nats`` = nats per token,
 ``_bits`` = bits, ``_bpb`` = bits per UTF-8 byte. ``n_params`` is the total parameter count N,
-``train_tokens`` the number D of training tokens. The vacuity verdict closes a row: ``vacuous``
+``train_tokens`` the number D of training tokens, ``tokens_evaluated`` the bound's sample m (= D,
+except past one pass over the corpus, where each distinct target counts once). The vacuity verdict closes a row: ``vacuous``
 (the bound is ≥ ln V nats/token, the loss of uniform guessing), ``vacuous_term`` (the term that
 makes it so: empirical_risk, random_guess, loss_variation, smoothing, subsample_correction; empty
 when non-vacuous) and ``nonvacuous_train_tokens`` (the D at which the same model would be
-non-vacuous; inf when none). The earlier bounds on the same statistics, same complexity, α, δ and D
-follow: ``bound_azuma_nats``/``_bpb`` (token-level Azuma, Lotfi, Kuang et al. 2024),
+non-vacuous, in distinct tokens; inf when none). The earlier bounds on the same statistics, same
+complexity, α, δ and sample follow: ``bound_azuma_nats``/``_bpb`` (token-level Azuma, Lotfi, Kuang et al. 2024),
 ``bound_hoeffding_doc_nats``/``_bpb`` (document-level Hoeffding, Lotfi, Finzi et al. 2024; NaN when
 undefined, e.g. a subsampled run or one document) and ``baseline_note`` (why one is NaN).
 

@@ -57,7 +57,9 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
     t = report.to_dict()
     return {
         "model": model.name, "n_params": model.n_params,
-        "n_params_nonembedding": model.n_params_nonembedding, "train_tokens": int(t["train_tokens"]),
+        # D, the tokens trained on (what a scaling law is fitted in); the bound's sample (each distinct
+        # target once: fewer than D past one pass over the corpus) is tokens_evaluated
+        "n_params_nonembedding": model.n_params_nonembedding, "train_tokens": int(model.n_train_tokens),
         "vocab_size": t["vocab_size"], "protocol": _protocol_label(protocol),
         "tokens_evaluated": t["n_tokens"], "bytes_evaluated": t["n_bytes"], "complexity_method": method,
         "certified": bool(t["certified"]), "complexity_bits": t["code_length_bits"],
