@@ -2,7 +2,7 @@
 
     $ genbound demo --out demo_out            # what `make demo` runs
     $ genbound demo --out demo_out --preset micro --no-quantize   # a quick look (seconds)
-    $ genbound demo --out large_out --preset cpu-large            # opt-in larger suite (~70 min)
+    $ genbound demo --out large_out --preset cpu-large            # opt-in larger suite (~73 min)
 
 1. trains (or reuses) the default compute-optimal suite of byte-level GPT-NeoX models on the State
    of the Union speeches up to 2014 (``genbound suite train``; D = 20·N tokens each);

