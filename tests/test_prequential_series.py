@@ -99,6 +99,23 @@ def test_series_khat_agrees_with_the_logged_curve_within_its_interval(suites):
     assert res.low_bits <= cmp["logged_bits"] <= res.high_bits
 
 
+def test_next_batch_design_gives_the_logged_curve_at_every_checkpoint(suites):
+    """design="next" scores each checkpoint on the tokens right after it, as the online learner met
+    them: every point is the logged pre-update loss of that step, at its logged position."""
+    res = checkpoint_series_prequential(suites["series_dir"], NAME, samples_per_segment=None, design="next")
+    rows = _curve_rows(suites["series_dir"] / NAME)
+    assert len(res.segments) == len(saved_checkpoints(suites["series_dir"] / NAME)) >= 5
+    for s in res.segments:
+        assert s.design == "next" and s.n_sampled == int(rows[s.step]["batch_tokens"])
+        assert s.mean_loss_nats == pytest.approx(float(rows[s.step]["loss"]), rel=1e-5)
+        assert s.tau == float(rows[s.step]["tokens_seen"])
+        assert s.mean_variance == pytest.approx(s.var_loss_nats / s.n_sampled)
+    assert res.sampling_stderr_bits > 0
+    assert compare_with_logged(res, suites["series_dir"] / NAME)["within_interval"]
+    with pytest.raises(GenboundError, match="design"):
+        checkpoint_series_prequential(suites["series_dir"], NAME, design="last")
+
+
 def test_cli_prints_json_and_one_line_errors(suites, tmp_path, capsys):
     assert main_prequential(["--suite", str(suites["series_dir"]), "--model", NAME, "--samples-per-segment", "100",
                              "--json", "--no-progress"]) == 0

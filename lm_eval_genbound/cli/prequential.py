@@ -39,7 +39,11 @@ def _build_parser() -> argparse.ArgumentParser:
                           "genbound_token_start/end tile the training tokens from 0")
     p.add_argument("--model", help="suite model name (with --suite)")
     p.add_argument("--samples-per-segment", type=int, default=4096,
-                   help="tokens drawn uniformly from each segment (default 4096; 0 = score every token)")
+                   help="tokens scored per segment (default 4096; 0 = every token, or with --segment-sample next "
+                        "the checkpoint's own next batch)")
+    p.add_argument("--segment-sample", default="uniform", choices=["uniform", "next"],
+                   help="uniform (default): a uniform sample of each segment; next: its first tokens in training "
+                        "order, as the online learner met them (document-ordered suites; docs/prequential_checkpoints.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="training pieces per forward pass (default 32)")
     p.add_argument("--device", default="cpu")
@@ -82,7 +86,7 @@ def _compute(a: argparse.Namespace) -> dict:
     try:
         res = checkpoint_series_prequential(info, a.model, samples_per_segment=a.samples_per_segment or None,
                                             seed=a.seed, batch_size=a.batch_size, device=a.device,
-                                            progress=not a.no_progress, **opts)
+                                            progress=not a.no_progress, design=a.segment_sample, **opts)
     finally:
         torch.set_num_threads(old)
     rec = info.model(a.model)

@@ -25,8 +25,16 @@ continued to (D, L_final).
 
 Error estimate (K̂ is linear in the segment means):
 
-* ``sampling_stderr_bits``: each segment mean from n of its N tokens drawn uniformly without
-  replacement has variance (1 − n/N)·s²/n (s² the sample variance of the token losses; 0 when every
+Two designs (``SegmentLoss.design``). ``uniform`` (above) measures the checkpoint's mean loss over
+its segment; ``next`` scores the first n tokens of the segment in training order, which the
+checkpoint meets exactly as the online learner met them, so its point is the logged curve's loss at
+τ_t. They estimate the same curve when the training stream is shuffled (Pythia's pre-shuffled
+sequences); when training continues documents across steps (a suite's speeches), the online learner
+has just trained on the start of the document it predicts, and only ``next`` includes that
+within-document adaptation (``uniform`` is then higher: docs/prequential_checkpoints.md).
+
+* ``sampling_stderr_bits``: with ``uniform``, each segment mean from n of its N tokens drawn uniformly
+  without replacement has variance (1 − n/N)·s²/n (with ``next``, s²/n) (s² the sample variance of the token losses; 0 when every
   token is scored); K̂ = Σ a_t L̂_t / ln 2 (a_t: area weight minus D times the L_final weight), so
   its standard error is √(Σ a_t² Var L̂_t) / ln 2. It includes the noise of L_final.
 * ``discretisation_bits``: half the difference between the left and right Riemann sums over the
@@ -53,20 +61,28 @@ from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentLoss", "CheckpointSeriesResult", "checkpoint_series_code_length", "series_from_results"]
+__all__ = ["SEGMENT_DESIGNS", "SegmentLoss", "CheckpointSeriesResult", "checkpoint_series_code_length",
+           "series_from_results"]
+
+#: how a checkpoint's tokens are chosen within its segment (:class:`SegmentLoss`)
+SEGMENT_DESIGNS = ("uniform", "next")
 
 
 @dataclass(frozen=True)
 class SegmentLoss:
-    """One checkpoint scored on a uniform sample of the training tokens of its segment.
+    """One checkpoint scored on training tokens of its segment.
 
     Attributes:
         step: the checkpoint's optimizer step (its weights are those before that step).
         tau: position of the point on the token axis (tokens before the step + tokens of the step).
         segment_start, segment_end: the segment [start, end) in training target tokens.
-        n_sampled: tokens scored (uniform without replacement; = the segment size when all are scored).
+        n_sampled: tokens scored (= the segment size when all are scored).
         mean_loss_nats: mean −ln p of the scored tokens, nats/token.
         var_loss_nats: sample variance (ddof 1) of the scored tokens' losses, nats².
+        design: ``"uniform"``: a uniform sample without replacement of the segment (the point is
+            the checkpoint's mean loss over the segment); ``"next"``: the segment's first
+            ``n_sampled`` tokens in training order (the point is the loss at τ, as the logged
+            curve records it, within-document adaptation included).
     """
 
     step: int
@@ -76,6 +92,7 @@ class SegmentLoss:
     n_sampled: int
     mean_loss_nats: float
     var_loss_nats: float
+    design: str = "uniform"
 
     @property
     def population_tokens(self) -> int:
@@ -83,14 +100,21 @@ class SegmentLoss:
 
     @property
     def mean_variance(self) -> float:
-        """Variance of ``mean_loss_nats`` under uniform sampling without replacement, nats²."""
+        """Variance of ``mean_loss_nats`` as an estimate of the point, nats².
+
+        ``uniform``: (1 − n/N)·s²/n (sampling without replacement; 0 when every token is scored).
+        ``next``: s²/n, the n tokens read as one draw of the stream at τ (treated as independent;
+        tokens of one document are correlated, so this is a lower estimate)."""
         n, big_n = self.n_sampled, self.population_tokens
+        if self.design == "next":
+            return self.var_loss_nats / n
         if n >= big_n:
             return 0.0
         return (1.0 - n / big_n) * self.var_loss_nats / n
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in asdict(self).items()}
+        return {k: (v if isinstance(v, str) else float(v) if isinstance(v, float) else int(v))
+                for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -155,6 +179,9 @@ def _check_segments(segments: Sequence[SegmentLoss]) -> list[SegmentLoss]:
         if not (s.segment_end > s.segment_start >= 0 and 1 <= s.n_sampled <= s.population_tokens):
             raise GenboundError(f"checkpoint step {s.step}: segment [{s.segment_start}, {s.segment_end}) with "
                                 f"{s.n_sampled} scored tokens is not a valid sample of it")
+        if s.design not in SEGMENT_DESIGNS:
+            raise GenboundError(f"checkpoint step {s.step}: design must be one of {', '.join(SEGMENT_DESIGNS)}; "
+                                f"got {s.design!r}")
         if not (math.isfinite(s.tau) and s.tau > 0):
             raise GenboundError(f"checkpoint step {s.step}: tau must be a positive number of tokens; got {s.tau}")
     taus = np.array([s.tau for s in segs])

@@ -7,7 +7,8 @@
 
 The suite must have been trained with ``--save-checkpoints N`` (:mod:`.checkpoint`): checkpoint t,
 the model before step k_t, is scored on a uniform sample (without replacement, seed [seed, k_t]) of
-the target tokens of steps [k_t, k_{t+1}) — the tokens it had not yet trained on — each token in the
+the target tokens of steps [k_t, k_{t+1}) — the tokens it had not yet trained on — or (``design="next"``)
+on the first of them in training order (the logged curve's point at τ_t), each token in the
 training piece that holds it, with the context training gave it (the piece's tokens before it), so a
 checkpoint scored on all of its next batch reproduces that batch's logged pre-update loss. Sampled
 positions that share a piece share one forward pass, cut after the last of them. The segment means
@@ -33,6 +34,7 @@ import numpy as np
 
 from lm_eval_genbound.complexity.prequential import prequential_code_length
 from lm_eval_genbound.complexity.prequential_series import (
+    SEGMENT_DESIGNS,
     CheckpointSeriesResult,
     SegmentLoss,
     checkpoint_series_code_length,
@@ -92,10 +94,15 @@ def _score_positions(model, inputs: list[np.ndarray], labels: np.ndarray, offset
 
 
 def _segment_loss(model, ck: SeriesCheckpoint, seg_end: int, pieces, cum: np.ndarray, tokens: dict,
-                  n_samples: int | None, seed: int, batch_size: int, device: str) -> SegmentLoss:
-    """Score checkpoint ``ck`` on a uniform sample of the targets [tokens_before, seg_end)."""
+                  n_samples: int | None, seed: int, batch_size: int, device: str,
+                  design: str = "uniform") -> SegmentLoss:
+    """Score checkpoint ``ck`` on a uniform sample of the targets [tokens_before, seg_end), or
+    (``design="next"``) on their first ``n_samples`` (None: the checkpoint's own next batch)."""
     pop = seg_end - ck.tokens_before
-    if n_samples is None or n_samples >= pop:
+    if design == "next":
+        n = ck.step_tokens if n_samples is None else n_samples
+        flat = np.arange(ck.tokens_before, min(seg_end, ck.tokens_before + n))
+    elif n_samples is None or n_samples >= pop:
         flat = np.arange(ck.tokens_before, seg_end)
     else:
         rng = np.random.default_rng([seed, ck.step])
@@ -114,7 +121,7 @@ def _segment_loss(model, ck: SeriesCheckpoint, seg_end: int, pieces, cum: np.nda
     var = float(np.var(losses, ddof=1)) if losses.size > 1 else 0.0
     return SegmentLoss(step=ck.step, tau=float(ck.tokens_before + ck.step_tokens), segment_start=ck.tokens_before,
                        segment_end=int(seg_end), n_sampled=int(losses.size), mean_loss_nats=float(losses.mean()),
-                       var_loss_nats=var)
+                       var_loss_nats=var, design=design)
 
 
 def _series_for(info: SuiteInfo, name: str) -> tuple[list[SeriesCheckpoint], list, np.ndarray, int]:
@@ -151,7 +158,8 @@ def _load_quietly(cls, path: Path):
 def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_name: str, *,
                                   samples_per_segment: int | None = 4096, seed: int = 0, batch_size: int = 32,
                                   device: str = "cpu", final_loss_method: str = "linear", tail_fraction: float = 0.1,
-                                  z: float = 1.96, progress: bool = False) -> CheckpointSeriesResult:
+                                  z: float = 1.96, progress: bool = False,
+                                  design: str = "uniform") -> CheckpointSeriesResult:
     """K̂ of a suite model from its saved checkpoint series (module docstring).
 
     Parameters
@@ -160,8 +168,9 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
     model_name : str
         The suite model.
     samples_per_segment : int or None
-        Tokens drawn uniformly (without replacement) from each segment; None, or a segment with no more
-        tokens, scores every token (no sampling error).
+        Tokens scored per segment. ``uniform``: drawn without replacement (None, or a segment with no
+        more tokens, scores every token: no sampling error); ``next``: its first tokens (None: the
+        checkpoint's own next batch).
     seed : int
         Sampling seed (segment of step k uses ``default_rng([seed, k])``).
     batch_size : int
@@ -172,6 +181,9 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
         Passed to :func:`~lm_eval_genbound.complexity.prequential_series.checkpoint_series_code_length`.
     progress : bool
         A tqdm bar over the checkpoints.
+    design : {"uniform", "next"}
+        Which tokens of a segment (:class:`~lm_eval_genbound.complexity.prequential_series.SegmentLoss`):
+        ``next`` reproduces the online learner's within-document adaptation of document-ordered suites.
 
     Returns
     -------
@@ -183,6 +195,8 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
 
     if samples_per_segment is not None and (isinstance(samples_per_segment, bool) or not isinstance(samples_per_segment, (int, np.integer)) or samples_per_segment < 2):
         raise GenboundError(f"samples_per_segment must be an integer ≥ 2 (or None for all tokens); got {samples_per_segment!r}")
+    if design not in SEGMENT_DESIGNS:
+        raise GenboundError(f"design must be one of {', '.join(SEGMENT_DESIGNS)}; got {design!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise GenboundError(f"batch_size must be a positive integer; got {batch_size!r}")
     info = suite if isinstance(suite, SuiteInfo) else load_suite(suite)
@@ -193,7 +207,8 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
     for ck, end in tqdm(list(zip(ckpts, ends)), desc=f"{Path(str(model_name)).name} checkpoints", unit="ckpt",
                         disable=not progress, dynamic_ncols=True):
         model = _load_quietly(GPTNeoXForCausalLM, ck.path).to(device).eval()
-        segments.append(_segment_loss(model, ck, end, pieces, cum, tokens, samples_per_segment, seed, batch_size, device))
+        segments.append(_segment_loss(model, ck, end, pieces, cum, tokens, samples_per_segment, seed, batch_size, device,
+                                      design))
         logger.debug("step %d: %d tokens of [%d, %d): %.4f nats/token", ck.step, segments[-1].n_sampled,
                     ck.tokens_before, end, segments[-1].mean_loss_nats)
     return checkpoint_series_code_length(segments, up_to_tokens=D, final_loss_method=final_loss_method,
