@@ -35,6 +35,21 @@ def _floats(text: str) -> list[float]:
     return out
 
 
+def _add_resampling_args(p: argparse.ArgumentParser, zero_means: str) -> None:
+    """--bootstrap, --seed, --level and --n-column, shared by ``genbound fit`` and ``genbound trends``."""
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
+                   help=f"bootstrap resamples over models (default 200; {zero_means})")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
+    p.add_argument("--n-column", choices=("n_params", "n_params_nonembedding"), default="n_params",
+                   help="definition of N (default: total parameters)")
+
+
+def _check_bootstrap(a: argparse.Namespace) -> None:
+    if a.bootstrap < 0:
+        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
+
+
 def build_fit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="genbound fit",
@@ -49,14 +64,9 @@ def build_fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default="huber",
                    help="huber: summed Huber on log residuals (default); lsq: least squares")
     p.add_argument("--delta", type=float, default=DEFAULT_DELTA, help="Huber δ (default 1e-3)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
-                   help="bootstrap resamples over models (default 200; 0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
+    _add_resampling_args(p, "0 = none")
     p.add_argument("--quantities", default=None,
                    help="comma-separated columns to fit (default: every term present)")
-    p.add_argument("--n-column", choices=("n_params", "n_params_nonembedding"), default="n_params",
-                   help="definition of N (default: total parameters)")
     p.add_argument("--chinchilla-method", choices=CHINCHILLA_METHODS, default="huber",
                    help="huber (Besiroglu et al.) or varpro (NNLS variable projection)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -70,8 +80,7 @@ def main_fit(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _fit_command(a: argparse.Namespace) -> int:
-    if a.bootstrap < 0:
-        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
+    _check_bootstrap(a)
     out = run_fit(a.inputs, a.out, extrapolate_N=_floats(a.extrapolate), loss=a.loss, n_boot=a.bootstrap,
                   seed=a.seed, delta=a.delta, level=a.level,
                   quantities=[q.strip() for q in a.quantities.split(",") if q.strip()] if a.quantities else None,
@@ -126,12 +135,7 @@ def build_trends_parser() -> argparse.ArgumentParser:
                     "the paper's claim; write trends.csv, trends.md and trends.json.")
     p.add_argument("inputs", nargs="+", help="runs.csv, user CSV or lm-eval results JSON files")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT, metavar="N",
-                   help="bootstrap resamples over models (default 200; 0 = no interval, trends 'undetermined')")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
-    p.add_argument("--n-column", choices=("n_params", "n_params_nonembedding"), default="n_params",
-                   help="definition of N (default: total parameters)")
+    _add_resampling_args(p, "0 = no interval, trends 'undetermined'")
     return p
 
 
@@ -141,8 +145,7 @@ def main_trends(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _trends_command(a: argparse.Namespace) -> int:
-    if a.bootstrap < 0:
-        raise GenboundError(f"--bootstrap must be ≥ 0, got {a.bootstrap}")
+    _check_bootstrap(a)
     paths = write_trends(a.inputs, a.out, n_boot=a.bootstrap, seed=a.seed, level=a.level, n_column=a.n_column)
     print(open(paths["md"], encoding="utf-8").read(), end="")
     for k in ("csv", "md", "json"):
