@@ -126,7 +126,8 @@ def test_cli_prints_json_and_one_line_errors(suites, tmp_path, capsys):
              (["--suite", str(suites["series_dir"]), "--model", "neox-99x9"], "no model"),
              (["--suite", str(tmp_path / "none"), "--model", NAME], "does not exist"),
              (["--suite", str(suites["series_dir"]), "--model", NAME, "--samples-per-segment", "1"], "samples_per_segment"),
-             (["--from-results", str(tmp_path)], "--step-tokens")]
+             (["--from-results", str(tmp_path)], "--step-tokens"),
+             (["--from-results", str(tmp_path), "--segment-sample", "next"], "--segment-sample")]
     for argv, msg in cases:
         assert main_prequential(argv + ["--no-progress"]) == 2
         err = capsys.readouterr().err.strip()

@@ -64,8 +64,9 @@ def _compute(a: argparse.Namespace) -> dict:
 
     opts = dict(final_loss_method=a.final_loss_method, tail_fraction=a.tail_fraction, z=a.z)
     if a.from_results:
-        if a.model:
-            raise GenboundError("--model goes with --suite, not --from-results")
+        if a.model or a.segment_sample != "uniform":
+            raise GenboundError("--model and --segment-sample go with --suite, not --from-results (whose runs "
+                                "chose their tokens themselves)")
         if a.step_tokens is None:
             raise GenboundError("--from-results needs --step-tokens (target tokens per optimizer step)")
         segs = series_from_results(a.from_results, step_tokens=a.step_tokens)
