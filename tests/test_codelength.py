@@ -275,7 +275,8 @@ def test_pooled_bits_are_split_over_tensors_and_still_add_up():
     cl = code_length(tiny, [RawTensor("raw", (3,))], method="tiny")
     b = cl.breakdown
     parts = ("codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits")
-    assert sum(b[k] for k in parts) - shape_bits((3,)) == enc.n_bits == cl.details["message_bits"] == _parts_sum(enc)
+    # the raw (3,) tensor's shape, γ(4) = 5 bits, is charged but not in the message
+    assert sum(b[k] for k in parts) - 5 == enc.n_bits == cl.details["message_bits"] == _parts_sum(enc)
     assert math.isclose(cl.total_bits, sum(b.values()))
     weights = [t.name for t in tiny if t.kind == "weight"]
     for part, spread in (("codes_header", 1), ("codes", 1), ("scales", 2)):  # scales: header + coded shares
@@ -328,10 +329,7 @@ def test_a_corrupted_message_does_not_decode_to_the_model():
     enc = encode_model([t])
     words = enc.words.copy()
     words[len(words) // 2] ^= np.uint32(1 << 7)
-    try:
-        (d,) = decode_model(EncodedModel(header=enc.header, words=words, layout=enc.layout))
-    except Exception:
-        return  # also acceptable: the decoder notices
+    (d,) = decode_model(EncodedModel(header=enc.header, words=words, layout=enc.layout))   # decodes, wrongly
     assert not (np.array_equal(d.codes, t.codes) and np.array_equal(d.zeros, t.zeros)
                 and np.array_equal(d.scale_exponents, t.scale_exponents))
 
@@ -381,8 +379,8 @@ def test_breakdown_charges_every_component_and_sums_to_total():
     b = cl.breakdown
     assert set(b) == {"codes_bits", "freq_table_bits", "scales_bits", "zeros_bits", "vectors_bits", "shapes_bits",
                       "unquantized_bits", "extra_bits", "prefix_bits", "config_bits"}
-    shapes = [(10, 70), (5, 8), (10,), (8,), (2, 3)]
-    assert b["shapes_bits"] == sum(shape_bits(sh) for sh in shapes)
+    # each dimension d as the Elias γ code of d + 1, by hand: γ(11) γ(71) | γ(6) γ(9) | γ(11) | γ(9) | γ(3) γ(4)
+    assert b["shapes_bits"] == (7 + 13) + (5 + 7) + 7 + 7 + (3 + 5)
     assert b["unquantized_bits"] == 16 * 8 + 32 * 6
     assert b["extra_bits"] == 5.0
     # one vector of 10 6-bit codes: exponent (12) + zero point (6) at fixed width, then ≤ 6 bits a code + header
@@ -390,7 +388,7 @@ def test_breakdown_charges_every_component_and_sums_to_total():
     # everything the decoder reads is in the message and charged
     message = cl.details["message_bits"]
     assert message == (b["codes_bits"] + b["freq_table_bits"] + b["scales_bits"] + b["zeros_bits"] + b["vectors_bits"]
-                       + b["shapes_bits"] - shape_bits((8,)) - shape_bits((2, 3)))
+                       + b["shapes_bits"] - 7 - (3 + 5))                  # the raw tensors' shapes are not in it
     assert message == cl.details["header_bits"] + 32 * cl.details["coded_words"]
     m = sum(v for k, v in b.items() if k not in ("prefix_bits", "config_bits"))
     assert math.isclose(b["prefix_bits"], 2 * math.log2(m))

@@ -62,13 +62,21 @@ def test_bound_from_stats_equals_token_bound_on_arrays():
 
 
 def test_default_alpha_depends_on_complexity_only():
-    logp, ent, V = _tokens(seed=3, n=2000)
-    acc = GenboundStats(V, ALPHAS)
-    acc.update(logp, ent)
-    small = acc.bound(Complexity(10.0), delta=0.05)
-    large = acc.bound(Complexity(1e4), delta=0.05)
-    assert small.alpha == choose_alpha(small.complexity, ALPHAS)
-    assert large.alpha >= small.alpha
+    """At a fixed C (same n, same complexity), clean and noisy data whose bound-minimising α differ (0.001 and
+    0.3) get the same default α, choose_alpha(C); a larger C moves it."""
+    chosen, best = [], []
+    for seed, noise in ((3, 0.0), (5, 0.9)):
+        logp, ent, V = _tokens(seed=seed, n=2000, noise=noise)
+        acc = GenboundStats(V, ALPHAS)
+        acc.update(logp, ent)
+        small = acc.bound(Complexity(10.0), delta=0.05)
+        assert small.alpha == choose_alpha(small.complexity, ALPHAS)
+        chosen.append(small.alpha)
+        best.append(min(ALPHAS, key=lambda a: acc.bound(Complexity(10.0), delta=0.05, alpha=a).bound_exact_nats))
+        large = acc.bound(Complexity(1e4), delta=0.05)
+        assert large.alpha == choose_alpha(large.complexity, ALPHAS) > small.alpha
+    assert best == [0.001, 0.3]                  # the data would pick different α ...
+    assert chosen == [0.001, 0.001]              # ... the default does not look at them
 
 
 def test_merge_of_random_splits_equals_whole():

@@ -417,7 +417,8 @@ def test_cli_trains_reports_and_fails_cleanly(tmp_path, capsys):
 
 
 def test_hflm_constructs_on_a_suite_checkpoint(micro):
-    huggingface = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.models import huggingface      # lm-eval[hf] is a declared dependency: imported, never skipped
+
     lm = huggingface.HFLM(pretrained=str(micro["out"] / "neox-8x1"), device="cpu", batch_size=1)
     assert lm.tokenizer.pad_token_id == 0 and lm.max_length == 64
     assert lm.tok_encode("héllo", add_special_tokens=False) == list("héllo".encode("utf-8"))
