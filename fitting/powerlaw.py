@@ -22,7 +22,7 @@ Method: internally N is centred (x = N / N_ref, N_ref the geometric mean of N) a
 median magnitude, so b is fitted as log b_ref. Starts: for the offset form a grid of exponents c,
 with (a, b) for each c by non-negative least squares (variable projection, weighted by 1/y for
 the log loss); the best few plus the pure power-law (log-log OLS) solution are refined together by
-the batched, box-projected Levenberg-Marquardt of :mod:`fitting.lm`; the best is polished with lmfit (``Model``/``Parameters`` with
+the batched, box-projected Levenberg-Marquardt of :mod:`fitting.levenberg_marquardt`; the best is polished with lmfit (``Model``/``Parameters`` with
 bounds; scipy's ``least_squares`` with ``loss="huber"``, ``f_scale=δ`` — the same objective — or
 MINPACK ``leastsq`` for least squares). With
 ``loss="lsq"``, lmfit's profile-likelihood ``conf_interval`` is reported too (it assumes Gaussian
@@ -46,7 +46,7 @@ from lm_eval_genbound.errors import GenboundError
 
 from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples,
                                percentile_interval, summarise)
-from fitting.lm import solve_batch
+from fitting.levenberg_marquardt import solve_batch
 from fitting.objectives import DEFAULT_DELTA, LOSSES, huber, single_blas_thread
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _resjac_factory(LX: np.ndarray, T: np.ndarray, loss: str):
 
 def _solve_batch(theta0: np.ndarray, LX: np.ndarray, T: np.ndarray, W: np.ndarray, form: str, loss: str,
                  delta: float, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Refine many starts / data sets at once with :func:`fitting.lm.solve_batch`."""
+    """Refine many starts / data sets at once with :func:`fitting.levenberg_marquardt.solve_batch`."""
     th, f = solve_batch(theta0, _resjac_factory(LX, T, loss), loss=loss, delta=delta, lo=lo, hi=hi, W=W,
                         fixed=[form == "power", False, False])
     if form == "power":

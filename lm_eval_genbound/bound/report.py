@@ -1,14 +1,18 @@
 """The bound of a run from its statistics: terms, bits per byte and ``bound_bpb``, in one place.
 
-    >>> from lm_eval_genbound.bound.baselines import BaselineBound, azuma_token_bound, hoeffding_document_bound
-from lm_eval_genbound.bound.complexity import Complexity
+    >>> import numpy as np
+    >>> from lm_eval_genbound.bound.complexity import Complexity
     >>> from lm_eval_genbound.bound.report import bound_report
     >>> from lm_eval_genbound.bound.stats import GenboundStats
-    >>> stats = GenboundStats.load("out/genbound/genbound_sotu/stats.npz")      # doctest: +SKIP
-    >>> rep = bound_report(stats, Complexity(16.0 * 70e6, method="param16"))   # doctest: +SKIP
-    >>> rep.bound_bpb, rep.to_dict()["bound_paper_nats"]                        # doctest: +SKIP
-    >>> rep.vacuity.vacuous, rep.to_dict()["nonvacuous_train_tokens"]          # doctest: +SKIP
-    >>> rep.to_dict()["bound_azuma_nats"], rep.to_dict()["bound_hoeffding_doc_nats"]  # doctest: +SKIP
+    >>> stats = GenboundStats(vocab_size=256, alphas=[0.01, 0.1])
+    >>> rng = np.random.default_rng(0)
+    >>> logp = np.log(rng.uniform(0.05, 0.5, 10_000)); ent = np.full((10_000, 2), 2.0)
+    >>> stats.update(logp, ent, n_bytes=10_000, doc_lengths=[5_000, 5_000])
+    >>> rep = bound_report(stats, Complexity(2_000.0, method="bits"))
+    >>> round(rep.terms.bound_paper_nats, 3), round(rep.bound_bpb, 3), rep.vacuity.vacuous
+    (2.787, 4.02, False)
+    >>> rep.terms.n_tokens, rep.terms.train_tokens           # n scored; D defaults to n for design "all"
+    (10000, 10000.0)
 
 Every consumer of a finished evaluation (the harness task's metrics and manifest, the demo's
 runs.csv rows, ``genbound bound``) calls :func:`bound_report`; :meth:`BoundReport.to_dict` is the

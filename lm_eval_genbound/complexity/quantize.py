@@ -4,9 +4,13 @@
     >>> from lm_eval_genbound.complexity.quantize import quantize_model, quantized_copy
     >>> qm = quantize_model(model, method="gptq", bits=4, group_size=64,     # doctest: +SKIP
     ...                     calibration=calibration_windows(token_ids, seed=0))   # int64 [n_seq, T]
-    >>> qm.model                  # dequantized deep copy, same architecture, ready to evaluate
-    >>> qm.code_length(n_configs=4).total_bits                # certified L(h), bits
-    >>> qmodel, cl = quantized_copy(model, "rtn4", seed=0)    # what ``quantize=rtn4`` uses
+    >>> qm.model                  # doctest: +SKIP
+    >>> qm.code_length(n_configs=4).total_bits                # doctest: +SKIP
+    >>> qmodel, cl = quantized_copy(model, "rtn4", seed=0)    # doctest: +SKIP
+
+(``qm.model`` is the dequantized deep copy, same architecture, ready to evaluate;
+``code_length(...).total_bits`` the certified L(h) in bits; ``quantized_copy`` is what
+``quantize=rtn4`` uses.)
 
 What is quantized: the 2-D weight of every ``torch.nn.Linear``, ``torch.nn.Embedding`` (and
 transformers' ``Conv1D``, as its transpose) — for GPT-NeoX: ``embed_in``, the attention and MLP
