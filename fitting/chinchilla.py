@@ -40,7 +40,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import least_squares, minimize, nnls
@@ -48,7 +48,8 @@ from scipy.special import logsumexp
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples, summarise
+from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, BootstrapSummary, draw_resamples,
+                               summarise)
 from fitting.levenberg_marquardt import solve_batch
 from fitting.objectives import DEFAULT_DELTA, huber, huber_psi, single_blas_thread
 
@@ -141,6 +142,21 @@ class ChinchillaFit(BootstrapAccessors):
                 "n_boot": self.bootstrap.n_boot, "n_ok": self.bootstrap.n_ok,
                 "level": self.bootstrap.level, "seed": self.bootstrap.seed},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ChinchillaFit":
+        """The fit of a :meth:`to_dict` dict (``fits.json``'s ``chinchilla``): same parameters,
+        predictions, intervals and report; the bootstrap is its saved summary (no samples)."""
+        try:
+            params = d["parameters"]
+            boot = d.get("bootstrap")
+            return cls(**{k: float(params[k]["value"]) for k in PARAM_NAMES}, method=str(d["method"]),
+                       delta=DEFAULT_DELTA if d.get("huber_delta") is None else float(d["huber_delta"]),
+                       n_points=int(d["n_points"]), objective=float(d["objective"]), n_starts=int(d["n_starts"]),
+                       notes=tuple(d.get("notes") or ()),
+                       bootstrap=None if not boot else BootstrapSummary.from_parameters(params, boot))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenboundError(f"not a Chinchilla fit record (missing or bad {exc})") from None
 
 
 # ----------------------------------------------------------------------------------- huber / LSE

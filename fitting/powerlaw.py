@@ -37,14 +37,14 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples,
+from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, BootstrapSummary, draw_resamples,
                                percentile_interval, summarise)
 from fitting.levenberg_marquardt import solve_batch
 from fitting.objectives import DEFAULT_DELTA, LOSSES, huber, single_blas_thread
@@ -150,7 +150,7 @@ class PowerLawFit(BootstrapAccessors):
             "form": self.form, "formula": self.formula, "loss": self.loss,
             "huber_delta": self.delta if self.loss == "huber" else None,
             "n_points": self.n_points, "n_starts": self.n_starts, "objective": self.objective,
-            "n_ref": self.n_ref, "b_ref": b_ref,
+            "n_ref": self.n_ref, "b_ref": b_ref, "y_scale": self.y_scale, "theta": list(self.theta),
             "parameters": params,
             "profile_note": self.profile_note,
             "bootstrap_note": self.bootstrap_note,
@@ -158,6 +158,27 @@ class PowerLawFit(BootstrapAccessors):
                 "n_boot": self.bootstrap.n_boot, "n_ok": self.bootstrap.n_ok,
                 "level": self.bootstrap.level, "seed": self.bootstrap.seed},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PowerLawFit":
+        """The fit of a :meth:`to_dict` dict (a ``fits.json`` entry): same parameters, predictions,
+        intervals and report; the bootstrap is its saved summary (:class:`BootstrapSummary`, no samples)."""
+        try:
+            params = d["parameters"]
+            profile = {p["profile_parameter"]: tuple(p["profile_interval"]) for p in params.values()
+                       if p.get("profile_interval") is not None}
+            boot = d.get("bootstrap")
+            return cls(form=str(d["form"]), loss=str(d["loss"]),
+                       delta=DEFAULT_DELTA if d.get("huber_delta") is None else float(d["huber_delta"]),
+                       a=float(params["a"]["value"]) if "a" in params else 0.0, b=float(params["b"]["value"]),
+                       c=float(params["c"]["value"]), n_points=int(d["n_points"]), n_ref=float(d["n_ref"]),
+                       y_scale=float(d["y_scale"]), objective=float(d["objective"]), n_starts=int(d["n_starts"]),
+                       theta=tuple(float(t) for t in d["theta"]), profile_intervals=profile or None,
+                       profile_note=str(d.get("profile_note") or ""),
+                       bootstrap=None if not boot else BootstrapSummary.from_parameters(params, boot),
+                       bootstrap_note=str(d.get("bootstrap_note") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenboundError(f"not a power-law fit record (missing or bad {exc})") from None
 
 
 # ----------------------------------------------------------------------------------- internals
