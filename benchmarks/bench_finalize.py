@@ -4,7 +4,7 @@
 
 Accumulates 10⁶ synthetic tokens (measuring the streaming update rate), then scales every sum by
 1000 — the statistics of 10⁹ tokens have the same shape, only larger sums — and times
-``GenboundStats.bound`` for each α of an 8-value grid with |K| = 1000, plus save/load. Memory is
+``stats_bound`` for each α of an 8-value grid with |K| = 1000, plus save/load. Memory is
 O(|α grid| × (|λ grid| + bins × moments)), independent of the number of tokens.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS, GenboundStats
+from lm_eval_genbound.bound.report import stats_bound
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     tracemalloc.start()
     t = time.perf_counter()
     for a in alphas:
-        acc.bound(Complexity(4e9), train_tokens=acc.n_tokens, delta=0.05, alpha=a)
+        stats_bound(acc, Complexity(4e9), train_tokens=acc.n_tokens, delta=0.05, alpha=a)
     fin = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

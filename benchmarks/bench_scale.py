@@ -156,7 +156,7 @@ def corrected_bounds(r: RunResult, corrections: list[str]) -> dict[str, float | 
     """The run's bound recomputed from its stats.npz with each correction (a reason string if unavailable)."""
     from lm_eval_genbound.bound.stats import GenboundStats
     from lm_eval_genbound.harness.sidecar import read_manifest
-    from lm_eval_genbound.harness.task import manifest_complexity
+    from lm_eval_genbound.bound.complexity import manifest_complexity
 
     m = read_manifest(r.sidecar)
     stats = GenboundStats.load(Path(r.sidecar) / m.get("stats_file", "stats.npz"))

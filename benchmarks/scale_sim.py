@@ -11,14 +11,14 @@ per-token and per-unit distributions are those of the real data). A uniform samp
 D tokens is modelled the same way (a random subset of the real tokens, or of the real units, for
 n below their count; whole repeats above), folded into a
 :class:`~lm_eval_genbound.bound.stats.GenboundStats` with a uniform sampling design of
-population D, and bounded by the library's own :meth:`GenboundStats.bound`. The penalty is that
+population D, and bounded by the library's own :func:`lm_eval_genbound.bound.report.stats_bound`. The penalty is that
 bound minus the bound of all D tokens (design ``all``), at the same complexity and δ.
 
 Methods are pluggable (:data:`METHODS`): a sampling unit (``token``: single positions, costing
 about window/2 forward tokens each with the aligned-window protocol of issue #13 item 4;
 ``window``: whole windows of ``unit_tokens``, costing one forward token per scored token) and a
 subsampling correction. ``hoeffding`` is today's worst-case term; any other name (``bernstein``)
-is passed to ``GenboundStats.bound(..., subsample_method=...)`` when this tree's bound accepts it,
+is passed to ``stats_bound(stats, ..., subsample_method=...)`` when this tree's bound accepts it,
 else the method is reported as unavailable with the reason.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.report import stats_bound
 
 
 class MethodUnavailable(RuntimeError):
@@ -160,9 +161,9 @@ def correction_available(correction: str) -> Optional[str]:
     """None when ``correction`` can be computed in this tree, else the reason it cannot."""
     if correction == "hoeffding":
         return None
-    if _accepts(GenboundStats.bound, "subsample_method"):
+    if _accepts(stats_bound, "subsample_method"):
         return None
-    return (f"the {correction!r} correction is not in this tree: GenboundStats.bound has no subsample_method "
+    return (f"the {correction!r} correction is not in this tree: stats_bound has no subsample_method "
             "(issue #13 item 5); skipped")
 
 
@@ -186,11 +187,11 @@ def bound_nats(stats: GenboundStats, complexity: Complexity, *, delta: float, co
     """The paper-form bound of ``stats`` (nats/token) with subsampling correction ``correction``
     (None or ``hoeffding`` on a tree without selectable corrections: the library's default)."""
     kwargs = {}
-    if correction is not None and _accepts(GenboundStats.bound, "subsample_method"):
+    if correction is not None and _accepts(stats_bound, "subsample_method"):
         kwargs["subsample_method"] = correction
     elif correction not in (None, "hoeffding"):
         raise MethodUnavailable(correction_available(correction))
-    return float(stats.bound(complexity, train_tokens=train_tokens, delta=delta, **kwargs).bound_paper_nats)
+    return float(stats_bound(stats, complexity, train_tokens=train_tokens, delta=delta, **kwargs).bound_paper_nats)
 
 
 def _fold(data: PerTokenData, idx: np.ndarray, lengths: np.ndarray, design: SamplingDesign) -> GenboundStats:

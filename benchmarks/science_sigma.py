@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.report import stats_freedman
 
 FIXED_C = (0.134, 0.555)
 DELTA = 0.05
@@ -43,7 +44,7 @@ DELTA = 0.05
 def sigma_row(stats: GenboundStats, alpha: float, c: float) -> dict:
     """Σ, B*, loss moments of ``stats`` at α and per-token complexity C (nats/token)."""
     log_prior = c * stats.n_tokens - math.log(stats.grid_size / DELTA)
-    fr = stats.freedman(alpha, log_prior_nats=log_prior, delta=DELTA)
+    fr = stats_freedman(stats, alpha, log_prior_nats=log_prior, delta=DELTA)
     a = stats.alpha_index(alpha)
     mean_x = stats.sum_x[a] / stats.n_tokens
     sd_x = math.sqrt(max(stats.sum_x_sq[a] / stats.n_tokens - mean_x ** 2, 0.0))

@@ -11,7 +11,7 @@ law, the prequential-vs-quantized crossover, figures and a leaderboard.
 Modules (each importable alone; numpy/scipy/lmfit/pandas/matplotlib only, never torch):
 :mod:`fitting.schema` (columns), :mod:`fitting.io` (read CSV/JSON), :mod:`fitting.validate`
 (input rules), :mod:`fitting.powerlaw` (y = a + b·N^(−c)), :mod:`fitting.chinchilla`
-(L = E + A/N^α + B/D^β), :mod:`fitting.bootstrap`, :mod:`fitting.lm` (batched solver),
+(L = E + A/N^α + B/D^β), :mod:`fitting.bootstrap`, :mod:`fitting.levenberg_marquardt` (batched solver),
 :mod:`fitting.crossover`, :mod:`fitting.figures`, :mod:`fitting.leaderboard`,
 :mod:`fitting.report` (run_fit; its CLI is lm_eval_genbound.cli.fit), :mod:`fitting.synthetic` (test data).
 Public names below are imported lazily, so ``import fitting`` stays cheap.

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ class BootstrapResult:
     seed: int
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameters that were resampled."""
+        return tuple(self.samples)
+
     def interval(self, name: str, level: Optional[float] = None) -> tuple[float, float]:
         """Percentile interval of parameter ``name``."""
         return percentile_interval(self.samples[name], self.level if level is None else level)
@@ -73,6 +81,50 @@ class BootstrapResult:
     @property
     def method(self) -> str:
         return f"bootstrap-percentile {self.level:.0%} (models resampled, {self.n_ok}/{self.n_boot} refits)"
+
+
+@dataclass(frozen=True)
+class BootstrapSummary:
+    """What ``fits.json`` keeps of a bootstrap: each parameter's interval and standard error and the
+    run's counts (no samples). A fit read back from ``fits.json`` carries this in place of its
+    :class:`BootstrapResult`; it reports the same intervals, errors and method.
+
+    intervals: name -> (low, high) (units of the parameter); stderrs: name -> standard error (None
+    where undefined); n_boot, n_ok, level, seed: as in :class:`BootstrapResult`.
+    """
+
+    intervals: Mapping[str, tuple[float, float]]
+    stderrs: Mapping[str, Optional[float]]
+    n_boot: int
+    n_ok: int
+    level: float
+    seed: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameters with an interval."""
+        return tuple(self.intervals)
+
+    def interval(self, name: str, level: Optional[float] = None) -> tuple[float, float]:
+        """The saved percentile interval of ``name`` (only at the saved level: there are no samples)."""
+        if level is not None and level != self.level:
+            raise GenboundError(f"a fit read from fits.json has intervals at level {self.level} only (no samples)")
+        return self.intervals[name]
+
+    def stderr(self, name: str) -> Optional[float]:
+        """The saved standard error of ``name``."""
+        return self.stderrs.get(name)
+
+    method = BootstrapResult.method
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> "BootstrapSummary":
+        """From a fits.json entry's ``parameters`` (value, interval, stderr each) and its ``bootstrap`` record."""
+        intervals = {k: (float(p["interval"][0]) if p["interval"][0] is not None else float("nan"),
+                         float(p["interval"][1]) if p["interval"][1] is not None else float("nan"))
+                     for k, p in parameters.items() if p.get("interval")}
+        return cls(intervals=intervals, stderrs={k: p.get("stderr") for k, p in parameters.items() if k in intervals},
+                   n_boot=int(run["n_boot"]), n_ok=int(run["n_ok"]), level=float(run["level"]), seed=int(run["seed"]))
 
 
 def resample_clusters(groups: Sequence, rng: np.random.Generator) -> np.ndarray:
@@ -123,9 +175,7 @@ def cluster_bootstrap(
     out: dict[str, list[float]] = {}
     n_ok = 0
     iterator = draw_resamples(groups, n_boot, seed)
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc=desc, leave=False)
+    iterator = progress_bar(iterator, desc=desc, progress=progress, leave=False)
     for idx in iterator:
         try:
             vals = refit(idx)
@@ -146,12 +196,12 @@ class BootstrapAccessors:
 
     def interval(self, name: str):
         """Bootstrap percentile interval of a parameter, or None when it was not bootstrapped."""
-        if self.bootstrap is None or name not in self.bootstrap.samples:
+        if self.bootstrap is None or name not in self.bootstrap.names:
             return None
         return self.bootstrap.interval(name)
 
     def stderr(self, name: str):
         """Bootstrap standard error of a parameter, or None."""
-        if self.bootstrap is None or name not in self.bootstrap.samples:
+        if self.bootstrap is None or name not in self.bootstrap.names:
             return None
         return self.bootstrap.stderr(name)

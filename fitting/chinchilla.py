@@ -27,7 +27,7 @@ a grid and refined by L-BFGS-B. This minimises ½·Σ (L̂ − L)² (least squar
 
 Bootstrap (``n_boot`` > 0): models are resampled with replacement and refitted from the best
 parameters (the Huber objective for all resamples at once by the batched Levenberg-Marquardt of
-:mod:`fitting.lm`; varpro one by one); standard errors and percentile intervals of E, A, B, α, β
+:mod:`fitting.levenberg_marquardt`; varpro one by one); standard errors and percentile intervals of E, A, B, α, β
 and of the derived a_opt = β/(α+β), b_opt = α/(α+β) (N_opt ∝ C^a_opt, D_opt ∝ C^b_opt). With
 exactly 5 distinct (N, D) points the fit is exact and no interval is reported.
 
@@ -40,7 +40,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import least_squares, minimize, nnls
@@ -48,8 +48,9 @@ from scipy.special import logsumexp
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples, summarise
-from fitting.lm import solve_batch
+from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, BootstrapSummary, draw_resamples,
+                               summarise)
+from fitting.levenberg_marquardt import solve_batch
 from fitting.objectives import DEFAULT_DELTA, huber, huber_psi, single_blas_thread
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,21 @@ class ChinchillaFit(BootstrapAccessors):
                 "n_boot": self.bootstrap.n_boot, "n_ok": self.bootstrap.n_ok,
                 "level": self.bootstrap.level, "seed": self.bootstrap.seed},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ChinchillaFit":
+        """The fit of a :meth:`to_dict` dict (``fits.json``'s ``chinchilla``): same parameters,
+        predictions, intervals and report; the bootstrap is its saved summary (no samples)."""
+        try:
+            params = d["parameters"]
+            boot = d.get("bootstrap")
+            return cls(**{k: float(params[k]["value"]) for k in PARAM_NAMES}, method=str(d["method"]),
+                       delta=DEFAULT_DELTA if d.get("huber_delta") is None else float(d["huber_delta"]),
+                       n_points=int(d["n_points"]), objective=float(d["objective"]), n_starts=int(d["n_starts"]),
+                       notes=tuple(d.get("notes") or ()),
+                       bootstrap=None if not boot else BootstrapSummary.from_parameters(params, boot))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenboundError(f"not a Chinchilla fit record (missing or bad {exc})") from None
 
 
 # ----------------------------------------------------------------------------------- huber / LSE
@@ -268,7 +284,7 @@ def _theta_from_linear(E: float, A: float, B: float, al: float, be: float) -> np
 def _bootstrap_huber(prob: _LSEProblem, t_best: np.ndarray, lN: np.ndarray, lD: np.ndarray, lL: np.ndarray,
                      sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Refit the centred Huber/LSE objective on every resample at once (batched
-    Levenberg-Marquardt of :mod:`fitting.lm`, from the best parameters)."""
+    Levenberg-Marquardt of :mod:`fitting.levenberg_marquardt`, from the best parameters)."""
     n = max(len(ix) for ix in sets)
     B = len(sets)
     CN, CD, T, W = (np.zeros((B, n)) for _ in range(4))

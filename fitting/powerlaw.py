@@ -22,7 +22,7 @@ Method: internally N is centred (x = N / N_ref, N_ref the geometric mean of N) a
 median magnitude, so b is fitted as log b_ref. Starts: for the offset form a grid of exponents c,
 with (a, b) for each c by non-negative least squares (variable projection, weighted by 1/y for
 the log loss); the best few plus the pure power-law (log-log OLS) solution are refined together by
-the batched, box-projected Levenberg-Marquardt of :mod:`fitting.lm`; the best is polished with lmfit (``Model``/``Parameters`` with
+the batched, box-projected Levenberg-Marquardt of :mod:`fitting.levenberg_marquardt`; the best is polished with lmfit (``Model``/``Parameters`` with
 bounds; scipy's ``least_squares`` with ``loss="huber"``, ``f_scale=δ`` — the same objective — or
 MINPACK ``leastsq`` for least squares). With
 ``loss="lsq"``, lmfit's profile-likelihood ``conf_interval`` is reported too (it assumes Gaussian
@@ -37,16 +37,16 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, draw_resamples,
+from fitting.bootstrap import (DEFAULT_LEVEL, BootstrapAccessors, BootstrapResult, BootstrapSummary, draw_resamples,
                                percentile_interval, summarise)
-from fitting.lm import solve_batch
+from fitting.levenberg_marquardt import solve_batch
 from fitting.objectives import DEFAULT_DELTA, LOSSES, huber, single_blas_thread
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class PowerLawFit(BootstrapAccessors):
             "form": self.form, "formula": self.formula, "loss": self.loss,
             "huber_delta": self.delta if self.loss == "huber" else None,
             "n_points": self.n_points, "n_starts": self.n_starts, "objective": self.objective,
-            "n_ref": self.n_ref, "b_ref": b_ref,
+            "n_ref": self.n_ref, "b_ref": b_ref, "y_scale": self.y_scale, "theta": list(self.theta),
             "parameters": params,
             "profile_note": self.profile_note,
             "bootstrap_note": self.bootstrap_note,
@@ -158,6 +158,27 @@ class PowerLawFit(BootstrapAccessors):
                 "n_boot": self.bootstrap.n_boot, "n_ok": self.bootstrap.n_ok,
                 "level": self.bootstrap.level, "seed": self.bootstrap.seed},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PowerLawFit":
+        """The fit of a :meth:`to_dict` dict (a ``fits.json`` entry): same parameters, predictions,
+        intervals and report; the bootstrap is its saved summary (:class:`BootstrapSummary`, no samples)."""
+        try:
+            params = d["parameters"]
+            profile = {p["profile_parameter"]: tuple(p["profile_interval"]) for p in params.values()
+                       if p.get("profile_interval") is not None}
+            boot = d.get("bootstrap")
+            return cls(form=str(d["form"]), loss=str(d["loss"]),
+                       delta=DEFAULT_DELTA if d.get("huber_delta") is None else float(d["huber_delta"]),
+                       a=float(params["a"]["value"]) if "a" in params else 0.0, b=float(params["b"]["value"]),
+                       c=float(params["c"]["value"]), n_points=int(d["n_points"]), n_ref=float(d["n_ref"]),
+                       y_scale=float(d["y_scale"]), objective=float(d["objective"]), n_starts=int(d["n_starts"]),
+                       theta=tuple(float(t) for t in d["theta"]), profile_intervals=profile or None,
+                       profile_note=str(d.get("profile_note") or ""),
+                       bootstrap=None if not boot else BootstrapSummary.from_parameters(params, boot),
+                       bootstrap_note=str(d.get("bootstrap_note") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenboundError(f"not a power-law fit record (missing or bad {exc})") from None
 
 
 # ----------------------------------------------------------------------------------- internals
@@ -211,7 +232,7 @@ def _resjac_factory(LX: np.ndarray, T: np.ndarray, loss: str):
 
 def _solve_batch(theta0: np.ndarray, LX: np.ndarray, T: np.ndarray, W: np.ndarray, form: str, loss: str,
                  delta: float, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Refine many starts / data sets at once with :func:`fitting.lm.solve_batch`."""
+    """Refine many starts / data sets at once with :func:`fitting.levenberg_marquardt.solve_batch`."""
     th, f = solve_batch(theta0, _resjac_factory(LX, T, loss), loss=loss, delta=delta, lo=lo, hi=hi, W=W,
                         fixed=[form == "power", False, False])
     if form == "power":

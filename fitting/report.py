@@ -38,6 +38,7 @@ import pandas as pd
 from lm_eval_genbound.errors import GenboundError
 
 from lm_eval_genbound.atomic import atomic_write_text
+from lm_eval_genbound.progress import progress_bar
 from fitting.bootstrap import DEFAULT_LEVEL
 from fitting.chinchilla import METHODS as CHINCHILLA_METHODS
 from fitting.chinchilla import MIN_POINTS as CHINCHILLA_MIN_POINTS
@@ -208,9 +209,7 @@ def _fit_power_laws(run: _FitRun, progress: bool) -> tuple[dict[tuple[str, str, 
     fits: dict[tuple[str, str, str], PowerLawFit] = {}
     entries: list[dict] = []
     jobs = [(g, form) for g in run.plan.groups for form in FORMS]
-    if progress:
-        from tqdm.auto import tqdm
-        jobs = tqdm(jobs, desc="fits")
+    jobs = progress_bar(jobs, desc="fits", progress=progress)
     too_few: dict[str, list[str]] = {}
     for g, form in jobs:
         fid = _fit_id(g.quantity, g.complexity_method, form)
@@ -431,6 +430,46 @@ def run_fit(
         logger.info("%s", n)
     return {"fits_json": str(fits_path), "table_csv": str(table_path), "figures": fig_paths,
             "notes": run.notes, "fits": doc}
+
+
+@dataclass(frozen=True)
+class FitsFile:
+    """``fits.json`` read back: the document and its fits as result objects.
+
+    document: the JSON content as written; power_laws: fit id -> :class:`PowerLawFit` of every
+    power-law entry that was fitted; chinchilla: the :class:`ChinchillaFit` (None when skipped).
+    The fits predict, report intervals and serialise (``to_dict``) as the fits that were written;
+    their bootstraps are the saved summaries (no samples).
+    """
+
+    document: dict
+    power_laws: dict[str, PowerLawFit]
+    chinchilla: Optional[ChinchillaFit]
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "FitsFile":
+        """Read a ``fits.json`` written by :func:`run_fit` (its schema version checked)."""
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GenboundError(f"{str(p)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GenboundError(f"{str(p)!r} is not a readable JSON file ({exc})") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "FitsFile":
+        """The fits of a ``fits.json`` document (the dict :func:`run_fit` returns as ``"fits"``)."""
+        if not isinstance(doc, dict) or doc.get("kind") != "genbound-scaling-fits":
+            raise GenboundError("not a genbound fits.json (kind 'genbound-scaling-fits')")
+        if doc.get("schema_version") != SCHEMA_VERSION:
+            raise GenboundError(f"fits.json schema version {doc.get('schema_version')} is not supported "
+                                f"(this version reads {SCHEMA_VERSION})")
+        power = {e["id"]: PowerLawFit.from_dict(e) for e in doc.get("fits", []) if "parameters" in e}
+        chin = doc.get("chinchilla") or {}
+        return cls(document=doc, power_laws=power,
+                   chinchilla=ChinchillaFit.from_dict(chin) if chin.get("status") == "ok" else None)
 
 
 def fit_and_report(runs_csv: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,

@@ -1,8 +1,13 @@
 """Atomic file writes: write a temporary file in the target directory, then ``os.replace``.
 
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> from lm_eval_genbound.atomic import atomic_write_text
-    >>> atomic_write_text("out/fits.json", "{}")  # doctest: +SKIP
-    PosixPath('/tmp/fits.json')
+    >>> path = Path(tempfile.mkdtemp()) / "fits.json"
+    >>> atomic_write_text(path, "{}") == path                     # returns the path written
+    True
+    >>> path.read_text()
+    '{}'
 
 A killed run therefore never leaves a half-written ``fits.json``, CSV or PNG that looks complete;
 an older complete file stays in place until the new one is whole.

@@ -81,7 +81,7 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
 
 
 def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
-                         alphas: Sequence[float], batch_size: int, progress: bool, device: str = "cpu"):
+                         alphas: Sequence[float], batch_size: int, device: str = "cpu"):
     """Harness run of one (possibly quantized) suite model on its own training tokens (each distinct
     target once), on ``device`` (cpu | cuda[:i])."""
     tag = quantize or "fp"
@@ -98,12 +98,12 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
         args["quantization_gap"] = False     # the full-precision model has a run of its own (the gap is
                                              # taken from it, on the same tokens)
     out = evaluate_bound(str(suite_dir / model.path), task="genbound_suite", metadata=meta,
-                         model_args=args, batch_size=batch_size, device=device, progress=progress)
+                         model_args=args, batch_size=batch_size, device=device)
     return out.stats, out.manifest, side
 
 
 def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_size: int,
-                     progress: bool, device: str = "cpu") -> tuple[float, float]:
+                     device: str = "cpu") -> tuple[float, float]:
     """(held-out loss nats/token, bits/byte) on the speeches after the cut-off year."""
     side = out_dir / "eval" / model.name / "heldout"
     if not (side / "manifest.json").is_file():
@@ -111,7 +111,7 @@ def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_siz
                 "genbound_output_dir": str(side)}
         args = {"window": model.context, "stride": model.context, "bos_policy": "none"}
         evaluate_bound(str(suite_dir / model.path), task="genbound_sotu_heldout", metadata=meta,
-                       model_args=args, batch_size=batch_size, device=device, progress=progress)
+                       model_args=args, batch_size=batch_size, device=device)
     from lm_eval_genbound.harness.sidecar import read_manifest
     final = read_manifest(side)["final"]
     return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
@@ -157,20 +157,19 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
     for model in info.models:
         logger.info("evaluating %s (N=%d, D=%d)", model.name, model.n_params, model.n_train_tokens)
         stats, manifest, side = evaluate_suite_model(suite_dir, model, out, alphas=alphas,
-                                                     batch_size=batch_size, progress=progress, device=device)
+                                                     batch_size=batch_size, device=device)
         if stats.n_tokens != model.n_distinct_train_tokens:
             raise GenboundError(f"{model.name}: evaluated {stats.n_tokens} tokens but it trained on "
                                 f"{model.n_distinct_train_tokens} distinct ones")
         heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
-                                      progress=progress, device=device)
+                                      device=device)
         protocol = manifest["protocol"]
         common = dict(protocol=protocol, heldout=heldout, delta=delta)
         rep = bound_report(stats, Complexity(16.0 * model.n_params, method="param16"), delta=delta)
         rows.append(_row(model, rep, method="param16", stats_path=side / "stats.npz", **common))
         for spec in quantize:
             qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
-                                                       alphas=alphas, batch_size=batch_size,
-                                                       progress=progress, device=device)
+                                                       alphas=alphas, batch_size=batch_size, device=device)
             rep = bound_report(qstats, code_length_complexity(qman["model"]["code_length"]), delta=delta,
                                unquantized_loss=stats.mean_raw_loss)
             rows.append(_row(model, rep, method=spec, stats_path=qside / "stats.npz", **common))

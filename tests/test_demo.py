@@ -18,6 +18,7 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.complexity.codelength import code_length_complexity
 from lm_eval_genbound.harness.sidecar import read_manifest
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.report import stats_bound
 
 
 #: the runs.csv contract (README "What `make demo` does"; fitting.schema reads it): spelled out here
@@ -84,7 +85,7 @@ def test_stats_files_recompute_the_rows(demo):
     out, runs = demo
     row = runs[runs.complexity_method == "param16"].iloc[-1]
     stats = GenboundStats.load(row.stats_path)
-    t = stats.bound(Complexity(16.0 * row.n_params), delta=0.05)
+    t = stats_bound(stats, Complexity(16.0 * row.n_params), delta=0.05)
     assert t.bound_paper_nats == pytest.approx(row.bound_nats, rel=1e-9)
     assert stats.n_tokens == row.train_tokens
     # the recorded loss of the training run agrees with the harness's empirical risk

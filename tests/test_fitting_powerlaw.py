@@ -1,4 +1,4 @@
-"""fitting.powerlaw, fitting.bootstrap, fitting.lm and fitting.crossover: recovery of known laws,
+"""fitting.powerlaw, fitting.bootstrap, fitting.levenberg_marquardt and fitting.crossover: recovery of known laws,
 bootstrap coverage, and the input rules of the public functions."""
 import math
 
@@ -9,7 +9,7 @@ from lm_eval_genbound.errors import GenboundError
 
 from fitting.bootstrap import cluster_bootstrap, draw_resamples, percentile_interval
 from fitting.crossover import fit_crossover
-from fitting.lm import solve_batch
+from fitting.levenberg_marquardt import solve_batch
 from fitting.powerlaw import fit_power_law
 
 N9 = np.geomspace(1e4, 1e8, 9)

@@ -12,6 +12,7 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.terms import choose_alpha, token_bound
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.bound.stats import GenboundStats, smoothed_nll
+from lm_eval_genbound.bound.report import stats_bound, stats_freedman
 
 ALPHAS = [0.001, 0.05, 0.3]
 
@@ -36,7 +37,7 @@ def test_stats_path_equals_array_path():
     for i, a in enumerate(ALPHAS):
         x = smoothed_nll(logp, a, V)
         ref = B.freedman_bound(x, ent[:, i], log_prior_nats=7.0, delta=0.05, loss_range=math.log(V / a))
-        got = acc.freedman(a, log_prior_nats=7.0, delta=0.05)
+        got = stats_freedman(acc, a, log_prior_nats=7.0, delta=0.05)
         assert got.gap_bound == pytest.approx(ref.gap_bound, rel=1e-9)
         assert got.sigma == pytest.approx(ref.sigma, rel=1e-9)
         assert got.lam == ref.lam
@@ -50,7 +51,7 @@ def test_bound_from_stats_equals_token_bound_on_arrays():
     logp, ent, V = _tokens(seed=2)
     acc = GenboundStats(V, ALPHAS)
     acc.update(logp, ent)
-    t = acc.bound(Complexity(3000.0), delta=0.05, alpha=0.05)
+    t = stats_bound(acc, Complexity(3000.0), delta=0.05, alpha=0.05)
     x = smoothed_nll(logp, 0.05, V)
     s = B.s_grid()
     ref = token_bound(sum_v=B.sum_v_exact(ent[:, 1] - x, s / math.log(V / 0.05)), s_values=s,
@@ -69,11 +70,11 @@ def test_default_alpha_depends_on_complexity_only():
         logp, ent, V = _tokens(seed=seed, n=2000, noise=noise)
         acc = GenboundStats(V, ALPHAS)
         acc.update(logp, ent)
-        small = acc.bound(Complexity(10.0), delta=0.05)
+        small = stats_bound(acc, Complexity(10.0), delta=0.05)
         assert small.alpha == choose_alpha(small.complexity, ALPHAS)
         chosen.append(small.alpha)
-        best.append(min(ALPHAS, key=lambda a: acc.bound(Complexity(10.0), delta=0.05, alpha=a).bound_exact_nats))
-        large = acc.bound(Complexity(1e4), delta=0.05)
+        best.append(min(ALPHAS, key=lambda a: stats_bound(acc, Complexity(10.0), delta=0.05, alpha=a).bound_exact_nats))
+        large = stats_bound(acc, Complexity(1e4), delta=0.05)
         assert large.alpha == choose_alpha(large.complexity, ALPHAS) > small.alpha
     assert best == [0.001, 0.3]                  # the data would pick different α ...
     assert chosen == [0.001, 0.001]              # ... the default does not look at them
@@ -96,8 +97,8 @@ def test_merge_of_random_splits_equals_whole():
     merged.n_bytes = 9000
     for a in ALPHAS:
         np.testing.assert_allclose(merged.sum_v(a), whole.sum_v(a), rtol=1e-11)
-        assert merged.bound(Complexity(500.0), alpha=a).bound_paper_nats == pytest.approx(
-            whole.bound(Complexity(500.0), alpha=a).bound_paper_nats, rel=1e-11)
+        assert stats_bound(merged, Complexity(500.0), alpha=a).bound_paper_nats == pytest.approx(
+            stats_bound(whole, Complexity(500.0), alpha=a).bound_paper_nats, rel=1e-11)
     assert merged.n_tokens == whole.n_tokens
     assert merged.max_x0 == whole.max_x0
 
@@ -143,10 +144,10 @@ def test_errors(tmp_path):
     with pytest.raises(GenboundError, match="finite"):
         acc.update(np.r_[logp[:-1], np.nan], ent)
     with pytest.raises(GenboundError, match="no tokens"):
-        acc.bound(Complexity(10.0))
+        stats_bound(acc, Complexity(10.0))
     with pytest.raises(GenboundError, match="not in the accumulated grid"):
         acc.update(logp, ent)
-        acc.bound(Complexity(10.0), alpha=0.2)
+        stats_bound(acc, Complexity(10.0), alpha=0.2)
     with pytest.raises(GenboundError, match="different settings"):
         acc.merge(GenboundStats(V, [0.1]))
     with pytest.raises(GenboundError, match="between 0 and 1"):
@@ -261,7 +262,7 @@ def test_stats_file_of_schema_1_loads_as_design_all_with_identical_numbers():
         got = bound_report(old, Complexity(float(bits), method="bits"), delta=0.05).to_dict()
         assert {k: got[k] for k in ref} == ref
     with pytest.raises(GenboundError, match="non-random subset.*written before sampling designs"):
-        old.bound(Complexity(500.0), train_tokens=10 * old.n_tokens)
+        stats_bound(old, Complexity(500.0), train_tokens=10 * old.n_tokens)
 
 
 def test_design_is_saved_loaded_and_must_agree_to_merge(tmp_path):
@@ -272,8 +273,8 @@ def test_design_is_saved_loaded_and_must_agree_to_merge(tmp_path):
     acc.update(logp, ent)
     back = GenboundStats.load(acc.save(tmp_path / "s.npz"))
     assert back.design == design
-    assert back.bound(Complexity(1e3)) == acc.bound(Complexity(1e3), train_tokens=5000)
-    assert back.bound(Complexity(1e3)).train_tokens == 5000             # a sample's default D: its population
+    assert stats_bound(back, Complexity(1e3)) == stats_bound(acc, Complexity(1e3), train_tokens=5000)
+    assert stats_bound(back, Complexity(1e3)).train_tokens == 5000             # a sample's default D: its population
     with pytest.raises(GenboundError, match="different sampling designs"):
         back.merge(GenboundStats(V, ALPHAS))
     with pytest.raises(GenboundError, match="different sampling designs"):

@@ -13,6 +13,7 @@ from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.subsample import SUBSAMPLE_S_GRID, UnitSample, bernstein_ucb, g_bounds, min_smoothed_entropy
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.bound.report import stats_bound
 
 V = 50_277                   # GPT-NeoX vocabulary
 ALPHA = 0.1
@@ -241,9 +242,9 @@ def test_unit_sums_merge_in_any_order_and_round_trip_through_stats_npz(tmp_path)
     cx = Complexity(2e5)
     path = whole.save(tmp_path / "stats.npz")
     back = GenboundStats.load(path)
-    assert back.bound(cx) == whole.bound(cx)
+    assert stats_bound(back, cx) == stats_bound(whole, cx)
     assert back.to_arrays().keys() == whole.to_arrays().keys()
-    assert merged.bound(cx).bound_exact_nats == pytest.approx(whole.bound(cx).bound_exact_nats, rel=1e-12)
+    assert stats_bound(merged, cx).bound_exact_nats == pytest.approx(stats_bound(whole, cx).bound_exact_nats, rel=1e-12)
     with pytest.raises(GenboundError, match="needs unit_lengths"):
         GenboundStats(V, alphas, design=design).update(logp, ent)
     with pytest.raises(GenboundError, match="below .* the least entropy of a distribution smoothed"):
@@ -268,7 +269,7 @@ def test_schema_2_uniform_statistics_load_and_fall_back_to_hoeffding(tmp_path):
     old = GenboundStats.load(tmp_path / "old.npz")
     assert old.unit_sums is None
     cx = Complexity(2e5)
-    assert old.bound(cx) == stats.bound(cx, subsample_method="hoeffding")
+    assert stats_bound(old, cx) == stats_bound(stats, cx, subsample_method="hoeffding")
 
 
 def test_full_data_bound_is_unchanged_by_unit_sums():
@@ -279,7 +280,7 @@ def test_full_data_bound_is_unchanged_by_unit_sums():
     plain, uni = GenboundStats(V, alphas), GenboundStats(V, alphas, design=SamplingDesign.uniform(n, seed=0))
     plain.update(logp, ent)
     uni.update(logp, ent)
-    assert uni.bound(Complexity(2e5)) == plain.bound(Complexity(2e5))
+    assert stats_bound(uni, Complexity(2e5)) == stats_bound(plain, Complexity(2e5))
 
 
 @pytest.mark.parametrize("window", [1, 32])
@@ -294,7 +295,7 @@ def test_subsampled_stats_bound_equals_the_bound_from_explicit_per_token_arrays(
         a, b = int(lengths[:lo].sum()), int(lengths[:hi].sum())
         stats.update(logp[a:b], ent[a:b], unit_lengths=None if window == 1 else lengths[lo:hi])
     cx = Complexity(1e6)
-    got = stats.bound(cx, alpha=ALPHA)
+    got = stats_bound(stats, cx, alpha=ALPHA)
     x = -np.logaddexp(math.log1p(-ALPHA) + logp, math.log(ALPHA / V))
     d = ent[:, 1] - x
     lam = SUBSAMPLE_S_GRID / DELTA_BIG
@@ -313,7 +314,7 @@ def test_subsampled_stats_bound_equals_the_bound_from_explicit_per_token_arrays(
     assert got.bound_exact_nats == pytest.approx(got.complexity / got.lam + u[j], rel=1e-9)
     if window > 1:
         with pytest.raises(GenboundError, match="needs subsample_method='bernstein'"):
-            stats.bound(cx, subsample_method="hoeffding")
+            stats_bound(stats, cx, subsample_method="hoeffding")
 
 
 def test_uniform_units_design_round_trips_and_resolves_like_uniform_tokens():

@@ -2,8 +2,10 @@
 
     >>> from lm_eval_genbound.bound.complexity import Complexity
     >>> cx = Complexity(16.0 * 1_000_000, method="param16")        # 16 bits per parameter, N = 10⁶
-    >>> cx.prefix_bits, cx.config_bits                            # 2·log2(1.6e7) ≈ 47.8, log2(1) = 0
-    >>> cx.prior_nats                                              # ln 1/P(h), what enters C
+    >>> round(cx.prefix_bits, 2), cx.config_bits                  # 2·log2(1.6e7), log2(1)
+    (47.86, 0.0)
+    >>> round(cx.prior_nats)                                       # ln 1/P(h), what enters C
+    11090388
     >>> Complexity.from_dict(cx.to_dict()) == cx
     True
 
@@ -121,3 +123,111 @@ class Complexity:
         if "message_bits" not in d:
             raise GenboundError("a complexity needs message_bits")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: the breakdown entries of a code length that are this module's charges, not part of the message
+CODE_LENGTH_CHARGES = ("prefix_bits", "config_bits")
+
+
+def code_length_breakdown_complexity(breakdown: Mapping[str, float], n_configs: int, method: str) -> Complexity:
+    """The complexity of a code with these components (bits): its message is every component but the
+    prefix and configuration charges, summed in the breakdown's order."""
+    message = float(sum(v for k, v in breakdown.items() if k not in CODE_LENGTH_CHARGES))
+    return Complexity(message, n_configurations=n_configs, method=method, states_total=True)
+
+
+def code_length_complexity(code: Mapping[str, Any]) -> Complexity:
+    """The :class:`Complexity` of a code length given as a ``CodeLength.to_dict()`` dict.
+
+    Parameters
+    ----------
+    code : mapping
+        :meth:`lm_eval_genbound.complexity.codelength.CodeLength.to_dict` output, e.g. a manifest's
+        ``model.code_length`` or the ``code_length`` of ``genbound complexity``'s JSON.
+
+    Returns
+    -------
+    Complexity
+        Message bits, configurations searched and method of the code; its ``prior_bits`` is the
+        dict's ``total_bits`` (checked).
+    """
+    try:
+        cx = code_length_breakdown_complexity(code["breakdown"], int(code["details"]["n_configs"]), str(code["method"]))
+        total = float(code["total_bits"])
+    except (KeyError, TypeError) as exc:
+        raise GenboundError(f"not a code length record (missing {exc})") from None
+    if not math.isclose(cx.prior_bits, total, rel_tol=1e-12, abs_tol=1e-9):
+        raise GenboundError(f"the code length record is inconsistent: its components give "
+                            f"{cx.prior_bits!r} bits, its total_bits is {total!r}")
+    return cx
+
+
+def parse_complexity(spec: str) -> tuple[str, float]:
+    """A ``genbound_complexity`` setting as (kind, value).
+
+    >>> parse_complexity("param16"), parse_complexity("bits:1234"), parse_complexity("model")
+    (('param', 16.0), ('bits', 1234.0), ('model', nan))
+    """
+    spec = str(spec)
+    if spec.startswith("param"):
+        try:
+            return "param", float(spec[5:])
+        except ValueError:
+            pass
+    elif spec.startswith("bits:"):
+        try:
+            v = float(spec[5:])
+            if v >= 0:
+                return "bits", v
+        except ValueError:
+            pass
+    elif spec in ("model", "auto"):
+        return spec, float("nan")
+    raise GenboundError(f"genbound_complexity={spec!r} must be auto, param<b>, bits:<L> or model")
+
+
+def model_complexity(spec: str, model: Mapping[str, Any], n_configurations: int = 1) -> Complexity:
+    """The complexity charged for a model under a ``genbound_complexity`` setting.
+
+    Parameters
+    ----------
+    spec : str
+        ``auto``, ``param<b>`` (b bits per parameter), ``bits:<L>`` or ``model`` (the certified code
+        length of a quantized model); ``auto`` charges a quantized model's code length and 16 bits
+        per parameter otherwise.
+    model : mapping
+        The model record of a run (``n_params``; ``code_length`` of a quantized model, a
+        ``CodeLength.to_dict()`` dict).
+    n_configurations : int
+        Configurations searched (``genbound_n_configurations``; a quantized model's own are kept).
+
+    Returns
+    -------
+    Complexity
+        What the bound charges, bits.
+    """
+    kind, value = parse_complexity(spec)
+    if kind == "auto":
+        kind, value = ("model", value) if model.get("code_length") else ("param", 16.0)
+    if kind == "param":
+        cx = Complexity(value * model["n_params"], method=f"param{value:g}")
+    elif kind == "bits":
+        cx = Complexity(value, method="bits")
+    else:
+        code = model.get("code_length")
+        if not code:
+            raise GenboundError("genbound_complexity=model needs a quantized model (model arg quantize=...)")
+        cx = code_length_complexity(code)
+    return cx.with_configurations(int(n_configurations))
+
+
+def manifest_complexity(manifest: Mapping[str, Any]) -> Complexity:
+    """The complexity that a sidecar manifest's final bound charged, rebuilt from its ``settings``
+    (``complexity``, ``n_configurations``) and ``model`` records (``genbound bound --complexity-json
+    manifest.json``; no harness needed)."""
+    try:
+        settings, model = manifest["settings"], manifest["model"]
+        spec, n_configs = settings.get("complexity", "auto"), int(settings.get("n_configurations", 1))
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise GenboundError("not a genbound manifest (no settings and model records)") from None
+    return model_complexity(spec, model, n_configs)

@@ -1,14 +1,25 @@
 """The bound of a run from its statistics: terms, bits per byte and ``bound_bpb``, in one place.
 
-    >>> from lm_eval_genbound.bound.baselines import BaselineBound, azuma_token_bound, hoeffding_document_bound
-from lm_eval_genbound.bound.complexity import Complexity
+    >>> import numpy as np
+    >>> from lm_eval_genbound.bound.complexity import Complexity
     >>> from lm_eval_genbound.bound.report import bound_report
     >>> from lm_eval_genbound.bound.stats import GenboundStats
-    >>> stats = GenboundStats.load("out/genbound/genbound_sotu/stats.npz")      # doctest: +SKIP
-    >>> rep = bound_report(stats, Complexity(16.0 * 70e6, method="param16"))   # doctest: +SKIP
-    >>> rep.bound_bpb, rep.to_dict()["bound_paper_nats"]                        # doctest: +SKIP
-    >>> rep.vacuity.vacuous, rep.to_dict()["nonvacuous_train_tokens"]          # doctest: +SKIP
-    >>> rep.to_dict()["bound_azuma_nats"], rep.to_dict()["bound_hoeffding_doc_nats"]  # doctest: +SKIP
+    >>> stats = GenboundStats(vocab_size=256, alphas=[0.01, 0.1])
+    >>> rng = np.random.default_rng(0)
+    >>> logp = np.log(rng.uniform(0.05, 0.5, 10_000)); ent = np.full((10_000, 2), 2.0)
+    >>> stats.update(logp, ent, n_bytes=10_000, doc_lengths=[5_000, 5_000])
+    >>> rep = bound_report(stats, Complexity(2_000.0, method="bits"))
+    >>> round(rep.terms.bound_paper_nats, 3), round(rep.bound_bpb, 3), rep.vacuity.vacuous
+    (2.787, 4.02, False)
+    >>> rep.terms.n_tokens, rep.terms.train_tokens           # n scored; D defaults to n for design "all"
+    (10000, 10000.0)
+
+This module owns "the bound from statistics": :class:`~lm_eval_genbound.bound.stats.GenboundStats`
+only accumulates, and every bound from its sums is computed here — :func:`stats_bound` (the terms),
+:func:`summary_rows` (one row per α), :func:`bound_vs_train_tokens` and
+:func:`nonvacuous_train_tokens` (the same model at another D) and :func:`bound_report`. The D a
+bound certifies is resolved against the statistics' sampling design once per call
+(:func:`resolve_train_tokens`) and handed down resolved.
 
 Every consumer of a finished evaluation (the harness task's metrics and manifest, the demo's
 runs.csv rows, ``genbound bound``) calls :func:`bound_report`; :meth:`BoundReport.to_dict` is the
@@ -18,15 +29,21 @@ at which the same model would be non-vacuous).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.bound.baselines import BaselineBound, azuma_token_bound, hoeffding_document_bound
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.stats import GenboundStats
-from lm_eval_genbound.bound.terms import BoundTerms
-from lm_eval_genbound.bound.vacuity import Vacuity, vacuity
+from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
+from lm_eval_genbound.bound.vacuity import Vacuity, smallest_nonvacuous_train_tokens, verdict
+from lm_eval_genbound.bound.validate import check_delta
+from lm_eval_genbound.errors import GenboundError
+
+logger = logging.getLogger(__name__)
 
 
 def nats_per_token_to_bpb(nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
@@ -89,10 +106,199 @@ class BoundReport:
         return d
 
 
+# ------------------------------------------------------------------ the bound from statistics
+def resolve_train_tokens(stats: GenboundStats, train_tokens: Optional[float] = None) -> tuple[float, bool]:
+    """D for a bound from these statistics, resolved once: ``train_tokens`` checked against the
+    sampling design, or the design's default (n, or a uniform sample's population), in tokens, and
+    whether the n scored tokens are a subsample of it (:meth:`SamplingDesign.resolve_train_tokens`)."""
+    return stats.design.resolve_train_tokens(stats.n_tokens, train_tokens)
+
+
+def _require_tokens(stats: GenboundStats) -> None:
+    if stats.n_tokens == 0:
+        raise GenboundError("no tokens were accumulated; nothing to bound")
+
+
+def supported_subsample_method(stats: GenboundStats, requested: str = "bernstein") -> str:
+    """The subsampling method these statistics support: ``requested``, or ``"hoeffding"`` for a
+    uniform-token file of schema 2 (no unit sums) asked for ``"bernstein"`` (logged)."""
+    if requested == "bernstein" and stats.unit_sums is None and stats.design.kind == "uniform_tokens":
+        logger.warning("statistics without unit sums (schema 2): the subsampling correction is Hoeffding's")
+        return "hoeffding"
+    return requested
+
+
+def default_alpha(stats: GenboundStats, complexity: Complexity, train_tokens: float, *, delta: float = 0.05) -> float:
+    """The α of the grid that a bound uses when none is given.
+
+    The grid value with the smallest smoothing cost for C = (ln 1/P(h) + ln(|K|/δ))/D, D =
+    ``train_tokens`` (resolved by the caller; any D ≥ 1 is accepted here): a choice that depends on
+    C only, never on the data.
+    """
+    c_guess = B.complexity_per_token(complexity.prior_nats, max(float(train_tokens), 1.0),
+                                     grid_size=stats.grid_size, delta=check_delta(delta))
+    return choose_alpha(c_guess, stats.alphas)
+
+
+def _terms_at(stats: GenboundStats, complexity: Complexity, alpha: float, train_tokens: float, subsampled: bool, *,
+              delta: float, unquantized_loss: Optional[float], method: str,
+              n_tokens: Optional[float] = None, sum_v=None) -> BoundTerms:
+    """The bound at a resolved D (``n_tokens``: the statistics scaled to that many tokens with the
+    same per-token means; ``sum_v``: Σ v of α, when the caller already has it)."""
+    n_eval = stats.n_tokens if n_tokens is None else n_tokens
+    sums = stats.sum_v(alpha) if sum_v is None else sum_v
+    return token_bound(
+        sum_v=sums * (n_eval / stats.n_tokens) if n_tokens is not None else sums, s_values=stats.s_values,
+        n_tokens=n_eval, mean_smoothed_loss=stats.mean_smoothed_loss(alpha), mean_raw_loss=stats.mean_raw_loss,
+        vocab_size=stats.vocab_size, alpha=alpha, complexity=complexity, train_tokens=train_tokens,
+        subsampled=subsampled, delta=delta, unquantized_loss=unquantized_loss, design=stats.design,
+        unit_sample=stats.unit_sample(alpha) if subsampled else None, subsample_method=method)
+
+
+def stats_bound(stats: GenboundStats, complexity: Complexity, *, train_tokens: Optional[float] = None,
+                delta: float = 0.05, alpha: Optional[float] = None, unquantized_loss: Optional[float] = None,
+                subsample_method: str = "bernstein") -> BoundTerms:
+    """The final bound (SPEC §2) from these statistics for a hypothesis of this complexity trained on D tokens.
+
+    Parameters
+    ----------
+    stats : GenboundStats
+        The evaluation's sufficient statistics.
+    complexity : Complexity
+        What is charged for h (message bits, configurations searched, certified or not).
+    train_tokens : float, optional
+        D, tokens the model trained on (default: the tokens accumulated, or the population
+        of a uniform design). D > n needs a uniform design whose population is D
+        (:func:`resolve_train_tokens`; otherwise a GenboundError).
+    delta : float
+        δ, the failure probability.
+    alpha : float, optional
+        α of the grid; default: the grid value with the smallest smoothing cost for this C
+        (a choice that depends on C only, never on the data).
+    unquantized_loss : float, optional
+        R̂ of the full-precision model (nats/token), to report the quantization gap.
+    subsample_method : str
+        The subsampling correction of a uniform sample with D > n: ``"bernstein"`` (default;
+        statistics of schema 2 have no unit sums and fall back to ``"hoeffding"`` with a
+        warning) or ``"hoeffding"`` (``uniform_tokens`` only), see :func:`token_bound`.
+
+    Returns
+    -------
+    BoundTerms
+        The bound and its terms, nats/token.
+    """
+    _require_tokens(stats)
+    d_train, subsampled = resolve_train_tokens(stats, train_tokens)
+    if alpha is None:
+        alpha = default_alpha(stats, complexity, d_train, delta=delta)
+    return _terms_at(stats, complexity, float(alpha), d_train, subsampled, delta=delta,
+                     unquantized_loss=unquantized_loss, method=supported_subsample_method(stats, subsample_method))
+
+
+def stats_freedman(stats: GenboundStats, alpha: float, *, log_prior_nats: float, delta: float) -> B.FreedmanResult:
+    """The Freedman bound with C = (ln 1/P + ln(|K|/δ))/n on the accumulated tokens (D = n)."""
+    _require_tokens(stats)
+    a = stats.alpha_index(alpha)
+    return B.freedman_from_sums(
+        stats.sum_v(alpha), stats.n_tokens, stats.lambdas[a], log_prior_nats=log_prior_nats,
+        delta=delta, loss_range=float(stats.loss_ranges[a]), mean_loss=stats.mean_smoothed_loss(alpha),
+        mean_prediction=stats.mean_entropy(alpha))
+
+
+def summary_rows(stats: GenboundStats, complexity: Complexity, *, train_tokens: Optional[float] = None,
+                 delta: float = 0.05) -> list[dict]:
+    """One row per α: its sums and the bound with this complexity (for summary.csv).
+
+    The row of the α that :func:`stats_bound` chooses equals that bound (same complexity,
+    configurations searched included). D is resolved once for all rows.
+    """
+    _require_tokens(stats)
+    d_train, subsampled = resolve_train_tokens(stats, train_tokens)
+    method = supported_subsample_method(stats)
+    rows = []
+    for alpha in stats.alphas:
+        t = _terms_at(stats, complexity, alpha, d_train, subsampled, delta=delta, unquantized_loss=None,
+                      method=method)
+        a = stats.alpha_index(alpha)
+        rows.append({"alpha": alpha, "n_tokens": stats.n_tokens, "n_bytes": stats.n_bytes,
+                     "mean_smoothed_loss_nats": t.smoothed_empirical_risk_nats,
+                     "mean_entropy_nats": stats.mean_entropy(alpha),
+                     "max_smoothed_loss_nats": float(stats.max_x[a]),
+                     "min_d_nats": float(stats.min_d[a]), **{
+                         k: v for k, v in t.to_dict().items() if k not in ("alpha",)}})
+    return rows
+
+
+def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsampled: bool,
+                          delta: float = 0.05, alpha: Optional[float] = None,
+                          unquantized_loss: Optional[float] = None) -> Callable[[float], BoundTerms]:
+    """The bound of the same model as a function of D (see :mod:`lm_eval_genbound.bound.vacuity`).
+
+    Parameters
+    ----------
+    stats : GenboundStats
+        The evaluation's statistics (n tokens).
+    complexity : Complexity
+        What is charged for h.
+    subsampled : bool
+        True: the n tokens are a uniform sample of the D training tokens (D > n; only D moves).
+        False: the run evaluates all D training tokens (the statistics scale to n = D).
+    delta, alpha, unquantized_loss
+        As for :func:`stats_bound` (α None: re-chosen for C at each D).
+
+    Returns
+    -------
+    callable
+        D (training tokens) -> :class:`BoundTerms` (nats/token). At the run's own D it equals
+        :func:`stats_bound`. Each D given is the D of the bound (no design check: the caller
+        chose it).
+    """
+    sums: dict[float, Any] = {}
+    method = supported_subsample_method(stats) if subsampled else "bernstein"
+
+    def at(d: float) -> BoundTerms:
+        d = float(d)
+        a = alpha if alpha is not None else default_alpha(stats, complexity, d, delta=delta)
+        if a not in sums:
+            sums[a] = stats.sum_v(a)
+        return _terms_at(stats, complexity, a, d, subsampled, delta=delta, unquantized_loss=unquantized_loss,
+                         method=method, n_tokens=None if subsampled else d, sum_v=sums[a])
+    return at
+
+
+def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
+                            train_tokens: Optional[float] = None, delta: float = 0.05,
+                            alpha: Optional[float] = None, unquantized_loss: Optional[float] = None,
+                            _resolved: Optional[tuple[float, bool]] = None) -> float:
+    """D*, the smallest number of training tokens at which the same model is non-vacuous.
+
+    Parameters
+    ----------
+    stats, complexity, train_tokens, delta, alpha, unquantized_loss
+        As for :func:`stats_bound`; a uniform sampling design with D > n marks a
+        subsampled run (only D moves then).
+
+    Returns
+    -------
+    float
+        D* (an integer number of training tokens) with bound(D*) < ln V ≤ bound(D* − 1), or
+        ``inf`` when the bound stays ≥ ln V up to :data:`~lm_eval_genbound.bound.vacuity.MAX_TRAIN_TOKENS`
+        (e.g. R̂ ≥ ln V); see :func:`~lm_eval_genbound.bound.vacuity.smallest_nonvacuous_train_tokens`.
+    """
+    d_train, subsampled = _resolved or resolve_train_tokens(stats, train_tokens)
+    ln_v = math.log(stats.vocab_size)
+    if stats.mean_raw_loss >= ln_v:           # R̂(h) = R̂ + the quantization gap: no D helps
+        return math.inf
+    family = bound_vs_train_tokens(stats, complexity, subsampled=subsampled, delta=delta, alpha=alpha,
+                                   unquantized_loss=unquantized_loss)
+    return smallest_nonvacuous_train_tokens(lambda d: family(d).bound_paper_nats, uniform_loss_nats=ln_v,
+                                            smallest=stats.n_tokens + 1 if subsampled else 1, start=d_train)
+
+
 def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: Optional[float] = None,
                  delta: float = 0.05, alpha: Optional[float] = None,
                  unquantized_loss: Optional[float] = None) -> BoundReport:
-    """The bound of an evaluation with this complexity (see :meth:`GenboundStats.bound`).
+    """The bound of an evaluation with this complexity (see :func:`stats_bound`).
 
     Parameters
     ----------
@@ -102,7 +308,8 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
         What is charged for h.
     train_tokens : float, optional
         D, tokens the model trained on (default: the tokens evaluated, or the population of a
-        uniform sample); checked against ``stats.design`` (D > n only for a uniform sample of D).
+        uniform sample); checked against ``stats.design`` (D > n only for a uniform sample of D),
+        once for the bound, its vacuity verdict and the baselines.
     delta : float
         δ, the failure probability.
     alpha : float, optional
@@ -116,17 +323,20 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
         Terms (nats/token), bits per byte, the bound in bits per byte, its vacuity verdict and the
         two baselines on the same statistics (:func:`baseline_bounds`, at the bound's α).
     """
-    train_tokens = stats.train_tokens(train_tokens)      # the sampling design's D (or a GenboundError)
-    terms = stats.bound(complexity, train_tokens=train_tokens, delta=delta, alpha=alpha,
-                        unquantized_loss=unquantized_loss)
+    _require_tokens(stats)
+    resolved = resolve_train_tokens(stats, train_tokens)      # the sampling design's D (or a GenboundError)
+    d_train, subsampled = resolved
+    chosen = default_alpha(stats, complexity, d_train, delta=delta) if alpha is None else float(alpha)
+    terms = _terms_at(stats, complexity, chosen, d_train, subsampled, delta=delta,
+                      unquantized_loss=unquantized_loss, method=supported_subsample_method(stats))
     azuma, hoeffding_doc, note = baseline_bounds(stats, complexity, terms.alpha,
-                                                 train_tokens=train_tokens, delta=delta)
+                                                 train_tokens=d_train, delta=delta)
+    d_star = nonvacuous_train_tokens(stats, complexity, delta=delta, alpha=alpha,
+                                     unquantized_loss=unquantized_loss, _resolved=resolved)
     return BoundReport(
         terms=terms, complexity_method=complexity.method, bits_per_byte=stats.bits_per_byte,
         bound_bpb=nats_per_token_to_bpb(terms.bound_paper_nats, stats.n_tokens, stats.n_bytes),
-        n_bytes=stats.n_bytes, n_docs=stats.n_docs,
-        vacuity=vacuity(stats, complexity, terms, train_tokens=train_tokens, delta=delta, alpha=alpha,
-                        unquantized_loss=unquantized_loss),
+        n_bytes=stats.n_bytes, n_docs=stats.n_docs, vacuity=verdict(terms, d_star),
         azuma=azuma, hoeffding_doc=hoeffding_doc, baseline_note=note)
 
 

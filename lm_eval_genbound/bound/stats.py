@@ -6,7 +6,12 @@
     >>> acc = GenboundStats(vocab_size=256, alphas=[0.01, 0.1])
     >>> logp = np.log(np.full(100, 1 / 256)); ent = np.full((100, 2), np.log(256))
     >>> acc.update(logp, ent, n_bytes=100)
-    >>> terms = acc.bound(Complexity(1e4), train_tokens=100, delta=0.05)
+    >>> acc.n_tokens, acc.alphas, round(acc.mean_raw_loss, 4)      # ln 256 nats/token
+    (100, (0.01, 0.1), 5.5452)
+
+The statistics only accumulate (update, merge, save, load) and give their derived sums; the bound
+from them is :func:`lm_eval_genbound.bound.report.bound_report` (or ``stats_bound`` for the terms
+alone).
 
 Units: nats per token throughout (``bits_per_byte`` is bits per UTF-8 byte).
 
@@ -55,11 +60,9 @@ import numpy as np
 
 import lm_eval_genbound.bound.freedman as B
 from lm_eval_genbound.atomic import atomic_write_with
-from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
 from lm_eval_genbound.bound.subsample import UnitSample, UnitSums, check_unit_lengths
-from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
-from lm_eval_genbound.bound.validate import check_alpha, check_delta
+from lm_eval_genbound.bound.validate import check_alpha_grid
 from lm_eval_genbound.errors import GenboundError
 
 #: what zipfile, numpy's .npy header parser and json raise for a truncated or bit-flipped file
@@ -89,7 +92,8 @@ class GenboundStats:
     """Float64 sufficient statistics for the smoothed Freedman bound over a fixed α grid.
 
     vocab_size: V, the dimension of the distribution that is smoothed (the logit dimension).
-    alphas: the α grid, fixed before evaluation. grid_size: |K| λ values per α.
+    alphas: the α grid, fixed before evaluation (kept as a tuple of floats, the grid's one type).
+    grid_size: |K| λ values per α.
     design: how the tokens are chosen (default: all tokens of the data); statistics merge only
     with statistics of the same design.
     """
@@ -100,21 +104,15 @@ class GenboundStats:
                  design: Optional[SamplingDesign] = None) -> None:
         if int(vocab_size) != vocab_size or vocab_size < 2:
             raise GenboundError(f"vocab_size={vocab_size!r} must be an integer ≥ 2")
-        alphas = [float(a) for a in alphas]
-        if not alphas:
-            raise GenboundError("the α grid is empty; give at least one α in (0, 1)")
-        for a in alphas:
-            check_alpha(a)
-        if len(set(alphas)) != len(alphas):
-            raise GenboundError(f"the α grid {alphas} has duplicates")
         self.vocab_size = int(vocab_size)
         self.design = design or SamplingDesign.all()
-        self.alphas = np.array(alphas, dtype=np.float64)
+        self.alphas: tuple[float, ...] = check_alpha_grid(alphas)
+        alpha_values = np.array(self.alphas, dtype=np.float64)       # the grid for array arithmetic
         self.grid_size = int(grid_size)
         self.bin_width = float(bin_width)
         self.taylor_order = int(taylor_order)
         self.s_values = B.s_grid(self.grid_size)
-        self.loss_ranges = np.log(self.vocab_size / self.alphas)           # Δ_α
+        self.loss_ranges = np.log(self.vocab_size / alpha_values)          # Δ_α
         self.lambdas = self.s_values[None, :] / self.loss_ranges[:, None]  # [A, K]
         if tail_margin is not None and not (math.isfinite(tail_margin) and tail_margin >= 4 * bin_width):
             raise GenboundError(f"tail_margin={tail_margin!r} must be ≥ 4·bin_width (nats)")
@@ -126,7 +124,7 @@ class GenboundStats:
         self.n_bins = int(math.ceil((top - self.tail_threshold.min()) / self.bin_width)) + 1
         self.bin_centres = (self.tail_threshold[:, None]
                             + self.bin_width * (np.arange(self.n_bins)[None, :] + 0.5))
-        n_a = self.alphas.size
+        n_a = len(self.alphas)
         self.n_tokens = 0
         self.n_bytes = 0
         self.n_docs = 0
@@ -150,7 +148,7 @@ class GenboundStats:
     # ------------------------------------------------------------------ accumulation
     def config(self) -> dict:
         """The settings that must agree for two accumulators to merge."""
-        return {"vocab_size": self.vocab_size, "alphas": self.alphas.tolist(),
+        return {"vocab_size": self.vocab_size, "alphas": list(self.alphas),
                 "grid_size": self.grid_size, "bin_width": self.bin_width,
                 "taylor_order": self.taylor_order, "tail_margin": self.tail_margin}
 
@@ -175,10 +173,11 @@ class GenboundStats:
         n = logp.size
         if n == 0:
             return
-        if ent.shape != (n, self.alphas.size):
+        n_a = len(self.alphas)
+        if ent.shape != (n, n_a):
             raise GenboundError(
-                f"entropies must have shape ({n}, {self.alphas.size}) for {n} tokens and "
-                f"{self.alphas.size} α values, got {ent.shape}")
+                f"entropies must have shape ({n}, {n_a}) for {n} tokens and "
+                f"{n_a} α values, got {ent.shape}")
         if not np.isfinite(logp).all() or (logp > 1e-6).any():
             raise GenboundError("logp must be finite log-probabilities (≤ 0) of the observed tokens")
         if not np.isfinite(ent).all():
@@ -202,8 +201,9 @@ class GenboundStats:
         # all α at once, one row per α: X = −ln((1−α)p + α/V) (one exp per token, one log per
         # token and α); rows keep every per-α pass below contiguous
         y = np.ascontiguousarray(ent.T)
-        x = -np.log(np.exp(logp)[None, :] * (1.0 - self.alphas)[:, None]
-                    + (self.alphas / self.vocab_size)[:, None])
+        alpha_values = np.array(self.alphas)
+        x = -np.log(np.exp(logp)[None, :] * (1.0 - alpha_values)[:, None]
+                    + (alpha_values / self.vocab_size)[:, None])
         d = y - x
         low = d.min(axis=1)
         bad = low < -self.loss_ranges - 1e-9
@@ -223,7 +223,7 @@ class GenboundStats:
             self.sum_doc_mean_x += x @ doc_weights
         self.max_x = np.maximum(self.max_x, x.max(axis=1))
         self.min_d = np.minimum(self.min_d, d.min(axis=1))
-        for a in range(self.alphas.size):
+        for a in range(n_a):
             self._add_d(a, d[a])
         if units is not None:
             self.unit_sums.update(x, d, units)
@@ -279,9 +279,10 @@ class GenboundStats:
 
     # ------------------------------------------------------------------ derived sums
     def alpha_index(self, alpha: float) -> int:
+        """The position of α in the grid (equal to 1e-12 relative)."""
         hits = np.flatnonzero(np.isclose(self.alphas, alpha, rtol=1e-12, atol=0))
         if hits.size == 0:
-            raise GenboundError(f"α={alpha} is not in the accumulated grid {self.alphas.tolist()}")
+            raise GenboundError(f"α={alpha} is not in the accumulated grid {list(self.alphas)}")
         return int(hits[0])
 
     def sum_v(self, alpha: float) -> np.ndarray:
@@ -316,108 +317,12 @@ class GenboundStats:
         return self.sum_x0 / self.n_bytes / math.log(2.0)
 
     def mean_smoothed_loss(self, alpha: float) -> float:
+        """mean X_k = mean −ln q_α(x_k), nats/token."""
         return float(self.sum_x[self.alpha_index(alpha)] / self.n_tokens)
 
-    # ------------------------------------------------------------------ bounds
-    def _require_tokens(self) -> None:
-        if self.n_tokens == 0:
-            raise GenboundError("no tokens were accumulated; nothing to bound")
-
-    def freedman(self, alpha: float, *, log_prior_nats: float, delta: float) -> B.FreedmanResult:
-        """The Freedman bound with C = (ln 1/P + ln(|K|/δ))/n on the accumulated tokens."""
-        self._require_tokens()
-        a = self.alpha_index(alpha)
-        return B.freedman_from_sums(
-            self.sum_v(alpha), self.n_tokens, self.lambdas[a], log_prior_nats=log_prior_nats,
-            delta=delta, loss_range=float(self.loss_ranges[a]),
-            mean_loss=float(self.sum_x[a] / self.n_tokens),
-            mean_prediction=float(self.sum_y[a] / self.n_tokens))
-
-    def bound(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
-              delta: float = 0.05, alpha: Optional[float] = None,
-              unquantized_loss: Optional[float] = None, subsample_method: str = "bernstein") -> BoundTerms:
-        """The final bound (SPEC §2) for a hypothesis of this complexity trained on D tokens.
-
-        Parameters
-        ----------
-        complexity : Complexity
-            What is charged for h (message bits, configurations searched, certified or not).
-        train_tokens : float, optional
-            D, tokens the model trained on (default: the tokens accumulated, or the population
-            of a uniform design). D > n needs a uniform design whose population is D
-            (:meth:`SamplingDesign.resolve_train_tokens`; otherwise a GenboundError).
-        delta : float
-            δ, the failure probability.
-        alpha : float, optional
-            α of the grid; default: the grid value with the smallest smoothing cost for this C
-            (a choice that depends on C only, never on the data).
-        unquantized_loss : float, optional
-            R̂ of the full-precision model (nats/token), to report the quantization gap.
-        subsample_method : str
-            The subsampling correction of a uniform sample with D > n: ``"bernstein"`` (default;
-            statistics of schema 2 have no unit sums and fall back to ``"hoeffding"`` with a
-            warning) or ``"hoeffding"`` (``uniform_tokens`` only), see :func:`token_bound`.
-
-        Returns
-        -------
-        BoundTerms
-            The bound and its terms, nats/token.
-        """
-        self._require_tokens()
-        if alpha is None:
-            alpha = self.default_alpha(complexity, train_tokens=train_tokens, delta=delta)
-        subsample_method = self.subsample_method(subsample_method)
-        return token_bound(
-            sum_v=self.sum_v(alpha), s_values=self.s_values, n_tokens=self.n_tokens,
-            mean_smoothed_loss=self.mean_smoothed_loss(alpha), mean_raw_loss=self.mean_raw_loss,
-            vocab_size=self.vocab_size, alpha=alpha, complexity=complexity,
-            train_tokens=train_tokens, delta=delta, unquantized_loss=unquantized_loss, design=self.design,
-            unit_sample=self.unit_sample(alpha), subsample_method=subsample_method)
-
-    def subsample_method(self, requested: str = "bernstein") -> str:
-        """The subsampling method these statistics support: ``requested``, or ``"hoeffding"`` for a
-        uniform-token file of schema 2 (no unit sums) asked for ``"bernstein"`` (logged)."""
-        if requested == "bernstein" and self.unit_sums is None and self.design.kind == "uniform_tokens":
-            logger.warning("statistics without unit sums (schema 2): the subsampling correction is Hoeffding's")
-            return "hoeffding"
-        return requested
-
-    def default_alpha(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
-                      delta: float = 0.05) -> float:
-        """The α of the grid that :meth:`bound` uses when none is given.
-
-        The grid value with the smallest smoothing cost for C = (ln 1/P(h) + ln(|K|/δ))/D, D =
-        ``train_tokens`` (default: the design's D, see :meth:`train_tokens`; any D is accepted
-        here, the bound itself checks it): a choice that depends on C only, never on the data.
-        """
-        d_train = self.train_tokens() if train_tokens is None else float(train_tokens)
-        c_guess = B.complexity_per_token(complexity.prior_nats, max(d_train, 1.0),
-                                         grid_size=self.grid_size, delta=check_delta(delta))
-        return choose_alpha(c_guess, self.alphas)
-
-    def train_tokens(self, train_tokens: Optional[float] = None) -> float:
-        """D for a bound from these statistics: ``train_tokens`` checked against the sampling
-        design, or the design's default (n, or a uniform sample's population), in tokens."""
-        return self.design.resolve_train_tokens(self.n_tokens, train_tokens)[0]
-
-    def summary_rows(self, complexity: Complexity, *, train_tokens: Optional[float] = None,
-                     delta: float = 0.05) -> list[dict]:
-        """One row per α: its sums and the bound with this complexity (for summary.csv).
-
-        The row of the α that :meth:`bound` chooses equals that bound (same complexity,
-        configurations searched included).
-        """
-        rows = []
-        for alpha in self.alphas:
-            t = self.bound(complexity, train_tokens=train_tokens, delta=delta, alpha=float(alpha))
-            a = self.alpha_index(alpha)
-            rows.append({"alpha": float(alpha), "n_tokens": self.n_tokens, "n_bytes": self.n_bytes,
-                         "mean_smoothed_loss_nats": t.smoothed_empirical_risk_nats,
-                         "mean_entropy_nats": float(self.sum_y[a] / self.n_tokens),
-                         "max_smoothed_loss_nats": float(self.max_x[a]),
-                         "min_d_nats": float(self.min_d[a]), **{
-                             k: v for k, v in t.to_dict().items() if k not in ("alpha",)}})
-        return rows
+    def mean_entropy(self, alpha: float) -> float:
+        """mean Y_k = mean H(q_α) of the smoothed model, nats/token."""
+        return float(self.sum_y[self.alpha_index(alpha)] / self.n_tokens)
 
     # ------------------------------------------------------------------ persistence
     def to_arrays(self) -> dict:

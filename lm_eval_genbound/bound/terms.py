@@ -144,6 +144,7 @@ def token_bound(
     alpha: float,
     complexity: Complexity,
     train_tokens: Optional[float] = None,
+    subsampled: Optional[bool] = None,
     delta: float = 0.05,
     unquantized_loss: Optional[float] = None,
     sample_delta_fraction: float = 0.5,
@@ -176,6 +177,10 @@ def token_bound(
         (``design`` kind ``uniform_tokens`` or ``uniform_units`` with population D > n), δ is split
         (δ₁ = (1−f)δ for the martingale, δ₂ = fδ for the sample, f = ``sample_delta_fraction``)
         and a subsampling correction is added for every λ (``subsample_method``).
+    subsampled : bool, optional
+        Given (with ``train_tokens``): D was already resolved against ``design`` by the caller
+        (:func:`lm_eval_genbound.bound.report.resolve_train_tokens`, once per bound) and is used as
+        it is, True meaning the n tokens are a uniform sample of the D; None: resolve it here.
     delta : float
         δ, the failure probability.
     unquantized_loss : float, optional
@@ -207,7 +212,10 @@ def token_bound(
     if train_tokens is not None:
         check_positive("train_tokens", float(train_tokens))
     design = design or SamplingDesign.all()
-    d_train, subsampled = design.resolve_train_tokens(n_tokens, train_tokens)
+    if subsampled is None or train_tokens is None:
+        d_train, subsampled = design.resolve_train_tokens(n_tokens, train_tokens)
+    else:
+        d_train = float(train_tokens)
     if d_train < n_tokens:
         raise GenboundError(
             f"train_tokens={d_train:g} is smaller than the {n_tokens} tokens evaluated; "

@@ -1,15 +1,14 @@
 """Is a bound vacuous? The verdict, the term that makes it so, and the D at which it would not be.
 
-    >>> from lm_eval_genbound.bound.complexity import Complexity
-    >>> from lm_eval_genbound.bound.stats import GenboundStats
-    >>> from lm_eval_genbound.bound.vacuity import vacuity
-    >>> stats = GenboundStats.load("out/genbound/genbound_sotu/stats.npz")        # doctest: +SKIP
-    >>> cx = Complexity(16.0 * 70e6, method="param16")
-    >>> v = vacuity(stats, cx, stats.bound(cx))                                   # doctest: +SKIP
-    >>> v.vacuous, v.term, v.nonvacuous_train_tokens                              # doctest: +SKIP
-    (True, 'random_guess', 1.9e+09)
-    >>> print(v.summary())                                                        # doctest: +SKIP
-    VACUOUS: bound ≥ ln V = 10.8249 nats/token; dominated by random-guessing cost C·ln V; ...
+    >>> import math
+    >>> from lm_eval_genbound.bound.vacuity import smallest_nonvacuous_train_tokens
+    >>> bound_at = lambda d: 3.0 + 1e6 / d                 # a bound (nats/token) that falls with D
+    >>> smallest_nonvacuous_train_tokens(bound_at, uniform_loss_nats=math.log(256), smallest=1, start=1000)
+    392900.0
+
+The verdict of a run's bound, with D* from its statistics, comes with every
+:func:`lm_eval_genbound.bound.report.bound_report` (``report.vacuity``: :class:`Vacuity`, whose
+:meth:`Vacuity.summary` is the line the harness logs and ``genbound bound`` prints).
 
 Units: nats per token; D in training tokens.
 
@@ -30,20 +29,17 @@ at D as the bound does, or the fixed α), δ and |K|. It keeps the run's design:
   moves, and the subsampling correction (which depends on n) stays.
 
 D* is the smallest integer D with bound(D) < ln V, found by integer bisection on the real bound
-function (:func:`bound_vs_train_tokens`; it decreases with D) bracketed so that bound(D*) < ln V
+function (:func:`lm_eval_genbound.bound.report.bound_vs_train_tokens`; it decreases with D) bracketed so that bound(D*) < ln V
 and bound(D* − 1) ≥ ln V; ``inf`` when no D up to :data:`MAX_TRAIN_TOKENS` does (e.g. R̂ ≥ ln V).
 A non-vacuous run gets its D* too (≤ its D): the margin it has.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from lm_eval_genbound.bound.complexity import Complexity
-from lm_eval_genbound.bound.design import SamplingDesign
-from lm_eval_genbound.bound.stats import GenboundStats
-from lm_eval_genbound.bound.terms import BoundTerms, token_bound
+from lm_eval_genbound.bound.terms import BoundTerms
 
 #: searched no further: a model that needs more training tokens than this counts as never non-vacuous
 MAX_TRAIN_TOKENS = 2 ** 100
@@ -119,86 +115,33 @@ def dominant_term(terms: BoundTerms) -> str:
     return max(parts, key=parts.__getitem__)
 
 
-def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsampled: bool,
-                          delta: float = 0.05, alpha: Optional[float] = None,
-                          unquantized_loss: Optional[float] = None) -> Callable[[float], BoundTerms]:
-    """The bound of the same model as a function of D (see the module docstring).
+def smallest_nonvacuous_train_tokens(bound_at: Callable[[int], float], *, uniform_loss_nats: float,
+                                     smallest: int, start: float) -> float:
+    """D*: the smallest integer D ≥ ``smallest`` with ``bound_at(D)`` < ln V, by integer bisection.
 
     Parameters
     ----------
-    stats : GenboundStats
-        The evaluation's statistics (n tokens).
-    complexity : Complexity
-        What is charged for h.
-    subsampled : bool
-        True: the n tokens are a uniform sample of the D training tokens (D > n; only D moves).
-        False: the run evaluates all D training tokens (the statistics scale to n = D).
-    delta, alpha, unquantized_loss
-        As for :meth:`GenboundStats.bound` (α None: re-chosen for C at each D).
-
-    Returns
-    -------
-    callable
-        D (training tokens) -> :class:`BoundTerms` (nats/token). At the run's own D it equals
-        :meth:`GenboundStats.bound`.
-    """
-    sums: dict[float, Any] = {}
-    method = stats.subsample_method() if subsampled else "bernstein"
-
-    def at(d: float) -> BoundTerms:
-        d = float(d)
-        n_eval = stats.n_tokens if subsampled else d
-        a = alpha if alpha is not None else stats.default_alpha(complexity, train_tokens=d, delta=delta)
-        if a not in sums:
-            sums[a] = stats.sum_v(a)
-        return token_bound(
-            sum_v=sums[a] * (n_eval / stats.n_tokens), s_values=stats.s_values, n_tokens=n_eval,
-            mean_smoothed_loss=stats.mean_smoothed_loss(a), mean_raw_loss=stats.mean_raw_loss,
-            vocab_size=stats.vocab_size, alpha=a, complexity=complexity, train_tokens=d, delta=delta,
-            unquantized_loss=unquantized_loss, design=_design_at(stats.design, d) if subsampled else None,
-            unit_sample=stats.unit_sample(a) if subsampled else None, subsample_method=method)
-    return at
-
-
-def _design_at(design: SamplingDesign, d: float) -> SamplingDesign:
-    """The run's uniform design at population D = ``d`` tokens (same units; a sample of tokens if not uniform)."""
-    if design.kind == "uniform_units":
-        return replace(design, population_tokens=int(d), population_units=max(1, math.ceil(d / design.unit_tokens)))
-    return SamplingDesign.uniform(int(d))
-
-
-def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
-                            train_tokens: Optional[float] = None, delta: float = 0.05,
-                            alpha: Optional[float] = None, unquantized_loss: Optional[float] = None) -> float:
-    """D*, the smallest number of training tokens at which the same model is non-vacuous.
-
-    Parameters
-    ----------
-    stats, complexity, train_tokens, delta, alpha, unquantized_loss
-        As for :meth:`GenboundStats.bound`; a uniform sampling design with D > n marks a
-        subsampled run (only D moves then).
+    bound_at : callable
+        D (training tokens) -> the paper-form bound at D (nats/token), decreasing in D.
+    uniform_loss_nats : float
+        ln V (nats/token).
+    smallest : int
+        The smallest D the run's design allows (1; n + 1 for a subsample of n tokens).
+    start : float
+        The run's own D, where the search starts.
 
     Returns
     -------
     float
-        D* (an integer number of training tokens) with bound(D*) < ln V ≤ bound(D* − 1), or
-        ``inf`` when the bound stays ≥ ln V up to :data:`MAX_TRAIN_TOKENS` (e.g. R̂ ≥ ln V).
+        D* with bound(D*) < ln V ≤ bound(D* − 1), or ``inf`` when the bound stays ≥ ln V up to
+        :data:`MAX_TRAIN_TOKENS`.
     """
-    n = stats.n_tokens
-    train_tokens, subsampled = stats.design.resolve_train_tokens(n, train_tokens)
-    family = bound_vs_train_tokens(stats, complexity, subsampled=subsampled, delta=delta, alpha=alpha,
-                                   unquantized_loss=unquantized_loss)
-    ln_v = math.log(stats.vocab_size)
-    if stats.mean_raw_loss >= ln_v:           # R̂(h) = R̂ + the quantization gap: no D helps
-        return math.inf
-
     def ok(d: int) -> bool:
-        return family(d).bound_paper_nats < ln_v
+        return bound_at(d) < uniform_loss_nats
 
-    d_min = n + 1 if subsampled else 1
-    d0 = max(d_min, math.ceil(train_tokens))
+    d0 = max(smallest, math.ceil(start))
     if ok(d0):
-        lo, hi = d_min, d0
+        lo, hi = smallest, d0
         if ok(lo):
             return float(lo)
     else:
@@ -216,25 +159,10 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
     return float(hi)
 
 
-def vacuity(stats: GenboundStats, complexity: Complexity, terms: BoundTerms, *,
-            train_tokens: Optional[float] = None, delta: float = 0.05, alpha: Optional[float] = None,
-            unquantized_loss: Optional[float] = None) -> Vacuity:
-    """The vacuity verdict of ``terms``, the bound of ``stats`` with these arguments.
-
-    Parameters
-    ----------
-    stats, complexity, train_tokens, delta, alpha, unquantized_loss
-        What ``terms`` was computed from (:meth:`GenboundStats.bound`).
-    terms : BoundTerms
-        The bound (nats/token).
-
-    Returns
-    -------
-    Vacuity
-        Verdict against ln V, the dominating term when vacuous, and D*.
-    """
-    vacuous = terms.bound_paper_nats >= math.log(terms.vocab_size)
-    d_star = nonvacuous_train_tokens(stats, complexity, train_tokens=train_tokens, delta=delta, alpha=alpha,
-                                     unquantized_loss=unquantized_loss)
-    return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=math.log(terms.vocab_size),
-                   term=dominant_term(terms) if vacuous else "", nonvacuous_train_tokens=d_star)
+def verdict(terms: BoundTerms, nonvacuous_train_tokens: float) -> Vacuity:
+    """The vacuity verdict of ``terms`` (nats/token) with its D* (training tokens; see
+    :func:`lm_eval_genbound.bound.report.nonvacuous_train_tokens`)."""
+    ln_v = math.log(terms.vocab_size)
+    vacuous = terms.bound_paper_nats >= ln_v
+    return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=ln_v,
+                   term=dominant_term(terms) if vacuous else "", nonvacuous_train_tokens=nonvacuous_train_tokens)

@@ -38,6 +38,25 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+def check_alpha_grid(alphas) -> tuple[float, ...]:
+    """The α grid as its one type everywhere: a non-empty tuple of distinct floats in (0, 1).
+
+    >>> check_alpha_grid([0.01, "0.1"])
+    (0.01, 0.1)
+    """
+    try:
+        grid = tuple(float(a) for a in alphas)
+    except (TypeError, ValueError):
+        raise GenboundError(f"the α grid {alphas!r} must be a sequence of numbers in (0, 1)") from None
+    if not grid:
+        raise GenboundError("the α grid is empty; give at least one α in (0, 1)")
+    for a in grid:
+        check_alpha(a)
+    if len(set(grid)) != len(grid):
+        raise GenboundError(f"the α grid {list(grid)} has duplicates")
+    return grid
+
+
 def as_finite_1d(name: str, values) -> np.ndarray:
     """Per-token values as a non-empty 1-D float64 array without NaN/inf."""
     arr = np.asarray(values, dtype=np.float64)

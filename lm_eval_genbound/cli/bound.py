@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.complexity import Complexity, code_length_complexity, manifest_complexity
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.vacuity import Vacuity
@@ -89,10 +89,8 @@ def load_complexity_json(path: str) -> tuple[Complexity, dict[str, Any]]:
         raise GenboundError(f"--complexity-json {path}: not a readable JSON file ({exc})") from None
     kind = record.get("kind") if isinstance(record, dict) else None
     if kind == "genbound_complexity":
-        from lm_eval_genbound.complexity.codelength import code_length_complexity
         return code_length_complexity(record.get("code_length") or {}), {}
     if kind == "genbound_manifest":
-        from lm_eval_genbound.harness.task import manifest_complexity
         settings = record.get("settings") or {}
         return manifest_complexity(record), {"delta": record.get("delta"),
                                              "train_tokens": settings.get("train_tokens")}

@@ -50,6 +50,7 @@ from lm_eval_genbound.complexity.parameters import parameter_counts
 from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_VECTOR_BITS, SUPPORTED_BITS,
                                                     VECTOR_BITS, format_quant_spec)
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import add_progress_flag
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
                    help="configurations searched (adds log2 of this to L)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.add_argument("--out", required=True, help="output JSON file")
     a = p.parse_args(None if argv is None else list(argv))
     out = Path(a.out)
@@ -265,7 +266,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     if a.method == "gptq" and a.calibration_text is not None and not Path(a.calibration_text).is_file():
         raise GenboundError(f"text file not found: {a.calibration_text}")
     device = _device(a.device)
-    model = _load_model(a.model, device, a.dtype, progress=not a.no_progress, gguf_file=a.gguf_file)
+    model = _load_model(a.model, device, a.dtype, progress=a.progress, gguf_file=a.gguf_file)
     n_params = parameter_counts(model).n_params
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_complexity", "genbound_version": __version__,
@@ -302,14 +303,14 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
         }
     qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
                         keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
-                        progress=not a.no_progress)
+                        progress=a.progress)
     record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
     record["keep_fp16"] = list(a.keep_fp16)
     record["vector_bits"] = a.vector_bits
     record["scale_steps"] = qm.scale_steps
     if qm.proxy_losses:
         record["gptq_proxy_losses"] = qm.proxy_losses
-    return qm.code_length(n_configs=a.n_configs, progress=not a.no_progress)
+    return qm.code_length(n_configs=a.n_configs, progress=a.progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def _main_hessian(argv: Sequence[str] | None) -> int:
     p.add_argument("--exact-max-dim", type=int, default=4096, help="exact eigvalsh up to this layer input dim")
     p.add_argument("--no-loss-hessian", action="store_true", help="only the per-layer proxy Hessians")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     a = p.parse_args(None if argv is None else list(argv))
     out_dir = Path(a.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -350,7 +351,7 @@ def _main_hessian(argv: Sequence[str] | None) -> int:
         raise GenboundError(f"token file not found: {a.tokens}")
     device = _device(a.device)
     # eager attention: fused attention kernels have no double backward (Hessian-vector products)
-    model = _load_model(a.model, device, progress=not a.no_progress, attn_implementation="eager")
+    model = _load_model(a.model, device, progress=a.progress, attn_implementation="eager")
     ids = _token_stream(a.tokens, a.model, model)
     batch = _windows(model, ids, a.n_seq, a.seq_len, a.seed)
     record: dict[str, Any] = {
@@ -365,7 +366,7 @@ def _main_hessian(argv: Sequence[str] | None) -> int:
         op = loss_hessian_operator(model, batch)
         basis_dtype = torch.float64 if a.steps * op.dim * 8 <= (4 << 30) else torch.float32
         res = slq(op, n_probes=a.probes, n_steps=a.steps, seed=a.seed, device=device, basis_dtype=basis_dtype,
-                  progress=not a.no_progress)
+                  progress=a.progress)
         grid, rho = res.density(n_grid=400)
         record["loss_hessian"] = {
             **res.to_dict(), "loss_nats": op.loss,

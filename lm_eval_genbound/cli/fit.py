@@ -20,6 +20,7 @@ from fitting.report import DEFAULT_EXTRAPOLATE_N, DEFAULT_N_BOOT, run_fit
 from fitting.trends import write_trends
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import add_progress_flag
 
 
 def _floats(text: str) -> list[float]:
@@ -70,7 +71,7 @@ def build_fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--chinchilla-method", choices=CHINCHILLA_METHODS, default="huber",
                    help="huber (Besiroglu et al.) or varpro (NNLS variable projection)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     return p
 
 
@@ -85,7 +86,7 @@ def _fit_command(a: argparse.Namespace) -> int:
                   seed=a.seed, delta=a.delta, level=a.level,
                   quantities=[q.strip() for q in a.quantities.split(",") if q.strip()] if a.quantities else None,
                   n_column=a.n_column, chinchilla_method=a.chinchilla_method, figures=not a.no_figures,
-                  progress=not a.quiet and sys.stderr.isatty())
+                  progress=a.progress and sys.stderr.isatty())
     doc = out["fits"]
     print(f"wrote {out['fits_json']} ({len(doc['fits'])} fits), {out['table_csv']}")
     for name, path in out["figures"].items():

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import add_progress_flag
 
 __all__ = ["main_prequential"]
 
@@ -55,7 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tail-fraction", type=float, default=0.1)
     p.add_argument("--z", type=float, default=1.96, help="multiplier of the sampling standard error in the interval")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_flag(p)
     return p
 
 
@@ -87,7 +88,7 @@ def _compute(a: argparse.Namespace) -> dict:
     try:
         res = checkpoint_series_prequential(info, a.model, samples_per_segment=a.samples_per_segment or None,
                                             seed=a.seed, batch_size=a.batch_size, device=a.device,
-                                            progress=not a.no_progress, design=a.segment_sample, **opts)
+                                            progress=a.progress, design=a.segment_sample, **opts)
     finally:
         torch.set_num_threads(old)
     rec = info.model(a.model)

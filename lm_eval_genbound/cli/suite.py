@@ -23,6 +23,7 @@ from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR
 from lm_eval_genbound.suite import PRESETS, SuiteInfo, load_suite, train_suite
 from lm_eval_genbound.suite.storage import SUITE_JSON
+from lm_eval_genbound.progress import add_progress_flag
 
 __all__ = ["main_suite"]
 
@@ -54,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-checkpoints", type=int, default=None, metavar="N",
                    help="also save a checkpoint series per model (steps 0, 1, 2, 4, …, N-1 regular steps, the last "
                         "step) under DIR/<model>/checkpoints/, for `genbound prequential`; training is unchanged")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(t)
     i = sub.add_parser("info", help="summarise a trained suite")
     i.add_argument("dir", help="suite directory")
     return p
@@ -74,7 +75,7 @@ def _run_suite_command(args: argparse.Namespace) -> int:
         info = train_suite(
             args.out, args.sizes, preset=args.preset, tokens_per_param=args.tokens_per_param, corpus=args.corpus,
             cutoff_year=args.cutoff_year, seed=args.seed, device=args.device, dtype=args.dtype,
-            context=args.context, batch_size=args.batch_size, progress=not args.no_progress,
+            context=args.context, batch_size=args.batch_size, progress=args.progress,
             checkpoint_every_s=args.checkpoint_every, num_threads=args.threads or None,
             save_checkpoints=args.save_checkpoints,
         )

@@ -81,7 +81,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.complexity import Complexity, code_length_breakdown_complexity, code_length_complexity
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.complexity.model_message import STREAM_MODELS, encode_model, verify_decoded
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
@@ -103,8 +103,6 @@ UNQUANTIZED_BITS = 16
 """Bits charged per parameter of an unquantized tensor (float16 / bfloat16)."""
 _PART_KEYS = {"scales": ("scales",), "zeros": ("zeros",), "codes": ("codes_header", "codes")}
 """The model message's per-tensor keys of each stream part."""
-_CHARGES = ("prefix_bits", "config_bits")
-"""The breakdown keys charged by the :class:`Complexity` on top of the message."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,10 +211,8 @@ def shape_bits(shape: Sequence[int]) -> int:
 
 
 def _complexity(breakdown: Mapping[str, float], n_configs: int, method: str) -> Complexity:
-    """The complexity of a code with these components: its message is every component but the
-    prefix and configuration charges, summed in the breakdown's order."""
-    message = float(sum(v for k, v in breakdown.items() if k not in _CHARGES))
-    return Complexity(message, n_configurations=n_configs, method=method, states_total=True)
+    """The complexity of a code with these components (:func:`code_length_breakdown_complexity`)."""
+    return code_length_breakdown_complexity(breakdown, n_configs, method)
 
 
 def _charge(comp: dict[str, float], n_configs: int, method: str) -> float:
@@ -225,31 +221,6 @@ def _charge(comp: dict[str, float], n_configs: int, method: str) -> float:
     comp["prefix_bits"] = cx.prefix_bits
     comp["config_bits"] = cx.config_bits
     return cx.prior_bits
-
-
-def code_length_complexity(code: Mapping[str, Any]) -> Complexity:
-    """The :class:`Complexity` of a code length given as a :meth:`CodeLength.to_dict` dict.
-
-    Parameters
-    ----------
-    code : mapping
-        ``CodeLength.to_dict()`` output, e.g. a manifest's ``model.code_length``.
-
-    Returns
-    -------
-    Complexity
-        Message bits, configurations searched and method of the code; its ``prior_bits`` is the
-        dict's ``total_bits`` (checked).
-    """
-    try:
-        cx = _complexity(code["breakdown"], int(code["details"]["n_configs"]), str(code["method"]))
-        total = float(code["total_bits"])
-    except (KeyError, TypeError) as exc:
-        raise GenboundError(f"not a code length record (missing {exc})") from None
-    if not math.isclose(cx.prior_bits, total, rel_tol=1e-12, abs_tol=1e-9):
-        raise GenboundError(f"the code length record is inconsistent: its components give "
-                            f"{cx.prior_bits!r} bits, its total_bits is {total!r}")
-    return cx
 
 
 # --------------------------------------------------------------------------------------------

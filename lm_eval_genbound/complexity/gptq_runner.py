@@ -38,6 +38,7 @@ from lm_eval_genbound.complexity.scale_grid import SCALE_STEPS
 from lm_eval_genbound.complexity.targets import Target
 from lm_eval_genbound.complexity.weight_quantizers import (WeightQuantization, gptq_quantize_weight, proxy_loss,
                                                            rtn_quantize_weight)
+from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ SLOW_WARNING_S = 120.0
 
 class _Stop(Exception):
     """Raised from a hook to end a forward pass early."""
-
-
-def _bar(total: int, desc: str, progress: bool):
-    """A tqdm bar on stderr (with its ETA) over ``total`` steps; disabled unless ``progress``."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    return tqdm(total=total, desc=desc, unit="step", disable=not progress)
 
 
 def _solve_units(t: Target) -> float:
@@ -241,7 +235,8 @@ class GPTQRunner:
         pre = sorted([t for t in outside if pos.get(id(t.module), math.inf) < first_block], key=lambda t: pos[id(t.module)])
         post = [t for t in outside if t not in pre]
         post.sort(key=lambda t: pos.get(id(t.module), math.inf))
-        bar = _bar(len(pre) + len(blocks) + len(post), "GPTQ blocks", self.progress)
+        bar = progress_bar(total=len(pre) + len(blocks) + len(post), desc="GPTQ blocks", unit="step",
+                           progress=self.progress)
         with bar:
             for t in pre:
                 self._whole_model(t)
@@ -309,7 +304,7 @@ class GPTQRunner:
     def _sequential(self, linears: list[Target], by_module: dict[int, Target]) -> None:
         order = _call_order(self.model, [t.module for t in linears], lambda: _forward(self.model, self.batches[0]))
         ordered = [by_module[id(m)] for m in order] + [t for t in linears if t.module not in order]
-        with _bar(len(ordered), "GPTQ layers", self.progress) as bar:
+        with progress_bar(total=len(ordered), desc="GPTQ layers", unit="step", progress=self.progress) as bar:
             for i, t in enumerate(ordered):
                 bar.set_postfix_str(t.module_name, refresh=False)
                 start = time.perf_counter()

@@ -2,10 +2,10 @@
 
     >>> from lm_eval_genbound.complexity.hessian import (loss_hessian_operator, slq, proxy_hessians,
     ...                                       layer_spectrum, MatrixOperator)
-    >>> op = loss_hessian_operator(model, input_ids)        # doctest: +SKIP  (HVPs of the loss)
+    >>> op = loss_hessian_operator(model, input_ids)        # doctest: +SKIP
     >>> res = slq(op, n_probes=16, n_steps=64, seed=0)     # doctest: +SKIP
     >>> res.tr_sqrt_abs, res.trace_stderr(lambda x: np.sqrt(np.abs(x)))   # doctest: +SKIP
-    >>> grid, rho = res.density()                          # Gaussian-smoothed spectral density
+    >>> grid, rho = res.density()                          # doctest: +SKIP
     >>> for name, H in proxy_hessians(model, input_ids).items():          # doctest: +SKIP
     ...     print(name, layer_spectrum(H).quip_ratio)
 

@@ -58,6 +58,7 @@ import numpy as np
 
 from lm_eval_genbound.complexity.bit_fields import BitReader, BitWriter
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.complexity.scale_grid import exponent_domain
 from lm_eval_genbound.complexity.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
@@ -351,10 +352,8 @@ def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarr
 
 
 def _symbol_bar(total: int, desc: str, progress: bool):
-    """A tqdm bar on stderr (with its ETA) over ``total`` symbols; disabled unless ``progress``."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    return tqdm(total=total, desc=desc, unit="sym", unit_scale=True, disable=not progress)
+    """A bar over ``total`` symbols (:func:`lm_eval_genbound.progress.progress_bar`)."""
+    return progress_bar(total=total, desc=desc, unit="sym", unit_scale=True, progress=progress)
 
 
 def decode_model(encoded: EncodedModel, *, progress: bool = False) -> list[QuantizedTensor]:

@@ -4,9 +4,13 @@
     >>> from lm_eval_genbound.complexity.quantize import quantize_model, quantized_copy
     >>> qm = quantize_model(model, method="gptq", bits=4, group_size=64,     # doctest: +SKIP
     ...                     calibration=calibration_windows(token_ids, seed=0))   # int64 [n_seq, T]
-    >>> qm.model                  # dequantized deep copy, same architecture, ready to evaluate
-    >>> qm.code_length(n_configs=4).total_bits                # certified L(h), bits
-    >>> qmodel, cl = quantized_copy(model, "rtn4", seed=0)    # what ``quantize=rtn4`` uses
+    >>> qm.model                  # doctest: +SKIP
+    >>> qm.code_length(n_configs=4).total_bits                # doctest: +SKIP
+    >>> qmodel, cl = quantized_copy(model, "rtn4", seed=0)    # doctest: +SKIP
+
+(``qm.model`` is the dequantized deep copy, same architecture, ready to evaluate;
+``code_length(...).total_bits`` the certified L(h) in bits; ``quantized_copy`` is what
+``quantize=rtn4`` uses.)
 
 What is quantized: the 2-D weight of every ``torch.nn.Linear``, ``torch.nn.Embedding`` (and
 transformers' ``Conv1D``, as its transpose) — for GPT-NeoX: ``embed_in``, the attention and MLP
@@ -38,6 +42,7 @@ from torch import nn
 
 from lm_eval_genbound.complexity.calibration import DEFAULT_N_SEQ, DEFAULT_SEQ_LEN, calibration_windows
 from lm_eval_genbound.complexity.codelength import CodeLength, RawTensor, model_code_length
+from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.gptq_runner import SLOW_WARNING_S, GPTQRunner
 from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_VECTOR_BITS, METHODS, check_bits,
                                                     check_group_size, check_scale_steps, check_vector_bits,
@@ -174,10 +179,9 @@ def _check_described_exactly(model: nn.Module, quantized: dict[str, QuantizedTen
 def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps: int, row_blocks: bool,
                  progress: bool) -> dict[str, WeightQuantization]:
     """RTN of every target weight in place (a tqdm bar over them when ``progress``); results by name."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
     results = {}
-    for t in tqdm(targets, desc="RTN layers", unit="layer", disable=not progress):
+    for t in progress_bar(targets, desc="RTN layers", unit="layer", progress=progress):
         res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
         t.set_weight(res.weight)
         results[t.param_name] = res

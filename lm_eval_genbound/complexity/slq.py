@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -284,9 +285,7 @@ def slq(
     nodes: list[np.ndarray] = []
     weights: list[np.ndarray] = []
     starts = range(0, n_probes, probe_batch)
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-        starts = tqdm(starts, desc="SLQ probes", unit="batch")
+    starts = progress_bar(starts, desc="SLQ probes", unit="batch", progress=progress)
     for s in starts:
         V0 = probes[s:s + probe_batch].to(device)
         alphas, betas, lengths = lanczos(op, V0, m, basis_dtype=basis_dtype)

@@ -39,8 +39,11 @@ def model_args_string(args: dict) -> str:
 
 
 def evaluate_bound(pretrained: str, *, task: str, metadata: dict, model_args: Optional[dict] = None,
-                   batch_size: int = 16, device: str = "cpu", progress: bool = False) -> EvalOutput:
-    """Evaluate one model on one genbound task; ``metadata['genbound_output_dir']`` is required."""
+                   batch_size: int = 16, device: str = "cpu") -> EvalOutput:
+    """Evaluate one model on one genbound task; ``metadata['genbound_output_dir']`` is required.
+
+    The harness shows its own progress bar (the model's, rank 0); ``simple_evaluate`` has no switch for it.
+    """
     import lm_eval
     from lm_eval.tasks import TaskManager
 

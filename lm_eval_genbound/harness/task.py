@@ -40,22 +40,21 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Optional
 
 from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, build_documents, text_doc
-from lm_eval_genbound.harness.settings import TaskSettings, checked_settings, parse_complexity
+from lm_eval_genbound.harness.settings import TaskSettings, checked_settings
 from lm_eval_genbound.harness.records import DocRecord, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import prune_token_parts, sidecar_path, write_sidecar
-from lm_eval_genbound.bound.complexity import Complexity
+from lm_eval_genbound.bound.complexity import Complexity, model_complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
-from lm_eval_genbound.complexity.codelength import code_length_complexity
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class GenBoundTask(ConfigurableTask):
 
     def construct_requests(self, doc, ctx, **kwargs):
         request = GenboundRequest(
-            alphas=tuple(self.settings.alphas), token_ids=doc["token_ids"], token_file=doc["token_file"],
+            alphas=self.settings.alphas, token_ids=doc["token_ids"], token_file=doc["token_file"],
             token_range=doc["token_range"], score_positions=doc["score_positions"],
             no_prefix=bool(doc["no_prefix"]), doc_id=self._doc_key_index(doc["key"]) if doc["key"] != PLACEHOLDER_KEY
             else -1, grid_size=int(self.settings.grid_size), design=self.design.to_dict(),
@@ -226,33 +225,8 @@ def merge_streams(records: list[DocRecord], design: SamplingDesign) -> tuple[Gen
 
 def settings_complexity(settings: TaskSettings, info: dict) -> Complexity:
     """The complexity charged for the model of ``info`` under ``genbound_complexity`` and
-    ``genbound_n_configurations`` (a quantized model's own configurations are kept); ``auto``
-    charges a quantized model's certified code length and 16 bits per parameter otherwise."""
-    kind, value = parse_complexity(settings.complexity)
-    model = info["model"]
-    if kind == "auto":
-        kind, value = ("model", value) if model.get("code_length") else ("param", 16.0)
-    if kind == "param":
-        cx = Complexity(value * model["n_params"], method=f"param{value:g}")
-    elif kind == "bits":
-        cx = Complexity(value, method="bits")
-    else:
-        code = model.get("code_length")
-        if not code:
-            raise GenboundError("genbound_complexity=model needs a quantized model (model arg quantize=...)")
-        cx = code_length_complexity(code)
-    return cx.with_configurations(int(settings.n_configurations))
-
-
-def manifest_complexity(manifest: Mapping[str, Any]) -> Complexity:
-    """The complexity that a sidecar manifest's final bound charged, rebuilt from its settings and
-    model record (``genbound bound --complexity-json manifest.json``)."""
-    try:
-        raw, model = manifest["settings"], manifest["model"]
-    except (KeyError, TypeError):
-        raise GenboundError("not a genbound manifest (no settings and model records)") from None
-    settings = TaskSettings.from_metadata({f"genbound_{k}": v for k, v in raw.items()})
-    return settings_complexity(settings, {"model": model})
+    ``genbound_n_configurations`` (:func:`lm_eval_genbound.bound.complexity.model_complexity`)."""
+    return model_complexity(settings.complexity, info["model"], int(settings.n_configurations))
 
 
 def unquantized_loss(streams: list, stats: GenboundStats) -> Optional[float]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_eval_genbound.complexity.prequential import prequential_code_length
+from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.prequential_series import (
     SEGMENT_DESIGNS,
     CheckpointSeriesResult,
@@ -190,7 +191,6 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
     CheckpointSeriesResult
         K̂ in bits with its error budget; D = the model's training tokens.
     """
-    from tqdm.auto import tqdm
     from transformers import GPTNeoXForCausalLM
 
     if samples_per_segment is not None and (isinstance(samples_per_segment, bool) or not isinstance(samples_per_segment, (int, np.integer)) or samples_per_segment < 2):
@@ -204,8 +204,8 @@ def checkpoint_series_prequential(suite: str | os.PathLike | SuiteInfo, model_na
     tokens = {d.doc_id: encode_bytes(d.text) for d in suite_documents(info)}
     ends = [c.tokens_before for c in ckpts[1:]] + [D]
     segments = []
-    for ck, end in tqdm(list(zip(ckpts, ends)), desc=f"{Path(str(model_name)).name} checkpoints", unit="ckpt",
-                        disable=not progress, dynamic_ncols=True):
+    for ck, end in progress_bar(list(zip(ckpts, ends)), desc=f"{Path(str(model_name)).name} checkpoints", unit="ckpt",
+                                progress=progress, dynamic_ncols=True):
         model = _load_quietly(GPTNeoXForCausalLM, ck.path).to(device).eval()
         segments.append(_segment_loss(model, ck, end, pieces, cum, tokens, samples_per_segment, seed, batch_size, device,
                                       design))

