@@ -1,7 +1,8 @@
 """Mutation table: does the default test suite catch a deliberately wrong bound?
 
     $ python benchmarks/mutations.py                       # every mutation, a markdown table on stdout
-    $ python benchmarks/mutations.py --only delta_split --baseline
+    $ python benchmarks/mutations.py --only delta_mart_whole --baseline
+    $ python benchmarks/mutations.py --only width_0.3x plug_in_clt --tests tests/test_subsample.py
 
 Each mutation is one textual edit of the package (issue #24's list: the empirical-Bernstein bound of
 bound/subsample.py made too narrow in seven ways, the martingale given the whole δ, shape code lengths with
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,8 +119,12 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", action="store_true", help="first run the unmutated tests (they must pass)")
     ap.add_argument("--maxfail", type=int, default=3, help="stop each run after this many failing tests")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument("--tests", nargs="*", help="test files to run for every mutation instead of its own list "
+                                               "(e.g. to see what the Monte-Carlo tests alone catch)")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    if args.tests:
+        chosen = [replace(m, tests=tuple(args.tests)) for m in chosen]
     rows = []
     with tempfile.TemporaryDirectory(prefix="genbound-mutations-") as tmp:
         if args.baseline:

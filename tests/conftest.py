@@ -6,5 +6,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the eager statistics kernel: torch.compile would add ~20 s per new shape on a cold cache; the
-# compiled kernel has its own tests (tests/test_token_stats.py) that request it explicitly
+# compiled kernel has its own tests (tests/test_token_stats.py) that request it explicitly, and one
+# end-to-end harness run on the default kernel (tests/test_harness_compiled_kernel.py) unsets this
 os.environ.setdefault("GENBOUND_STATS_KERNEL", "eager")

@@ -114,11 +114,12 @@ def test_bernstein_ucb_equals_the_reference_with_one_unit_and_with_a_tight_range
 
 
 # ------------------------------------------------------------------ the δ split of a subsampled bound, by hand
-def _subsampled_case(seed=5, lengths=None, big_l=4):
-    rng = np.random.default_rng(seed)
-    lengths = [4, 1, 3, 4, 2, 4, 4, 3, 1, 4] * 12 if lengths is None else lengths
+def _subsampled_case():
+    """120 units of 1–4 tokens (L = 4) and their unit sums."""
+    rng = np.random.default_rng(5)
+    lengths = [4, 1, 3, 4, 2, 4, 4, 3, 1, 4] * 12
     x, d = _units(rng, lengths)
-    sums = UnitSums(V, [ALPHA], unit_tokens=big_l)
+    sums = UnitSums(V, [ALPHA], unit_tokens=4)
     sums.update(x[None, :], d[None, :], unit_lengths=lengths)
     return x, d, np.asarray(lengths), sums.for_alpha(0)
 

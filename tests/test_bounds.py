@@ -200,6 +200,7 @@ def test_coverage_test_has_power():
     fails_right, _ = _coverage_report("power: real", np.array(right), np.array(gaps), delta)
     assert fails_right <= allowed
     assert fails_wrong > 2 * allowed
+    assert np.mean(right) < 4 * np.quantile(gaps, 0.95)         # the real bound is not loose either
 
 
 # ------------------------------------------------------------------ properties
