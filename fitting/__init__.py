@@ -22,7 +22,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "run_fit": "fitting.report", "fit_and_report": "fitting.report",
+    "run_fit": "fitting.report", "fit_and_report": "fitting.report", "FitsFile": "fitting.report",
     "write_leaderboard": "fitting.leaderboard", "build_leaderboard": "fitting.leaderboard",
     "fit_power_law": "fitting.powerlaw", "PowerLawFit": "fitting.powerlaw",
     "fit_chinchilla": "fitting.chinchilla", "ChinchillaFit": "fitting.chinchilla",

@@ -7,6 +7,8 @@
 Modules, each with one job: ``validate`` (checks of δ, α, per-token arrays), ``freedman`` (the
 empirical Freedman inequality, its λ grid, C), ``complexity`` (what is charged for h: message,
 prefix-free and configuration bits), ``terms`` (the final smoothed bound and its decomposition, the
-choice of α), ``baselines`` (Azuma token-level, document-level Hoeffding), ``stats`` (the streamed
-sufficient statistics), ``report`` (the bound of a run from its statistics, with bits per byte).
+choice of α), ``baselines`` (Azuma token-level, document-level Hoeffding), ``design`` (how the scored
+tokens were chosen), ``subsample`` (the subsampling correction of a uniform sample), ``vacuity`` (the
+verdict and D*), ``stats`` (the streamed sufficient statistics: accumulate, merge, save), ``report``
+(every bound from statistics: ``bound_report``, ``stats_bound``, ``summary_rows``, with bits per byte).
 """

@@ -269,7 +269,7 @@ def bound_vs_train_tokens(stats: GenboundStats, complexity: Complexity, *, subsa
 def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
                             train_tokens: Optional[float] = None, delta: float = 0.05,
                             alpha: Optional[float] = None, unquantized_loss: Optional[float] = None,
-                            _resolved: Optional[tuple[float, bool]] = None) -> float:
+                            subsampled: Optional[bool] = None) -> float:
     """D*, the smallest number of training tokens at which the same model is non-vacuous.
 
     Parameters
@@ -277,6 +277,9 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
     stats, complexity, train_tokens, delta, alpha, unquantized_loss
         As for :func:`stats_bound`; a uniform sampling design with D > n marks a
         subsampled run (only D moves then).
+    subsampled : bool, optional
+        Given (with ``train_tokens``): D was already resolved (:func:`resolve_train_tokens`) and is
+        used as it is; None: resolve it here.
 
     Returns
     -------
@@ -285,14 +288,15 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
         ``inf`` when the bound stays ≥ ln V up to :data:`~lm_eval_genbound.bound.vacuity.MAX_TRAIN_TOKENS`
         (e.g. R̂ ≥ ln V); see :func:`~lm_eval_genbound.bound.vacuity.smallest_nonvacuous_train_tokens`.
     """
-    d_train, subsampled = _resolved or resolve_train_tokens(stats, train_tokens)
+    if subsampled is None or train_tokens is None:
+        train_tokens, subsampled = resolve_train_tokens(stats, train_tokens)
     ln_v = math.log(stats.vocab_size)
     if stats.mean_raw_loss >= ln_v:           # R̂(h) = R̂ + the quantization gap: no D helps
         return math.inf
     family = bound_vs_train_tokens(stats, complexity, subsampled=subsampled, delta=delta, alpha=alpha,
                                    unquantized_loss=unquantized_loss)
     return smallest_nonvacuous_train_tokens(lambda d: family(d).bound_paper_nats, uniform_loss_nats=ln_v,
-                                            smallest=stats.n_tokens + 1 if subsampled else 1, start=d_train)
+                                            smallest=stats.n_tokens + 1 if subsampled else 1, start=train_tokens)
 
 
 def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: Optional[float] = None,
@@ -324,15 +328,14 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
         two baselines on the same statistics (:func:`baseline_bounds`, at the bound's α).
     """
     _require_tokens(stats)
-    resolved = resolve_train_tokens(stats, train_tokens)      # the sampling design's D (or a GenboundError)
-    d_train, subsampled = resolved
+    d_train, subsampled = resolve_train_tokens(stats, train_tokens)   # the design's D (or a GenboundError), once
     chosen = default_alpha(stats, complexity, d_train, delta=delta) if alpha is None else float(alpha)
     terms = _terms_at(stats, complexity, chosen, d_train, subsampled, delta=delta,
                       unquantized_loss=unquantized_loss, method=supported_subsample_method(stats))
     azuma, hoeffding_doc, note = baseline_bounds(stats, complexity, terms.alpha,
                                                  train_tokens=d_train, delta=delta)
-    d_star = nonvacuous_train_tokens(stats, complexity, delta=delta, alpha=alpha,
-                                     unquantized_loss=unquantized_loss, _resolved=resolved)
+    d_star = nonvacuous_train_tokens(stats, complexity, train_tokens=d_train, subsampled=subsampled, delta=delta,
+                                     alpha=alpha, unquantized_loss=unquantized_loss)
     return BoundReport(
         terms=terms, complexity_method=complexity.method, bits_per_byte=stats.bits_per_byte,
         bound_bpb=nats_per_token_to_bpb(terms.bound_paper_nats, stats.n_tokens, stats.n_bytes),

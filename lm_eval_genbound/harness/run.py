@@ -33,8 +33,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import yaml
-
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.settings import checked_settings
 from lm_eval_genbound.harness.task import OUTPUT_ENV
@@ -63,7 +61,12 @@ def is_genbound_task(name: str) -> bool:
 
 @contextlib.contextmanager
 def genbound_tasks_only() -> Iterator[None]:
-    """Within the block, task managers skip lm-eval's built-in task index (``include_defaults=False``)."""
+    """Within the block, task managers skip lm-eval's built-in task index (``include_defaults=False``).
+
+    lm-eval 0.4.13's command line has no switch for ``include_defaults`` (``EvaluatorConfig.process_tasks``
+    builds ``TaskManager(include_path=...)`` itself), so the public ``lm_eval.tasks.TaskManager`` is
+    swapped for a subclass for the duration of one run and restored afterwards.
+    """
     import lm_eval.tasks as lt
 
     original = lt.TaskManager
@@ -83,6 +86,9 @@ def genbound_tasks_only() -> Iterator[None]:
 def parse_harness_argv(argv: Sequence[str]) -> Optional[argparse.Namespace]:
     """``argv`` parsed by lm-eval's own ``run`` parser, without side effects; None for help, the
     ``ls``/``validate`` commands or arguments it rejects (the harness then reports them itself)."""
+    # Private, unavoidable: lm-eval 0.4.13 defines its command line only in the private ``lm_eval._cli``
+    # package; its one exported class, ``HarnessCLI``, parses ``sys.argv`` and exits on errors, so the
+    # ``run`` sub-parser is built here with ``Run.create`` to parse exactly as ``cli_evaluate`` will.
     from lm_eval._cli.run import Run
 
     args = list(argv)
@@ -119,21 +125,21 @@ def check_model_for_tasks(ns: argparse.Namespace) -> None:
 
 def genbound_task_config(name: str, include_paths: Sequence[str]) -> Optional[dict]:
     """The YAML config (includes merged, functions not imported) of genbound task ``name`` — a YAML
-    path, or ``<name>.yaml`` under one of ``include_paths`` — or None where none is found."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    path, or a task under one of ``include_paths`` — or None where none is found.
+
+    Read through lm-eval's public task index (``TaskManager(...).task_index``: name -> entry with its
+    ``cfg`` and ``yaml_path``), without the built-in tasks; an unreadable YAML is left out of the index
+    and reported by the harness itself.
+    """
+    from lm_eval.tasks import TaskManager
 
     if name.endswith((".yaml", ".yml")):
-        candidates = [Path(name)]
-    else:
-        candidates = [p for d in include_paths for p in sorted(Path(d).rglob(f"{name}.yaml"))]
-    for path in candidates:
-        try:
-            cfg = load_yaml(path, resolve_func=False)
-        except (OSError, ValueError, yaml.YAMLError):
-            continue                               # unreadable YAML: the harness reports it itself
-        if name.endswith((".yaml", ".yml")) or cfg.get("task") == name:
-            return cfg
-    return None
+        path = Path(name).resolve()
+        index = TaskManager(include_path=str(path.parent), include_defaults=False).task_index
+        return next((e.cfg for e in index.values() if e.yaml_path is not None
+                     and Path(e.yaml_path).resolve() == path and e.cfg is not None), None)
+    entry = TaskManager(include_path=list(include_paths), include_defaults=False).task_index.get(name)
+    return None if entry is None else entry.cfg
 
 
 def validate_genbound_tasks(ns: argparse.Namespace) -> int:

@@ -88,7 +88,7 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
     manifest = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_manifest", "task": task,
         "versions": _versions(), "model": info["model"], "protocol": info["protocol"],
-        "settings": asdict(settings), "alphas": list(map(float, stats.alphas)),
+        "settings": asdict(settings), "alphas": list(stats.alphas),
         "lambda_grid": {"s_min": float(stats.s_values[0]), "s_max": float(stats.s_values[-1]),
                         "size": int(stats.grid_size), "spacing": "geometric in s = λΔ_α, Δ_α = ln(V/α)"},
         "delta": settings.delta, "design": stats.design.to_dict(), "dataset_fingerprint": dataset_fingerprint(records),
