@@ -46,8 +46,9 @@ from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, build_documents, text_doc
-from lm_eval_genbound.harness.settings import TaskSettings, checked_settings, parse_complexity
+from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, text_doc
+from lm_eval_genbound.harness.preflight import prepare_task, take_prepared
+from lm_eval_genbound.harness.settings import TaskSettings, parse_complexity
 from lm_eval_genbound.harness.records import DocRecord, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import prune_token_parts, sidecar_path, write_sidecar
@@ -103,7 +104,9 @@ class GenBoundTask(ConfigurableTask):
         if config.get("output_type") != self.OUTPUT_TYPE:
             raise GenboundError(f"task {config.get('task')!r}: a genbound task YAML must include "
                                 f"_genbound_base.yaml (output_type {self.OUTPUT_TYPE})")
-        self.settings = checked_settings(config.get("metadata"))
+        # checked once: before the model loaded (lm-eval-genbound's preflight), else here
+        prepared = take_prepared(config.get("metadata")) or prepare_task(config.get("metadata"))
+        self.settings, self._docs, self.design = prepared.settings, prepared.docs, prepared.design
         # the sidecar of --output_path runs: <out>/genbound/<task>/, a quantized model's in its
         # subfolder <quantize spec>/ (so param16 and rtn4 runs into one output path keep both)
         self._sidecar_per_quantizer = self.settings.output_dir is None and bool(os.environ.get(OUTPUT_ENV))
@@ -114,8 +117,7 @@ class GenBoundTask(ConfigurableTask):
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         import datasets
-        docs, self.design = build_documents(self.settings)
-        self.dataset = {"test": datasets.Dataset.from_list(docs)}
+        self.dataset = {"test": datasets.Dataset.from_list(self._docs)}
 
     def doc_iterator(self, *, rank: int = 0, limit: Optional[int] = None, world_size: int = 1,
                      samples: Optional[list[int]] = None) -> Iterator[tuple[int, dict]]:
