@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from lm_eval.api.task import ConfigurableTask
 
@@ -56,6 +56,7 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.vacuity import Vacuity
 from lm_eval_genbound.complexity.codelength import code_length_complexity
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ METRICS: dict[str, str] = {
     # the reason in the manifest's final "baseline_note")
     "genbound_bound_azuma": "bound_azuma_nats",
     "genbound_bound_hoeffding_doc": "bound_hoeffding_doc_nats",
+}
+
+#: text metrics shown in the harness's results table beside the numbers (no better/worse): the vacuity
+#: verdict with its dominating term, and why the document-level baseline is NaN (sorted right after it)
+TEXT_METRICS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "genbound_verdict": lambda final: Vacuity.from_dict(final).short(),
+    "genbound_bound_hoeffding_doc_note": lambda final: final.get("baseline_note") or "-",
 }
 
 
@@ -159,11 +167,11 @@ class GenBoundTask(ConfigurableTask):
                 f"task {self.config.task} needs --model hf-genbound (got a plain {type(scores).__name__}; "
                 "a stale --use_cache entry can also cause this)")
         if doc["key"] == PLACEHOLDER_KEY:
-            return {m: None for m in METRICS}            # a rank without documents: nothing to add
+            return {m: None for m in (*METRICS, *TEXT_METRICS)}  # a rank without documents: nothing to add
         rec = DocRecord(doc_id=self._doc_key_index(doc["key"]), n_bytes=doc["n_bytes"], scores=scores)
         # the same object under every metric: any aggregation can run first, and gathering across
         # ranks pickles it (and the rank's statistics it refers to) once per metric
-        return {m: rec for m in METRICS}
+        return {m: rec for m in (*METRICS, *TEXT_METRICS)}
 
     def _doc_key_index(self, key: str) -> int:
         if not hasattr(self, "_key_index"):
@@ -171,10 +179,16 @@ class GenBoundTask(ConfigurableTask):
         return self._key_index[key]
 
     def higher_is_better(self) -> dict:
-        return {m: False for m in METRICS}
+        return {m: False for m in METRICS} | {m: None for m in TEXT_METRICS}
 
     def aggregation(self) -> dict:
-        return {m: self._metric_aggregation(key) for m, key in METRICS.items()}
+        return ({m: self._metric_aggregation(key) for m, key in METRICS.items()}
+                | {m: self._text_aggregation(fn) for m, fn in TEXT_METRICS.items()})
+
+    def _text_aggregation(self, fn: Callable[[Mapping[str, Any]], str]):
+        def aggregate(items: list) -> str:
+            return fn(self._final_for(items))
+        return aggregate
 
     def _metric_aggregation(self, key: str):
         def aggregate(items: list) -> float:
