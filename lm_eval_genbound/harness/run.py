@@ -188,27 +188,27 @@ def genbound_task_config(name: str, include_paths: Sequence[str]) -> Optional[di
 
 
 def validate_genbound_tasks(ns: argparse.Namespace, includes: Sequence[str]) -> int:
-    """Before the harness loads the model: check the hf-genbound model args, and for every requested
-    genbound task (found as a YAML path or under ``includes``) its settings with the same merged
-    metadata as the harness will use, its documents, and D ≤ n from the tokenizer's count
+    """Before the harness loads the model, check every requested genbound task (found as a YAML path
+    or under ``includes``: its settings with the same merged metadata as the harness will use, and its
+    documents), then the hf-genbound model args, then D ≤ n from the tokenizer's count
     (:mod:`lm_eval_genbound.harness.preflight`). Returns the number of genbound tasks checked."""
     from lm_eval_genbound.harness.preflight import check_model_args, check_train_tokens, prepare_task
 
     model_args = dict(ns.model_args or {})
-    if (ns.model or "hf") == "hf-genbound":
-        check_model_args(model_args)
     meta = model_args | dict(ns.metadata or {})
-    n = 0
+    prepared = []
     for name in ns.tasks or []:
         if not is_genbound_task(name):
             continue
         cfg = genbound_task_config(name, includes)
         if cfg is None:
             continue                               # the harness reports an unknown task itself
-        prepared = prepare_task(dict(cfg.get("metadata") or {}) | meta)
-        check_train_tokens(prepared, model_args)
-        n += 1
-    return n
+        prepared.append(prepare_task(dict(cfg.get("metadata") or {}) | meta))
+    if (ns.model or "hf") == "hf-genbound":
+        check_model_args(model_args)
+    for p in prepared:                             # needs the tokenizer: after the model args
+        check_train_tokens(p, model_args)
+    return len(prepared)
 
 
 def git_commit_hash() -> Optional[str]:
