@@ -1,6 +1,7 @@
 """Everything lm-eval-genbound checks before the model loads (lm_eval_genbound/harness/preflight.py,
 harness/run.py): each bad input is one ``error:`` line, exit 2, and arrives before the model loads —
-shown by a model folder whose weights file is corrupt: loading it would fail with a traceback."""
+shown by a model folder with a config and a tokenizer but no weights: loading it fails with a
+traceback (OSError) before the model class sees its args, as a GGUF file's dequantization does."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A model folder with a real config and tokenizer but unloadable weights."""
+    """A model folder with a real config and tokenizer but no weights."""
     from transformers import GPTNeoXConfig
 
     d = tmp_path_factory.mktemp("preflight")
@@ -32,7 +33,6 @@ def env(tmp_path_factory):
     GPTNeoXConfig(vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=128, eos_token_id=tok.eos_token_id,
                   bos_token_id=tok.eos_token_id).save_pretrained(model)
-    (model / "model.safetensors").write_bytes(b"not a safetensors file")
     corpus = write_jsonl(d / "corpus.jsonl", corpus_texts(2, 400))
     n_tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in corpus_texts(2, 400))
     return {"dir": d, "model": model, "corpus": corpus, "n_tokens": n_tokens}
@@ -89,6 +89,8 @@ def test_bad_input_is_one_error_line_before_the_model_loads(env, tmp_path, case,
         "gguf_file": "gguf_file=missing.Q4_0.gguf: no such file in",
     }[case]
     assert expect in line, line
+    if case == "d_above_n":             # the remedy names a source that can subsample
+        assert "a token stream (genbound_tokens with genbound_subsample)" in line
 
 
 def test_nonexistent_pretrained_folder_is_one_error_line_from_the_command(env, tmp_path):
@@ -100,7 +102,7 @@ def test_nonexistent_pretrained_folder_is_one_error_line_from_the_command(env, t
 
 def test_d_equal_to_n_passes_the_preflight(env, caplog):
     """D = n (the tokenizer's count) is accepted: the run gets past the checks to the model load
-    (which fails on the corrupt weights file: not a GenboundError)."""
+    (which fails for want of weights: not a GenboundError)."""
     import logging
     caplog.set_level(logging.INFO, logger="lm_eval_genbound")
     with pytest.raises(Exception) as info:

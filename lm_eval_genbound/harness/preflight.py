@@ -182,6 +182,15 @@ def check_train_tokens(prepared: PreparedTask, model_args: dict) -> None:
     if s.train_tokens is None or prepared.design.is_uniform:
         return
     n = scored_token_count(prepared, model_args)
-    if n is not None:
+    if n is None:
+        return
+    try:
         prepared.design.resolve_train_tokens(n, s.train_tokens)
+    except GenboundError as exc:
+        if s.source == "tokens":
+            raise
+        # a text source cannot subsample (TaskSettings.validate): point at the source that can
+        raise GenboundError(str(exc).replace(
+            "score a uniform sample (genbound_subsample)",
+            "score a uniform sample of a token stream (genbound_tokens with genbound_subsample)")) from None
 
