@@ -34,7 +34,9 @@ is a uniform sample (of positions or of aligned windows) of the positions a full
 [token_start, token_end) predicts (its default D is that population), a ``genbound_tokens`` range
 short of the whole stream is ``contiguous``, and every other source is ``all``. D > n from a
 non-random subset is refused before any scoring when the token counts are known up front (token
-streams), else when the bound is computed.
+streams; for text sources ``lm-eval-genbound`` counts them with the tokenizer before the model loads,
+:mod:`lm_eval_genbound.harness.preflight`), else when the bound is computed. The settings and documents
+are checked once: the task takes those that ``lm-eval-genbound`` checked before the model loaded.
 """
 from __future__ import annotations
 
