@@ -16,7 +16,9 @@ Uniform guessing over the V outcomes of the smoothed model loses ln V nats/token
 smoothed model's loss (paper form, :attr:`BoundTerms.bound_paper_nats`) at or above ln V certifies
 nothing: it is **vacuous**. The term that makes it so is the empirical risk when R̂(h) (with the
 quantization gap) is itself ≥ ln V, else the largest complexity-driven term: random guessing C·ln V,
-loss variation Σ√C, smoothing, or the subsampling correction.
+loss variation Σ√C, smoothing, or the subsampling correction. The verdict names it with its value
+and what lowers it (:data:`TERM_REMEDIES`: more training tokens or a shorter code; for the
+subsampling correction, more scored tokens), and when no D helps, the term that stays.
 
 D* (``nonvacuous_train_tokens``) is the number of training tokens at which the *same* model would
 become non-vacuous: same code length and configurations (same ln 1/P(h)), same per-token
@@ -53,6 +55,17 @@ TERM_LABELS: dict[str, str] = {
     "subsample_correction": "subsampling correction",
 }
 
+#: what lowers each term (the remedy the verdict names)
+_FEWER_BITS_OR_MORE_DATA = ("more training tokens D (genbound_train_tokens, if the model saw them) or a shorter "
+                            "code for the model (quantize=..., genbound_complexity)")
+TERM_REMEDIES: dict[str, str] = {
+    "empirical_risk": "a model that predicts these tokens better (no D or code length helps)",
+    "random_guess": _FEWER_BITS_OR_MORE_DATA,
+    "loss_variation": _FEWER_BITS_OR_MORE_DATA,
+    "smoothing": _FEWER_BITS_OR_MORE_DATA,
+    "subsample_correction": "score more tokens (genbound_subsample)",
+}
+
 
 @dataclass(frozen=True)
 class Vacuity:
@@ -69,36 +82,71 @@ class Vacuity:
     nonvacuous_train_tokens : float
         D*, the smallest number of training tokens at which the same model is non-vacuous
         (``inf`` when none is).
+    term_nats : float
+        The dominating term's value (nats/token; 0 when not vacuous).
+    subsample_correction_nats : float
+        The subsampling correction (nats/token; 0 for a run that scored all its training tokens):
+        it does not shrink with D, so it can keep a bound vacuous at every D.
     """
 
     vacuous: bool
     uniform_loss_nats: float
     term: str
     nonvacuous_train_tokens: float
+    term_nats: float = 0.0
+    subsample_correction_nats: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """``vacuous``, ``uniform_loss_nats``, ``vacuous_term`` and ``nonvacuous_train_tokens``."""
+        """``vacuous``, ``uniform_loss_nats``, ``vacuous_term``, ``vacuous_term_nats`` and
+        ``nonvacuous_train_tokens`` (the subsampling correction is a term of the bound's own dict)."""
         return {"vacuous": self.vacuous, "uniform_loss_nats": self.uniform_loss_nats,
-                "vacuous_term": self.term, "nonvacuous_train_tokens": self.nonvacuous_train_tokens}
+                "vacuous_term": self.term, "vacuous_term_nats": self.term_nats,
+                "nonvacuous_train_tokens": self.nonvacuous_train_tokens}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Vacuity":
-        """Read back the keys of :meth:`to_dict` (e.g. from a manifest's ``final``)."""
+        """Read back the keys of :meth:`to_dict` and ``subsample_correction_nats`` (e.g. from a
+        manifest's ``final``; older files without the term's value read 0)."""
         return cls(vacuous=bool(d["vacuous"]), uniform_loss_nats=float(d["uniform_loss_nats"]),
                    term=str(d.get("vacuous_term") or ""),
-                   nonvacuous_train_tokens=float(d["nonvacuous_train_tokens"]))
+                   nonvacuous_train_tokens=float(d["nonvacuous_train_tokens"]),
+                   term_nats=float(d.get("vacuous_term_nats") or 0.0),
+                   subsample_correction_nats=float(d.get("subsample_correction_nats") or 0.0))
 
     def summary(self) -> str:
-        """One line: the verdict, the dominating term and D*."""
+        """One line: the verdict, the dominating term with its value and remedy, and D* (when no D
+        helps: the term that stays)."""
         d_star = self.nonvacuous_train_tokens
         if not self.vacuous:
             return (f"non-vacuous: bound < ln V = {self.uniform_loss_nats:.4f} nats/token "
                     f"(non-vacuous from D ≈ {d_star:.4g} training tokens)")
-        line = (f"VACUOUS: bound ≥ ln V = {self.uniform_loss_nats:.4f} nats/token; "
-                f"dominated by {TERM_LABELS.get(self.term, self.term)}; ")
+        line = (f"VACUOUS: bound ≥ ln V = {self.uniform_loss_nats:.4f} nats/token; dominated by "
+                f"{TERM_LABELS.get(self.term, self.term)} ({self.term_nats:.4g} nats): "
+                f"{TERM_REMEDIES.get(self.term, 'see the terms')}; ")
         if math.isfinite(d_star):
             return line + f"non-vacuous from D ≈ {d_star:.4g} training tokens"
+        if self.term == "subsample_correction":
+            return line + "no number of training tokens makes it non-vacuous (this term does not shrink with D)"
+        if self.term != "empirical_risk" and self.subsample_correction_nats > 0:
+            return line + (f"no number of training tokens makes it non-vacuous: the subsampling correction "
+                           f"({self.subsample_correction_nats:.4g} nats) does not shrink with D: "
+                           f"{TERM_REMEDIES['subsample_correction']}")
         return line + "no number of training tokens makes it non-vacuous with these statistics"
+
+    def short(self) -> str:
+        """The verdict in a few words (the harness's results table): ``non-vacuous`` or
+        ``VACUOUS: <term> <value> nats``."""
+        if not self.vacuous:
+            return "non-vacuous"
+        return f"VACUOUS: {self.term} {self.term_nats:.4g} nats"
+
+
+def term_value(terms: BoundTerms, term: str) -> float:
+    """The value (nats/token) of the term named ``term`` (a key of :data:`TERM_LABELS`)."""
+    return float({"empirical_risk": terms.empirical_risk_nats + terms.quantization_gap_nats,
+                  "random_guess": terms.random_guess_nats, "loss_variation": terms.loss_variation_nats,
+                  "smoothing": terms.smoothing_paper_nats,
+                  "subsample_correction": terms.subsample_correction_nats}[term])
 
 
 def dominant_term(terms: BoundTerms) -> str:
@@ -161,8 +209,12 @@ def smallest_nonvacuous_train_tokens(bound_at: Callable[[int], float], *, unifor
 
 def verdict(terms: BoundTerms, nonvacuous_train_tokens: float) -> Vacuity:
     """The vacuity verdict of ``terms`` (nats/token) with its D* (training tokens; see
-    :func:`lm_eval_genbound.bound.report.nonvacuous_train_tokens`)."""
+    :func:`lm_eval_genbound.bound.report.nonvacuous_train_tokens`): the dominating term with its
+    value, and the subsampling correction (which does not shrink with D)."""
     ln_v = math.log(terms.vocab_size)
     vacuous = terms.bound_paper_nats >= ln_v
-    return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=ln_v,
-                   term=dominant_term(terms) if vacuous else "", nonvacuous_train_tokens=nonvacuous_train_tokens)
+    term = dominant_term(terms) if vacuous else ""
+    return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=ln_v, term=term,
+                   nonvacuous_train_tokens=nonvacuous_train_tokens,
+                   term_nats=term_value(terms, term) if term else 0.0,
+                   subsample_correction_nats=float(terms.subsample_correction_nats))

@@ -15,6 +15,9 @@ manifest's ``final``) with ``--json``.
 added. A total that already holds them (``total_bits`` of ``genbound complexity``, a manifest's
 ``code_length.total_bits``) goes in as ``--complexity-json FILE``, so they are counted once: the
 JSON of ``genbound complexity`` or a sidecar ``manifest.json`` (whose δ and D are then the defaults).
+The statistics and that file must describe the same model (weights sha256 and quantization spec, from
+the sidecar manifest beside ``stats.npz``; :mod:`lm_eval_genbound.bound.identity`): a mismatch is
+refused in one line unless ``--allow-mismatch`` is given.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lm_eval_genbound.bound.complexity import Complexity, code_length_complexity, manifest_complexity
+from lm_eval_genbound.bound.identity import ModelIdentity, identity_mismatch
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.vacuity import Vacuity
@@ -77,6 +81,36 @@ def format_terms_table(terms: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def stats_identity(stats_path: str) -> Optional[ModelIdentity]:
+    """The model whose statistics ``stats_path`` holds: from the sidecar ``manifest.json`` beside it
+    (None when there is none, or it names another statistics file)."""
+    manifest = Path(stats_path).with_name("manifest.json")
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get("stats_file", Path(stats_path).name) != Path(stats_path).name:
+        return None
+    return ModelIdentity.of_manifest(record, str(manifest))
+
+
+def canonical_spec(spec: str) -> str:
+    """A quantization spec in the quantizer's canonical form (``rtn4`` -> ``rtn4-g64``); another spec as given."""
+    from lm_eval_genbound.complexity.quant_spec import format_quant_spec, parse_quant_options
+    try:
+        return format_quant_spec(**parse_quant_options(spec))
+    except GenboundError:
+        return spec
+
+
+def complexity_identity(path: str) -> Optional[ModelIdentity]:
+    """The model a ``--complexity-json`` file describes (None: not recorded)."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if record.get("kind") == "genbound_manifest":
+        return ModelIdentity.of_manifest(record, path, as_complexity=True)
+    return ModelIdentity.of_complexity(record, path)
+
+
 def load_complexity_json(path: str) -> tuple[Complexity, dict[str, Any]]:
     """The complexity of a ``genbound complexity`` JSON or a sidecar manifest, and the defaults the
     file sets (a manifest's ``delta`` and ``train_tokens``)."""
@@ -119,9 +153,16 @@ def main_bound(argv: Optional[Sequence[str]] = None) -> int:
                    help="R̂ of the full-precision model, to report the quantization gap")
     p.add_argument("--heuristic", action="store_true", help="the complexity is not certified")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="bound statistics and a --complexity-json whose model identities (weights sha256, "
+                        "quantization spec) differ (refused by default)")
     a = p.parse_args(argv)
     if a.complexity_json is not None:
         complexity, defaults = load_complexity_json(a.complexity_json)
+        ours, theirs = stats_identity(a.stats), complexity_identity(a.complexity_json)
+        why = identity_mismatch(ours, theirs, canonical_spec) if ours is not None and theirs is not None else ""
+        if why and not a.allow_mismatch:
+            raise GenboundError(f"{why} (--allow-mismatch bounds them anyway)")
         complexity = complexity.with_configurations(a.n_configurations)
     else:
         complexity, defaults = Complexity(a.complexity_bits, n_configurations=a.n_configurations,

@@ -4,8 +4,9 @@
     $ lm-eval-genbound --help        # the genbound section (tasks, model args, metadata keys), then lm-eval's
 
 Every lm_eval flag works (see :mod:`lm_eval_genbound.harness.run` for what is added: the model
-registration, ``--include_path`` of our task folder when none is given, the sidecar directory
-``<--output_path>/genbound/<task>/``, checking the task settings before the model loads). The
+registration, our task folder added to the user's ``--include_path`` folders (repeatable), the sidecar directory
+``<--output_path>/genbound/<task>/``, checking model args, task settings, documents and D ≤ n before
+the model loads). The
 command forms that work with lm-eval 0.4.13 are :data:`COMMAND_FORMS`. User errors print one
 ``error:`` line and exit with code 2.
 """
@@ -24,7 +25,8 @@ COMMAND_FORMS = """\
   lm-eval-genbound run --model hf-genbound --model_args pretrained=DIR,window=2048 \\
       --tasks genbound_local --metadata '{"genbound_data": "corpus.jsonl"}' --output_path out/
   genbound run ...  |  python -m lm_eval_genbound run ...          (the same command)
-  lm-eval-genbound run --include_path tasks/ --tasks genbound_local ...   (your own task folder)
+  lm-eval-genbound run --include_path my_tasks/ --include_path more/ --tasks my_mc,genbound_local ...
+                                                                   (your own tasks beside ours)
   lm-eval-genbound run --tasks path/to/genbound_local.yaml ...            (a task YAML by path)
   accelerate launch -m lm_eval_genbound run ...                    (data parallel)
   ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m lm_eval_genbound run ...

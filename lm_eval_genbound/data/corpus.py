@@ -157,7 +157,9 @@ def _load_jsonl(path: Path) -> list[Document]:
             try:
                 obj = json.loads(_decode(line, f"{path} line {lineno}"))
             except json.JSONDecodeError as e:
-                raise GenboundError(f"{path} line {lineno} is not valid JSON ({e.msg})") from None
+                hint = (" (a tab or newline inside a string must be written \\t or \\n)"
+                        if e.msg.startswith("Invalid control character") else "")
+                raise GenboundError(f"{path} line {lineno} is not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}{hint}") from None
             if not isinstance(obj, dict) or "text" not in obj:
                 raise GenboundError(f"{path} line {lineno} has no \"text\" field; each line must be an object with a \"text\" string")
             if not isinstance(obj["text"], str):

@@ -29,8 +29,7 @@ PLACEHOLDER_KEY = "genbound:no-documents-on-this-rank"
 
 def build_documents(s: TaskSettings) -> tuple[list[dict], SamplingDesign]:
     """Documents of the configured source (dicts with text, token_ids (or None), n_bytes, key) and
-    how their tokens were chosen."""
-    s.check_paths()
+    how their tokens were chosen (``s`` is checked: :func:`~lm_eval_genbound.harness.settings.checked_settings`)."""
     design = SamplingDesign.all()
     if s.source in ("sotu", "local"):
         from lm_eval_genbound.data.corpus import load_corpus

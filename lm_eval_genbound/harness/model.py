@@ -293,7 +293,7 @@ class GenBoundHFLM(HFLM):
         todo = order[stream.jobs_done:]
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         bar = tqdm(total=int(sum(jobs[j].n_scored for j in order)), initial=int(sum(jobs[j].n_scored for j in
-                   order[:stream.jobs_done])), desc=f"genbound windows (batch {bs})", unit="tok",
+                   order[:stream.jobs_done])), desc=f"genbound tokens scored ({bs} windows a batch)", unit="tok",
                    miniters=1, mininterval=0, disable=disable_tqdm or self.rank != 0)
         for batch in self._scored_batches([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs):
             stream.fold(batch)

@@ -6,16 +6,19 @@
 
 lm-eval 0.4.13 reads no plugin entry points, so this module does what a plugin-aware harness
 would do, through the harness's own extension points: importing
-:mod:`lm_eval_genbound.harness.model` registers ``hf-genbound`` (``@register_model``), and when
-no ``--include_path`` is given the genbound task folder is passed as ``--include_path``. When every
-requested task is a genbound task, lm-eval's ~14k built-in task YAMLs are not indexed (about a
-minute on a 2-core machine): :func:`genbound_tasks_only` switches ``include_defaults`` off for
-the task managers built inside it and restores the harness afterwards.
+:mod:`lm_eval_genbound.harness.model` registers ``hf-genbound`` (``@register_model``), and the
+genbound task folder is always added to the user's ``--include_path`` folders (the flag may be
+repeated: ``--include_path my_tasks/ --include_path more/``), so a researcher's own tasks and the
+genbound tasks run in one command. When every requested task is found in those folders, lm-eval's
+~14k built-in task YAMLs are not indexed (about a minute on a 2-core machine):
+:func:`task_manager_class` switches ``include_defaults`` off for the task managers built inside it
+and restores the harness afterwards.
 
-Before the harness starts (and so before the model loads), :func:`validate_genbound_tasks` runs
-each requested genbound task's settings validator
-(:func:`~lm_eval_genbound.harness.task.checked_settings`: metadata keys and values, corpus and token
-paths) on its YAML metadata merged with ``--model_args`` and ``--metadata``, as the harness will.
+Before the harness starts (and so before the model loads), :func:`validate_genbound_tasks` checks
+the hf-genbound model args and, for each requested genbound task, its settings (metadata keys and
+values, corpus and token paths), its documents (a corrupt corpus line) and D ≤ n from the
+tokenizer's count, on its YAML metadata merged with ``--model_args`` and ``--metadata`` as the
+harness will (:mod:`lm_eval_genbound.harness.preflight`); the task then reuses what was checked.
 :func:`quiet_harness` keeps runs free of noise that does not apply: lm-eval's git-hash lookup runs
 with git's stderr captured (no ``fatal: not a git repository``), and with only genbound tasks
 (rolling log-likelihoods, never prompts) the "instruct or chat variant but chat template is not
@@ -34,9 +37,10 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.settings import checked_settings
 from lm_eval_genbound.harness.task import OUTPUT_ENV
 from lm_eval_genbound.harness.task_files import TASKS_DIR
+
+logger = logging.getLogger(__name__)
 
 
 def option(argv: Sequence[str], name: str) -> Optional[str]:
@@ -59,13 +63,57 @@ def is_genbound_task(name: str) -> bool:
     return Path(name).name.startswith("genbound_")
 
 
-@contextlib.contextmanager
-def genbound_tasks_only() -> Iterator[None]:
-    """Within the block, task managers skip lm-eval's built-in task index (``include_defaults=False``).
+def include_paths(argv: Sequence[str]) -> list[str]:
+    """Every ``--include_path`` folder of ``argv``, in order (the flag may be repeated, and each
+    value may list several folders separated by ``os.pathsep``)."""
+    out = []
+    for i, a in enumerate(argv):
+        value = argv[i + 1] if a == "--include_path" and i + 1 < len(argv) else (
+            a.split("=", 1)[1] if a.startswith("--include_path=") else None)
+        if value:
+            out += [p for p in value.split(os.pathsep) if p]
+    return out
 
-    lm-eval 0.4.13's command line has no switch for ``include_defaults`` (``EvaluatorConfig.process_tasks``
-    builds ``TaskManager(include_path=...)`` itself), so the public ``lm_eval.tasks.TaskManager`` is
-    swapped for a subclass for the duration of one run and restored afterwards.
+
+def with_include_paths(argv: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """``argv`` with its ``--include_path`` flags replaced by one that names ``paths`` (joined by
+    ``os.pathsep``; :func:`task_manager_class` splits them again)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--include_path":
+            skip = True
+            continue
+        if a.startswith("--include_path="):
+            continue
+        out.append(a)
+    return out + ["--include_path", os.pathsep.join(paths)] if paths else out
+
+
+def user_tasks_found(tasks: Sequence[str], paths: Sequence[str]) -> bool:
+    """Every requested task is a YAML path or a task, group or tag of ``paths`` (the genbound folder
+    and the user's): lm-eval's ~14k built-in task YAMLs then need not be indexed."""
+    from lm_eval.tasks import TaskManager
+
+    names = [t for t in tasks if not t.endswith((".yaml", ".yml"))]
+    if not names:
+        return True
+    known = set(TaskManager(include_path=list(paths), include_defaults=False).all_tasks)
+    return all(t in known for t in names)
+
+
+@contextlib.contextmanager
+def task_manager_class(include_defaults: bool) -> Iterator[None]:
+    """Within the block, lm-eval's task managers read an ``os.pathsep``-joined ``include_path`` as
+    several folders (lm-eval's flag takes one) and, unless ``include_defaults``, skip lm-eval's
+    built-in task index; the harness is restored afterwards.
+
+    lm-eval 0.4.13's command line has no switch for ``include_defaults`` and takes one
+    ``--include_path`` (``EvaluatorConfig.process_tasks`` builds ``TaskManager(include_path=...)``
+    itself), so the public ``lm_eval.tasks.TaskManager`` is swapped for a subclass for the duration
+    of one run and restored afterwards.
     """
     import lm_eval.tasks as lt
 
@@ -73,7 +121,11 @@ def genbound_tasks_only() -> Iterator[None]:
 
     class GenboundTaskManager(original):  # type: ignore[misc, valid-type]
         def __init__(self, *args, **kwargs):
-            kwargs["include_defaults"] = False
+            path = kwargs.get("include_path")
+            if isinstance(path, str) and os.pathsep in path:
+                kwargs["include_path"] = [p for p in path.split(os.pathsep) if p]
+            if not include_defaults:
+                kwargs["include_defaults"] = False
             super().__init__(*args, **kwargs)
 
     lt.TaskManager = GenboundTaskManager
@@ -142,21 +194,28 @@ def genbound_task_config(name: str, include_paths: Sequence[str]) -> Optional[di
     return None if entry is None else entry.cfg
 
 
-def validate_genbound_tasks(ns: argparse.Namespace) -> int:
-    """Run every requested genbound task's settings validator (as the task will, with the same
-    merged metadata) before the harness loads the model; returns the number of tasks checked."""
-    meta = dict(ns.model_args or {}) | dict(ns.metadata or {})
-    includes = [TASKS_DIR] if ns.include_path is None else str(ns.include_path).split(",")
-    n = 0
+def validate_genbound_tasks(ns: argparse.Namespace, includes: Sequence[str]) -> int:
+    """Before the harness loads the model, check every requested genbound task (found as a YAML path
+    or under ``includes``: its settings with the same merged metadata as the harness will use, and its
+    documents), then the hf-genbound model args, then D ≤ n from the tokenizer's count
+    (:mod:`lm_eval_genbound.harness.preflight`). Returns the number of genbound tasks checked."""
+    from lm_eval_genbound.harness.preflight import check_model_args, check_train_tokens, prepare_task
+
+    model_args = dict(ns.model_args or {})
+    meta = model_args | dict(ns.metadata or {})
+    prepared = []
     for name in ns.tasks or []:
         if not is_genbound_task(name):
             continue
         cfg = genbound_task_config(name, includes)
         if cfg is None:
             continue                               # the harness reports an unknown task itself
-        checked_settings(dict(cfg.get("metadata") or {}) | meta)
-        n += 1
-    return n
+        prepared.append(prepare_task(dict(cfg.get("metadata") or {}) | meta))
+    if (ns.model or "hf") == "hf-genbound":
+        check_model_args(model_args)
+    for p in prepared:                             # needs the tokenizer: after the model args
+        check_train_tokens(p, model_args)
+    return len(prepared)
 
 
 def git_commit_hash() -> Optional[str]:
@@ -198,26 +257,32 @@ def quiet_harness(only_genbound: bool) -> Iterator[None]:
 def run_harness_cli(argv: Sequence[str]) -> int:
     """Run ``lm-eval ARGV`` (``argv`` as after ``lm-eval``, e.g. starting with ``run``); returns 0."""
     argv = list(argv)
+    # the user's task folders and ours (once: a user's --include_path of our folder is kept as given)
+    includes = list({str(Path(p).resolve()): p for p in [*include_paths(argv), TASKS_DIR]}.values())
     ns = parse_harness_argv(argv)
     if ns is not None:
         check_model_for_tasks(ns)
-        validate_genbound_tasks(ns)
+        if validate_genbound_tasks(ns, includes) and ns.model == "hf-genbound":
+            args = dict(ns.model_args or {})
+            logger.info("settings, documents and model args checked; loading the model %s%s (a large or GGUF "
+                        "model can take minutes before scoring starts)", args.get("pretrained", ""),
+                        f" ({args['gguf_file']})" if args.get("gguf_file") else "")
     from lm_eval.__main__ import cli_evaluate
 
     from lm_eval_genbound.harness import model  # noqa: F401  (registers hf-genbound)
 
-    if option(argv, "--include_path") is None:
-        argv += ["--include_path", TASKS_DIR]
+    argv = with_include_paths(argv, includes)
     out = option(argv, "--output_path")
     if out:
         root = out[:-5] if out.endswith(".json") else out
         os.environ.setdefault(OUTPUT_ENV, str(Path(root).resolve()))
     tasks = ns.tasks if ns is not None and ns.tasks else requested_tasks(argv)
     only_ours = bool(tasks) and all(is_genbound_task(t) for t in tasks)
+    defaults = not (bool(tasks) and (only_ours or user_tasks_found(tasks, includes)))
     old = sys.argv
     sys.argv = ["lm-eval", *argv]
     try:
-        with genbound_tasks_only() if only_ours else contextlib.nullcontext(), quiet_harness(only_ours):
+        with task_manager_class(defaults), quiet_harness(only_ours):
             cli_evaluate()
     finally:
         sys.argv = old

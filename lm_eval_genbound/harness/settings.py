@@ -7,6 +7,7 @@ validation and the cheap path checks run before any model is loaded.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
@@ -74,8 +75,10 @@ class TaskSettings:
                 continue                       # model args and harness keys are merged in too
             name = key[len("genbound_"):]
             if name not in known:
+                close = difflib.get_close_matches(key, ["genbound_" + k for k in known], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise GenboundError(
-                    f"unknown metadata key {key!r}; known keys: "
+                    f"unknown metadata key {key!r}{hint}; known keys: "
                     + ", ".join(sorted("genbound_" + k for k in known)))
             kwargs[name] = value
         s = cls(**kwargs)
@@ -108,6 +111,11 @@ class TaskSettings:
             self.subsample = int(self.subsample)
             if self.subsample < 1:
                 raise GenboundError("genbound_subsample must be a positive number of tokens")
+            if self.source != "tokens":
+                raise GenboundError(
+                    f"genbound_subsample cannot be honoured by genbound_source={self.source}: only a token stream "
+                    "(genbound_tokens) knows its token count before scoring, so only it draws a uniform sample; "
+                    "leave genbound_subsample unset to score every token, or tokenize the corpus to a .npy stream")
 
     def check_paths(self) -> None:
         """The source's files exist, are readable and non-empty (cheap: no corpus is read)."""

@@ -34,20 +34,23 @@ is a uniform sample (of positions or of aligned windows) of the positions a full
 [token_start, token_end) predicts (its default D is that population), a ``genbound_tokens`` range
 short of the whole stream is ``contiguous``, and every other source is ``all``. D > n from a
 non-random subset is refused before any scoring when the token counts are known up front (token
-streams), else when the bound is computed.
+streams; for text sources ``lm-eval-genbound`` counts them with the tokenizer before the model loads,
+:mod:`lm_eval_genbound.harness.preflight`), else when the bound is computed. The settings and documents
+are checked once: the task takes those that ``lm-eval-genbound`` checked before the model loaded.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, build_documents, text_doc
-from lm_eval_genbound.harness.settings import TaskSettings, checked_settings
+from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, text_doc
+from lm_eval_genbound.harness.preflight import prepare_task, take_prepared
+from lm_eval_genbound.harness.settings import TaskSettings
 from lm_eval_genbound.harness.records import DocRecord, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.sidecar import prune_token_parts, sidecar_path, write_sidecar
@@ -55,6 +58,7 @@ from lm_eval_genbound.bound.complexity import Complexity, model_complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
+from lm_eval_genbound.bound.vacuity import Vacuity
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +90,13 @@ METRICS: dict[str, str] = {
     "genbound_bound_hoeffding_doc": "bound_hoeffding_doc_nats",
 }
 
+#: text metrics shown in the harness's results table beside the numbers (no better/worse): the vacuity
+#: verdict with its dominating term, and why the document-level baseline is NaN (sorted right after it)
+TEXT_METRICS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "genbound_verdict": lambda final: Vacuity.from_dict(final).short(),
+    "genbound_bound_hoeffding_doc_note": lambda final: final.get("baseline_note") or "-",
+}
+
 
 # ------------------------------------------------------------------------------------------
 # the task
@@ -102,7 +113,9 @@ class GenBoundTask(ConfigurableTask):
         if config.get("output_type") != self.OUTPUT_TYPE:
             raise GenboundError(f"task {config.get('task')!r}: a genbound task YAML must include "
                                 f"_genbound_base.yaml (output_type {self.OUTPUT_TYPE})")
-        self.settings = checked_settings(config.get("metadata"))
+        # checked once: before the model loaded (lm-eval-genbound's preflight), else here
+        prepared = take_prepared(config.get("metadata")) or prepare_task(config.get("metadata"))
+        self.settings, self._docs, self.design = prepared.settings, prepared.docs, prepared.design
         # the sidecar of --output_path runs: <out>/genbound/<task>/, a quantized model's in its
         # subfolder <quantize spec>/ (so param16 and rtn4 runs into one output path keep both)
         self._sidecar_per_quantizer = self.settings.output_dir is None and bool(os.environ.get(OUTPUT_ENV))
@@ -113,8 +126,7 @@ class GenBoundTask(ConfigurableTask):
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         import datasets
-        docs, self.design = build_documents(self.settings)
-        self.dataset = {"test": datasets.Dataset.from_list(docs)}
+        self.dataset = {"test": datasets.Dataset.from_list(self._docs)}
 
     def doc_iterator(self, *, rank: int = 0, limit: Optional[int] = None, world_size: int = 1,
                      samples: Optional[list[int]] = None) -> Iterator[tuple[int, dict]]:
@@ -156,11 +168,11 @@ class GenBoundTask(ConfigurableTask):
                 f"task {self.config.task} needs --model hf-genbound (got a plain {type(scores).__name__}; "
                 "a stale --use_cache entry can also cause this)")
         if doc["key"] == PLACEHOLDER_KEY:
-            return {m: None for m in METRICS}            # a rank without documents: nothing to add
+            return {m: None for m in (*METRICS, *TEXT_METRICS)}  # a rank without documents: nothing to add
         rec = DocRecord(doc_id=self._doc_key_index(doc["key"]), n_bytes=doc["n_bytes"], scores=scores)
         # the same object under every metric: any aggregation can run first, and gathering across
         # ranks pickles it (and the rank's statistics it refers to) once per metric
-        return {m: rec for m in METRICS}
+        return {m: rec for m in (*METRICS, *TEXT_METRICS)}
 
     def _doc_key_index(self, key: str) -> int:
         if not hasattr(self, "_key_index"):
@@ -168,10 +180,16 @@ class GenBoundTask(ConfigurableTask):
         return self._key_index[key]
 
     def higher_is_better(self) -> dict:
-        return {m: False for m in METRICS}
+        return {m: False for m in METRICS} | {m: None for m in TEXT_METRICS}
 
     def aggregation(self) -> dict:
-        return {m: self._metric_aggregation(key) for m, key in METRICS.items()}
+        return ({m: self._metric_aggregation(key) for m, key in METRICS.items()}
+                | {m: self._text_aggregation(fn) for m, fn in TEXT_METRICS.items()})
+
+    def _text_aggregation(self, fn: Callable[[Mapping[str, Any]], str]):
+        def aggregate(items: list) -> str:
+            return fn(self._final_for(items))
+        return aggregate
 
     def _metric_aggregation(self, key: str):
         def aggregate(items: list) -> float:
