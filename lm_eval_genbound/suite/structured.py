@@ -7,7 +7,7 @@
     (256, 4.0)
     >>> layer = KroneckerLinear(plan)
     >>> x = torch.randn(3, 16)
-    >>> bool(torch.allclose(layer(x), x @ layer.dense_weight().T + layer.bias, atol=1e-6))
+    >>> bool(torch.allclose(layer.forward_factored(x), layer(x), atol=1e-6))
     True
     >>> plan_layer("monarch", 16, 64, compression=4.0).to_dict()["in_blocks"]
     2
@@ -24,6 +24,13 @@ block (``attention.query_key_value``, ``attention.dense``, ``mlp.dense_h_to_4h``
   k×q grid is transposed (the permutation P) and each of its q rows of k values is mapped to b
   outputs by L_j ∈ R^{b×k}, out = q·b. Parameters q·n + k·m, rank ≤ min(k·q, n, m). Stored as
   ``factor_r`` [k·q, a] and ``factor_l`` [q·b, k].
+
+Training computes each layer as x Wᵀ with W formed from the factors at every step (``forward``):
+at the suite's widths (8–64) this is several times faster on a CPU than the factored product
+(``forward_factored``: on neox-16x2 with Kronecker factors it took 2.8× the CPU time of the dense
+model, 14.4 vs 5.1 s for its 145 steps), it costs
+the dense layer's matmul FLOPs plus forming W, and it is the same function of the factors (the
+tests check the two against each other). Gradients and weight decay act on the factors only.
 
 Biases stay dense vectors. The embeddings, the output head and the LayerNorms are untouched.
 :func:`plan_layer` picks, for a stated compression factor c (dense weights / factor parameters),
@@ -248,6 +255,11 @@ class KroneckerLinear(nn.Module):
         return self.factor_a.view(p.rank, p.m1, p.n1), self.factor_b.view(p.rank, p.m2, p.n2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x Wᵀ + bias with W = :meth:`dense_weight` built from the factors (gradients reach the factors)."""
+        return torch.nn.functional.linear(x, self.dense_weight(), self.bias)
+
+    def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map without forming W: X [n1, n2] ↦ Σ_k A_k X B_kᵀ (the structured product)."""
         p = self.plan
         a, b = self._factors()
         xs = x.reshape(-1, p.n1, p.n2)
@@ -291,6 +303,11 @@ class MonarchLinear(nn.Module):
                 self.factor_l.view(q, p.out_features // q, k))       # L_j [b, k]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x Wᵀ + bias with W = :meth:`dense_weight` built from the factors (gradients reach the factors)."""
+        return torch.nn.functional.linear(x, self.dense_weight(), self.bias)
+
+    def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
+        """The same map without forming W: block-diagonal R, the transpose P, block-diagonal L."""
         p = self.plan
         r, l = self._factors()
         xs = x.reshape(-1, p.in_blocks, p.in_features // p.in_blocks)
