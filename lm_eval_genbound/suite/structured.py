@@ -233,40 +233,54 @@ def plan_layer(kind: str, in_features: int, out_features: int, compression: floa
 # --------------------------------------------------------------------------------------------
 # modules
 # --------------------------------------------------------------------------------------------
-class KroneckerLinear(nn.Module):
-    """y = x Wᵀ + bias with W = Σ_k A_k ⊗ B_k (see :class:`KroneckerPlan`); x [..., in] → y [..., out]."""
+class _StructuredLinear(nn.Module):
+    """What both structured layers share: the plan, two factor matrices (``weight_factors``, drawn
+    N(0, std²) in that order), a dense bias, the forward through :meth:`dense_weight`."""
 
-    weight_factors = ("factor_a", "factor_b")
+    weight_factors: tuple[str, str] = ()
 
-    def __init__(self, plan: KroneckerPlan, bias: bool = True):
+    def __init__(self, plan, shapes: tuple[tuple[int, int], tuple[int, int]], std: float, bias: bool):
         super().__init__()
         self.plan = plan
         self.in_features, self.out_features = plan.in_features, plan.out_features
-        self.factor_a = nn.Parameter(torch.empty(plan.rank * plan.m1, plan.n1))
-        self.factor_b = nn.Parameter(torch.empty(plan.rank * plan.m2, plan.n2))
+        for attr, shape in zip(self.weight_factors, shapes):
+            setattr(self, attr, nn.Parameter(torch.empty(*shape)))
         self.bias = nn.Parameter(torch.zeros(plan.out_features)) if bias else None
-        std = (_INIT_STD ** 2 / plan.rank) ** 0.25
         with torch.no_grad():
-            self.factor_a.normal_(0.0, std)
-            self.factor_b.normal_(0.0, std)
+            for attr in self.weight_factors:
+                getattr(self, attr).normal_(0.0, std)
 
-    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.plan
-        return self.factor_a.view(p.rank, p.m1, p.n1), self.factor_b.view(p.rank, p.m2, p.n2)
+    def dense_weight(self) -> torch.Tensor:  # pragma: no cover - defined by each class
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x Wᵀ + bias with W = :meth:`dense_weight` built from the factors (gradients reach the factors)."""
         return torch.nn.functional.linear(x, self.dense_weight(), self.bias)
 
+    def _output(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A factored product's [batch, ...] result as [..., out], plus the bias."""
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class KroneckerLinear(_StructuredLinear):
+    """y = x Wᵀ + bias with W = Σ_k A_k ⊗ B_k (see :class:`KroneckerPlan`); x [..., in] → y [..., out]."""
+
+    weight_factors = ("factor_a", "factor_b")
+
+    def __init__(self, plan: KroneckerPlan, bias: bool = True):
+        super().__init__(plan, ((plan.rank * plan.m1, plan.n1), (plan.rank * plan.m2, plan.n2)),
+                         (_INIT_STD ** 2 / plan.rank) ** 0.25, bias)
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.plan
+        return self.factor_a.view(p.rank, p.m1, p.n1), self.factor_b.view(p.rank, p.m2, p.n2)
+
     def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
         """The same map without forming W: X [n1, n2] ↦ Σ_k A_k X B_kᵀ (the structured product)."""
-        p = self.plan
         a, b = self._factors()
-        xs = x.reshape(-1, p.n1, p.n2)
-        z = torch.einsum("bjl,kml->bkjm", xs, b)          # [batch, r, n1, m2]
-        y = torch.einsum("kij,bkjm->bim", a, z)           # [batch, m1, m2]
-        y = y.reshape(*x.shape[:-1], p.out_features)
-        return y if self.bias is None else y + self.bias
+        z = torch.einsum("bjl,kml->bkjm", x.reshape(-1, self.plan.n1, self.plan.n2), b)   # [batch, r, n1, m2]
+        return self._output(torch.einsum("kij,bkjm->bim", a, z), x)                       # [batch, m1, m2]
 
     def dense_weight(self) -> torch.Tensor:
         """W [out, in] = Σ_k kron(A_k, B_k)."""
@@ -278,23 +292,14 @@ class KroneckerLinear(nn.Module):
         return f"in={p.in_features}, out={p.out_features}, A {p.m1}x{p.n1}, B {p.m2}x{p.n2}, rank={p.rank}"
 
 
-class MonarchLinear(nn.Module):
+class MonarchLinear(_StructuredLinear):
     """y = x Wᵀ + bias with W = P_out·blockdiag(L)·P·blockdiag(R) (see :class:`MonarchPlan`)."""
 
     weight_factors = ("factor_r", "factor_l")
 
     def __init__(self, plan: MonarchPlan, bias: bool = True):
-        super().__init__()
-        self.plan = plan
-        self.in_features, self.out_features = plan.in_features, plan.out_features
         k, q = plan.in_blocks, plan.out_blocks
-        self.factor_r = nn.Parameter(torch.empty(k * q, plan.in_features // k))
-        self.factor_l = nn.Parameter(torch.empty(plan.out_features, k))
-        self.bias = nn.Parameter(torch.zeros(plan.out_features)) if bias else None
-        std = _INIT_STD ** 0.5
-        with torch.no_grad():
-            self.factor_r.normal_(0.0, std)
-            self.factor_l.normal_(0.0, std)
+        super().__init__(plan, ((k * q, plan.in_features // k), (plan.out_features, k)), _INIT_STD ** 0.5, bias)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.plan
@@ -302,19 +307,12 @@ class MonarchLinear(nn.Module):
         return (self.factor_r.view(k, q, p.in_features // k),        # R_i [q, a]
                 self.factor_l.view(q, p.out_features // q, k))       # L_j [b, k]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x Wᵀ + bias with W = :meth:`dense_weight` built from the factors (gradients reach the factors)."""
-        return torch.nn.functional.linear(x, self.dense_weight(), self.bias)
-
     def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
         """The same map without forming W: block-diagonal R, the transpose P, block-diagonal L."""
         p = self.plan
         r, l = self._factors()
-        xs = x.reshape(-1, p.in_blocks, p.in_features // p.in_blocks)
-        z = torch.einsum("bia,iqa->biq", xs, r)           # block-diagonal R: [batch, k, q]
-        y = torch.einsum("biq,qti->bqt", z, l)            # permutation (i,q)->(q,i), block-diagonal L: [batch, q, b]
-        y = y.reshape(*x.shape[:-1], p.out_features)
-        return y if self.bias is None else y + self.bias
+        z = torch.einsum("bia,iqa->biq", x.reshape(-1, p.in_blocks, p.in_features // p.in_blocks), r)  # [batch, k, q]
+        return self._output(torch.einsum("biq,qti->bqt", z, l), x)    # (i,q)->(q,i), then L: [batch, q, b]
 
     def dense_weight(self) -> torch.Tensor:
         """W [out, in]: W[j·b + t, i·a + s] = L_j[t, i] · R_i[j, s]."""
@@ -339,7 +337,7 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def structured_layers(model: nn.Module) -> dict[str, KroneckerLinear | MonarchLinear]:
     """The structured layers of a model, by module name (empty for a dense model)."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (KroneckerLinear, MonarchLinear))}
+    return {n: m for n, m in model.named_modules() if isinstance(m, _StructuredLinear)}
 
 
 def structure_model(model: nn.Module, structure: str, compression: float) -> dict[str, dict]:
