@@ -103,8 +103,25 @@ def _divisors(n: int) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # plans
 # --------------------------------------------------------------------------------------------
+class _Plan:
+    """What both plans share: the achieved compression and the record of ``structure.json``."""
+
+    in_features: int
+    out_features: int
+    kind = ""
+
+    @property
+    def compression(self) -> float:
+        """Dense weights / factor parameters."""
+        return self.in_features * self.out_features / self.n_factor_params
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self), "n_factor_params": self.n_factor_params,
+                "compression": self.compression, "rank_bound": self.rank_bound}
+
+
 @dataclass(frozen=True)
-class KroneckerPlan:
+class KroneckerPlan(_Plan):
     """W = Σ_{k<rank} A_k ⊗ B_k, A_k [m1, n1], B_k [out/m1, in/n1] (numbers of rows/columns)."""
 
     in_features: int
@@ -133,18 +150,9 @@ class KroneckerPlan:
         """An upper bound on rank(W): rank · min(m1, n1) · min(m2, n2)."""
         return min(self.rank * min(self.m1, self.n1) * min(self.m2, self.n2), self.in_features, self.out_features)
 
-    @property
-    def compression(self) -> float:
-        """Dense weights / factor parameters."""
-        return self.in_features * self.out_features / self.n_factor_params
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, **asdict(self), "n_factor_params": self.n_factor_params,
-                "compression": self.compression, "rank_bound": self.rank_bound}
-
 
 @dataclass(frozen=True)
-class MonarchPlan:
+class MonarchPlan(_Plan):
     """W = P_out · blockdiag(L_1..L_q) · P · blockdiag(R_1..R_k): k input blocks, q output blocks."""
 
     in_features: int
@@ -163,15 +171,6 @@ class MonarchPlan:
     def rank_bound(self) -> int:
         """An upper bound on rank(W): min(k·q, in, out)."""
         return min(self.in_blocks * self.out_blocks, self.in_features, self.out_features)
-
-    @property
-    def compression(self) -> float:
-        """Dense weights / factor parameters."""
-        return self.in_features * self.out_features / self.n_factor_params
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, **asdict(self), "n_factor_params": self.n_factor_params,
-                "compression": self.compression, "rank_bound": self.rank_bound}
 
 
 def _plan_from_dict(d: dict) -> KroneckerPlan | MonarchPlan:
