@@ -54,3 +54,17 @@ def test_report_files_and_the_command_in_them(tmp_path):
     assert len(pd.read_csv(paths["comparison"])) == 18 and len(pd.read_csv(paths["trends"])) == 6
     with pytest.raises(GenboundError, match="lacks"):
         write_structured_report(runs, members.drop(columns=["shape"]), tmp_path / "bad", command="c")
+
+
+def test_committed_report_compares_the_three_classes_at_equal_training_data():
+    from pathlib import Path
+
+    rep = Path(__file__).resolve().parents[1] / "docs" / "science" / "structured"
+    cmp_ = pd.read_csv(rep / "comparison.csv")
+    assert set(cmp_.structure) == {"dense", "kronecker", "monarch"} and cmp_["shape"].nunique() >= 3
+    for _, g in cmp_.groupby("shape"):
+        assert g.train_tokens.nunique() == 1 and g.n_steps.nunique() == 1        # equal data and steps
+        dense_n = g[g.structure == "dense"].n_params.iloc[0]
+        assert (g[g.structure != "dense"].n_params < dense_n).all()
+    assert "--structures dense,kronecker,monarch" in (rep / "report.md").read_text(encoding="utf-8")
+    assert "--structures dense,kronecker,monarch" in (rep / "README.md").read_text(encoding="utf-8")
