@@ -83,7 +83,9 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
 def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
                          alphas: Sequence[float], batch_size: int, device: str = "cpu"):
     """Harness run of one (possibly quantized) suite model on its own training tokens (each distinct
-    target once), on ``device`` (cpu | cuda[:i])."""
+    target once), on ``device`` (cpu | cuda[:i]). A structured member (``model.structure``) is
+    evaluated as its dense materialisation, whose weights hash must be the one its record states; its
+    ``quantize`` spec (rtn only) codes its factors (:func:`structured_quantized_checkpoint`)."""
     tag = quantize or "fp"
     side = out_dir / "eval" / model.name / tag
     if (side / "manifest.json").is_file() and (side / "stats.npz").is_file():
@@ -97,9 +99,64 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
     if quantize:
         args["quantization_gap"] = False     # the full-precision model has a run of its own (the gap is
                                              # taken from it, on the same tokens)
-    out = evaluate_bound(str(suite_dir / model.path), task="genbound_suite", metadata=meta,
+    pretrained, expected_sha = str(suite_dir / model.path), None
+    if model.structure:                      # the harness sees the dense materialisation; N is the factors'
+        expected_sha = model.structure["weights_sha256"]
+        meta["genbound_complexity"] = f"bits:{16.0 * model.n_params!r}"
+        if quantize:
+            pretrained, code, expected_sha = structured_quantized_checkpoint(suite_dir, model, out_dir, quantize)
+            meta["genbound_complexity"] = f"bits:{code_length_complexity(code).message_bits!r}"
+            args.pop("quantize"), args.pop("quantization_gap")
+    out = evaluate_bound(pretrained, task="genbound_suite", metadata=meta,
                          model_args=args, batch_size=batch_size, device=device)
+    if expected_sha is not None:
+        _check_weights_sha(out.manifest, expected_sha, pretrained)
     return out.stats, out.manifest, side
+
+
+def _check_weights_sha(manifest: dict, expected: str, path: str) -> None:
+    got = manifest["model"].get("weights_sha256")
+    if got != expected:
+        raise GenboundError(f"{path}: the evaluated weights (sha256 {got}) are not the materialisation its "
+                            f"record states ({expected}); retrain or delete the evaluation")
+
+
+def structured_quantized_checkpoint(suite_dir: Path, model, out_dir: Path, spec: str) -> tuple[str, dict, str]:
+    """Quantize a structured member's factors by ``spec`` (rtn) and save the materialisation.
+
+    Parameters
+    ----------
+    suite_dir : Path
+        The suite directory.
+    model : ModelRecord
+        A structured member.
+    out_dir : Path
+        The demo directory: the checkpoint goes to ``eval/<name>/<spec>-model/`` with
+        ``code_length.json`` (the certified code length of the structured parameters, bits).
+    spec : str
+        An rtn quantization spec, e.g. ``rtn4``.
+
+    Returns
+    -------
+    (str, dict, str)
+        The checkpoint path, the ``CodeLength.to_dict()`` and the checkpoint's ``weights_sha256``.
+    """
+    import json
+
+    from lm_eval_genbound.complexity.parameters import weights_sha256
+    from lm_eval_genbound.data.byte_tokenizer import save_byte_tokenizer
+    from lm_eval_genbound.suite.structured import structured_quantized
+
+    ckpt = out_dir / "eval" / model.name / f"{spec}-model"
+    if (ckpt / "code_length.json").is_file():
+        rec = json.loads((ckpt / "code_length.json").read_text(encoding="utf-8"))
+        return str(ckpt), rec["code_length"], rec["weights_sha256"]
+    dense, code = structured_quantized(suite_dir / model.path, spec)
+    dense.save_pretrained(str(ckpt))
+    save_byte_tokenizer(ckpt, model_max_length=model.context)
+    sha = weights_sha256(dense)
+    dump_json(ckpt / "code_length.json", {"spec": spec, "code_length": code.to_dict(), "weights_sha256": sha})
+    return str(ckpt), code.to_dict(), sha
 
 
 def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_size: int,
@@ -134,13 +191,19 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
              quantize: Sequence[str] = ("gptq4", "rtn4"), prequential: bool = True,
              delta: float = 0.05, batch_size: int = 32, fit: bool = True,
              progress: bool = True, max_models: Optional[int] = None, tokens_per_param: float = 20.0,
-             num_threads: Optional[int] = 1, n_boot: int = 200, device: str = "cpu") -> pd.DataFrame:
+             num_threads: Optional[int] = 1, n_boot: int = 200, device: str = "cpu",
+             structures: Sequence[str] = ("dense",), compression: float = 4.0) -> pd.DataFrame:
     """Run the whole pipeline; returns the runs table (also ``out_dir/runs.csv``).
 
     ``max_models`` keeps the smallest models of the preset, ``tokens_per_param`` sets D/N (20:
     Chinchilla; smaller only for smoke runs), ``num_threads`` the torch threads of training (None:
     torch's default), ``n_boot`` the bootstrap resamples of the trends table (``DIR/trends/``) and
     ``device`` (cpu | cuda[:i]) where training and evaluation run (bfloat16 autocast in training on CUDA).
+
+    ``structures`` (opt-in; default dense only): train every size in each class (``dense``,
+    ``kronecker``, ``monarch`` at the stated ``compression`` of the block linears, each on its dense
+    shape's D), bound them all (GPTQ specs skip structured members: their factors are coded by RTN),
+    and instead of the fits write the comparison ``DIR/structured/`` (:func:`fitting.structured.write_structured_report`).
     """
     from lm_eval_genbound.suite import train_suite
 
@@ -148,9 +211,14 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suite_dir = out / "suite"
-    info = train_suite(suite_dir, sizes=demo_sizes(preset, sizes, max_models), preset=preset,
-                       tokens_per_param=tokens_per_param, num_threads=num_threads, device=device,
-                       progress=progress)
+    structures = tuple(structures)
+    if not structures or len(set(structures)) != len(structures):
+        raise GenboundError(f"structures must be distinct classes from dense, kronecker, monarch; got {structures!r}")
+    for structure in structures:
+        info = train_suite(suite_dir, sizes=demo_sizes(preset, sizes, max_models), preset=preset,
+                           tokens_per_param=tokens_per_param, num_threads=num_threads, device=device,
+                           progress=progress, structure=structure,
+                           compression=1.0 if structure == "dense" else compression)
     t_train = time.time() - t0
     alphas = list(DEMO_ALPHAS)
     rows = []
@@ -168,9 +236,14 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
         rep = bound_report(stats, Complexity(16.0 * model.n_params, method="param16"), delta=delta)
         rows.append(_row(model, rep, method="param16", stats_path=side / "stats.npz", **common))
         for spec in quantize:
+            if model.structure and not spec.lower().startswith("rtn"):
+                logger.info("%s: %s skipped (structured factors are coded by rtn only)", model.name, spec)
+                continue
             qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
                                                        alphas=alphas, batch_size=batch_size, device=device)
-            rep = bound_report(qstats, code_length_complexity(qman["model"]["code_length"]), delta=delta,
+            code = (structured_quantized_checkpoint(suite_dir, model, out, spec)[1] if model.structure
+                    else qman["model"]["code_length"])
+            rep = bound_report(qstats, code_length_complexity(code), delta=delta,
                                unquantized_loss=stats.mean_raw_loss)
             rows.append(_row(model, rep, method=spec, stats_path=qside / "stats.npz", **common))
         if prequential:
@@ -192,7 +265,14 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
     print(f"held-out check: the bound is ≥ the held-out loss in {n_hold} of {len(runs)} rows "
           f"({len(held)} models; held-out years 2015–2026 may differ in distribution, so this is "
           "reported, not guaranteed)")
-    if fit:
+    if structures != ("dense",):
+        from fitting.structured import write_structured_report
+        paths = write_structured_report(runs, _structure_table(info), out / "structured",
+                                        command=_structured_command(structures, compression, preset, sizes,
+                                                                    quantize, tokens_per_param, max_models))
+        print(Path(paths["md"]).read_text(encoding="utf-8"), end="")
+        print(f"structured report: {paths['md']}")
+    elif fit:
         from fitting.report import fit_and_report
         rep = fit_and_report(out / "runs.csv", out / "fits", progress=progress)
         print(f"fits: {rep['fits_json']}\nfigures: " + ", ".join(rep["figures"].values())
@@ -201,6 +281,28 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
             print(f"note: {note}")
         _write_trends(out, runs, n_boot)
     return runs
+
+
+def _structure_table(info) -> pd.DataFrame:
+    """Per suite member: its class, shape, dense N, achieved compression, training loss and wall time."""
+    rows = []
+    for m in info.models:
+        st = m.structure or {}
+        rows.append({"model": m.name, "structure": st.get("kind", "dense"),
+                     "shape": f"{m.hidden_size}x{m.num_layers}", "n_params": m.n_params,
+                     "n_params_dense": st.get("n_params_dense", m.n_params),
+                     "compression_achieved": st.get("compression_achieved", 1.0),
+                     "train_loss_nats": m.final_loss_nats_per_token, "n_steps": m.n_steps,
+                     "train_wall_s": m.wall_time_s})
+    return pd.DataFrame(rows)
+
+
+def _structured_command(structures, compression, preset, sizes, quantize, tokens_per_param, max_models) -> str:
+    """The ``genbound demo`` command line that runs this comparison again."""
+    extra = (f" --sizes {','.join(sizes)}" if sizes else "") + (f" --max-models {max_models}" if max_models else "")
+    extra += f" --tokens-per-param {tokens_per_param:g}" if tokens_per_param != 20.0 else ""
+    return (f"genbound demo --out structured_out --preset {preset}{extra} --structures {','.join(structures)} "
+            f"--compression {compression:g} --quantize {','.join(quantize) or chr(39) * 2}")
 
 
 def _write_trends(out: Path, runs: pd.DataFrame, n_boot: int) -> None:

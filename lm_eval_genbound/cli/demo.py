@@ -5,6 +5,8 @@
     $ genbound demo --out large_out --preset cpu-large            # opt-in, ~73 min on 2 cores
     $ genbound demo --out smoke --preset cpu-large --max-models 2 --tokens-per-param 0.5   # its smoke run
     $ genbound demo --out gpu_out --preset gpu --device cuda --max-models 2 --threads 0    # on a GPU
+    $ genbound demo --out structured_out --sizes 8x2,16x2,32x2 --structures dense,kronecker,monarch \\
+          --compression 4 --quantize rtn4                                       # structured classes (opt-in)
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default=None, help="comma-separated <d>x<L> sizes (default: the preset's)")
     p.add_argument("--quantize", default="gptq4,rtn4", help="quantizers to bound (comma list, '' for none)")
     p.add_argument("--no-quantize", action="store_true")
+    p.add_argument("--structures", default="dense", metavar="LIST",
+                   help="opt-in: comma list of classes of the block linears to train and compare, from dense, "
+                        "kronecker, monarch (default dense: the demo); more than dense writes DIR/structured/")
+    p.add_argument("--compression", type=float, default=4.0,
+                   help="compression factor of the structured linears (default 4)")
     p.add_argument("--no-prequential", action="store_true")
     p.add_argument("--no-fit", action="store_true")
     p.add_argument("--delta", type=float, default=0.05)
@@ -53,5 +60,6 @@ def _demo_command(a: argparse.Namespace) -> int:
     run_demo(a.out, preset=a.preset, sizes=a.sizes.split(",") if a.sizes else None, quantize=quant,
              prequential=not a.no_prequential, delta=a.delta, batch_size=a.batch_size, fit=not a.no_fit,
              max_models=a.max_models, tokens_per_param=a.tokens_per_param, num_threads=a.threads or None,
-             n_boot=a.bootstrap, device=a.device)
+             n_boot=a.bootstrap, device=a.device,
+             structures=[x.strip() for x in a.structures.split(",") if x.strip()], compression=a.compression)
     return 0

@@ -55,6 +55,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-checkpoints", type=int, default=None, metavar="N",
                    help="also save a checkpoint series per model (steps 0, 1, 2, 4, …, N-1 regular steps, the last "
                         "step) under DIR/<model>/checkpoints/, for `genbound prequential`; training is unchanged")
+    t.add_argument("--structure", default="dense", choices=["dense", "kronecker", "monarch"],
+                   help="class of the block linears (attention and MLP): dense (default), kronecker (sums of "
+                        "Kronecker products) or monarch; structured members train on their dense shape's D")
+    t.add_argument("--compression", type=float, default=None,
+                   help="compression factor of the structured linears (dense weights / factor parameters; "
+                        "default 4 for a structure)")
     add_progress_flag(t)
     i = sub.add_parser("info", help="summarise a trained suite")
     i.add_argument("dir", help="suite directory")
@@ -77,7 +83,8 @@ def _run_suite_command(args: argparse.Namespace) -> int:
             cutoff_year=args.cutoff_year, seed=args.seed, device=args.device, dtype=args.dtype,
             context=args.context, batch_size=args.batch_size, progress=args.progress,
             checkpoint_every_s=args.checkpoint_every, num_threads=args.threads or None,
-            save_checkpoints=args.save_checkpoints,
+            save_checkpoints=args.save_checkpoints, structure=args.structure,
+            compression=(1.0 if args.structure == "dense" else 4.0) if args.compression is None else args.compression,
         )
         print(_summary(info))
         print(f"suite written to {Path(args.out) / SUITE_JSON} ({time.perf_counter() - t0:.1f} s)")

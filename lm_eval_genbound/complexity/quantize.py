@@ -313,6 +313,9 @@ def quantize_model(
     proxy: dict[str, float] = {}
     with torch.no_grad():
         targets = collect_targets(qm, keep)
+        if method == "gptq" and any(t.kind == "factor" for t in targets):
+            raise GenboundError("gptq cannot quantize the factors of structured layers (they are never called "
+                                "as layers, so there are no inputs to calibrate on); use rtn")
         raw, vectors = _code_non_targets(qm, {t.param_name for t in targets}, keep, vector_bits, steps)
         if method == "rtn":
             results = _rtn_targets(targets, bits, group_size, steps, row_blocks, progress)

@@ -8,7 +8,10 @@
 A target is the 2-D weight of every ``torch.nn.Linear``, ``torch.nn.Embedding`` and transformers'
 ``Conv1D`` (used as its transpose, so rows are outputs and columns inputs), each tensor once (a
 tied embedding is one target), unless a ``keep_fp16`` glob names the parameter or its module.
-Patterns match anywhere in a name (:func:`pattern_matches`).
+Patterns match anywhere in a name (:func:`pattern_matches`). A module that declares
+``weight_factors`` (names of its 2-D parameters, e.g. the factors of a structured layer of
+:mod:`lm_eval_genbound.suite.structured`) contributes each of them as a target of kind
+``"factor"`` (coded like a weight matrix, rows × columns as stored).
 """
 from __future__ import annotations
 
@@ -24,22 +27,23 @@ __all__ = ["Target", "collect_targets", "pattern_matches"]
 
 @dataclass
 class Target:
-    """One weight matrix to quantize: its module, parameter name and kind
-    (``"linear"`` | ``"embedding"`` | ``"conv1d"``)."""
+    """One weight matrix to quantize: its module, parameter name, kind
+    (``"linear"`` | ``"embedding"`` | ``"conv1d"`` | ``"factor"``) and the module attribute holding it."""
 
     module_name: str
     module: nn.Module
     param_name: str
     kind: str
+    attr: str = "weight"
 
     def weight_matrix(self) -> torch.Tensor:
         """The weight as [rows = outputs, cols = inputs] (a Conv1D weight transposed), detached."""
-        w = self.module.weight.detach()
+        w = getattr(self.module, self.attr).detach()
         return w.t() if self.kind == "conv1d" else w
 
     def set_weight(self, W: torch.Tensor) -> None:
         """Copy ``W`` [rows, cols] into the module's weight (cast to its dtype and device)."""
-        p = self.module.weight
+        p = getattr(self.module, self.attr)
         p.data.copy_((W.t() if self.kind == "conv1d" else W).to(dtype=p.dtype, device=p.device))
 
 
@@ -65,6 +69,13 @@ def collect_targets(model: nn.Module, keep_fp16: Sequence[str]) -> list[Target]:
     targets: list[Target] = []
     done: set[int] = set()
     for mname, mod in model.named_modules():
+        for attr in getattr(mod, "weight_factors", ()):
+            w = getattr(mod, attr)
+            if id(w) in done or id(w) not in names:
+                continue
+            if not any(pattern_matches(pat, names[id(w)]) or pattern_matches(pat, mname) for pat in keep_fp16):
+                done.add(id(w))
+                targets.append(Target(mname, mod, names[id(w)], "factor", attr))
         if isinstance(mod, nn.Linear):
             kind = "linear"
         elif isinstance(mod, nn.Embedding):

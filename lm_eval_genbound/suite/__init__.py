@@ -17,7 +17,10 @@
 Modules: ``spec`` (sizes, presets, recipe constants, GPT-NeoX config), ``order`` (training order:
 spans, pieces, batches), ``storage`` (suite.json, records, loss curves, reading a suite back),
 ``checkpoint`` (partial state, final checkpoint, ``done`` marker), ``train`` (schedule, training
-loop, ``train_suite``). The ``genbound suite`` command line is ``lm_eval_genbound.cli.suite``.
+loop, ``train_suite``), ``structured`` (opt-in Kronecker / Monarch block linears: ``train_suite(...,
+structure="monarch", compression=4)`` trains ``<shape>-monarch4`` on its dense shape's D and saves its
+dense materialisation as the checkpoint, its factors beside it, and the materialisation's
+``weights_sha256`` in the record's ``structure``). The ``genbound suite`` command line is ``lm_eval_genbound.cli.suite``.
 
 The suite format (``suite.json``, the checkpoints), the training order and recipe, the presets and
 their measured run times are described in ``docs/suite.md``.

@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.data.byte_tokenizer import save_byte_tokenizer
@@ -199,7 +200,7 @@ def _save_pretrained_quietly(model, directory: Path, progress: bool) -> None:
 
 
 def write_final_checkpoint(out: Path, model, *, record: ModelRecord, settings: dict, rows: list[tuple],
-                           progress: bool) -> Path:
+                           progress: bool, extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``out/<record.name>/`` (checkpoint, tokenizer, loss curve), then its ``done`` marker; drop the partial state.
 
     Parameters
@@ -214,6 +215,9 @@ def write_final_checkpoint(out: Path, model, *, record: ModelRecord, settings: d
         Loss-curve rows (step, tokens_seen, batch_tokens, loss nats/token, lr).
     progress : bool
         Show transformers' progress bars while saving.
+    extra : callable or None
+        Called with the temporary model directory before it is renamed into place, to add files
+        (a structured member's factors and ``structure.json``).
 
     Returns
     -------
@@ -230,6 +234,8 @@ def write_final_checkpoint(out: Path, model, *, record: ModelRecord, settings: d
     _save_pretrained_quietly(model.to("cpu"), tmp_dir, progress)
     save_byte_tokenizer(tmp_dir, model_max_length=record.context)
     (tmp_dir / LOSS_CURVE).write_bytes(loss_curve_csv(rows))
+    if extra is not None:
+        extra(tmp_dir)
     partial_dir = partial_state_path(out, name).parent
     if (partial_dir / CHECKPOINTS_DIR).is_dir():
         os.replace(partial_dir / CHECKPOINTS_DIR, tmp_dir / CHECKPOINTS_DIR)

@@ -69,11 +69,16 @@ class ModelSpec:
     num_heads: int
     batch_size: int  # sequences of `context` tokens per optimizer step
     peak_lr: float
+    structure: str = "dense"  # "dense" | "kronecker" | "monarch" (suite.structured): the block linears' class
+    compression: float = 1.0  # stated compression factor of the structured linears (1 for dense)
 
     @property
     def name(self) -> str:
         base = f"neox-{self.hidden_size}x{self.num_layers}"
-        return base if self.num_heads == max(1, self.hidden_size // 64) else f"{base}h{self.num_heads}"
+        base = base if self.num_heads == max(1, self.hidden_size // 64) else f"{base}h{self.num_heads}"
+        if self.structure == "dense":
+            return base
+        return f"{base}-{'kron' if self.structure == 'kronecker' else 'monarch'}{self.compression:g}"
 
     @property
     def intermediate_size(self) -> int:

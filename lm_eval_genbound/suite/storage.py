@@ -80,6 +80,10 @@ class ModelRecord:
     dtype: str
     device: str
     resumed_from_step: int | None
+    #: structured members only (omitted from suite.json for dense ones): class, stated and achieved
+    #: compression, the dense shape's N, the layer plans and ``weights_sha256`` of the materialised
+    #: checkpoint (see :mod:`lm_eval_genbound.suite.structured`)
+    structure: dict | None = None
 
     @property
     def n_distinct_train_tokens(self) -> int:
@@ -89,17 +93,19 @@ class ModelRecord:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["training_spans"] = [list(s) for s in self.training_spans]
+        if d["structure"] is None:
+            del d["structure"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelRecord":
-        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k != "structure"]
         if missing:
             raise GenboundError(f"model record {d.get('name', '?')!r} lacks {', '.join(missing)}; "
                                 f"it was written by another version of genbound")
         d = dict(d)
         d["training_spans"] = tuple((str(a), int(b), int(c)) for a, b, c in d["training_spans"])
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass(frozen=True)

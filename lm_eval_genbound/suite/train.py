@@ -11,13 +11,14 @@ its record (:mod:`.storage`). The optimiser and schedule are described in the pa
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,6 +51,7 @@ from lm_eval_genbound.suite.spec import (
     neox_config,
     resolve_specs,
 )
+from lm_eval_genbound.suite.structured import check_structure, materialize, save_structured, structure_model
 from lm_eval_genbound.suite.storage import (
     SCHEMA_VERSION,
     ModelRecord,
@@ -103,6 +105,7 @@ class _Job:
     checkpoint_every_s: float
     on_step: OnStep | None
     save_steps: frozenset = frozenset()  # steps whose pre-update model is saved (checkpoint series)
+    structured: bool = False  # the model has structured layers: checkpoints hold its materialisation
 
     @property
     def name(self) -> str:
@@ -136,8 +139,10 @@ class _Progress:
 
 
 def _settings_key(spec: ModelSpec, *, context, seed, fingerprint, n_train_tokens, tokens_per_param, dtype, device) -> dict:
-    """The settings a finished or partial model must match to be reused."""
-    return {
+    """The settings a finished or partial model must match to be reused (a structured member's also
+    name its class and compression; a dense member's keys are those of suites without structures)."""
+    extra = {} if spec.structure == "dense" else {"structure": spec.structure, "compression": spec.compression}
+    return {**extra,
         "schema_version": SCHEMA_VERSION,
         "name": spec.name,
         "hidden_size": spec.hidden_size,
@@ -221,6 +226,8 @@ def _update(model, opt, loss) -> None:
 def _save_series(job: _Job, model, step: int, tokens_before: int) -> None:
     """Save the model as it is before ``step`` into the checkpoint series (weights are only read)."""
     step_tokens = sum(e - s - 1 for _, s, e in job.plan.step_chunks(step))
+    if job.structured:
+        model = materialize(model)
     save_series_checkpoint(job.out, job.name, model, step=step, tokens_before=tokens_before,
                            step_tokens=step_tokens, context=job.context)
 
@@ -267,7 +274,8 @@ def _run_steps(job: _Job, model, opt, prog: _Progress) -> tuple[float, float]:
     return prog.elapsed_before_s + time.perf_counter() - t0, prog.cpu_before_s + time.process_time() - c0
 
 
-def _record(job: _Job, n_params: int, n_emb: int, prog: _Progress, train_s: float, cpu_s: float) -> ModelRecord:
+def _record(job: _Job, n_params: int, n_emb: int, prog: _Progress, train_s: float, cpu_s: float,
+            structure: dict | None = None) -> ModelRecord:
     """The ModelRecord of a finished model."""
     spec, plan, rows, n_train = job.spec, job.plan, prog.rows, job.n_train
     tail = max(1, len(rows) // 50)
@@ -283,7 +291,7 @@ def _record(job: _Job, n_params: int, n_emb: int, prog: _Progress, train_s: floa
         initial_loss_nats_per_token=rows[0][3], final_loss_nats_per_token=float(np.mean([r[3] for r in rows[-tail:]])),
         wall_time_s=round(train_s, 3), cpu_time_s=round(cpu_s, 3),
         tokens_per_s=round(n_train / max(train_s, 1e-9), 1), seed=job.seed, dtype=job.dtype, device=job.device,
-        resumed_from_step=prog.resumed_from,
+        resumed_from_step=prog.resumed_from, structure=structure,
     )
 
 
@@ -298,7 +306,11 @@ def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc
     torch.manual_seed(seed)
     model = GPTNeoXForCausalLM(neox_config(spec, context))
     n_params, n_emb = count_params(model)
-    n_train = int(round(tokens_per_param * n_params))
+    n_train = int(round(tokens_per_param * n_params))  # a structured member: its dense shape's D (equal data)
+    n_params_dense = n_params
+    plans = structure_model(model, spec.structure, spec.compression)  # {} for a dense member
+    if plans:
+        n_params, n_emb = count_params(model)
     if n_train < 1:
         raise GenboundError(f"tokens_per_param={tokens_per_param} gives no training tokens for {name}")
     settings = _settings_key(spec, context=context, seed=seed, fingerprint=fingerprint, n_train_tokens=n_train,
@@ -316,7 +328,8 @@ def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc
     job = _Job(spec=spec, out=out, tokens=tokens, plan=plan, settings=settings, n_train=n_train, context=context,
                seed=seed, tokens_per_param=tokens_per_param, device=device, dtype=dtype, progress=progress,
                checkpoint_every_s=checkpoint_every_s, on_step=on_step,
-               save_steps=frozenset(checkpoint_steps(plan.n_steps, save_checkpoints) if save_checkpoints else ()))
+               save_steps=frozenset(checkpoint_steps(plan.n_steps, save_checkpoints) if save_checkpoints else ()),
+               structured=bool(plans))
     model.to(device)
     model.train()
     opt = torch.optim.AdamW(_param_groups(model), lr=spec.peak_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -324,11 +337,33 @@ def _train_one(spec: ModelSpec, *, out: Path, tokens: dict[str, np.ndarray], doc
     train_s, cpu_s = _run_steps(job, model, opt, prog)
     if prog.tokens_seen != n_train:  # pragma: no cover - invariant of plan_spans/training_chunks
         raise RuntimeError(f"{name}: trained on {prog.tokens_seen} targets, planned {n_train}")
-    record = _record(job, n_params, n_emb, prog, train_s, cpu_s)
-    write_final_checkpoint(out, model, record=record, settings=settings, rows=prog.rows, progress=progress)
+    structure, saved, extra = None, model, None
+    if plans:
+        model.to("cpu").eval()
+        saved = materialize(model)
+        structure = _structure_record(spec, plans, n_params_dense, n_params, saved)
+        extra = functools.partial(save_structured, model, meta={"structure": spec.structure,
+                                                                "compression": spec.compression})
+    record = _record(job, n_params, n_emb, prog, train_s, cpu_s, structure)
+    write_final_checkpoint(out, saved, record=record, settings=settings, rows=prog.rows, progress=progress,
+                           extra=extra)
     logger.info("%s: N=%d D=%d steps=%d final loss %.4f nats/token, %.1f s", name, n_params, n_train, plan.n_steps,
                 record.final_loss_nats_per_token, train_s)
     return record
+
+
+def _structure_record(spec: ModelSpec, plans: dict, n_params_dense: int, n_params: int, dense) -> dict:
+    """ModelRecord.structure of a structured member (``dense``: its materialisation, on the CPU)."""
+    from lm_eval_genbound.complexity.parameters import weights_sha256
+
+    linear_dense = sum(p["in_features"] * p["out_features"] for p in plans.values())
+    linear_factors = sum(p["n_factor_params"] for p in plans.values())
+    return {"kind": spec.structure, "compression": spec.compression,
+            "compression_achieved": linear_dense / linear_factors,
+            "n_params_dense": n_params_dense, "n_params_structured_linear": linear_factors,
+            "n_params_dense_linear": linear_dense,
+            "train_tokens_rule": "D = tokens_per_param x n_params_dense (the dense shape's D: equal data and steps)",
+            "weights_sha256": weights_sha256(dense), "layers": plans}
 
 
 # ----------------------------------------------------------------------------- the suite
@@ -399,6 +434,8 @@ def train_suite(
     num_threads: int | None = 1,
     on_step: OnStep | None = None,
     save_checkpoints: int | None = None,
+    structure: str = "dense",
+    compression: float = 1.0,
 ) -> SuiteInfo:
     """Train (or resume) a suite of byte-level GPT-NeoX models; returns its SuiteInfo (also in DIR/suite.json).
 
@@ -440,6 +477,12 @@ def train_suite(
         ``checkpoint_steps(n_steps, save_checkpoints)`` (0, powers of two, ``save_checkpoints`` − 1
         regular steps, the last step) into ``DIR/<name>/checkpoints/ckpt-step<k>/``. Training (weights,
         loss curve) is unchanged. None or 0: no series.
+    structure : {"dense", "kronecker", "monarch"}
+        The class of every member's block linears (:mod:`lm_eval_genbound.suite.structured`); a
+        structured member is named ``<shape>-kron<c>`` / ``<shape>-monarch<c>``, trains on its dense
+        shape's D and is saved as its dense materialisation plus its factors.
+    compression : float
+        Stated compression factor of the structured linears (> 1; 1 for dense).
 
     Returns
     -------
@@ -452,7 +495,9 @@ def train_suite(
     _check_numbers(tokens_per_param, seed, context, num_threads, checkpoint_every_s)
     if save_checkpoints:
         checkpoint_steps(2, save_checkpoints)  # validates the count before any training
-    specs = resolve_specs(sizes, preset, batch_size)
+    structure, compression = check_structure(structure, compression)
+    specs = [replace(s, structure=structure, compression=compression) if s.structure == "dense" else s
+             for s in resolve_specs(sizes, preset, batch_size)]
     device, dtype = _resolve_device_dtype(device, dtype)
     docs, tokens, header = _corpus_and_header(corpus, cutoff_year, context, seed)
     fingerprint = header["corpus_fingerprint"]
