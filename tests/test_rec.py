@@ -90,3 +90,12 @@ def test_kl_bits_and_n_max_validation():
     for bad in (3, 1, 2 ** 25, True):
         with pytest.raises(GenboundError):
             validate_n_max(bad)
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    import lm_eval_genbound.complexity.rec as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

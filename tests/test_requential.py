@@ -65,7 +65,7 @@ def test_manifest_reports_per_step_and_total_bits(encoded):
     # the realized payload is the information content rounded up to whole words (+ the range coder's seal)
     assert tot["rec_information_bits"] <= tot["payload_bits"] <= tot["rec_information_bits"] + 96
     assert man["machine"]["threads"] == 1 and man["machine"]["torch"] and "cpu_model" in man["machine"]
-    assert [s["stop_step"] for s in man["stops"]] == [2, 3]
+    assert [s["stop_step"] for s in man["stops"]] == [2, 3] and man["complete"] is True
     assert (out / "steps.csv").read_text().count("\n") == 4
 
 

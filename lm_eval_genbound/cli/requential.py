@@ -118,7 +118,11 @@ def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: i
     teacher = info.model(man["teacher"])
     suite_dir = Path(info.out_dir)
     alphas = list(DEMO_ALPHAS)
-    n_conf = len(man["stops"])
+    # every planned stop was a candidate, whether or not the run reached it (a killed run: "complete" false)
+    n_conf = len(man.get("planned_stops") or man["stops"])
+    if not man.get("complete", True):
+        logging.getLogger(__name__).warning("%s is from an unfinished run: bounding its %d stop(s) so far, charging "
+                                            "log2(%d) planned stops", man_path, len(man["stops"]), n_conf)
     rows = []
     base = {"teacher": teacher.name, "n_params_teacher": teacher.n_params}
     for stop in man["stops"]:

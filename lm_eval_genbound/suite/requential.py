@@ -175,6 +175,7 @@ class RequentialResult:
     stops: tuple
     wall_s: float
     machine: dict
+    planned_stops: tuple = ()
 
     @property
     def total_bits(self) -> float:
@@ -203,6 +204,7 @@ class RequentialResult:
                 "message_over_kl": final.message_bits / tot_kl if tot_kl > 0 else None,
             },
             "stops": [{**asdict(s), "message_bits": s.message_bits} for s in self.stops],
+            "planned_stops": list(self.planned_stops),
             "steps_csv": STEPS_CSV,
         }
 
@@ -511,13 +513,23 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
                     stop_recs.append(StopRecord(stop_step=step + 1, message_path=str(mpath), header_bits=hb,
                                                 payload_bits=pb, kl_bits=kl_so_far, student_dir=str(sdir),
                                                 weights_sha256=weights_sha256(student)))
+                    if step + 1 < S:  # a run killed later still leaves its stops so far, marked incomplete
+                        _write_outputs(out, info, RequentialResult(
+                            out_dir=str(out), teacher=rec.name, plan=plan, steps=tuple(steps), stops=tuple(stop_recs),
+                            wall_s=time.perf_counter() - t0, machine=machine, planned_stops=stops), complete=False)
         finally:
             bar.close()
     res = RequentialResult(out_dir=str(out), teacher=rec.name, plan=plan, steps=tuple(steps), stops=tuple(stop_recs),
-                           wall_s=time.perf_counter() - t0, machine=machine)
-    _write_steps_csv(out / STEPS_CSV, steps)
-    atomic_write_text(out / MANIFEST, json.dumps({**res.to_dict(), "suite": str(info.out_dir)}, indent=1))
+                           wall_s=time.perf_counter() - t0, machine=machine, planned_stops=stops)
+    _write_outputs(out, info, res, complete=True)
     return res
+
+
+def _write_outputs(out: Path, info: SuiteInfo, res: RequentialResult, *, complete: bool) -> None:
+    """``steps.csv`` and ``requential.json`` (``complete`` False while the run is still going)."""
+    _write_steps_csv(out / STEPS_CSV, res.steps)
+    atomic_write_text(out / MANIFEST, json.dumps({**res.to_dict(), "suite": str(info.out_dir), "complete": complete},
+                                                 indent=1))
 
 
 def requential_decode(message: str | os.PathLike, out_dir: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
