@@ -62,8 +62,8 @@ def test_manifest_reports_per_step_and_total_bits(encoded):
     assert tot["tokens"] == 3 * 2 * 23 and len(res.steps) == 3
     assert tot["kl_bits"] == pytest.approx(sum(s.kl_bits for s in res.steps))
     assert 0 < tot["kl_bits"] < tot["rec_information_bits"] < tot["cross_entropy_bits"]
-    # the realized payload is the information content rounded up to whole words (+ the range coder's seal)
-    assert tot["rec_information_bits"] <= tot["payload_bits"] <= tot["rec_information_bits"] + 96
+    # the realized payload is the information content up to whole 32-bit words and the coder's 24-bit rounding
+    assert tot["rec_information_bits"] - 64 <= tot["payload_bits"] <= tot["rec_information_bits"] + 96
     assert man["machine"]["threads"] == 1 and man["machine"]["torch"] and "cpu_model" in man["machine"]
     assert [s["stop_step"] for s in man["stops"]] == [2, 3] and man["complete"] is True
     assert (out / "steps.csv").read_text().count("\n") == 4
