@@ -30,8 +30,8 @@ cosine decay to 10% of ``peak_lr`` at step S−1.
 Determinism. Encoder and decoder run the same code: torch with ``use_deterministic_algorithms``,
 ``threads`` CPU threads (a header field), float32 forward passes with a key/value cache, float64
 softmax in numpy. This is bit-identical on one machine; it is *not* across CPU types (vector width
-and BLAS kernels change float32 rounding; a 2% difference in a widest demo model's training was
-seen between two CPUs), nor across torch versions or thread counts. The manifest
+and BLAS kernels change float32 rounding; issue #22 reports the widest demo model's training differing
+by up to 2% between two CPU types), nor across torch versions or thread counts. The manifest
 (``requential.json``, ``machine``) records platform, CPU model, torch/numpy/transformers/constriction
 versions and threads; :func:`requential_decode` warns when its machine differs from the encoder's.
 """
