@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hessian": ("lm_eval_genbound.cli.complexity", "main_hessian", "Hessian spectrum / compressibility"),
     "prequential": ("lm_eval_genbound.cli.prequential", "main_prequential",
                     "prequential complexity from a checkpoint series"),
+    "requential": ("lm_eval_genbound.cli.requential", "main_requential",
+                   "a student sent by relative entropy coding of teacher samples; its bound"),
     "fit": ("lm_eval_genbound.cli.fit", "main_fit", "fit scaling laws to runs.csv / results JSON"),
     "leaderboard": ("lm_eval_genbound.cli.fit", "main_leaderboard", "Markdown/CSV/HTML leaderboard"),
     "trends": ("lm_eval_genbound.cli.fit", "main_trends", "trend of each term with N, beside the paper's"),
