@@ -173,11 +173,10 @@ def test_harness_evaluates_the_materialisation_with_the_recorded_hash(tiny_suite
 
     out, info = tiny_suite
     rec = info.model("neox-8x1-monarch4")
-    stats, manifest, _ = evaluate_suite_model(out, rec, tmp_path, alphas=DEMO_ALPHAS, batch_size=8, progress=False)
+    stats, manifest, _ = evaluate_suite_model(out, rec, tmp_path, alphas=DEMO_ALPHAS, batch_size=8)
     assert manifest["model"]["weights_sha256"] == rec.structure["weights_sha256"]
     assert stats.n_tokens == rec.n_distinct_train_tokens
-    qstats, qman, _ = evaluate_suite_model(out, rec, tmp_path, quantize="rtn4", alphas=DEMO_ALPHAS, batch_size=8,
-                                           progress=False)
+    qstats, qman, _ = evaluate_suite_model(out, rec, tmp_path, quantize="rtn4", alphas=DEMO_ALPHAS, batch_size=8)
     code = json.loads((tmp_path / "eval" / rec.name / "rtn4-model" / "code_length.json").read_text())
     assert qman["model"]["weights_sha256"] == code["weights_sha256"] != rec.structure["weights_sha256"]
     assert code["code_length"]["n_params"] == rec.n_params and qstats.n_tokens == stats.n_tokens

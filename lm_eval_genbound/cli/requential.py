@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.progress import add_progress_flag
 
 __all__ = ["main_requential", "requential_bounds"]
 
@@ -53,20 +54,20 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stops", type=int, default=4, help="candidate stopping steps, charged log2(stops) bits (default 4)")
     e.add_argument("--start-byte", type=int, default=32, help="first byte of every sampled sequence (default 32)")
     e.add_argument("--threads", type=int, default=1, help="torch threads (decoding must use the same; default 1)")
-    e.add_argument("--no-progress", action="store_true")
+    add_progress_flag(e)
     e.add_argument("--json", action="store_true")
     d = sub.add_parser("decode", help="rebuild the student from a message (no teacher)")
     d.add_argument("--message", required=True)
     d.add_argument("--out", required=True, help="folder of the decoded student")
     d.add_argument("--manifest", default=None, help="the encoder's requential.json (warns on a different machine)")
-    d.add_argument("--no-progress", action="store_true")
+    add_progress_flag(d)
     b = sub.add_parser("bound", help="bound every stop's student on the teacher's training tokens, beside the teacher")
     b.add_argument("--req", required=True, help="the encode --out folder")
     b.add_argument("--delta", type=float, default=0.05)
     b.add_argument("--batch-size", type=int, default=32, help="harness batch size")
     b.add_argument("--no-teacher", action="store_true", help="skip the teacher's fp / gptq4 / prequential rows")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--no-progress", action="store_true")
+    add_progress_flag(b)
     return p
 
 
@@ -80,8 +81,8 @@ def _row(label: str, rep, extra: dict) -> dict:
             "vacuous": bool(t["vacuous"])}
 
 
-def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: int = 32, teacher_rows: bool = True,
-                      progress: bool = False) -> dict:
+def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: int = 32,
+                      teacher_rows: bool = True) -> dict:
     """Bounds of every stop's student (and of the teacher), as written to ``req_dir/bound.json``.
 
     Parameters
@@ -94,8 +95,6 @@ def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: i
         Harness batch size.
     teacher_rows : bool
         Also the teacher's fp (param16), gptq4 and prequential bounds.
-    progress : bool
-        Harness progress bars.
 
     Returns
     -------
@@ -131,7 +130,7 @@ def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: i
                 "genbound_alphas": alphas, "genbound_output_dir": str(side), "genbound_complexity": "param16"}
         args = {"window": teacher.context, "stride": teacher.context, "bos_policy": "none"}
         out = evaluate_bound(stop["student_dir"], task="genbound_suite", metadata=meta, model_args=args,
-                             batch_size=batch_size, progress=progress)
+                             batch_size=batch_size)
         if out.stats.n_tokens != teacher.n_distinct_train_tokens:
             raise GenboundError(f"student evaluated on {out.stats.n_tokens} tokens, the teacher trained on "
                                 f"{teacher.n_distinct_train_tokens} distinct ones")
@@ -142,12 +141,11 @@ def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: i
                           "kl_bits": stop["kl_bits"]}))
     best = min((r for r in rows), key=lambda r: r["bound_nats"])
     if teacher_rows:
-        stats, _, _ = evaluate_suite_model(suite_dir, teacher, req / "teacher", alphas=alphas, batch_size=batch_size,
-                                           progress=progress)
+        stats, _, _ = evaluate_suite_model(suite_dir, teacher, req / "teacher", alphas=alphas, batch_size=batch_size)
         rows.append(_row("teacher-param16", bound_report(stats, Complexity(16.0 * teacher.n_params, method="param16"),
                                                          delta=delta), base))
         qstats, qman, _ = evaluate_suite_model(suite_dir, teacher, req / "teacher", quantize="gptq4", alphas=alphas,
-                                               batch_size=batch_size, progress=progress)
+                                               batch_size=batch_size)
         rows.append(_row("teacher-gptq4", bound_report(qstats, code_length_complexity(qman["model"]["code_length"]),
                                                        delta=delta, unquantized_loss=stats.mean_raw_loss), base))
         from lm_eval_genbound.complexity.prequential import prequential_code_length
@@ -182,7 +180,7 @@ def _run(a: argparse.Namespace) -> int:
         res = requential_encode(a.suite, a.model, a.out, student_size=a.student_size, n_steps=a.steps,
                                 batch_size=a.batch_size, seq_len=a.seq_len, seed=a.seed, peak_lr=a.peak_lr,
                                 n_max=a.n_max, n_stops=a.stops, start_byte=a.start_byte, threads=a.threads,
-                                progress=not a.no_progress)
+                                progress=a.progress)
         d = res.to_dict()
         if a.json:
             print(json.dumps(d, indent=1))
@@ -196,12 +194,11 @@ def _run(a: argparse.Namespace) -> int:
     if a.command == "decode":
         from lm_eval_genbound.suite.requential import requential_decode
 
-        dec = requential_decode(a.message, a.out, manifest=a.manifest, progress=not a.no_progress)
+        dec = requential_decode(a.message, a.out, manifest=a.manifest, progress=a.progress)
         print(json.dumps({"student_dir": dec.student_dir, "weights_sha256": dec.weights_sha256,
                           "stop_step": dec.plan.stop_step, "wall_s": round(dec.wall_s, 3)}))
         return 0
-    res = requential_bounds(a.req, delta=a.delta, batch_size=a.batch_size, teacher_rows=not a.no_teacher,
-                            progress=not a.no_progress)
+    res = requential_bounds(a.req, delta=a.delta, batch_size=a.batch_size, teacher_rows=not a.no_teacher)
     print(json.dumps(res, indent=1) if a.json else _text_bounds(res))
     return 0
 

@@ -461,7 +461,7 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
     RequentialResult
         Also written to ``out_dir/requential.json`` and ``out_dir/steps.csv``.
     """
-    from tqdm.auto import tqdm
+    from lm_eval_genbound.progress import progress_bar
 
     info = suite if isinstance(suite, SuiteInfo) else load_suite(suite)
     rec, teacher_model = _load_teacher(info, teacher)
@@ -490,7 +490,7 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
     with _deterministic(threads):
         student, opt = _student(plan)
         encoder = RecEncoder(plan.n_max)
-        bar = tqdm(total=S, desc=f"requential {rec.name}", unit="step", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=S, desc=f"requential {rec.name}", unit="step", progress=progress, dynamic_ncols=True)
         try:
             for step in range(S):
                 seqs, acc = _sample_step(plan, step, student, teacher=teacher_model, encoder=encoder)
@@ -551,7 +551,7 @@ def requential_decode(message: str | os.PathLike, out_dir: str | os.PathLike, *,
     -------
     DecodeResult
     """
-    from tqdm.auto import tqdm
+    from lm_eval_genbound.progress import progress_bar
 
     plan, words = read_message(message)
     if manifest is not None:
@@ -566,7 +566,7 @@ def requential_decode(message: str | os.PathLike, out_dir: str | os.PathLike, *,
     with _deterministic(plan.threads):
         student, opt = _student(plan)
         decoder = RecDecoder(words, plan.n_max)
-        for step in tqdm(range(plan.stop_step), desc="decode", unit="step", disable=not progress, dynamic_ncols=True):
+        for step in progress_bar(range(plan.stop_step), desc="decode", unit="step", progress=progress, dynamic_ncols=True):
             seqs, _ = _sample_step(plan, step, student, decoder=decoder)
             _train_step(plan, step, student, opt, seqs)
     _save_student(student, Path(out_dir), plan.context)
