@@ -87,7 +87,7 @@ def synthetic_runs(
                 "model": f"synth-{n}", "n_params": int(n), "n_params_nonembedding": int(n - 2 * 64 * vocab_size),
                 "train_tokens": int(d), "vocab_size": vocab_size, "protocol": protocol,
                 "tokens_evaluated": tokens, "bytes_evaluated": tokens, "complexity_method": m,
-                "certified": m != "prequential", "complexity_bits": bits, "complexity_C": C,
+                "certified": m != "prequential", "complexity_bits": bits, "complexity_per_token": C,
                 "delta": 0.05, "alpha": C / (1 + C), "empirical_loss_nats": emp[i],
                 "heldout_loss_nats": emp[i] + 0.1, "smoothed_loss_nats": emp[i] + 0.01,
                 "quant_gap_nats": qgap, "random_guess_nats": rg, "loss_variation_nats": lv,

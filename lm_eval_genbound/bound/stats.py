@@ -60,6 +60,7 @@ from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
 from lm_eval_genbound.bound.subsample import UnitSample, UnitSums, check_unit_lengths
 from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.validate import check_alpha, check_delta
+from lm_eval_genbound.record import loss_range_nats, to_bpb
 from lm_eval_genbound.errors import GenboundError
 
 #: what zipfile, numpy's .npy header parser and json raise for a truncated or bit-flipped file
@@ -114,7 +115,7 @@ class GenboundStats:
         self.bin_width = float(bin_width)
         self.taylor_order = int(taylor_order)
         self.s_values = B.s_grid(self.grid_size)
-        self.loss_ranges = np.log(self.vocab_size / self.alphas)           # Δ_α
+        self.loss_ranges = np.array([loss_range_nats(self.vocab_size, a) for a in self.alphas])   # Δ_α
         self.lambdas = self.s_values[None, :] / self.loss_ranges[:, None]  # [A, K]
         if tail_margin is not None and not (math.isfinite(tail_margin) and tail_margin >= 4 * bin_width):
             raise GenboundError(f"tail_margin={tail_margin!r} must be ≥ 4·bin_width (nats)")
@@ -311,9 +312,7 @@ class GenboundStats:
     @property
     def bits_per_byte(self) -> float:
         """Σ −log2 p(x_k) / UTF-8 bytes (equals the harness's bits_per_byte on the same text)."""
-        if self.n_bytes <= 0:
-            return float("nan")
-        return self.sum_x0 / self.n_bytes / math.log(2.0)
+        return to_bpb(self.sum_x0, 1, self.n_bytes)
 
     def mean_smoothed_loss(self, alpha: float) -> float:
         return float(self.sum_x[self.alpha_index(alpha)] / self.n_tokens)

@@ -44,6 +44,7 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.terms import BoundTerms, token_bound
+from lm_eval_genbound.record import is_vacuous
 
 #: searched no further: a model that needs more training tokens than this counts as never non-vacuous
 MAX_TRAIN_TOKENS = 2 ** 100
@@ -112,7 +113,7 @@ def dominant_term(terms: BoundTerms) -> str:
     otherwise the largest of random guessing, loss variation, smoothing and the subsampling
     correction (nats/token).
     """
-    if terms.empirical_risk_nats + terms.quantization_gap_nats >= math.log(terms.vocab_size):
+    if is_vacuous(terms.empirical_risk_nats + terms.quantization_gap_nats, terms.vocab_size):
         return "empirical_risk"
     parts = {"random_guess": terms.random_guess_nats, "loss_variation": terms.loss_variation_nats,
              "smoothing": terms.smoothing_paper_nats, "subsample_correction": terms.subsample_correction_nats}
@@ -188,12 +189,11 @@ def nonvacuous_train_tokens(stats: GenboundStats, complexity: Complexity, *,
     train_tokens, subsampled = stats.design.resolve_train_tokens(n, train_tokens)
     family = bound_vs_train_tokens(stats, complexity, subsampled=subsampled, delta=delta, alpha=alpha,
                                    unquantized_loss=unquantized_loss)
-    ln_v = math.log(stats.vocab_size)
-    if stats.mean_raw_loss >= ln_v:           # R̂(h) = R̂ + the quantization gap: no D helps
+    if is_vacuous(stats.mean_raw_loss, stats.vocab_size):     # R̂(h) + the quantization gap: no D helps
         return math.inf
 
     def ok(d: int) -> bool:
-        return family(d).bound_paper_nats < ln_v
+        return not is_vacuous(family(d).bound_paper_nats, stats.vocab_size)
 
     d_min = n + 1 if subsampled else 1
     d0 = max(d_min, math.ceil(train_tokens))
@@ -233,7 +233,7 @@ def vacuity(stats: GenboundStats, complexity: Complexity, terms: BoundTerms, *,
     Vacuity
         Verdict against ln V, the dominating term when vacuous, and D*.
     """
-    vacuous = terms.bound_paper_nats >= math.log(terms.vocab_size)
+    vacuous = is_vacuous(terms.bound_paper_nats, terms.vocab_size)
     d_star = nonvacuous_train_tokens(stats, complexity, train_tokens=train_tokens, delta=delta, alpha=alpha,
                                      unquantized_loss=unquantized_loss)
     return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=math.log(terms.vocab_size),

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import param_bits
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -143,12 +144,9 @@ def parse_complexity(spec: str) -> tuple[str, float]:
     """``param16`` -> ("param", 16); ``bits:1234`` -> ("bits", 1234); ``model`` -> ("model", nan);
     ``auto`` -> ("auto", nan)."""
     spec = str(spec)
-    if spec.startswith("param"):
-        try:
-            return "param", float(spec[5:])
-        except ValueError:
-            pass
-    elif spec.startswith("bits:"):
+    if param_bits(spec) is not None:
+        return "param", param_bits(spec)
+    if spec.startswith("bits:"):
         try:
             v = float(spec[5:])
             if v >= 0:
