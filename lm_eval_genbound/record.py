@@ -134,7 +134,13 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in (
        "quantized_loss_nats", "genbound_quantized_loss"),
     _Q("quantized_bpb", "bits/byte", "quantized_loss_nats in bits per UTF-8 byte (empty otherwise)",
        "quantized_bpb", "genbound_quantized_bits_per_byte"),
+    _Q("subsample_correction_nats", "nats/token", "the subsampling correction of a uniform sample (0 otherwise)",
+       "subsample_correction_nats", "genbound_subsample_correction"),
 )}
+
+#: the terms of the paper-form bound, bottom to top of its stacked bar (they add up to ``bound_nats``)
+BOUND_TERMS: tuple[str, ...] = ("empirical_loss_nats", "quant_gap_nats", "random_guess_nats",
+                                "loss_variation_nats", "smoothing_nats", "subsample_correction_nats")
 del _Q
 
 #: columns of runs.csv, in order (``genbound demo`` writes exactly these)
@@ -365,7 +371,7 @@ def loads(text: str, *, strict: bool = True) -> Any:
     return restore(json.loads(text, parse_constant=_reject_constant) if strict else json.loads(text))
 
 
-__all__ = ["Quantity", "QUANTITIES", "RUNS_COLUMNS", "METRICS", "UNDIRECTED_METRICS", "MANIFEST_FINAL",
+__all__ = ["Quantity", "QUANTITIES", "BOUND_TERMS", "RUNS_COLUMNS", "METRICS", "UNDIRECTED_METRICS", "MANIFEST_FINAL",
            "HARNESS_ALIASES", "RENAMED_COLUMNS", "NONFINITE_REASONS", "REASON_METRICS", "to_bpb", "is_vacuous", "verdict",
            "loss_range_nats", "protocol_label", "param_bits", "method_kind", "final_to_row", "jsonable",
            "dumps", "restore", "loads"]

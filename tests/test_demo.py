@@ -31,7 +31,7 @@ EXPECTED_COLUMNS = [
     "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
     "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
     "bound_hoeffding_doc_bpb", "baseline_note", "bound_train_tokens", "empirical_bpb", "quantized_loss_nats",
-    "quantized_bpb",
+    "quantized_bpb", "subsample_correction_nats",
 ]
 
 
