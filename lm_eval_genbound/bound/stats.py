@@ -42,7 +42,6 @@ sums: their subsampled bound falls back to the Hoeffding correction (with a warn
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -60,7 +59,7 @@ from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
 from lm_eval_genbound.bound.subsample import UnitSample, UnitSums, check_unit_lengths
 from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.validate import check_alpha, check_delta
-from lm_eval_genbound.record import loss_range_nats, to_bpb
+from lm_eval_genbound.record import dumps, loads, loss_range_nats, to_bpb
 from lm_eval_genbound.errors import GenboundError
 
 #: what zipfile, numpy's .npy header parser and json raise for a truncated or bit-flipped file
@@ -427,7 +426,7 @@ class GenboundStats:
         if self.unit_sums is not None:
             meta["unit_sums"] = self.unit_sums.meta()
             arrays.update(self.unit_sums.to_arrays())
-        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        arrays["meta_json"] = np.frombuffer(dumps(meta, indent=None).encode("utf-8"), dtype=np.uint8)
         return arrays
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -438,7 +437,7 @@ class GenboundStats:
 
     @classmethod
     def from_arrays(cls, arrays) -> "GenboundStats":
-        meta = json.loads(bytes(np.asarray(arrays["meta_json"], dtype=np.uint8)).decode("utf-8"))
+        meta = loads(bytes(np.asarray(arrays["meta_json"], dtype=np.uint8)).decode("utf-8"), strict=False)
         if meta.get("kind") != "genbound_stats":
             raise GenboundError("not a genbound statistics file")
         if meta.get("schema_version") not in _READABLE_VERSIONS:
