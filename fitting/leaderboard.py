@@ -9,12 +9,15 @@
 
 Rows (one per model and complexity method, from runs.csv files, user CSVs or lm-eval results
 JSON; see :mod:`fitting.io`) are ranked by ``bound_bpb`` ascending (bits per UTF-8 byte, the
-number comparable across tokenizers; derived as bound_nats·tokens/(bytes·ln 2) when a results
-file only has the per-token bound). Columns: every bound term, the complexity method, a
+number comparable across tokenizers; derived by the run record's :func:`~lm_eval_genbound.record.to_bpb`
+when a results file only has the per-token bound), or with ``rank_by="nonvacuous_train_tokens"``
+(``--rank-by``) by D*. Columns: the bound with its ``verdict`` beside it, the loss in bits per byte
+(``empirical_bpb``) and the quantization gap, every bound term, the complexity method, a
 ``certification`` flag ("certified" or "heuristic" for a prequential complexity), the ``verdict``
-("non-vacuous", "vacuous (<term>)" with the term that makes the bound ≥ ln V, or "unknown"; read
-from the inputs' ``vacuous``/``vacuous_term``, or for inputs without them the same rule applied to
-``bound_nats`` ≥ ln ``vocab_size``) with ``nonvacuous_train_tokens`` (the D at which the same model
+(the run record's :func:`~lm_eval_genbound.record.verdict`: "non-vacuous", "vacuous (<term>)" with
+the term that makes the bound ≥ ln V, or "unknown"; read from the inputs' ``vacuous``/``vacuous_term``,
+or for inputs without them the record's rule :func:`~lm_eval_genbound.record.is_vacuous` applied to
+``bound_nats`` and ``vocab_size``) with ``nonvacuous_train_tokens`` (the D at which the same model
 would be non-vacuous; inf: none), protocol and vocab_size, and ``comparable``: rows whose
 (protocol, vocab_size) differ from the majority are flagged there (and shaded in the HTML), never
 silently mixed; their ``comparability_note`` is also listed under the table (Markdown and HTML),
@@ -28,7 +31,9 @@ The HTML page has no external resource: inline CSS, inline JavaScript (click a h
 ascending, again for descending; the URL hash ``#sort=bound_bpb:desc`` sorts on load and
 ``#click=COL,COL`` clicks headers, for automated checks) and the figures embedded as base64
 PNG — those given with ``figures=`` / ``--figures`` and the fitter's figures found in the
-output directory.
+output directory. Its ``terms`` column draws each row's bound as a bar of its stacked terms
+(empirical loss, quantization gap, C·ln V, Σ√C, smoothing, subsampling) against a line at ln V
+(:func:`terms_bar_svg`); the header names the files the rows came from.
 
 After those columns come the earlier bounds on the same statistics: ``bound_azuma_bpb``/``_nats``
 (token-level Azuma, Lotfi, Kuang et al. 2024), ``bound_hoeffding_doc_bpb``/``_nats``
@@ -313,11 +318,12 @@ def terms_bar_svg(row: pd.Series, scale: float, width: int = 220, height: int = 
             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa"/>' + "".join(rects) + line + "</svg>")
 
 
-def _terms_legend() -> str:
+def _terms_legend(scale: float) -> str:
     items = "".join(f'<span class="key" style="background:{TERM_COLOURS[t]}"></span>{html.escape(t)} '
                     for t in record.BOUND_TERMS)
-    return (f'<p class="legend" id="terms-legend"><b>terms</b>: the paper-form bound (nats/token) as its stacked terms, '
-            f"{items}; the black line is ln V (uniform guessing): a bar past it is vacuous.</p>")
+    return (f'<p class="legend" id="terms-legend"><b>terms</b>: the paper-form bound as its stacked terms, '
+            f"{items}; every bar spans 0 to {scale:.4g} nats/token and the black line is ln V (uniform "
+            "guessing): a bar past it is vacuous.</p>")
 
 
 def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = "Generalization-bound leaderboard",
@@ -361,7 +367,7 @@ def render_html(board: pd.DataFrame, figures: Sequence[Path] = (), title: str = 
     template = resources.files("fitting").joinpath("leaderboard_template.html").read_text(encoding="utf-8")
     return (template.replace("{{TITLE}}", html.escape(title)).replace("{{META}}", html.escape(meta))
             .replace("{{RANKING}}", html.escape(_ranking_text(rank_by).replace("`", "")))
-            .replace("{{TABLE}}", table).replace("{{NOTES}}", _terms_legend() + notes_html)
+            .replace("{{TABLE}}", table).replace("{{NOTES}}", _terms_legend(scale) + notes_html)
             .replace("{{FIGURES}}", _figure_html(figures))
             .replace("{{DEFAULT_SORT}}", rank_by))
 
