@@ -16,15 +16,17 @@ CSV files: ``runs.csv`` as written by ``genbound demo``, or a user CSV with at l
 Harness JSON (``results_<date>.json`` of ``lm_eval --output_path``): one row per task that has
 ``genbound_*`` metrics. Metric ``genbound_<name>,<filter>`` becomes column ``<name>`` when that is a
 runs.csv column, ``<name>_nats`` when that is, or the alias in :data:`HARNESS_ALIASES`
-(``genbound_bound`` → ``bound_nats``, ``genbound_loss`` → ``empirical_loss_nats``,
-``genbound_complexity`` → ``complexity_C``, …); ``_stderr`` entries are ignored.
-``configs[task].metadata`` supplies settings and model facts, with or without the ``genbound_``
-prefix (``train_tokens``/``D``, ``complexity`` = param<b> → ``complexity_method``, ``delta``, and,
+(the run record's names: ``genbound_bound`` → ``bound_nats``, ``genbound_loss`` → ``empirical_loss_nats``,
+``genbound_complexity_per_token`` (and the older ``genbound_complexity``) → ``complexity_per_token``, …);
+``_stderr`` entries are ignored, a ``null`` beside its ``_reason`` is read as the number it stands for
+(D* = inf). ``configs[task].metadata`` supplies settings and model facts, with or without the ``genbound_``
+prefix (``genbound_train_tokens`` → ``bound_train_tokens``, the bound's D; ``train_tokens``/``D``/
+``n_train_tokens`` → ``train_tokens``, the tokens trained on; ``complexity`` = param<b> → ``complexity_method``, ``delta``, and,
 if given, ``n_params``/``N``, ``vocab_size``, ``protocol``, ``certified``, ``model``). Whatever is
 still missing is taken from the task's sidecar ``manifest.json`` when it is found
 (``genbound_output_dir``, or ``genbound/<task>/`` beside or above the results file) and belongs
 to the same model: parameter counts, protocol (as ``w<window>s<stride>-V<V>-<bos>``, the label of
-runs.csv), training tokens, complexity method and bits, and every term of the final bound. A
+runs.csv), the bound's D (``bound_train_tokens``), complexity method and bits, and every term of the final bound. A
 quantized run's sidecar is ``genbound/<task>/<quantize spec>/``; a manifest of another model,
 another ``quantize=`` or another ``gguf_file`` (an output path reused) is never merged. The
 model name is ``metadata.model``, else ``pretrained=`` of ``config.model_args`` (joined with its
