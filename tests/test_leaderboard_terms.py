@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,9 @@ from lm_eval_genbound import record
 from lm_eval_genbound.cli.fit import main_leaderboard
 from lm_eval_genbound.errors import GenboundError
 
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(Path(__file__).parent))
+from test_leaderboard import _chromium, needs_chromium  # noqa: E402
+
 V = 256
 
 
@@ -106,18 +109,6 @@ def test_html_has_a_bar_per_row(runs_csv, tmp_path):
 
 
 # ----------------------------------------------------------------------------------- Chromium
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason="headless browser check needs /usr/bin/chromium "
-                                           "(Debian package 'chromium'); not installed")
-
-
-def _chromium(tmp_path, *args):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(tmp_path)})
-
-
 @pytest.fixture()
 def real_board(tmp_path):
     """The synthetic suite (4 models × 4 methods) as the demo would give it."""
@@ -129,7 +120,7 @@ def real_board(tmp_path):
 @needs_chromium
 @pytest.mark.parametrize("col", ["quant_gap_nats", "empirical_bpb", "verdict", "terms"])
 def test_chromium_shows_the_gap_column_at_1600_px(tmp_path, real_board, col):
-    r = _chromium(tmp_path, "--window-size=1600,900", "--dump-dom", f"file://{os.path.abspath(real_board)}#probe={col}")
+    r = _chromium(tmp_path, "--hide-scrollbars", "--window-size=1600,900", "--dump-dom", f"file://{os.path.abspath(real_board)}#probe={col}")
     assert r.returncode == 0, r.stderr[-2000:]
     probe = re.search(r'data-probe="([^"]*)"', r.stdout).group(1)
     name, right, width = probe.split(":")
@@ -141,7 +132,7 @@ def test_chromium_draws_the_stacked_bars(tmp_path, real_board):
     import matplotlib.image as mpimg
 
     shot = tmp_path / "shot.png"
-    r = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1600,900", f"file://{os.path.abspath(real_board)}")
+    r = _chromium(tmp_path, "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1600,900", f"file://{os.path.abspath(real_board)}")
     assert shot.exists(), r.stderr[-2000:]
     rgb = (mpimg.imread(shot)[..., :3] * 255).round().astype(np.int64)
     for term in ("empirical_loss_nats", "random_guess_nats", "loss_variation_nats"):
