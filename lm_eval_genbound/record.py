@@ -1,6 +1,6 @@
 """The record of a run: every reported quantity named once, with its unit and meaning, and its conversions.
 
-    >>> from lm_eval_genbound.record import QUANTITIES, RUNS_COLUMNS, METRICS, to_bpb, verdict
+    >>> from lm_eval_genbound.record import QUANTITIES, METRICS, dumps, is_vacuous, loads, to_bpb, verdict
     >>> QUANTITIES["complexity_per_token"].unit, METRICS["genbound_complexity_per_token"]
     ('nats/token (C)', 'complexity')
     >>> round(to_bpb(2.0, n_tokens=100, n_bytes=400), 6)        # nats/token -> bits/byte
@@ -10,7 +10,7 @@
     >>> dumps({"nonvacuous_train_tokens": float("inf")}, indent=None)
     '{"nonvacuous_train_tokens": null, "nonvacuous_train_tokens_reason": "inf: no number of training tokens makes the bound non-vacuous"}'
     >>> loads(dumps({"d": float("nan")}))
-    {'d': nan}
+    {'d': nan, 'd_reason': 'nan: not a finite number'}
 
 One table, :data:`QUANTITIES`, names each quantity of a run once: its ``runs.csv`` column, unit and
 meaning, the key of the sidecar manifest's ``final`` dict it is read from, and the ``genbound_*``
