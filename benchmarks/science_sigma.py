@@ -71,7 +71,7 @@ def cmd_final(a: argparse.Namespace) -> None:
         if kind is None:
             continue
         st = GenboundStats.load(Path(a.demo_out) / "eval" / r["model"] / kind / "stats.npz")
-        own_c = float(r["complexity_C"])
+        own_c = float(r["complexity_per_token"])
         for alpha in st.alphas:
             for label, c in [("own", own_c)] + [(f"fixed{c:g}", c) for c in FIXED_C]:
                 rows.append({"model": r["model"], "n_params": int(r["n_params"]), "method": r["complexity_method"],

@@ -16,15 +16,17 @@ CSV files: ``runs.csv`` as written by ``genbound demo``, or a user CSV with at l
 Harness JSON (``results_<date>.json`` of ``lm_eval --output_path``): one row per task that has
 ``genbound_*`` metrics. Metric ``genbound_<name>,<filter>`` becomes column ``<name>`` when that is a
 runs.csv column, ``<name>_nats`` when that is, or the alias in :data:`HARNESS_ALIASES`
-(``genbound_bound`` → ``bound_nats``, ``genbound_loss`` → ``empirical_loss_nats``,
-``genbound_complexity`` → ``complexity_C``, …); ``_stderr`` entries are ignored.
-``configs[task].metadata`` supplies settings and model facts, with or without the ``genbound_``
-prefix (``train_tokens``/``D``, ``complexity`` = param<b> → ``complexity_method``, ``delta``, and,
+(the run record's names: ``genbound_bound`` → ``bound_nats``, ``genbound_loss`` → ``empirical_loss_nats``,
+``genbound_complexity_per_token`` (and the older ``genbound_complexity``) → ``complexity_per_token``, …);
+``_stderr`` entries are ignored, a ``null`` beside its ``_reason`` is read as the number it stands for
+(D* = inf). ``configs[task].metadata`` supplies settings and model facts, with or without the ``genbound_``
+prefix (``genbound_train_tokens`` → ``bound_train_tokens``, the bound's D; ``train_tokens``/``D``/
+``n_train_tokens`` → ``train_tokens``, the tokens trained on; ``complexity`` = param<b> → ``complexity_method``, ``delta``, and,
 if given, ``n_params``/``N``, ``vocab_size``, ``protocol``, ``certified``, ``model``). Whatever is
 still missing is taken from the task's sidecar ``manifest.json`` when it is found
 (``genbound_output_dir``, or ``genbound/<task>/`` beside or above the results file) and belongs
 to the same model: parameter counts, protocol (as ``w<window>s<stride>-V<V>-<bos>``, the label of
-runs.csv), training tokens, complexity method and bits, and every term of the final bound. A
+runs.csv), the bound's D (``bound_train_tokens``), complexity method and bits, and every term of the final bound. A
 quantized run's sidecar is ``genbound/<task>/<quantize spec>/``; a manifest of another model,
 another ``quantize=`` or another ``gguf_file`` (an output path reused) is never merged. The
 model name is ``metadata.model``, else ``pretrained=`` of ``config.model_args`` (joined with its
@@ -49,6 +51,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from lm_eval_genbound import record
 from lm_eval_genbound.errors import GenboundError
 
 from fitting.schema import (CSV_ALIASES, NUMERIC_COLUMNS, RUNS_COLUMNS, UNSPECIFIED_METHOD,
@@ -58,37 +61,16 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-#: harness metric name (after "genbound_", before ",filter") -> runs.csv column
-HARNESS_ALIASES: dict[str, str] = {
-    "bound": "bound_nats", "bound_paper": "bound_nats", "bound_exact": "bound_exact_nats",
-    "bound_bpb": "bound_bpb", "gap": "gap_bound_nats", "gap_bound": "gap_bound_nats",
-    "loss": "empirical_loss_nats", "smoothed_loss": "smoothed_loss_nats",
-    "empirical_loss": "empirical_loss_nats", "raw_loss": "empirical_loss_nats",
-    "empirical_risk": "empirical_loss_nats", "heldout_loss": "heldout_loss_nats",
-    "quant_gap": "quant_gap_nats", "quantization_gap": "quant_gap_nats",
-    "random_guess": "random_guess_nats", "loss_variation": "loss_variation_nats",
-    "smoothing": "smoothing_nats", "complexity": "complexity_C", "complexity_C": "complexity_C",
-    "n_tokens": "tokens_evaluated", "n_bytes": "bytes_evaluated", "bits_per_byte": "empirical_bpb",
-    "vocab_size": "vocab_size", "code_length_bits": "complexity_bits",
-}
+#: harness metric name (after "genbound_", before ",filter") -> runs.csv column (the run record's)
+HARNESS_ALIASES: dict[str, str] = record.HARNESS_ALIASES
 
-#: metadata keys -> runs.csv column (a "genbound_" prefix is dropped first)
-METADATA_ALIASES: dict[str, str] = {"N": "n_params", "D": "train_tokens", "n_train_tokens": "train_tokens"}
+#: metadata keys -> runs.csv column: ``genbound_train_tokens`` is the task setting D of the bound;
+#: ``N``, ``D``/``train_tokens``/``n_train_tokens`` (no prefix) are model facts (D: tokens trained on)
+METADATA_ALIASES: dict[str, str] = {"N": "n_params", "D": "train_tokens", "n_train_tokens": "train_tokens",
+                                    "genbound_train_tokens": "bound_train_tokens"}
 
-#: keys of the sidecar manifest's "final" dict -> runs.csv column
-MANIFEST_FINAL: dict[str, str] = {
-    "empirical_risk_nats": "empirical_loss_nats", "quantization_gap_nats": "quant_gap_nats",
-    "random_guess_nats": "random_guess_nats", "loss_variation_nats": "loss_variation_nats",
-    "smoothing_paper_nats": "smoothing_nats", "bound_paper_nats": "bound_nats",
-    "bound_exact_nats": "bound_exact_nats", "smoothed_empirical_risk_nats": "smoothed_loss_nats",
-    "complexity": "complexity_C", "sigma": "sigma", "alpha": "alpha", "vocab_size": "vocab_size",
-    "train_tokens": "train_tokens", "delta": "delta", "code_length_bits": "complexity_bits",
-    "n_tokens": "tokens_evaluated", "n_bytes": "bytes_evaluated", "bound_bpb": "bound_bpb",
-    "complexity_method": "complexity_method", "certified": "certified",
-    "vacuous": "vacuous", "vacuous_term": "vacuous_term", "nonvacuous_train_tokens": "nonvacuous_train_tokens",
-    **{k: k for k in ("bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
-                      "bound_hoeffding_doc_bpb", "baseline_note")},
-}
+#: keys of the sidecar manifest's "final" dict -> runs.csv column (the run record's)
+MANIFEST_FINAL: dict[str, str] = record.MANIFEST_FINAL
 
 _TRUE = {"true", "1", "yes", "y", "t", "certified"}
 _FALSE = {"false", "0", "no", "n", "f", "heuristic"}
@@ -120,12 +102,7 @@ def protocol_string(value: Any) -> str:
         return ""
     if isinstance(value, Mapping):
         if "window" in value and "stride" in value:
-            label = f"w{value['window']}s{value['stride']}"
-            if value.get("vocab_size") is not None:
-                label += f"-V{value['vocab_size']}"
-            if value.get("bos_policy") is not None:
-                label += f"-{value['bos_policy']}"
-            return label
+            return record.protocol_label(value)
         return ",".join(f"{k}={value[k]}" for k in sorted(value))
     return str(value)
 
@@ -222,7 +199,7 @@ def read_harness_json(path: PathLike) -> pd.DataFrame:
     """Read an lm-eval results JSON (see the module docstring). Raises GenboundError."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = record.loads(path.read_text(encoding="utf-8"), strict=False)   # strict=False: earlier versions' files
     except FileNotFoundError:
         raise GenboundError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -237,11 +214,10 @@ def read_harness_json(path: PathLike) -> pd.DataFrame:
         if not isinstance(res, dict):
             continue
         row: dict[str, Any] = {}
-        for key, val in res.items():
-            if not key.startswith("genbound_"):
-                continue
-            name = key[len("genbound_"):].split(",", 1)[0]
-            if name.endswith("_stderr"):
+        metrics = record.restore({k[len("genbound_"):].split(",", 1)[0]: v for k, v in res.items()
+                                  if k.startswith("genbound_")})      # a null D* beside its reason: inf
+        for name, val in metrics.items():
+            if name.endswith(("_stderr", "_reason")):
                 continue
             col = _metric_column(name)
             if col is None:
@@ -259,12 +235,13 @@ def read_harness_json(path: PathLike) -> pd.DataFrame:
         for k, v in meta.items():
             key = k[len("genbound_"):] if k.startswith("genbound_") else k
             if key == "complexity":          # the task's setting: param<b>, bits:<L> or model
-                if isinstance(v, str) and v.startswith("param"):
+                kind = record.method_kind(v) if isinstance(v, str) else ""
+                if kind == "param_counting" and record.param_bits(v) is not None:
                     row.setdefault("complexity_method", v)
-                elif isinstance(v, str) and v.startswith("bits"):
+                elif kind == "bits":
                     row.setdefault("complexity_method", "bits")
                 continue
-            col = METADATA_ALIASES.get(key, key)
+            col = METADATA_ALIASES.get(k, METADATA_ALIASES.get(key, key))
             if col in RUNS_COLUMNS and (col not in row or col in ("protocol", "complexity_method", "certified")):
                 row[col] = v
         model = meta.get("model") or margs.get("pretrained") or data.get("model_name") or cfg.get("model")
@@ -315,7 +292,7 @@ def _find_manifest(results_path: Path, task: str, meta: Mapping, model: str,
         if not p.is_file():
             continue
         try:
-            m = json.loads(p.read_text(encoding="utf-8"))
+            m = record.loads(p.read_text(encoding="utf-8"), strict=False)
         except (OSError, json.JSONDecodeError):
             logger.warning("%s: unreadable sidecar manifest; ignored", p)
             continue
@@ -345,10 +322,9 @@ def _merge_manifest(row: dict, m: Mapping) -> None:
         row["protocol"] = protocol_string(m["protocol"])
         if "vocab_size" not in row and m["protocol"].get("vocab_size") is not None:
             row["vocab_size"] = m["protocol"]["vocab_size"]
-    final = m.get("final") or {}
-    for key, col in MANIFEST_FINAL.items():
-        if col not in row and final.get(key) is not None:
-            row[col] = final[key]
+    for col, v in record.final_to_row(m.get("final") or {}).items():
+        if col not in row:
+            row[col] = v
 
 
 def _expand(paths: Iterable[PathLike]) -> list[Path]:
@@ -368,7 +344,7 @@ def _expand(paths: Iterable[PathLike]) -> list[Path]:
 def _run_time(path: Path) -> float:
     """When a results JSON's run started: its ``date`` (seconds since the epoch), else its mtime."""
     try:
-        date = json.loads(path.read_text(encoding="utf-8")).get("date")
+        date = record.loads(path.read_text(encoding="utf-8"), strict=False).get("date")
         return float(date)
     except (OSError, ValueError, TypeError, AttributeError):
         return path.stat().st_mtime

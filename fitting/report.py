@@ -24,7 +24,6 @@ written atomically; ``fits.json`` last, so its presence means the run completed.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound import record
 
 from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.progress import progress_bar
@@ -66,7 +66,8 @@ Inputs = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], pd.DataFrame
 
 
 def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    """Plain copy: numpy scalars and arrays to Python numbers and lists, tuples to lists (non-finite
+    numbers stay: the run record's JSON policy writes them, :func:`lm_eval_genbound.record.jsonable`)."""
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -78,8 +79,7 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
+        return float(obj)
     return obj
 
 
@@ -367,14 +367,14 @@ def _fits_document(run: _FitRun, input_names: list[str], *, fit_entries: list[di
         "figures": {k: os.path.basename(v) for k, v in figures.items()},
         "notes": run.notes,
     }
-    return _clean(doc)
+    return record.jsonable(_clean(doc))
 
 
 def _write_outputs(out_dir: Path, doc: dict, table: list[dict]) -> tuple[Path, Path]:
     """Write table.csv, then fits.json (last: its presence means the run completed); returns their paths."""
     table_df = pd.DataFrame(table, columns=list(TABLE_COLUMNS))
     table_path = atomic_write_text(out_dir / "table.csv", table_df.to_csv(index=False, float_format="%.10g"))
-    fits_path = atomic_write_text(out_dir / "fits.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    fits_path = atomic_write_text(out_dir / "fits.json", record.dumps(doc) + "\n")
     return fits_path, table_path
 
 
@@ -451,10 +451,10 @@ class FitsFile:
         """Read a ``fits.json`` written by :func:`run_fit` (its schema version checked)."""
         p = Path(path)
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
+            doc = record.loads(p.read_text(encoding="utf-8"), strict=False)
         except FileNotFoundError:
             raise GenboundError(f"{str(p)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise GenboundError(f"{str(p)!r} is not a readable JSON file ({exc})") from None
         return cls.from_dict(doc)
 

@@ -7,8 +7,10 @@
 ``runs.csv`` (written by ``genbound demo``) has one row per (model, complexity_method) with the
 columns of :data:`RUNS_COLUMNS`. Units are in the names: ``_nats`` = nats per token,
 ``_bits`` = bits, ``_bpb`` = bits per UTF-8 byte. ``n_params`` is the total parameter count N,
-``train_tokens`` the number D of training tokens, ``tokens_evaluated`` the bound's sample m (= D,
-except past one pass over the corpus, where each distinct target counts once). The vacuity verdict closes a row: ``vacuous``
+``train_tokens`` the number of tokens the model trained on (what a scaling law is fitted in),
+``bound_train_tokens`` the bound's D (the training tokens it certifies, each distinct target once),
+``tokens_evaluated`` the bound's sample m (= D, except for a uniform sample). Each column's unit and
+meaning: :data:`lm_eval_genbound.record.QUANTITIES`. The vacuity verdict closes a row: ``vacuous``
 (the bound is ≥ ln V nats/token, the loss of uniform guessing), ``vacuous_term`` (the term that
 makes it so: empirical_risk, random_guess, loss_variation, smoothing, subsample_correction; empty
 when non-vacuous) and ``nonvacuous_train_tokens`` (the D at which the same model would be
@@ -24,19 +26,13 @@ of the ``chinchilla`` toolkit works as is). Optional: ``complexity_method``, ``p
 """
 from __future__ import annotations
 
+from lm_eval_genbound import record
+
 SCHEMA_VERSION = 1
 
-#: columns of runs.csv, in order (the one definition: ``genbound demo`` writes exactly these)
-RUNS_COLUMNS: tuple[str, ...] = (
-    "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
-    "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
-    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
-    "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
-    "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
-    "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
-    "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
-    "bound_hoeffding_doc_bpb", "baseline_note",
-)
+#: columns of runs.csv, in order (the one definition, :data:`lm_eval_genbound.record.QUANTITIES`:
+#: ``genbound demo`` writes exactly these)
+RUNS_COLUMNS: tuple[str, ...] = record.RUNS_COLUMNS
 
 #: the earlier bounds on the same statistics (runs.csv columns): the token-level Azuma bound of
 #: Lotfi, Kuang et al. 2024 and the document-level Hoeffding bound of Lotfi, Finzi et al. 2024
@@ -45,14 +41,12 @@ BASELINE_COLUMNS: dict[str, str] = {
     "bound_hoeffding_doc_nats": "Hoeffding, document level [Lotfi, Finzi et al. 2024]",
 }
 
-#: flags and text columns (everything else is numeric)
-FLAG_COLUMNS: tuple[str, ...] = ("certified", "bound_holds_heldout", "vacuous")
+#: flags (everything but the flags and the text columns is numeric)
+FLAG_COLUMNS: tuple[str, ...] = tuple(q.name for q in record.QUANTITIES.values() if q.kind == "flag")
 
 #: numeric columns (everything but the strings and the flags)
-NUMERIC_COLUMNS: tuple[str, ...] = tuple(
-    c for c in RUNS_COLUMNS
-    if c not in ("model", "protocol", "complexity_method", "stats_path", "vacuous_term", "baseline_note")
-    + FLAG_COLUMNS)
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(q.name for q in record.QUANTITIES.values()
+                                         if q.kind in ("number", "count"))
 
 #: quantities fitted against N by default (y = a + b·N^(-c) and y = b·N^(-c))
 TERM_QUANTITIES: tuple[str, ...] = (
@@ -66,11 +60,13 @@ METHOD_INDEPENDENT: frozenset[str] = frozenset({"empirical_loss_nats", "heldout_
 #: columns allowed to hold NaN (not measured)
 OPTIONAL_NAN: frozenset[str] = frozenset({"heldout_loss_nats", "heldout_gap_nats", "bits_per_param",
                                           "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb",
-                                          "bound_hoeffding_doc_nats", "bound_hoeffding_doc_bpb"})
+                                          "bound_hoeffding_doc_nats", "bound_hoeffding_doc_bpb",
+                                          "bound_train_tokens", "empirical_bpb", "quantized_loss_nats",
+                                          "quantized_bpb"})
 
-#: aliases accepted in user CSVs -> canonical column
+#: aliases accepted in user CSVs -> canonical column (with the runs.csv names of earlier versions)
 CSV_ALIASES: dict[str, str] = {
-    "N": "n_params", "D": "train_tokens", "loss": "empirical_loss_nats",
+    "N": "n_params", "D": "train_tokens", "loss": "empirical_loss_nats", **record.RENAMED_COLUMNS,
 }
 
 #: the stacked decomposition of the paper-form bound (Finzi et al. Fig. 2 right), bottom to top
@@ -79,31 +75,15 @@ STACK_TERMS: tuple[str, ...] = (
     "smoothing_nats",
 )
 
-UNITS: dict[str, str] = {
-    "loss_variation_nats": "nats/token", "sigma": "nats/token (Σ)", "quant_gap_nats": "nats/token",
-    "complexity_bits": "bits", "bound_nats": "nats/token", "gap_bound_nats": "nats/token",
-    "empirical_loss_nats": "nats/token", "heldout_loss_nats": "nats/token", "bound_bpb": "bits/byte",
-    "random_guess_nats": "nats/token", "smoothing_nats": "nats/token",
-    "bits_per_param": "bits/parameter", "bound_azuma_nats": "nats/token",
-    "bound_hoeffding_doc_nats": "nats/token", "bound_azuma_bpb": "bits/byte",
-    "bound_hoeffding_doc_bpb": "bits/byte",
-}
+#: unit of every numeric column (the run record's)
+UNITS: dict[str, str] = {q.name: q.unit for q in record.QUANTITIES.values() if q.kind == "number"}
 
 ANY_METHOD = "(any)"
 UNSPECIFIED_METHOD = "unspecified"
 
 
-def method_kind(method: str) -> str:
-    """Class of a complexity method: 'prequential', 'quantized' (gptq*/rtn*), 'param_counting'
-    (param*) or 'other'."""
-    m = str(method).lower()
-    if m == "prequential":
-        return "prequential"
-    if m.startswith("gptq") or m.startswith("rtn"):
-        return "quantized"
-    if m.startswith("param"):
-        return "param_counting"
-    return "other"
+#: the class of a complexity method (the run record's grammar)
+method_kind = record.method_kind
 
 
 def is_per_byte(quantity: str) -> bool:

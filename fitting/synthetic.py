@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fitting.schema import RUNS_COLUMNS
+from lm_eval_genbound import record
 
 #: the known laws used by :func:`synthetic_runs`
 TRUE = {
@@ -66,10 +67,11 @@ def synthetic_runs(
     for i, n in enumerate(N):
         d = float(Dv[i])
         for m in methods:
-            if m == "prequential":
+            kind = record.method_kind(m)          # the run record's method grammar
+            if kind == "prequential":
                 bits = preq_coef * n ** t["preq_c"] * float(jitter())
-            elif m.startswith("param"):
-                bits = float(m[len("param"):]) * n + 2 * math.log2(n)
+            elif kind == "param_counting":
+                bits = record.param_bits(m) * n + 2 * math.log2(n)
             else:
                 b = float("".join(ch for ch in m if ch.isdigit()) or 4)
                 bits = (b + 0.3 + 200.0 * n ** -0.3) * n * float(jitter())
@@ -87,7 +89,7 @@ def synthetic_runs(
                 "model": f"synth-{n}", "n_params": int(n), "n_params_nonembedding": int(n - 2 * 64 * vocab_size),
                 "train_tokens": int(d), "vocab_size": vocab_size, "protocol": protocol,
                 "tokens_evaluated": tokens, "bytes_evaluated": tokens, "complexity_method": m,
-                "certified": m != "prequential", "complexity_bits": bits, "complexity_C": C,
+                "certified": kind != "prequential", "complexity_bits": bits, "complexity_per_token": C,
                 "delta": 0.05, "alpha": C / (1 + C), "empirical_loss_nats": emp[i],
                 "heldout_loss_nats": emp[i] + 0.1, "smoothed_loss_nats": emp[i] + 0.01,
                 "quant_gap_nats": qgap, "random_guess_nats": rg, "loss_variation_nats": lv,

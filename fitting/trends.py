@@ -21,7 +21,6 @@ same as a Markdown table) and ``trends.json`` (rows plus settings).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from fitting.io import load_inputs
 from fitting.powerlaw import fit_power_law
 from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound import record
 
 logger = logging.getLogger(__name__)
 
@@ -195,5 +195,5 @@ def write_trends(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     atomic_write_text(paths["md"], markdown_table(rows))
     doc = {"kind": "genbound-trends", "inputs": [str(p) for p in inputs], "n_column": n_column,
            "settings": {"form": "y = b*N^k", "n_boot": n_boot, "seed": seed, "level": level}, "rows": rows}
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(paths["json"], record.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return paths

@@ -33,12 +33,12 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from fitting.schema import RUNS_COLUMNS
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import BoundReport, bound_report
 from lm_eval_genbound.complexity.codelength import code_length_complexity
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.evaluate import dump_json, evaluate_bound
+from lm_eval_genbound.record import RUNS_COLUMNS, final_to_row, protocol_label
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +47,27 @@ logger = logging.getLogger(__name__)
 DEMO_ALPHAS = (0.03, 0.1, 0.2, 0.35)
 
 
-def _protocol_label(protocol: dict) -> str:
-    return f"w{protocol['window']}s{protocol['stride']}-V{protocol['vocab_size']}-{protocol['bos_policy']}"
-
-
 def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol: dict,
          heldout: float, delta: float) -> dict:
-    """One runs.csv row (:data:`RUNS_COLUMNS`) of a model bounded with one complexity method."""
+    """One runs.csv row (:data:`RUNS_COLUMNS`) of a model bounded with one complexity method: the
+    report's final dict read as the run record's columns (:func:`lm_eval_genbound.record.final_to_row`),
+    and what only the demo knows (the suite model, the held-out loss, where the statistics are)."""
     t = report.to_dict()
-    return {
-        "model": model.name, "n_params": model.n_params,
-        # D, the tokens trained on (what a scaling law is fitted in); the bound's sample (each distinct
-        # target once: fewer than D past one pass over the corpus) is tokens_evaluated
-        "n_params_nonembedding": model.n_params_nonembedding, "train_tokens": int(model.n_train_tokens),
-        "vocab_size": t["vocab_size"], "protocol": _protocol_label(protocol),
-        "tokens_evaluated": t["n_tokens"], "bytes_evaluated": t["n_bytes"], "complexity_method": method,
-        "certified": bool(t["certified"]), "complexity_bits": t["code_length_bits"],
-        "bits_per_param": t["code_length_bits"] / model.n_params, "complexity_C": t["complexity"],
-        "delta": delta, "alpha": t["alpha"], "empirical_loss_nats": t["empirical_risk_nats"],
-        "heldout_loss_nats": heldout, "smoothed_loss_nats": t["smoothed_empirical_risk_nats"],
-        "quant_gap_nats": t["quantization_gap_nats"], "random_guess_nats": t["random_guess_nats"],
-        "loss_variation_nats": t["loss_variation_nats"], "sigma": t["sigma"],
-        "smoothing_nats": t["smoothing_paper_nats"], "bound_nats": t["bound_paper_nats"],
-        "bound_exact_nats": t["bound_exact_nats"], "bound_bpb": t["bound_bpb"],
-        "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
+    row = {c: float("nan") for c in RUNS_COLUMNS}
+    row.update(final_to_row(t))
+    row.update({
+        "model": model.name, "n_params": model.n_params, "n_params_nonembedding": model.n_params_nonembedding,
+        # the tokens trained on (what a scaling law is fitted in); the bound's D (each distinct target
+        # once: fewer than trained on past one pass over the corpus) is bound_train_tokens
+        "train_tokens": int(model.n_train_tokens), "protocol": protocol_label(protocol),
+        "complexity_method": method, "certified": bool(t["certified"]),
+        "bits_per_param": t["code_length_bits"] / model.n_params, "delta": delta,
+        "heldout_loss_nats": heldout, "gap_bound_nats": t["bound_paper_nats"] - t["empirical_risk_nats"],
         "heldout_gap_nats": heldout - t["empirical_risk_nats"],
         "bound_holds_heldout": bool(t["bound_paper_nats"] >= heldout),
-        "stats_path": str(stats_path), "vacuous": bool(t["vacuous"]), "vacuous_term": t["vacuous_term"],
-        "nonvacuous_train_tokens": t["nonvacuous_train_tokens"],
-        **{k: t[k] for k in ("bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
-                             "bound_hoeffding_doc_bpb", "baseline_note")},
-    }
+        "stats_path": str(stats_path), "vacuous": bool(t["vacuous"]),
+    })
+    return row
 
 
 def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
@@ -171,7 +161,7 @@ def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_siz
                        model_args=args, batch_size=batch_size, device=device)
     from lm_eval_genbound.harness.sidecar import read_manifest
     final = read_manifest(side)["final"]
-    return float(final["empirical_risk_nats"]), float(final["bits_per_byte"])
+    return float(final["empirical_risk_nats"]), float(final["empirical_bpb"])
 
 
 def demo_sizes(preset: str, sizes: Optional[Sequence[str]], max_models: Optional[int]) -> list:
@@ -319,7 +309,7 @@ def _write_trends(out: Path, runs: pd.DataFrame, n_boot: int) -> None:
 
 
 def format_runs_table(runs: pd.DataFrame) -> str:
-    cols = ["model", "n_params", "train_tokens", "complexity_method", "bits_per_param", "complexity_C",
+    cols = ["model", "n_params", "train_tokens", "complexity_method", "bits_per_param", "complexity_per_token",
             "empirical_loss_nats", "heldout_loss_nats", "quant_gap_nats", "random_guess_nats",
             "loss_variation_nats", "smoothing_nats", "bound_nats", "bound_bpb", "vacuous_term",
             "nonvacuous_train_tokens"]

@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"lm_eval_genbound", "lm_eval_genbound._version", "lm_eval_genbound.errors", "lm_eval_genbound.atomic",
-          "lm_eval_genbound.progress"}
+          "lm_eval_genbound.progress",
+          "lm_eval_genbound.record"}
 LAYERS = ["shared", "bound", "data", "complexity", "suite", "harness", "demo", "cli"]
 #: third-party packages each layer may not import (any import, at any depth)
 FORBIDDEN_THIRD_PARTY = {

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_genbound import record
+
 import lm_eval_genbound.bound.baselines as BL
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.design import SamplingDesign
@@ -33,13 +35,14 @@ def test_report_is_the_bound_plus_bits_per_byte():
     assert rep.terms == stats_bound(stats, cx, delta=0.05)
     d = rep.to_dict()
     assert d["bound_bpb"] == pytest.approx(rep.terms.bound_paper_nats * 2000 / (5000 * math.log(2)), rel=1e-15)
-    assert d["bits_per_byte"] == stats.bits_per_byte and d["complexity_method"] == "bits"
+    assert d["empirical_bpb"] == stats.bits_per_byte and d["complexity_method"] == "bits"
     assert (d["n_bytes"], d["n_docs"], d["n_tokens"]) == (5000, 2, 2000)
-    assert list(d)[-15:] == ["bits_per_byte", "n_bytes", "n_docs", "complexity_method", "bound_bpb",
+    assert list(d)[-17:] == ["empirical_bpb", "n_bytes", "n_docs", "complexity_method", "bound_bpb",
                              "vacuous", "uniform_loss_nats", "vacuous_term", "vacuous_term_nats",
                              "nonvacuous_train_tokens",
                              "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
-                             "bound_hoeffding_doc_bpb", "baseline_note"]
+                             "bound_hoeffding_doc_bpb", "baseline_note", "quantized_loss_nats", "quantized_bpb"]
+    assert math.isnan(d["quantized_loss_nats"]) and math.isnan(d["quantized_bpb"])     # not a quantized run
     assert math.isnan(bound_report(_stats(n_bytes=0), cx).bound_bpb)
 
 
@@ -86,7 +89,7 @@ def test_genbound_bound_json_is_the_report(tmp_path, capsys):
     assert main_bound([str(path), "--complexity-bits", "3000", "--n-configurations", "4", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     expect = bound_report(stats, Complexity(3000.0, n_configurations=4), delta=0.05).to_dict()
-    assert printed == json.loads(json.dumps(expect))
+    assert printed == json.loads(record.dumps(expect))      # standard JSON: NaN is null with a reason
     assert main(["bound", str(path), "--complexity-bits", "3000", "--heuristic"]) == 0
     table = capsys.readouterr().out
     assert "bound (paper form)" in table and "bits per byte" in table and "HEURISTIC" in table

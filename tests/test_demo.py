@@ -26,12 +26,13 @@ from lm_eval_genbound.bound.report import stats_bound
 EXPECTED_COLUMNS = [
     "model", "n_params", "n_params_nonembedding", "train_tokens", "vocab_size", "protocol",
     "tokens_evaluated", "bytes_evaluated", "complexity_method", "certified", "complexity_bits",
-    "bits_per_param", "complexity_C", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
+    "bits_per_param", "complexity_per_token", "delta", "alpha", "empirical_loss_nats", "heldout_loss_nats",
     "smoothed_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats", "sigma",
     "smoothing_nats", "bound_nats", "bound_exact_nats", "bound_bpb", "gap_bound_nats",
     "heldout_gap_nats", "bound_holds_heldout", "stats_path", "vacuous", "vacuous_term",
     "nonvacuous_train_tokens", "bound_azuma_nats", "bound_azuma_bpb", "bound_hoeffding_doc_nats",
-    "bound_hoeffding_doc_bpb", "baseline_note",
+    "bound_hoeffding_doc_bpb", "baseline_note", "bound_train_tokens", "empirical_bpb", "quantized_loss_nats",
+    "quantized_bpb", "subsample_correction_nats",
 ]
 
 
@@ -73,7 +74,8 @@ def test_runs_csv_carries_the_vacuity_verdict(demo):
     assert set(disk.loc[vac, "vacuous_term"]) <= {"empirical_risk", "random_guess", "loss_variation",
                                                    "smoothing", "subsample_correction"}
     d_star = disk["nonvacuous_train_tokens"].astype(float)
-    assert (d_star[vac] > disk.train_tokens[vac]).all() and (d_star[~vac] <= disk.train_tokens[~vac]).all()
+    d_bound = disk.bound_train_tokens           # D* is in the units of the bound's D
+    assert (d_star[vac] > d_bound[vac]).all() and (d_star[~vac] <= d_bound[~vac]).all()
     board = pd.read_csv(out / "fits" / "leaderboard.csv", keep_default_na=False).set_index(
         ["model", "complexity_method"])
     for (_, r), v in zip(disk.iterrows(), vac):
@@ -100,6 +102,11 @@ def test_quantized_rows_report_gap_and_code_length(demo):
     for _, r in q.iterrows():
         assert r.empirical_loss_nats == pytest.approx(base[r.model])
         assert abs(r.quant_gap_nats) < 0.5
+        # the quantized model's own loss is named apart from the full-precision R̂(h)
+        assert r.quantized_loss_nats == pytest.approx(r.empirical_loss_nats + r.quant_gap_nats, rel=1e-9)
+        assert r.quantized_bpb == pytest.approx(
+            r.quantized_loss_nats * r.tokens_evaluated / (r.bytes_evaluated * math.log(2)), rel=1e-9)
+    assert runs.loc[runs.complexity_method == "param16", "quantized_loss_nats"].isna().all()
 
 
 def test_fit_outputs_and_leaderboard(demo):
@@ -187,7 +194,7 @@ def test_freedman_bound_is_tightest_in_the_papers_regime(demo):
     against thousands of tokens). Rows with larger C (16-bit parameter counting, prequential,
     C ≈ 0.4–0.6) are outside that regime: there the √C-shaped Azuma bound may be the tighter one."""
     _, runs = demo
-    small = runs[runs.complexity_C <= PAPER_REGIME_C]
+    small = runs[runs.complexity_per_token <= PAPER_REGIME_C]
     assert set(small.complexity_method) == {"gptq4", "rtn4"}
     assert (small.bound_nats < small.bound_azuma_nats).all()
     assert (runs.bound_nats < runs.bound_hoeffding_doc_nats).all()

@@ -255,8 +255,9 @@ def test_harness_metrics_and_task_settings_are_mapped(tmp_path):
     t = read_harness_json(_bare_results(tmp_path / "r.json", "/m/a"))
     row = t.iloc[0]
     assert row["empirical_loss_nats"] == 2.5          # genbound_loss is the raw empirical risk
-    assert row["complexity_C"] == 0.1 and row["complexity_method"] == "param4"
-    assert row["train_tokens"] == 4e5
+    assert row["complexity_per_token"] == 0.1 and row["complexity_method"] == "param4"
+    # genbound_train_tokens is the bound's D, not the tokens trained on (unknown here)
+    assert row["bound_train_tokens"] == 4e5 and np.isnan(row["train_tokens"])
     assert row["gap_bound_nats"] == pytest.approx(1.5)
     assert np.isnan(row["n_params"])
 

@@ -159,7 +159,7 @@ def test_harness_bound_equals_freedman_on_per_token_arrays(sidecar_run):
     ref = B.freedman_bound(x, y, log_prior_nats=Complexity(2000.0).prior_nats, delta=0.05,
                            loss_range=math.log(V / final["alpha"]))
     assert r["genbound_sigma,none"] == pytest.approx(ref.sigma, rel=1e-7)
-    assert r["genbound_complexity,none"] == pytest.approx(ref.complexity, rel=1e-12)
+    assert r["genbound_complexity_per_token,none"] == pytest.approx(ref.complexity, rel=1e-12)
     assert r["genbound_bound_exact,none"] == pytest.approx(x.mean() + ref.gap_bound, rel=1e-7)
     assert r["genbound_loss,none"] == pytest.approx(-logp.mean(), rel=1e-7)
     assert r["genbound_n_tokens,none"] == len(tokens)

@@ -14,7 +14,8 @@ import pytest
 
 from lm_eval_genbound.errors import GenboundError
 
-from fitting.leaderboard import LEADERBOARD_COLUMNS, build_leaderboard, short_model_names, write_leaderboard
+from fitting.leaderboard import (HTML_COLUMNS, LEADERBOARD_COLUMNS, build_leaderboard, short_model_names,
+                                 write_leaderboard)
 from lm_eval_genbound.cli.fit import main_leaderboard
 from fitting.io import load_inputs
 from fitting.synthetic import synthetic_runs
@@ -208,7 +209,7 @@ def _dom_rows(dom):
         for attrs, text in re.findall(r"<td([^>]*)>(.*?)</td>", cells):
             dv = re.search(r'data-value="([^"]*)"', attrs)
             values.append(dv.group(1) if dv else text)
-        out.append((model, dict(zip(LEADERBOARD_COLUMNS, values))))
+        out.append((model, dict(zip(HTML_COLUMNS, values))))
     return out
 
 

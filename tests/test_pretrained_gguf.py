@@ -132,8 +132,8 @@ def e2e(tmp_path_factory):
            "complexity": json.loads(cx.read_text()), "board": root / "board", "times": times}
     p, q = res["param16"]["final"], res["rtn4"]["final"]
     print(f"\nSmolLM2-135M GGUF, 2026 address ({SLICE_CHARS} chars, {p['n_tokens']} tokens): "
-          f"param16 {p['bits_per_byte']:.4f} bpb, bound {p['bound_nats']:.4g} nats/token "
-          f"({p['vacuous_term']}, D* {p['nonvacuous_train_tokens']:.4g}); rtn4 {q['bits_per_byte']:.4f} bpb, "
+          f"param16 {p['empirical_bpb']:.4f} bpb, bound {p['bound_nats']:.4g} nats/token "
+          f"({p['vacuous_term']}, D* {p['nonvacuous_train_tokens']:.4g}); rtn4 {q['quantized_bpb']:.4f} bpb, "
           f"L(h) {res['rtn4']['model']['code_length']['bits_per_param']:.3f} bits/param, bound "
           f"{q['bound_nats']:.4g} (D* {q['nonvacuous_train_tokens']:.4g}), gap {q['quantization_gap_nats']:.4f} "
           f"nats/token; complexity --gguf-file: {res['complexity']['total_bits']:.6g} bits; "
@@ -144,7 +144,7 @@ def e2e(tmp_path_factory):
 def test_smollm2_param16_run_is_vacuous_with_its_term_and_dstar(e2e):
     f = e2e["param16"]["final"]
     assert f["complexity_method"] == "param16" and f["certified"]
-    assert 0.5 < f["bits_per_byte"] < 2.0                     # a real model, not uniform (≈ 11.7 bits/byte)
+    assert 0.5 < f["empirical_bpb"] < 2.0                     # a real model, not uniform (≈ 11.7 bits/byte)
     # 16 bits × 134.5M parameters over ~1.5k tokens: the bound is far above uniform guessing
     assert f["vacuous"] and f["bound_nats"] >= f["uniform_loss_nats"] == pytest.approx(math.log(49152))
     assert f["vacuous_term"] == "random_guess"
@@ -164,7 +164,9 @@ def test_smollm2_rtn4_is_charged_its_certified_code_length_and_measures_the_gap(
     assert q["empirical_risk_nats"] == pytest.approx(p["empirical_risk_nats"], rel=1e-9)
     assert q["quantization_gap_nats"] > 0
     quant_loss = q["empirical_risk_nats"] + q["quantization_gap_nats"]
-    assert q["bits_per_byte"] == pytest.approx(quant_loss * q["n_tokens"] / (q["n_bytes"] * math.log(2)), rel=1e-9)
+    assert q["quantized_loss_nats"] == pytest.approx(quant_loss, rel=1e-9)       # named apart from R̂(h)
+    assert q["quantized_bpb"] == pytest.approx(quant_loss * q["n_tokens"] / (q["n_bytes"] * math.log(2)), rel=1e-9)
+    assert q["empirical_bpb"] == pytest.approx(p["empirical_bpb"], rel=1e-9)     # the full-precision model's
 
 
 def test_smollm2_complexity_from_the_gguf_file_equals_the_harness_code_length(e2e):

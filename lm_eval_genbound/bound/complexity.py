@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import param_bits
 
 _DERIVED = ("prefix_bits", "config_bits", "prior_bits", "prior_nats")
 
@@ -169,12 +170,9 @@ def parse_complexity(spec: str) -> tuple[str, float]:
     (('param', 16.0), ('bits', 1234.0), ('model', nan))
     """
     spec = str(spec)
-    if spec.startswith("param"):
-        try:
-            return "param", float(spec[5:])
-        except ValueError:
-            pass
-    elif spec.startswith("bits:"):
+    if param_bits(spec) is not None:                 # the method grammar's owner: record.param_bits
+        return "param", param_bits(spec)
+    if spec.startswith("bits:"):
         try:
             v = float(spec[5:])
             if v >= 0:

@@ -31,6 +31,7 @@ import numpy as np
 
 from lm_eval_genbound.bound.validate import as_finite_1d, check_alpha, check_delta, check_positive
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import loss_range_nats
 
 #: λ grid: s = λΔ geometric on [S_MIN, S_MAX]; the optimum usually sits near s = 1.
 S_MIN = 1e-4
@@ -68,7 +69,7 @@ def loss_range_for(vocab_size: int, alpha: float) -> float:
     """Δ = ln(V/α) nats: X_k ≤ ln(V/α) and Y_k ≥ 0, so Y_k − X_k ≥ −Δ."""
     if int(vocab_size) != vocab_size or vocab_size < 2:
         raise GenboundError(f"vocab_size={vocab_size!r} must be an integer ≥ 2")
-    return math.log(vocab_size / check_alpha(alpha))
+    return loss_range_nats(vocab_size, check_alpha(alpha))
 
 
 def complexity_per_token(log_prior_nats: float, n_tokens: float, *, grid_size: int, delta: float) -> float:

@@ -42,13 +42,9 @@ from lm_eval_genbound.bound.terms import BoundTerms, choose_alpha, token_bound
 from lm_eval_genbound.bound.vacuity import Vacuity, smallest_nonvacuous_train_tokens, verdict
 from lm_eval_genbound.bound.validate import check_delta
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import to_bpb
 
 logger = logging.getLogger(__name__)
-
-
-def nats_per_token_to_bpb(nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
-    """A per-token loss in nats as bits per UTF-8 byte: x·n_tokens / (n_bytes·ln 2) (NaN without bytes)."""
-    return nats_per_token * n_tokens / (n_bytes * math.log(2)) if n_bytes > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,8 @@ class BoundReport:
     complexity_method : str
         How h was described (the complexity's ``method``).
     bits_per_byte : float
-        Σ −log2 p(x_k) / UTF-8 bytes of the model evaluated (NaN without byte counts).
+        Σ −log2 p(x_k) / UTF-8 bytes of the model evaluated (of a quantized run: the quantized model;
+        NaN without byte counts).
     bound_bpb : float
         The paper-form bound in bits per UTF-8 byte (NaN without byte counts).
     n_bytes, n_docs : int
@@ -75,6 +72,9 @@ class BoundReport:
         The document-level Hoeffding bound on the same statistics (None: undefined).
     baseline_note : str
         Why a baseline is undefined (``""`` when both are reported).
+    quantized_loss_nats : float
+        R̂(h_q), the mean −ln p of the model evaluated when it is a quantization h_q of h (whose loss
+        R̂(h) the terms report); NaN when the run is not quantized.
     """
 
     terms: BoundTerms
@@ -87,22 +87,35 @@ class BoundReport:
     azuma: Optional[BaselineBound] = None
     hoeffding_doc: Optional[BaselineBound] = None
     baseline_note: str = ""
+    quantized_loss_nats: float = float("nan")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the model evaluated is a quantization h_q of the model h the terms report."""
+        return not math.isnan(self.quantized_loss_nats)
 
     def to_dict(self) -> dict[str, Any]:
-        """The terms' dict, then bits_per_byte, n_bytes, n_docs, complexity_method, bound_bpb, the
-        vacuity verdict (:meth:`Vacuity.to_dict`) and the baselines: ``bound_azuma_nats``,
+        """The terms' dict, then ``empirical_bpb`` (R̂(h) in bits/byte: the full-precision model of a
+        quantized run, as ``empirical_risk_nats``), n_bytes, n_docs, complexity_method, bound_bpb, the
+        vacuity verdict (:meth:`Vacuity.to_dict`), the baselines: ``bound_azuma_nats``,
         ``bound_azuma_bpb``, ``bound_hoeffding_doc_nats``, ``bound_hoeffding_doc_bpb`` (NaN where
-        undefined) and ``baseline_note``."""
+        undefined) and ``baseline_note``, and the quantized model's own loss ``quantized_loss_nats``
+        and ``quantized_bpb`` (NaN unless the run is quantized). The names are the run record's
+        (:data:`lm_eval_genbound.record.QUANTITIES`)."""
         d = self.terms.to_dict()
-        d.update({"bits_per_byte": self.bits_per_byte, "n_bytes": self.n_bytes,
+        n = self.terms.n_tokens
+        fp_bpb = to_bpb(self.terms.empirical_risk_nats, n, self.n_bytes) if self.quantized else self.bits_per_byte
+        d.update({"empirical_bpb": fp_bpb, "n_bytes": self.n_bytes,
                   "n_docs": self.n_docs, "complexity_method": self.complexity_method,
                   "bound_bpb": self.bound_bpb})
         d.update(self.vacuity.to_dict())
         for name, b in (("azuma", self.azuma), ("hoeffding_doc", self.hoeffding_doc)):
             nats = float("nan") if b is None else b.bound_nats
             d[f"bound_{name}_nats"] = nats
-            d[f"bound_{name}_bpb"] = nats_per_token_to_bpb(nats, self.terms.n_tokens, self.n_bytes)
+            d[f"bound_{name}_bpb"] = to_bpb(nats, self.terms.n_tokens, self.n_bytes)
         d["baseline_note"] = self.baseline_note
+        d["quantized_loss_nats"] = self.quantized_loss_nats
+        d["quantized_bpb"] = self.bits_per_byte if self.quantized else float("nan")
         return d
 
 
@@ -338,9 +351,10 @@ def bound_report(stats: GenboundStats, complexity: Complexity, *, train_tokens: 
                                      alpha=alpha, unquantized_loss=unquantized_loss)
     return BoundReport(
         terms=terms, complexity_method=complexity.method, bits_per_byte=stats.bits_per_byte,
-        bound_bpb=nats_per_token_to_bpb(terms.bound_paper_nats, stats.n_tokens, stats.n_bytes),
+        bound_bpb=to_bpb(terms.bound_paper_nats, stats.n_tokens, stats.n_bytes),
         n_bytes=stats.n_bytes, n_docs=stats.n_docs, vacuity=verdict(terms, d_star),
-        azuma=azuma, hoeffding_doc=hoeffding_doc, baseline_note=note)
+        azuma=azuma, hoeffding_doc=hoeffding_doc, baseline_note=note,
+        quantized_loss_nats=stats.mean_raw_loss if unquantized_loss is not None else float("nan"))
 
 
 def baseline_bounds(stats: GenboundStats, complexity: Complexity, alpha: float, *,

@@ -47,7 +47,6 @@ sums: their subsampled bound falls back to the Hoeffding correction (with a warn
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -63,6 +62,7 @@ from lm_eval_genbound.atomic import atomic_write_with
 from lm_eval_genbound.bound.design import LEGACY_NOTE, SamplingDesign
 from lm_eval_genbound.bound.subsample import UnitSample, UnitSums, check_unit_lengths
 from lm_eval_genbound.bound.validate import check_alpha_grid
+from lm_eval_genbound.record import dumps, loads, loss_range_nats, to_bpb
 from lm_eval_genbound.errors import GenboundError
 
 #: what zipfile, numpy's .npy header parser and json raise for a truncated or bit-flipped file
@@ -107,12 +107,11 @@ class GenboundStats:
         self.vocab_size = int(vocab_size)
         self.design = design or SamplingDesign.all()
         self.alphas: tuple[float, ...] = check_alpha_grid(alphas)
-        alpha_values = np.array(self.alphas, dtype=np.float64)       # the grid for array arithmetic
         self.grid_size = int(grid_size)
         self.bin_width = float(bin_width)
         self.taylor_order = int(taylor_order)
         self.s_values = B.s_grid(self.grid_size)
-        self.loss_ranges = np.log(self.vocab_size / alpha_values)          # Δ_α
+        self.loss_ranges = np.array([loss_range_nats(self.vocab_size, a) for a in self.alphas])   # Δ_α
         self.lambdas = self.s_values[None, :] / self.loss_ranges[:, None]  # [A, K]
         if tail_margin is not None and not (math.isfinite(tail_margin) and tail_margin >= 4 * bin_width):
             raise GenboundError(f"tail_margin={tail_margin!r} must be ≥ 4·bin_width (nats)")
@@ -312,9 +311,7 @@ class GenboundStats:
     @property
     def bits_per_byte(self) -> float:
         """Σ −log2 p(x_k) / UTF-8 bytes (equals the harness's bits_per_byte on the same text)."""
-        if self.n_bytes <= 0:
-            return float("nan")
-        return self.sum_x0 / self.n_bytes / math.log(2.0)
+        return to_bpb(self.sum_x0, 1, self.n_bytes)
 
     def mean_smoothed_loss(self, alpha: float) -> float:
         """mean X_k = mean −ln q_α(x_k), nats/token."""
@@ -333,7 +330,7 @@ class GenboundStats:
         if self.unit_sums is not None:
             meta["unit_sums"] = self.unit_sums.meta()
             arrays.update(self.unit_sums.to_arrays())
-        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        arrays["meta_json"] = np.frombuffer(dumps(meta, indent=None).encode("utf-8"), dtype=np.uint8)
         return arrays
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -344,7 +341,7 @@ class GenboundStats:
 
     @classmethod
     def from_arrays(cls, arrays) -> "GenboundStats":
-        meta = json.loads(bytes(np.asarray(arrays["meta_json"], dtype=np.uint8)).decode("utf-8"))
+        meta = loads(bytes(np.asarray(arrays["meta_json"], dtype=np.uint8)).decode("utf-8"), strict=False)
         if meta.get("kind") != "genbound_stats":
             raise GenboundError("not a genbound statistics file")
         if meta.get("schema_version") not in _READABLE_VERSIONS:

@@ -34,6 +34,7 @@ import numpy as np
 
 from lm_eval_genbound.bound.freedman import v_function
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import loss_range_nats
 
 #: the dedicated s = λΔ grid of a subsampled run (per-unit sums are exact per λ, so it is coarse):
 #: 16 geometric points on [0.01, 0.5) and 32 points with 1 − s geometric on [1e-6, 0.5]
@@ -61,7 +62,7 @@ def g_bounds(lam: np.ndarray, vocab_size: int, alpha: float) -> tuple[float, np.
     and is convex in Y, so g ≤ Δ + max(v(λ(H_min − Δ)), v(λ(ln V − Δ)))/λ, with H_min lowered by
     :data:`ENTROPY_SLACK`. Stays finite as s = λΔ → 1 (unlike the decoupled range of reference §2.7).
     """
-    big_delta = math.log(vocab_size / alpha)
+    big_delta = loss_range_nats(vocab_size, alpha)
     h_min = max(0.0, min_smoothed_entropy(vocab_size, alpha) - ENTROPY_SLACK)
     lam = np.asarray(lam, dtype=np.float64)
     v_hi = np.maximum(v_function(lam * (h_min - big_delta)), v_function(lam * math.log(alpha)))
@@ -120,7 +121,7 @@ class UnitSums:
                  s_values: Optional[Sequence[float]] = None) -> None:
         self.vocab_size = int(vocab_size)
         self.alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
-        self.loss_ranges = np.log(self.vocab_size / self.alphas)
+        self.loss_ranges = np.array([loss_range_nats(self.vocab_size, a) for a in self.alphas])
         self.min_entropies = np.array([min_smoothed_entropy(self.vocab_size, a) for a in self.alphas])
         self.s_values = np.asarray(SUBSAMPLE_S_GRID if s_values is None else s_values, dtype=np.float64)
         if not (self.s_values.size and np.all((self.s_values > 0) & (self.s_values < 1))):

@@ -38,6 +38,7 @@ from lm_eval_genbound.bound.freedman import S_MAX_SUBSAMPLED, complexity_per_tok
 from lm_eval_genbound.bound.subsample import UnitSample, bernstein_ucb, g_bounds
 from lm_eval_genbound.bound.validate import check_alpha, check_delta, check_positive
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import loss_range_nats
 
 
 def optimal_alpha(complexity: float) -> float:
@@ -124,7 +125,7 @@ def subsample_range(lam: np.ndarray, vocab_size: int, alpha: float, loss_range: 
     X_k ∈ [−ln(1−α+α/V), ln(V/α)], d_k ∈ [−Δ, ln V], v ≥ 0 and convex.
     """
     x_lo = -math.log1p(-alpha + alpha / vocab_size)
-    x_hi = math.log(vocab_size / alpha)
+    x_hi = loss_range_nats(vocab_size, alpha)
     v_hi = np.maximum(v_function(-lam * loss_range), v_function(lam * math.log(vocab_size))) / lam
     return (x_hi - x_lo) + v_hi
 
@@ -220,7 +221,7 @@ def token_bound(
         raise GenboundError(
             f"train_tokens={d_train:g} is smaller than the {n_tokens} tokens evaluated; "
             "D must count every training token")
-    big_delta = math.log(vocab_size / alpha)
+    big_delta = loss_range_nats(vocab_size, alpha)
     if not subsampled:
         lam, sum_v = np.asarray(s_values, dtype=np.float64) / big_delta, np.asarray(sum_v, dtype=np.float64)
         hoeff, delta_mart = np.zeros_like(lam), delta

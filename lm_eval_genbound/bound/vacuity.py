@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from lm_eval_genbound.bound.terms import BoundTerms
+from lm_eval_genbound.record import is_vacuous
 
 #: searched no further: a model that needs more training tokens than this counts as never non-vacuous
 MAX_TRAIN_TOKENS = 2 ** 100
@@ -156,7 +157,7 @@ def dominant_term(terms: BoundTerms) -> str:
     otherwise the largest of random guessing, loss variation, smoothing and the subsampling
     correction (nats/token).
     """
-    if terms.empirical_risk_nats + terms.quantization_gap_nats >= math.log(terms.vocab_size):
+    if is_vacuous(terms.empirical_risk_nats + terms.quantization_gap_nats, terms.vocab_size):
         return "empirical_risk"
     parts = {"random_guess": terms.random_guess_nats, "loss_variation": terms.loss_variation_nats,
              "smoothing": terms.smoothing_paper_nats, "subsample_correction": terms.subsample_correction_nats}
@@ -185,7 +186,7 @@ def smallest_nonvacuous_train_tokens(bound_at: Callable[[int], float], *, unifor
         :data:`MAX_TRAIN_TOKENS`.
     """
     def ok(d: int) -> bool:
-        return bound_at(d) < uniform_loss_nats
+        return bound_at(d) < uniform_loss_nats          # the vacuity rule of record.is_vacuous, at ln V given
 
     d0 = max(smallest, math.ceil(start))
     if ok(d0):
@@ -212,7 +213,7 @@ def verdict(terms: BoundTerms, nonvacuous_train_tokens: float) -> Vacuity:
     :func:`lm_eval_genbound.bound.report.nonvacuous_train_tokens`): the dominating term with its
     value, and the subsampling correction (which does not shrink with D)."""
     ln_v = math.log(terms.vocab_size)
-    vacuous = terms.bound_paper_nats >= ln_v
+    vacuous = is_vacuous(terms.bound_paper_nats, terms.vocab_size)
     term = dominant_term(terms) if vacuous else ""
     return Vacuity(vacuous=bool(vacuous), uniform_loss_nats=ln_v, term=term,
                    nonvacuous_train_tokens=nonvacuous_train_tokens,

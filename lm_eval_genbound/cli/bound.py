@@ -34,6 +34,7 @@ from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.vacuity import Vacuity
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.record import dumps, loads
 
 
 def _smoothing_label(terms: dict) -> str:
@@ -72,7 +73,7 @@ def format_terms_table(terms: dict, title: str = "") -> str:
         f"n = {terms['n_tokens']} tokens evaluated, D = {terms['train_tokens']:.6g} training tokens, "
         f"δ = {terms['delta']}, |K| = {terms['grid_size']}, L(h) = {terms['code_length_bits']:.6g} bits, "
         + ("certified" if terms.get("certified", True) else "HEURISTIC complexity (not certified)"))
-    lines.append(f"bits per byte {terms['bits_per_byte']:.5f}   bound {terms['bound_bpb']:.5f} bits per byte "
+    lines.append(f"bits per byte {terms['empirical_bpb']:.5f}   bound {terms['bound_bpb']:.5f} bits per byte "
                  f"({terms['n_bytes']} bytes)")
     if terms.get("baseline_note"):
         lines.append(f"note: {terms['baseline_note']}")
@@ -116,7 +117,7 @@ def load_complexity_json(path: str) -> tuple[Complexity, dict[str, Any]]:
     file sets (a manifest's ``delta`` and ``train_tokens``)."""
     p = Path(path)
     try:
-        record = json.loads(p.read_text(encoding="utf-8"))
+        record = loads(p.read_text(encoding="utf-8"), strict=False)
     except FileNotFoundError:
         raise GenboundError(f"--complexity-json {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -174,7 +175,7 @@ def main_bound(argv: Optional[Sequence[str]] = None) -> int:
     report = bound_report(GenboundStats.load(a.stats), complexity, train_tokens=train_tokens,
                           delta=delta, alpha=a.alpha, unquantized_loss=a.unquantized_loss)
     if a.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(dumps(report.to_dict()))
     else:
         print(format_terms_table(report.to_dict(), f"bound for {a.stats}"))
     return 0

@@ -33,7 +33,6 @@ with a ``schema_version``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -51,6 +50,7 @@ from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_
                                                     VECTOR_BITS, format_quant_spec)
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.progress import add_progress_flag
+from lm_eval_genbound.record import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 # shared helpers
 # --------------------------------------------------------------------------------------------
 def _write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, (dumps(obj) + "\n").encode("utf-8"))
 
 
 def _device(name: str):

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from fitting.bootstrap import DEFAULT_LEVEL
 from fitting.chinchilla import METHODS as CHINCHILLA_METHODS
-from fitting.leaderboard import write_leaderboard
+from fitting.leaderboard import RANK_BY, write_leaderboard
 from fitting.objectives import DEFAULT_DELTA, LOSSES
 from fitting.report import DEFAULT_EXTRAPOLATE_N, DEFAULT_N_BOOT, run_fit
 from fitting.trends import write_trends
@@ -105,13 +105,17 @@ def _fit_command(a: argparse.Namespace) -> int:
 def build_leaderboard_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="genbound leaderboard",
-        usage="genbound leaderboard RESULTS... --out DIR [--figures PNG ...] [--title TEXT]",
-        description="Rank models by bound_bpb; write leaderboard.md, leaderboard.csv and a self-contained, "
+        usage="genbound leaderboard RESULTS... --out DIR [--figures PNG ...] [--title TEXT] "
+              "[--rank-by bound_bpb|nonvacuous_train_tokens]",
+        description="Rank models by bound_bpb (or D*); write leaderboard.md, leaderboard.csv and a self-contained, "
                     "sortable leaderboard.html.")
     p.add_argument("inputs", nargs="+", help="runs.csv, user CSV or lm-eval results JSON files (or directories)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--figures", nargs="*", default=None, help="PNG files to embed in the HTML page")
     p.add_argument("--title", default="Generalization-bound leaderboard", help="page title")
+    p.add_argument("--rank-by", choices=RANK_BY, default="bound_bpb",
+                   help="rank by the bound in bits per byte (default) or by nonvacuous_train_tokens, D*: the "
+                        "training tokens at which the same model would be non-vacuous")
     return p
 
 
@@ -121,7 +125,7 @@ def main_leaderboard(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _leaderboard_command(a: argparse.Namespace) -> int:
-    paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title)
+    paths = write_leaderboard(a.inputs, a.out, figures=a.figures, title=a.title, rank_by=a.rank_by)
     for k in ("md", "csv", "html"):
         print(f"wrote {paths[k]}")
     return 0

@@ -17,7 +17,6 @@ checkpoints on their segments, e.g. the commands of ``genbound pythia --prequent
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Optional, Sequence
@@ -25,6 +24,7 @@ from typing import Optional, Sequence
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.progress import add_progress_flag
+from lm_eval_genbound.record import dumps
 
 __all__ = ["main_prequential"]
 
@@ -116,7 +116,7 @@ def _run(a: argparse.Namespace) -> int:
     if not a.json and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out = _compute(a)
-    print(json.dumps(out, indent=1) if a.json else _text(out))
+    print(dumps(out, indent=1) if a.json else _text(out))
     return 0
 
 

@@ -11,13 +11,13 @@ manifest are read back from the sidecar directory.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from lm_eval_genbound.atomic import atomic_write_text
+from lm_eval_genbound import record
 from lm_eval_genbound.bound.stats import GenboundStats
 
 logger = logging.getLogger(__name__)
@@ -65,4 +65,4 @@ def evaluate_bound(pretrained: str, *, task: str, metadata: dict, model_args: Op
 
 def dump_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON (non-JSON numbers as floats), atomically."""
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=float))
+    atomic_write_text(Path(path), record.dumps(obj))

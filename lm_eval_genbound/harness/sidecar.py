@@ -15,7 +15,6 @@ table). Every file is written atomically.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import summary_rows
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound import record
 
 SCHEMA_VERSION = 1
 
@@ -96,7 +96,7 @@ def write_sidecar(out_dir: str, *, task: str, settings: Any, complexity: Complex
         "forward_tokens": forward_tokens,
         "final": final, "stats_file": "stats.npz",
     }
-    atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=2, default=float))
+    atomic_write_text(d / "manifest.json", record.dumps(manifest))
     return d
 
 
@@ -150,7 +150,7 @@ def read_manifest(sidecar_dir: str | os.PathLike) -> dict:
     p = Path(sidecar_dir) / "manifest.json"
     if not p.is_file():
         raise GenboundError(f"no manifest.json in {str(sidecar_dir)!r}")
-    m = json.loads(p.read_text())
+    m = record.loads(p.read_text(), strict=False)     # strict=False: manifests of earlier versions
     if m.get("schema_version") != SCHEMA_VERSION:
         raise GenboundError(f"manifest schema version {m.get('schema_version')} is not supported")
     return m

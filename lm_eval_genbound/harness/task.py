@@ -24,9 +24,9 @@ quantization keep both).
 
 A quantized model is charged its certified code length unless ``genbound_complexity`` says
 otherwise (default ``auto``), and its documents carry the full-precision model's ln p on the same
-tokens: ``genbound_loss`` is then R̂(h) of the full-precision model and
-``genbound_quantization_gap`` R̂(h_q) − R̂(h) (the paper's decomposition; the bound is unchanged,
-``genbound_bits_per_byte`` stays the quantized model's).
+tokens: ``genbound_loss`` and ``genbound_bits_per_byte`` are then R̂(h) of the full-precision model,
+``genbound_quantized_loss`` and ``genbound_quantized_bits_per_byte`` the quantized model's R̂(h_q), and
+``genbound_quantization_gap`` R̂(h_q) − R̂(h) (the paper's decomposition; the bound is unchanged).
 
 The source fixes the sampling design (:class:`~lm_eval_genbound.bound.design.SamplingDesign`)
 recorded with the statistics and in the manifest: ``genbound_tokens`` with ``genbound_subsample``
@@ -41,12 +41,14 @@ are checked once: the task takes those that ``lm-eval-genbound`` checked before 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from lm_eval.api.task import ConfigurableTask
 
 import lm_eval_genbound.harness.model  # noqa: F401  (registers hf-genbound before the harness resolves it)
+from lm_eval_genbound import record
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.documents import PLACEHOLDER_KEY, text_doc
 from lm_eval_genbound.harness.preflight import prepare_task, take_prepared
@@ -65,30 +67,13 @@ logger = logging.getLogger(__name__)
 #: set by the ``lm-eval-genbound`` CLI from ``--output_path``: default sidecar root
 OUTPUT_ENV = "GENBOUND_OUTPUT_PATH"
 
-#: metric name -> key of the final result dict (lower is better for every metric; the vacuity
-#: verdict's term is a string, so it is in the manifest's ``final`` only)
-METRICS: dict[str, str] = {
-    "genbound_bound": "bound_paper_nats",
-    "genbound_bound_exact": "bound_exact_nats",
-    "genbound_bound_bpb": "bound_bpb",
-    "genbound_loss": "empirical_risk_nats",
-    "genbound_smoothed_loss": "smoothed_empirical_risk_nats",
-    "genbound_sigma": "sigma",
-    "genbound_random_guess": "random_guess_nats",
-    "genbound_loss_variation": "loss_variation_nats",
-    "genbound_quantization_gap": "quantization_gap_nats",
-    "genbound_smoothing": "smoothing_paper_nats",
-    "genbound_complexity": "complexity",
-    "genbound_bits_per_byte": "bits_per_byte",
-    "genbound_n_tokens": "n_tokens",
-    "genbound_n_bytes": "n_bytes",
-    "genbound_vacuous": "vacuous",                              # 1 when the bound is ≥ ln V, else 0
-    "genbound_nonvacuous_train_tokens": "nonvacuous_train_tokens",  # D* (inf: none)
-    # the earlier bounds on the same statistics (bound.report.baseline_bounds; NaN where undefined,
-    # the reason in the manifest's final "baseline_note")
-    "genbound_bound_azuma": "bound_azuma_nats",
-    "genbound_bound_hoeffding_doc": "bound_hoeffding_doc_nats",
-}
+#: metric name -> key of the final result dict: the run record's metrics
+#: (:data:`lm_eval_genbound.record.METRICS`) and ``<metric>_reason`` strings (``""`` when the value is
+#: finite) where a non-finite value has a meaning (D* = inf: never non-vacuous; ``REASON_METRICS``).
+#: A non-finite value is reported as ``None`` (standard JSON ``null``); lower is better for every
+#: number, counts and flags have no direction (:data:`lm_eval_genbound.record.UNDIRECTED_METRICS`);
+#: the vacuity verdict's term is a string, so it is in the manifest's ``final`` only
+METRICS: dict[str, str] = {**record.METRICS, **record.REASON_METRICS}
 
 #: text metrics shown in the harness's results table beside the numbers (no better/worse): the vacuity
 #: verdict with its dominating term, and why the document-level baseline is NaN (sorted right after it)
@@ -180,10 +165,11 @@ class GenBoundTask(ConfigurableTask):
         return self._key_index[key]
 
     def higher_is_better(self) -> dict:
-        return {m: False for m in METRICS} | {m: None for m in TEXT_METRICS}
+        return ({m: (None if m in record.UNDIRECTED_METRICS or m.endswith("_reason") else False)
+                 for m in METRICS} | {m: None for m in TEXT_METRICS})
 
     def aggregation(self) -> dict:
-        return ({m: self._metric_aggregation(key) for m, key in METRICS.items()}
+        return ({m: self._metric_aggregation(m, key) for m, key in METRICS.items()}
                 | {m: self._text_aggregation(fn) for m, fn in TEXT_METRICS.items()})
 
     def _text_aggregation(self, fn: Callable[[Mapping[str, Any]], str]):
@@ -191,9 +177,14 @@ class GenBoundTask(ConfigurableTask):
             return fn(self._final_for(items))
         return aggregate
 
-    def _metric_aggregation(self, key: str):
-        def aggregate(items: list) -> float:
-            return float(self._final_for(items)[key])
+    def _metric_aggregation(self, metric: str, key: str):
+        reason = metric.endswith("_reason")
+
+        def aggregate(items: list):
+            v = float(self._final_for(items)[key])
+            if reason:
+                return "" if math.isfinite(v) else record.jsonable({key: v})[f"{key}_reason"]
+            return v if math.isfinite(v) else None
         return aggregate
 
     # ------------------------------------------------------------------ the bound

@@ -26,6 +26,7 @@ from lm_eval_genbound._version import __version__ as GENBOUND_VERSION
 from lm_eval_genbound.atomic import atomic_write_text
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, PAD_TOKEN_ID, encode_bytes
 from lm_eval_genbound.data.corpus import SOTU_DEFAULT_CUTOFF_YEAR, Document, corpus_fingerprint, load_corpus
+from lm_eval_genbound import record
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.suite.order import distinct_spans, training_chunks
 from lm_eval_genbound.suite.spec import ADAM_BETAS, ADAM_EPS, FINAL_LR_FRACTION, GRAD_CLIP, ROTARY_PCT, WEIGHT_DECAY
@@ -146,8 +147,8 @@ class SuiteInfo:
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as indented JSON (one trailing newline) to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+    """Write ``obj`` as indented standard JSON (the run record's policy; one trailing newline) to ``path`` atomically."""
+    return atomic_write_text(path, record.dumps(obj, indent=1) + "\n")
 
 
 def loss_curve_csv(rows: list[tuple]) -> bytes:
@@ -203,7 +204,7 @@ def previous_records(out: Path, header: dict) -> dict[str, ModelRecord]:
     if not sj.is_file():
         return {}
     try:
-        old = json.loads(sj.read_text(encoding="utf-8"))
+        old = record.loads(sj.read_text(encoding="utf-8"), strict=False)
     except (OSError, json.JSONDecodeError):
         return {}
     diff = [k for k in _SUITE_IDENTITY if old.get(k) != header[k]]
@@ -219,7 +220,7 @@ def load_suite(out_dir: str | os.PathLike) -> SuiteInfo:
     if not p.is_file():
         raise GenboundError(f"{p} does not exist; train a suite with `genbound suite train --out {out_dir}`")
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
+        d = record.loads(p.read_text(encoding="utf-8"), strict=False)
     except (OSError, json.JSONDecodeError) as e:
         raise GenboundError(f"{p} is not readable JSON ({e})") from None
     if d.get("schema_version") != SCHEMA_VERSION or d.get("kind") != "genbound-suite":
