@@ -301,8 +301,7 @@ def test_bound_sample_of_a_model_trained_past_one_pass_is_its_distinct_targets(t
     targets = sum(len(encode_bytes(d.text)) - 1 for d in docs)
     assert m.epochs > 1 and m.n_train_tokens > targets          # trained past one pass
     assert m.n_distinct_train_tokens == targets
-    stats, _, _ = evaluate_suite_model(tmp_path / "s", m, tmp_path / "eval", alphas=[0.01], batch_size=4,
-                                       progress=False)
+    stats, _, _ = evaluate_suite_model(tmp_path / "s", m, tmp_path / "eval", alphas=[0.01], batch_size=4)
     assert stats.n_tokens == targets
     # the same sum of -ln p as the model on the first-pass pieces, computed here without the harness
     tokens = {d.doc_id: encode_bytes(d.text) for d in docs}
