@@ -164,7 +164,8 @@ def _tile_logits(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
 def tiled_statistics(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                      bias: Optional[torch.Tensor], recipe: HeadRecipe, alphas: Sequence[float], *,
                      budget_bytes: int = DEFAULT_TILE_BYTES_CPU, kernel: str = "auto",
-                     chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+                     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                     vocab_chunk: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ln p(target) and H(q_α) of every row of ``hidden`` without holding its [n, V] logits.
 
     Parameters
@@ -184,6 +185,9 @@ def tiled_statistics(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.
         with the two-pass scheme of the module docstring).
     kernel, chunk_tokens :
         The statistics kernel for whole-row tiles (:func:`~lm_eval_genbound.harness.token_stats.compute_token_statistics`).
+    vocab_chunk : int, optional
+        Force the two-pass scheme with this many vocabulary entries per chunk (row blocks of
+        ``budget_bytes // (4 · vocab_chunk)`` rows); None: only when one row exceeds the budget.
 
     Returns
     -------
@@ -195,7 +199,7 @@ def tiled_statistics(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.
     logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
     ent = torch.empty(n, len(alphas), dtype=torch.float32, device=hidden.device)
     rows = tile_rows(vocab, budget_bytes)
-    if rows >= 1:
+    if rows >= 1 and vocab_chunk is None:
         for i in range(0, n, rows):
             z = _tile_logits(hidden[i:i + rows], weight, bias, recipe)
             st = compute_token_statistics(z, targets[i:i + rows], alphas, kernel=kernel,
@@ -203,8 +207,12 @@ def tiled_statistics(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.
             logp[i:i + rows], ent[i:i + rows] = st.logp, st.entropies
             del z
         return logp, ent
-    block = min(n, 16)
-    cols = max(1, budget_bytes // (4 * block))
+    if vocab_chunk is None:
+        block = min(n, 16)
+        cols = max(1, budget_bytes // (4 * block))
+    else:
+        cols = int(vocab_chunk)
+        block = max(1, budget_bytes // (4 * cols))
     for i in range(0, n, block):
         logp[i:i + block], ent[i:i + block] = _two_pass(hidden[i:i + block], targets[i:i + block], weight,
                                                         bias, recipe, alphas, cols)
@@ -300,9 +308,11 @@ def probe_head(model: torch.nn.Module, inp: torch.Tensor, alphas: Sequence[float
     tol = PROBE_TOL_NATS if h_body.dtype == torch.float32 else PROBE_TOL_HALF_NATS
     hid = h_body.reshape(-1, h_body.shape[-1])
     worst = diff
-    for budget in (budget_bytes or 4 * vocab * 3, 4 * vocab // 3):     # whole rows, then two-pass
+    cols = vocab // 3 + 1
+    # whole rows (3 per tile), then the two-pass scheme (row blocks of 16, 3 vocabulary chunks)
+    for budget, chunk in ((budget_bytes or 4 * vocab * 3, None), (4 * 16 * cols, cols)):
         lp, ent = tiled_statistics(hid, tgt, head.weight, head.bias, recipe, alphas, budget_bytes=budget,
-                                   kernel="eager")
+                                   kernel="eager", vocab_chunk=chunk)
         worst = max(worst, (lp - ref_lp).abs().max().item(), (ent - ref_h).abs().max().item())
     if not worst <= tol:
         return HeadPlan("full", recipe, reason=f"the tiled statistics differ from the full-logits ones by "

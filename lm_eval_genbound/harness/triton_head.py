@@ -44,8 +44,12 @@ _fused_error: Optional[str] = None
 def _build(interpret: bool):
     """The kernel, jitted now (Triton reads TRITON_INTERPRET when a function is decorated; the
     helper is jitted into this module's globals, where the kernel's body finds it)."""
-    globals()["_logit_tile"] = triton.jit(_SOURCES["_logit_tile"])
-    return triton.jit(_SOURCES["_head_stats"])
+    if interpret:             # Triton's knobs may have read TRITON_INTERPRET before it was set
+        from triton.runtime.interpreter import InterpretedFunction as wrap
+    else:
+        wrap = triton.jit
+    globals()["_logit_tile"] = wrap(_SOURCES["_logit_tile"])
+    return wrap(_SOURCES["_head_stats"])
 
 
 if triton is not None:
