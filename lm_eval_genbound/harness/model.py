@@ -34,6 +34,12 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
+* ``head``: ``auto`` (default) runs the decoder body to its final hidden states and computes the
+  statistics through the output head tile by tile, never holding the [positions × V] logits
+  (:mod:`lm_eval_genbound.harness.tiled_head`; the fused Triton kernel on CUDA), when a probe batch
+  at load shows it reproduces the model's own logits (else the full logits, with one log line);
+  ``tiled`` insists (a head it cannot reproduce is an error before scoring); ``full`` always
+  takes the model's full logits. ``head_tile_mb``: MiB of float32 logits per tile.
 
 A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
 naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar

@@ -56,7 +56,7 @@ if triton is not None:
     def _logit_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, D, stride_h, stride_w,
                     scale, divide, softcap, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
                     HAS_DIVIDE: tl.constexpr, HAS_CAP: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, D, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -65,7 +65,7 @@ if triton is not None:
                         other=0.0)
             w = tl.load(w_ptr + cols[None, :] * stride_w + ks[:, None], mask=cmask[None, :] & kmask[:, None],
                         other=0.0)
-            acc = tl.dot(h, w, acc, input_precision="ieee")
+            acc = tl.dot(h, w, acc, input_precision=DOT_PRECISION)
         z = acc.to(h_ptr.dtype.element_ty).to(tl.float32)        # the model's own rounding of its logits
         if HAS_BIAS:
             z = z + tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -80,7 +80,8 @@ if triton is not None:
     def _head_stats(h_ptr, w_ptr, b_ptr, tgt_ptr, alpha_ptr, logp_ptr, ent_ptr, N, V, D, stride_h, stride_w,
                     scale, divide, softcap, A: tl.constexpr, A_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_SCALE: tl.constexpr, HAS_DIVIDE: tl.constexpr, HAS_CAP: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
         pid = tl.program_id(0)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < N
@@ -92,7 +93,8 @@ if triton is not None:
             cols = v0 + tl.arange(0, BLOCK_N)
             cmask = cols < V
             z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, D, stride_h, stride_w, scale, divide,
-                            softcap, HAS_BIAS, HAS_SCALE, HAS_DIVIDE, HAS_CAP, BLOCK_M, BLOCK_N, BLOCK_K)
+                            softcap, HAS_BIAS, HAS_SCALE, HAS_DIVIDE, HAS_CAP, BLOCK_M, BLOCK_N, BLOCK_K,
+                                DOT_PRECISION)
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
             run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
             run_max = new_max
@@ -104,7 +106,8 @@ if triton is not None:
             cols = v0 + tl.arange(0, BLOCK_N)
             cmask = cols < V
             z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, rmask, cols, cmask, D, stride_h, stride_w, scale, divide,
-                            softcap, HAS_BIAS, HAS_SCALE, HAS_DIVIDE, HAS_CAP, BLOCK_M, BLOCK_N, BLOCK_K)
+                            softcap, HAS_BIAS, HAS_SCALE, HAS_DIVIDE, HAS_CAP, BLOCK_M, BLOCK_N, BLOCK_K,
+                                DOT_PRECISION)
             p = tl.exp(z - run_max[:, None]) / run_sum[:, None]
             for k in tl.static_range(A):
                 a = tl.load(alpha_ptr + k)
@@ -170,7 +173,8 @@ def fused_statistics(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.
                float(recipe.scale or 1.0), float(recipe.divide or 1.0), float(recipe.softcap or 1.0),
                A=len(alist), A_PAD=a_pad, HAS_BIAS=bias is not None, HAS_SCALE=recipe.scale is not None,
                HAS_DIVIDE=recipe.divide is not None, HAS_CAP=recipe.softcap is not None,
-               BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+               BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+               DOT_PRECISION="ieee" if h.dtype == torch.float32 else "tf32")    # fp32: no TF32 rounding
     return logp, ent
 
 
