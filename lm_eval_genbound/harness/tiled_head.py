@@ -64,8 +64,9 @@ logger = logging.getLogger(__name__)
 
 #: the ``head`` model arg's choices
 HEAD_CHOICES = ("auto", "tiled", "full")
-#: default float32 bytes of one logit tile on CPU (from the sweep in BENCHMARKS.md: throughput is
-#: flat from 16 to 256 MiB at V = 262,144, so the smallest flat point)
+#: default float32 bytes of one logit tile on CPU: 32 rows at V = 262,144, 25,000 at V = 320 (the
+#: statistics kernels chunk at 4–16 MiB themselves); `benchmarks/bench_vocab.py --sweep` measures
+#: the alternatives (see BENCHMARKS.md for what was measured)
 DEFAULT_TILE_BYTES_CPU = 32 << 20
 #: default on an accelerator: big enough for efficient GEMMs (≈ 2,600 rows at V = 50k), far below
 #: the stock path's [batch, 2048, V] float32 logits (not measured: no GPU in the session that set it)
