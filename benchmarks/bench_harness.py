@@ -62,7 +62,7 @@ def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str
     plans = {"full": HeadPlan("full", reason="bench"), "tiled": probed, "tiled-torch": probed}
     variants = ["stock"] + [f"genbound-{h}" for h in heads]
     def use(head: str) -> None:
-        lm._head_plans[id(lm._model)] = plans[head]
+        lm._head_plans[(id(lm._model), id(lm._model.get_output_embeddings()))] = plans[head]
         # tiled-torch: the logit-free head by torch tiles (cuBLAS + the compiled statistics), not the
         # fused Triton kernel that tiled uses on CUDA
         if head == "tiled-torch":

@@ -198,7 +198,7 @@ class GenBoundHFLM(HFLM):
         self.head = head
         self.head_tile_bytes = (tiled_head.default_tile_bytes(self.device) if head_tile_mb is None
                                 else max(1, int(float(head_tile_mb) * (1 << 20))))
-        self._head_plans: dict[int, tiled_head.HeadPlan] = {}
+        self._head_plans: dict[tuple[int, int], tiled_head.HeadPlan] = {}
         self._head_plan(self._model)                     # the probe: before any scoring
 
     # ------------------------------------------------------------------ quantization
@@ -461,9 +461,10 @@ class GenBoundHFLM(HFLM):
         return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype, enabled=dtype is not None)
 
     def _head_plan(self, model: torch.nn.Module) -> tiled_head.HeadPlan:
-        """The logit-free head's plan for ``model`` (probed once per model object; see
-        :mod:`lm_eval_genbound.harness.tiled_head`)."""
-        if id(model) not in self._head_plans:
+        """The logit-free head's plan for ``model`` (probed once per model object and output head
+        module, so a head replaced in place is probed again; see :mod:`lm_eval_genbound.harness.tiled_head`)."""
+        key = (id(model), id(model.get_output_embeddings()))
+        if key not in self._head_plans:
             n = min(int(len(self.tokenizer)), self.vocab_size_logits)
             probe = (torch.arange(2 * min(self.window, 16)).reshape(2, -1) * 7919 + 3) % n
             with torch.no_grad(), self._autocast():
@@ -471,8 +472,8 @@ class GenBoundHFLM(HFLM):
             if plan.mode == "tiled":
                 logger.info("logit-free head (%s; probe max |Δ| %.2g nats)", plan.recipe.describe(),
                             plan.probe_max_diff_nats)
-            self._head_plans[id(model)] = plan
-        return self._head_plans[id(model)]
+            self._head_plans[key] = plan
+        return self._head_plans[key]
 
     def _auto_batch(self) -> int:
         """``batch_size=auto``: detect once (same on all ranks) at the full window length."""
