@@ -218,3 +218,12 @@ def test_two_pass_runs_when_one_row_exceeds_the_budget():
     ref_lp, ref_h = full_statistics(torch.nn.functional.linear(h, w), tgt, ALPHAS)
     lp, ent = tiled_statistics(h, tgt, w, None, HeadRecipe(), ALPHAS, budget_bytes=4 * 9 * 100)
     assert (lp - ref_lp).abs().max().item() <= 1e-5 and (ent - ref_h).abs().max().item() <= 1e-5
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    import lm_eval_genbound.harness.tiled_head as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
