@@ -6,13 +6,15 @@
 One ``GenBoundHFLM`` instance serves both: one-argument rolling requests take the harness's stock
 scorer (``HFLM.loglikelihood_rolling``: disjoint windows, log-softmax + gather), two-argument
 requests take ours (same window, every token once, plus fp32 ln p and H(q_α) for the α grid and
-the streaming accumulation). Rounds alternate stock/genbound and the median is reported;
+the streaming accumulation), once with each head (``--heads full tiled``: the logits of every
+position, or the logit-free head of :mod:`lm_eval_genbound.harness.tiled_head`). Rounds alternate stock/genbound and the median is reported;
 tokens/s counts scored tokens. Byte models read the held-out speeches (real text); the
 random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (allocator peak per variant).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from lm_eval.api.instance import Instance
 
 from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.tiled_head import HeadPlan
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
 
 PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16, 8),
@@ -48,17 +51,36 @@ class _TokenStock(GenBoundHFLM):
         return self._bench_docs[int(string)] if string.isdigit() else super().tok_encode(string)
 
 
-def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str) -> None:
+def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str, heads: list[str]) -> None:
+    """Median tokens/s (and CUDA peak GiB) of the stock scorer and of hf-genbound with each head in
+    ``heads`` (``full``: logits of every position; ``tiled``: the logit-free head, if its probe passed)."""
     lm._bench_docs = docs
     stock_reqs = [Instance("loglikelihood_rolling", {}, (str(i),), 0, ("bench", i, 1)) for i in range(len(docs))]
     ours_reqs = _requests(docs, alphas, True)
     n_tokens = sum(len(d) for d in docs)
-    lm.loglikelihood_rolling(ours_reqs[:2], disable_tqdm=True)     # warm-up: compiles the kernel
+    probed = lm._head_plan(lm._model)
+    plans = {"full": HeadPlan("full", reason="bench"), "tiled": probed, "tiled-torch": probed}
+    variants = ["stock"] + [f"genbound-{h}" for h in heads]
+    def use(head: str) -> None:
+        lm._head_plans[(id(lm._model), id(lm._model.get_output_embeddings()))] = plans[head]
+        # tiled-torch: the logit-free head by torch tiles (cuBLAS + the compiled statistics), not the
+        # fused Triton kernel that tiled uses on CUDA
+        if head == "tiled-torch":
+            os.environ["GENBOUND_HEAD_KERNEL"] = "torch"
+        else:
+            os.environ.pop("GENBOUND_HEAD_KERNEL", None)
+
+    for h in heads:                                                  # warm-up: compiles the kernels
+        use(h)
+        lm.loglikelihood_rolling(ours_reqs[:2], disable_tqdm=True)
     lm.loglikelihood_rolling(stock_reqs[:2], disable_tqdm=True)
-    rates = {"stock": [], "genbound": []}
-    peaks = {"stock": 0.0, "genbound": 0.0}
+    rates = {v: [] for v in variants}
+    peaks = {v: 0.0 for v in variants}
     for _ in range(rounds):
-        for name, reqs in (("stock", stock_reqs), ("genbound", ours_reqs)):
+        for name in variants:
+            reqs = stock_reqs if name == "stock" else ours_reqs
+            if name != "stock":
+                use(name[len("genbound-"):])
             if device == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -68,9 +90,11 @@ def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str
                 torch.cuda.synchronize()
                 peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**30)
             rates[name].append(n_tokens / (time.perf_counter() - t))
-    s, g = statistics.median(rates["stock"]), statistics.median(rates["genbound"])
-    print(f"{lm.model.config._name_or_path or 'model':28s} {lm.n_params:>12,d} {s:12.0f} {g:14.0f} {g / s:7.2f}"
-          + (f" {peaks['stock']:10.2f} {peaks['genbound']:12.2f}" if device == "cuda" else ""))
+    med = {v: statistics.median(rates[v]) for v in variants}
+    cells = "".join(f" {med[v]:12.0f} {med[v] / med['stock']:6.2f}" for v in variants[1:])
+    mem = "".join(f" {peaks[v]:9.2f}" for v in variants) if device == "cuda" else ""
+    print(f"{lm.model.config._name_or_path or 'model':28s} {lm.n_params:>12,d} {med['stock']:12.0f}{cells}{mem}"
+          f"  (tiled head: {probed.mode}{'' if probed.reason is None else ', ' + probed.reason})", flush=True)
 
 
 def main() -> None:
@@ -85,13 +109,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--alphas", type=int, default=8, help="size of the α grid (first k of the default)")
     ap.add_argument("--stats-kernel", default="auto", choices=["auto", "compiled", "eager"])
+    ap.add_argument("--heads", nargs="*", default=["full", "tiled"], choices=["full", "tiled", "tiled-torch"],
+                    help="hf-genbound variants: full logits, the logit-free head (fused Triton kernel on CUDA), "
+                    "the logit-free head by torch tiles")
     a = ap.parse_args()
     alphas = list(DEFAULT_ALPHAS)[: a.alphas]
     rng = np.random.default_rng(0)
     print(f"device={a.device} dtype={a.dtype} window={a.window} tokens/round={a.tokens} |α|={len(alphas)} "
           f"threads={torch.get_num_threads()} stats_kernel={a.stats_kernel}")
-    print(f"{'model':28s} {'params':>12s} {'stock tok/s':>12s} {'genbound tok/s':>14s} {'ratio':>7s}"
-          + (f" {'stock GiB':>10s} {'genbound GiB':>12s}" if a.device == "cuda" else ""))
+    print(f"{'model':28s} {'params':>12s} {'stock tok/s':>12s}"
+          + "".join(f" {h + ' tok/s':>12s} {'ratio':>6s}" for h in a.heads)
+          + ("".join(f" {v + ' GiB':>9s}" for v in ["stock"] + a.heads) if a.device == "cuda" else ""))
     targets = []
     if a.pythia_shape:
         import tempfile
@@ -123,7 +151,7 @@ def main() -> None:
             n = int(rng.integers(a.window // 2, 4 * a.window))
             docs.append(rng.integers(0, vocab, n).tolist())
             total += n
-        run(lm, docs, alphas, a.rounds, a.device)
+        run(lm, docs, alphas, a.rounds, a.device, a.heads)
         del lm
         if a.device == "cuda":
             torch.cuda.empty_cache()

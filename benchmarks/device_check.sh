@@ -97,11 +97,11 @@ else
   DEV=cuda; DTYPE=bfloat16; SHAPES="160m 410m 1b"; HTOK=131072; HWIN=2048; HBATCH=8; HROUNDS=3
   SCALE_ARGS=(--sizes 1e5 1e6 4e6 --stream-tokens 1e6 --budgets 0.25 --sim-eval-tokens 1e5 --batch-size 64
               --timeout 150)
-  HLIM=150; SLIM=200
+  HLIM=200; SLIM=170
   if [[ $SCIENCE_ONLY -eq 1 ]]; then
     SCI_ARGS=(--preset gpu --max-models 3 --device cuda --threads 0 --batch-size 128); SCILIM=480
   else
-    SCI_ARGS=(--preset gpu --max-models 2 --device cuda --threads 0 --batch-size 128); SCILIM=160
+    SCI_ARGS=(--preset gpu --max-models 2 --device cuda --threads 0 --batch-size 128); SCILIM=140
   fi
   nvidia-smi >> "$OUT/env.log" 2>&1 || echo "nvidia-smi failed" >> "$OUT/env.log"
 fi
@@ -109,7 +109,7 @@ fi
 if [[ $SCIENCE_ONLY -eq 0 ]]; then
 # ---------------------------------------------------------------- hf-genbound vs stock scorer
 section bench_harness "$HLIM" "$PY" benchmarks/bench_harness.py --pythia-shape $SHAPES --device "$DEV" --dtype "$DTYPE" \
-  --window "$HWIN" --alphas 8 --tokens "$HTOK" --batch-size "$HBATCH" --rounds "$HROUNDS"
+  --window "$HWIN" --alphas 8 --tokens "$HTOK" --batch-size "$HBATCH" --rounds "$HROUNDS" --heads full tiled tiled-torch
 
 # ---------------------------------------------------------------- bench_scale (its folder in scratch space;
 # scale.md and results.json are copied to $OUT: the device tool returns at most 8 files)

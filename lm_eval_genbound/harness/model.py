@@ -34,6 +34,12 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
 * ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
   otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
   :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
+* ``head``: ``auto`` (default) runs the decoder body to its final hidden states and computes the
+  statistics through the output head tile by tile, never holding the [positions × V] logits
+  (:mod:`lm_eval_genbound.harness.tiled_head`; the fused Triton kernel on CUDA), when a probe batch
+  at load shows it reproduces the model's own logits (else the full logits, with one log line);
+  ``tiled`` insists (a head it cannot reproduce is an error before scoring); ``full`` always
+  takes the model's full logits. ``head_tile_mb``: MiB of float32 logits per tile.
 
 A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
 naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar
@@ -69,6 +75,7 @@ from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.harness.records import DocScores, StreamedDoc
 from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness import tiled_head
 from lm_eval_genbound.harness.sidecar import sidecar_path
 from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
 from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
@@ -77,6 +84,8 @@ from lm_eval_genbound.harness.windows import Window, scoring_windows
 logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_WINDOW = 2048
+#: the α values of the logit-free head's load-time probe
+PROBE_ALPHAS = (1e-4, 1e-2, 0.5)
 
 
 #: the model args hf-genbound adds to the harness's HF args (keys: ``GenBoundHFLM.__init__``'s
@@ -91,6 +100,8 @@ MODEL_ARGS: dict[str, str] = {
     "checkpoint_seconds": "seconds between checkpoints of the resumable state (a killed run loses at most this)",
     "stats_kernel": "auto, compiled (torch.compile) or eager",
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
+    "head": "auto (logit-free when the load-time probe reproduces the head), tiled (or an error) or full logits",
+    "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 32 on CPU, 512 on a GPU)",
 }
 
 
@@ -136,7 +147,8 @@ class GenBoundHFLM(HFLM):
                  bos_policy: str = "prefix", quantize: Optional[str] = None,
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS, stats_kernel: str = "auto",
-                 quantization_gap: bool = True, **kwargs: Any) -> None:
+                 quantization_gap: bool = True, head: str = "auto", head_tile_mb: Optional[float] = None,
+                 **kwargs: Any) -> None:
         try:
             super().__init__(*args, **kwargs)
         except TypeError as exc:
@@ -181,6 +193,13 @@ class GenBoundHFLM(HFLM):
         if quantize:
             self._apply_quantization(quantize, int(quantize_seed))
         self.vocab_size_logits = int(self.model.get_output_embeddings().weight.shape[0])
+        if head not in tiled_head.HEAD_CHOICES:
+            raise GenboundError(f"head={head!r} must be one of {', '.join(tiled_head.HEAD_CHOICES)}")
+        self.head = head
+        self.head_tile_bytes = (tiled_head.default_tile_bytes(self.device) if head_tile_mb is None
+                                else max(1, int(float(head_tile_mb) * (1 << 20))))
+        self._head_plans: dict[tuple[int, int], tiled_head.HeadPlan] = {}
+        self._head_plan(self._model)                     # the probe: before any scoring
 
     # ------------------------------------------------------------------ quantization
     def _apply_quantization(self, spec: str, seed: int) -> None:
@@ -216,6 +235,7 @@ class GenBoundHFLM(HFLM):
             "prefix_token_id": prefix, "vocab_size": self.vocab_size_logits,
             "tokenizer_size": len(self.tokenizer), "dtype": str(self.model.dtype).replace("torch.", ""),
             "stats_dtype": "float32", "quantize": self.quantize, "genbound_version": __version__,
+            "head": self._head_plan(self._model).mode,
         }
 
     def model_identity(self) -> dict:
@@ -419,6 +439,12 @@ class GenBoundHFLM(HFLM):
         """(ln p, H(q_α)) device tensors of one batch under ``model`` (the evaluated one or the
         original of a quantized one): logits of ``inp`` [B, T] at (rows_b, rows_p), then the
         statistics kernel against ``targets``."""
+        plan = self._head_plan(model)
+        if plan.mode == "tiled":
+            with torch.no_grad(), self._autocast():
+                return tiled_head.batch_statistics(model, plan, inp, rows_b, rows_p, targets, alphas,
+                                                   budget_bytes=self.head_tile_bytes, kernel=self.stats_kernel,
+                                                   chunk_tokens=self.stats_chunk)
         saved, self._model = self._model, model          # the harness's own call (no_grad, autocast)
         try:
             logits = self._model_call(inp)
@@ -428,6 +454,26 @@ class GenBoundHFLM(HFLM):
         del logits
         return token_statistics(sel, targets.to(sel.device), alphas, chunk_tokens=self.stats_chunk,
                                 kernel=self.stats_kernel)
+
+    def _autocast(self):
+        """The autocast context of the harness's ``_model_call``."""
+        dtype = getattr(self, "mixed_precision_dtype", None)
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype, enabled=dtype is not None)
+
+    def _head_plan(self, model: torch.nn.Module) -> tiled_head.HeadPlan:
+        """The logit-free head's plan for ``model`` (probed once per model object and output head
+        module, so a head replaced in place is probed again; see :mod:`lm_eval_genbound.harness.tiled_head`)."""
+        key = (id(model), id(model.get_output_embeddings()))
+        if key not in self._head_plans:
+            n = min(int(len(self.tokenizer)), self.vocab_size_logits)
+            probe = (torch.arange(2 * min(self.window, 16)).reshape(2, -1) * 7919 + 3) % n
+            with torch.no_grad(), self._autocast():
+                plan = tiled_head.plan_head(model, self.head, probe.to(self.device), PROBE_ALPHAS)
+            if plan.mode == "tiled":
+                logger.info("logit-free head (%s; probe max |Δ| %.2g nats)", plan.recipe.describe(),
+                            plan.probe_max_diff_nats)
+            self._head_plans[key] = plan
+        return self._head_plans[key]
 
     def _auto_batch(self) -> int:
         """``batch_size=auto``: detect once (same on all ranks) at the full window length."""
