@@ -129,10 +129,11 @@ def test_json_policy_round_trips_non_finite_numbers():
 
 def test_counts_and_flags_carry_no_better_or_worse_arrow():
     from lm_eval.utils import make_table
-    from lm_eval_genbound.harness.task import METRICS, GenBoundTask
+    from lm_eval_genbound.harness.task import METRICS, TEXT_METRICS, GenBoundTask
 
     hib = GenBoundTask.higher_is_better(None)
-    assert set(hib) == set(METRICS)
+    assert set(hib) == set(METRICS) | set(TEXT_METRICS)
+    assert all(hib[m] is None for m in TEXT_METRICS)          # the verdict and notes are text, not scores
     for m in ("genbound_n_tokens", "genbound_n_bytes", "genbound_vacuous", "genbound_nonvacuous_train_tokens"):
         assert hib[m] is None, m
     for m in ("genbound_bound", "genbound_loss", "genbound_bound_bpb", "genbound_complexity_per_token"):
