@@ -73,12 +73,13 @@ def test_parse_quant_spec_accepts_documented_forms(spec, expected):
     assert parse_quant_spec(format_quant_spec(m, b, g)) == expected
 
 
-@pytest.mark.parametrize("spec,vector_bits", [("gptq4", 6), ("rtn4-v16", 16), ("rtn3-g32-v8", 8), ("gptq4-row-v4", 4)])
+@pytest.mark.parametrize("spec,vector_bits", [("gptq4", 16), ("rtn4-v16", 16), ("rtn4-v6", 6), ("rtn3-g32-v8", 8),
+                                               ("gptq4-row-v4", 4)])
 def test_vector_bits_suffix(spec, vector_bits):
     o = parse_quant_options(spec)
     assert o["vector_bits"] == vector_bits and parse_quant_spec(spec) == (o["method"], o["bits"], o["group_size"])
     assert parse_quant_options(format_quant_spec(**o)) == o
-    assert format_quant_spec("gptq", 4, 64) == "gptq4-g64" and format_quant_spec("rtn", 4, 64, 16) == "rtn4-g64-v16"
+    assert format_quant_spec("gptq", 4, 64) == "gptq4-g64" and format_quant_spec("rtn", 4, 64, 6) == "rtn4-g64-v6"
 
 
 @pytest.mark.parametrize("spec", ["awq4", "rtn5", "rtn4-g0", "gptq", "rtn4-g", "", "rtn4g32", "rtn4-v12", "rtn4-v",
@@ -367,7 +368,7 @@ def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
     and LayerNorm at most 6 bits each plus per-tensor headers; and the whole code is shorter than
     with 16-bit vectors. The totals are printed for the report."""
     model, _, _ = trained
-    qm = quantize_model(model, method="rtn", bits=4, group_size=64)
+    qm = quantize_model(model, method="rtn", bits=4, group_size=64, vector_bits=6)
     cl = qm.code_length()
     weights = [qt for qt in qm.quantized.values() if qt.kind == "weight"]
     nq = cl.details["n_quantized_params"]
@@ -400,7 +401,7 @@ def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
 def test_vector_bits_16_keeps_biases_and_layernorm_in_16_bits(trained):
     model, _, _ = trained
     qm = quantize_model(model, method="rtn", bits=4, vector_bits=16)
-    assert qm.spec == "rtn4-g64-v16"
+    assert qm.spec == "rtn4-g64"
     assert set(qm.raw) == {n for n, p in model.named_parameters() if p.ndim == 1}
     assert all(t.kind == "weight" for t in qm.quantized.values())
     _check_code_describes_model(qm, model)
