@@ -9,7 +9,7 @@ import torch
 
 from lm_eval_genbound.complexity.quant_spec import (DEFAULT_VECTOR_BITS, format_quant_spec, parse_quant_options,
                                                     parse_quantize_arg, quantization_warning)
-from lm_eval_genbound.complexity.quantize import quantized_copy
+from lm_eval_genbound.complexity.quantize import quantize_model, quantized_copy
 from lm_eval_genbound.errors import GenboundError
 
 
@@ -75,3 +75,15 @@ def test_quantize_arg_accepts_gguf_and_specs_and_names_both_in_its_error():
     assert parse_quantize_arg("GGUF") == "gguf" and parse_quantize_arg(" rtn4-v6 ") == "rtn4-v6"
     with pytest.raises(GenboundError, match="'gguf'"):
         parse_quantize_arg("awq4")
+
+
+def test_in_place_quantization_is_the_copy_without_a_second_model():
+    """``in_place=True`` quantizes the model itself (what ``quantize=`` does, with the original on
+    disk): the same weights and code length as the default deep copy."""
+    model = _demo_size_model()
+    copy_qm = quantize_model(model, method="rtn", bits=4)
+    same = quantize_model(model, method="rtn", bits=4, in_place=True)
+    assert same.model is model
+    for (n, a), b in zip(copy_qm.model.named_parameters(), model.parameters()):
+        assert torch.equal(a, b), n
+    assert same.code_length().total_bits == copy_qm.code_length().total_bits

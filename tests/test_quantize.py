@@ -272,7 +272,7 @@ def test_whole_model_messages_decode_with_every_pooling_choice(trained):
 def test_quantize_model_returns_exactly_described_copy(trained, method):
     model, calib, _ = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    qm = quantize_model(model, method=method, bits=4, group_size=32, calibration=calib, seed=0)
+    qm = quantize_model(model, method=method, bits=4, group_size=32, calibration=calib, seed=0, vector_bits=6)
     for k, v in model.state_dict().items():  # the input model is untouched
         assert torch.equal(v, before[k])
     assert type(qm.model) is type(model) and qm.model is not model
@@ -417,7 +417,7 @@ def test_quantized_vectors_barely_move_the_loss(trained):
     group per tensor), and the model with only its vectors replaced by the quantized ones has a
     held-out loss within 0.01 nats of the original's."""
     model, _, evalt = trained
-    qm = quantize_model(model, method="rtn", bits=4)
+    qm = quantize_model(model, method="rtn", bits=4, vector_bits=6)
     only_vectors = copy.deepcopy(model)
     with torch.no_grad():
         for n, p in only_vectors.named_parameters():
@@ -432,7 +432,8 @@ def test_quantized_vectors_barely_move_the_loss(trained):
 
 def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
     model, _, _ = trained
-    qm = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["embed_in", "lm_head"])
+    qm = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["embed_in", "lm_head"],
+                        vector_bits=6)
     assert "gpt_neox.embed_in.weight" in qm.raw and "lm_head.weight" in qm.raw
     assert "gpt_neox.embed_in.weight" not in qm.quantized
     _check_code_describes_model(qm, model)
@@ -440,7 +441,7 @@ def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
     kept = model.gpt_neox.embed_in.weight.numel() + model.lm_head.weight.numel()
     assert cl.breakdown["unquantized_bits"] == 16 * kept
     # a pattern naming a module keeps its biases in 16 bits as well
-    qm0 = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["layers.0.*"])
+    qm0 = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["layers.0.*"], vector_bits=6)
     layer0 = {n for n, _ in model.named_parameters() if n.startswith("gpt_neox.layers.0.")}
     assert set(qm0.raw) == layer0
     _check_code_describes_model(qm0, model)

@@ -319,7 +319,7 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
         }
     qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
                         keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
-                        progress=not a.no_progress)
+                        progress=not a.no_progress, in_place=True)   # one copy (fingerprint taken above)
     record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
     record["keep_fp16"] = list(a.keep_fp16)
     record["vector_bits"] = a.vector_bits

@@ -26,8 +26,10 @@ one tensor's symbols are held at a time:
    integer codes as signed bytes). Each field of each tensor is one symbol stream, written with
    :func:`lm_eval_genbound.complexity.stream_models.plan_stream` (its range, the cheapest of the
    categorical / Gaussian / Laplace / uniform models by trial encoding, its parameters) — the
-   project's coder, the same as the quantized models' message. A type without a field table (the
-   i-quants, ternary and FP4 types) is coded as whole bytes.
+   project's coder, the same as the quantized models' message; a 16-bit field (an f16 scale, or an
+   F16/F32 tensor's halves) is one stream of 16-bit symbols or, after a split bit, two streams of
+   its low and its high bytes, whichever is shorter. A type without a field table (the i-quants,
+   ternary and FP4 types) is coded as whole bytes.
 
 **Raw and coded.** ``details["raw_bits"]`` is the file's own tensor data (8 bits per byte, exactly
 the bits a GGUF loader reads) plus the header fields of (1)–(2); ``total_bits`` is the coded
@@ -136,6 +138,42 @@ def _from_symbols(symbols: np.ndarray, n_blocks: int, n_bytes: int, width: int) 
     parts = symbols.astype(np.uint8).reshape(n_blocks, n_bytes, per)
     shifts = np.arange(0, 8, width, dtype=np.uint8)
     return np.bitwise_or.reduce(parts << shifts, axis=-1).astype(np.uint8)
+
+
+def _field_stream(field_bytes: np.ndarray, width: int, signed: bool):
+    """The plan of one field's symbols (chunked by blocks, so temporaries stay small)."""
+    chunks = [_to_symbols(field_bytes[b:b + _CHUNK_BLOCKS], width, signed)
+              for b in range(0, field_bytes.shape[0], _CHUNK_BLOCKS)]
+    return plan_stream(chunks, _domain(width, signed))
+
+
+def _plan_field(field_bytes: np.ndarray, width: int, signed: bool) -> list:
+    """The stream plans of one field of a tensor's blocks ([blocks, n bytes] uint8). A 16-bit
+    field (an f16 scale) starts with a split bit: 0 = one stream of 16-bit symbols, 1 = two streams
+    of 8-bit symbols (its low bytes, then its high bytes: sign, exponent and top of the mantissa),
+    whichever is shorter by trial (ties: one stream)."""
+    if width != 16:
+        return [_field_stream(field_bytes, width, signed)]
+    whole = _field_stream(field_bytes, 16, False)
+    low, high = (_field_stream(field_bytes[:, k::2], 8, False) for k in (0, 1))
+    split = low.trial_bits + high.trial_bits < whole.trial_bits
+    flag = BitWriter()
+    flag.write(int(split), 1)
+    flag.extend((low if split else whole).header)
+    (low if split else whole).header = flag
+    return [low, high] if split else [whole]
+
+
+def _read_field(header: BitReader, coder, n_blocks: int, n_bytes: int, width: int, signed: bool) -> np.ndarray:
+    """Inverse of :func:`_plan_field`: the field's bytes [blocks, n bytes] uint8."""
+    if width == 16 and header.read(1) == 1:
+        out = np.empty((n_blocks, n_bytes), dtype=np.uint8)
+        for k in (0, 1):
+            sym = read_stream(header, coder, n_blocks * n_bytes // 2, _domain(8, False))
+            out[:, k::2] = _from_symbols(sym, n_blocks, n_bytes // 2, 8)
+        return out
+    return _from_symbols(read_stream(header, coder, n_blocks * n_bytes * 8 // width, _domain(width, signed)),
+                         n_blocks, n_bytes, width)
 
 
 def _write_text(w: BitWriter, text: str) -> None:
@@ -264,11 +302,9 @@ def encode_gguf(path: str | Path, *, progress: bool = False) -> GGUFMessage:
         blocks = _tensor_bytes(t).reshape(-1, type_size)
         off = 0
         for _, n_bytes, width, signed in _fields(t.tensor_type):
-            chunks = [_to_symbols(blocks[b:b + _CHUNK_BLOCKS, off:off + n_bytes], width, signed)
-                      for b in range(0, blocks.shape[0], _CHUNK_BLOCKS)]
-            plan = plan_stream(chunks, _domain(width, signed))
-            header.extend(plan.header)
-            plan.encode(coder)
+            for plan in _plan_field(blocks[:, off:off + n_bytes], width, signed):
+                header.extend(plan.header)
+                plan.encode(coder)
             off += n_bytes
         now = int(coder.num_bits())
         per[t.name] = dict(type=t.tensor_type.name, n_params=int(t.n_elements), raw_bits=8 * int(blocks.size),
@@ -301,8 +337,7 @@ def decode_gguf(message: GGUFMessage) -> tuple[dict[str, list], Iterator[Decoded
             n_blocks = math.prod(shape) // block
             parts = []
             for _, n_bytes, width, signed in _fields(qtype):
-                sym = read_stream(header, coder, n_blocks * n_bytes * 8 // width, _domain(width, signed))
-                parts.append(_from_symbols(sym, n_blocks, n_bytes, width))
+                parts.append(_read_field(header, coder, n_blocks, n_bytes, width, signed))
             yield DecodedTensor(name, qtype, shape, np.concatenate(parts, axis=1).reshape(-1))
         if not header.exhausted:
             raise AssertionError("header bits left over after decoding the GGUF message")
