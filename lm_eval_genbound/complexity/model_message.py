@@ -61,7 +61,7 @@ from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.complexity.scale_grid import exponent_domain
 from lm_eval_genbound.complexity.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
-                                            plan_codes, plan_stream, read_stream, zeros_differ)
+                                            centered_codes, plan_codes, plan_stream, read_stream, zeros_differ)
 from lm_eval_genbound.complexity.symbol_coding import WORD_BITS, empirical_entropy_bits, load_constriction
 
 __all__ = [
@@ -243,9 +243,14 @@ def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
     shorter by trial (header bits + a trial encoding of all its coded symbols; ties: per tensor),
     or as ``pooling`` ("never" / "always") says. ``tick(n)`` is called after each trial with its
     number of symbols (progress)."""
+    # a code role's centered codes, made once for its per-tensor and its pooled trials
+    cent = ({id(s): centered_codes(s, o, role.param) for s, o in streams}
+            if role.part == "codes" and zeros_differ([o for _, o in streams]) else {})
+
     def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> StreamPlan | None:
         if role.part == "codes":
-            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
+            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat,
+                             [cent[id(s)] for s, _ in chunks] if cent else None)
         else:
             out = plan_stream([s for s, _ in chunks], role.domain, beat=beat)
         tick(sum(int(s.size) for s, _ in chunks))

@@ -59,6 +59,7 @@ __all__ = [
     "StreamModel",
     "StreamPlan",
     "code_domain",
+    "centered_codes",
     "coded_bits",
     "plan_codes",
     "plan_stream",
@@ -310,15 +311,22 @@ def _shorter(a: StreamPlan | None, b: StreamPlan | None) -> StreamPlan | None:
     return b if b.trial_bits < a.trial_bits else a
 
 
+def centered_codes(codes: np.ndarray, offsets: np.ndarray, bits: int) -> np.ndarray:
+    """code − (the zero point under it), in [−(2^b − 1), 2^b − 1] (int16 for b < 16)."""
+    wide = np.int16 if bits < 16 else np.int32
+    return codes.astype(wide) - offsets.astype(wide)
+
+
 def plan_codes(codes: list[np.ndarray], offsets: list[np.ndarray], bits: int,
-               beat: float | None = None) -> StreamPlan | None:
+               beat: float | None = None, centered: list[np.ndarray] | None = None) -> StreamPlan | None:
     """A code stream: raw codes, or (when its zero points differ) the shorter of raw and
-    centered (code − zero point); ``beat`` as in :func:`plan_stream`."""
+    centered (code − zero point; ``centered``: those arrays, if the caller holds them already);
+    ``beat`` as in :func:`plan_stream`."""
     if not zeros_differ(offsets):
         return plan_stream(codes, code_domain(bits, False), beat=beat)
     raw = plan_stream(codes, code_domain(bits, False), 0, beat)
-    wide = np.int16 if bits < 16 else np.int32
-    centered = [c.astype(wide) - o.astype(wide) for c, o in zip(codes, offsets)]   # in [−(2^b − 1), 2^b − 1]
+    if centered is None:
+        centered = [centered_codes(c, o, bits) for c, o in zip(codes, offsets)]
     return _shorter(raw, plan_stream(centered, code_domain(bits, True), 1, beat if raw is None else raw.trial_bits))
 
 
