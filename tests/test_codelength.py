@@ -512,14 +512,14 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
     text.write_text("Fellow citizens of the Senate and House of Representatives. " * 40)
     out = tmp_path / "c.json"
     rc = main_complexity(["--model", str(saved_model), "--method", "rtn", "--bits", "3", "--group-size", "32",
-                          "--n-configs", "4", "--device", "cpu", "--no-progress", "--out", str(out)])
+                          "--vector-bits", "6", "--n-configs", "4", "--device", "cpu", "--no-progress", "--out", str(out)])
     assert rc == 0
     rec = json.loads(out.read_text())
-    assert rec["schema_version"] == 1 and rec["spec"] == "rtn3-g32" and rec["certified"] is True
+    assert rec["schema_version"] == 1 and rec["spec"] == "rtn3-g32-v6" and rec["certified"] is True
     model = AutoModelForCausalLM.from_pretrained(str(saved_model))
     from lm_eval_genbound.complexity.parameters import weights_sha256
     assert rec["gguf_file"] is None and rec["weights_sha256"] == weights_sha256(model)
-    expected = quantize_model(model, method="rtn", bits=3, group_size=32).code_length(n_configs=4)
+    expected = quantize_model(model, method="rtn", bits=3, group_size=32, vector_bits=6).code_length(n_configs=4)
     assert math.isclose(rec["total_bits"], expected.total_bits)
     assert rec["code_length"]["breakdown"]["config_bits"] == 2.0
     assert rec["vector_bits"] == 6 and rec["scale_steps"] == 16
@@ -529,9 +529,9 @@ def test_complexity_cli_writes_code_length_json(saved_model, tmp_path, capsys):
 
     out16 = tmp_path / "c16.json"
     assert main_complexity(["--model", str(saved_model), "--method", "rtn", "--bits", "3", "--group-size", "32",
-                            "--vector-bits", "16", "--device", "cpu", "--no-progress", "--out", str(out16)]) == 0
-    rec16 = json.loads(out16.read_text())
-    assert rec16["spec"] == "rtn3-g32-v16"
+                            "--device", "cpu", "--no-progress", "--out", str(out16)]) == 0
+    rec16 = json.loads(out16.read_text())                      # the default: vectors in 16 bits
+    assert rec16["spec"] == "rtn3-g32"
     assert rec16["code_length"]["breakdown"]["unquantized_bits"] == 16 * n_vec
     assert rec16["code_length"]["breakdown"]["vectors_bits"] == 0
     assert rec16["total_bits"] > rec["total_bits"]

@@ -73,12 +73,13 @@ def test_parse_quant_spec_accepts_documented_forms(spec, expected):
     assert parse_quant_spec(format_quant_spec(m, b, g)) == expected
 
 
-@pytest.mark.parametrize("spec,vector_bits", [("gptq4", 6), ("rtn4-v16", 16), ("rtn3-g32-v8", 8), ("gptq4-row-v4", 4)])
+@pytest.mark.parametrize("spec,vector_bits", [("gptq4", 16), ("rtn4-v16", 16), ("rtn4-v6", 6), ("rtn3-g32-v8", 8),
+                                               ("gptq4-row-v4", 4)])
 def test_vector_bits_suffix(spec, vector_bits):
     o = parse_quant_options(spec)
     assert o["vector_bits"] == vector_bits and parse_quant_spec(spec) == (o["method"], o["bits"], o["group_size"])
     assert parse_quant_options(format_quant_spec(**o)) == o
-    assert format_quant_spec("gptq", 4, 64) == "gptq4-g64" and format_quant_spec("rtn", 4, 64, 16) == "rtn4-g64-v16"
+    assert format_quant_spec("gptq", 4, 64) == "gptq4-g64" and format_quant_spec("rtn", 4, 64, 6) == "rtn4-g64-v6"
 
 
 @pytest.mark.parametrize("spec", ["awq4", "rtn5", "rtn4-g0", "gptq", "rtn4-g", "", "rtn4g32", "rtn4-v12", "rtn4-v",
@@ -271,7 +272,7 @@ def test_whole_model_messages_decode_with_every_pooling_choice(trained):
 def test_quantize_model_returns_exactly_described_copy(trained, method):
     model, calib, _ = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    qm = quantize_model(model, method=method, bits=4, group_size=32, calibration=calib, seed=0)
+    qm = quantize_model(model, method=method, bits=4, group_size=32, calibration=calib, seed=0, vector_bits=6)
     for k, v in model.state_dict().items():  # the input model is untouched
         assert torch.equal(v, before[k])
     assert type(qm.model) is type(model) and qm.model is not model
@@ -367,7 +368,7 @@ def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
     and LayerNorm at most 6 bits each plus per-tensor headers; and the whole code is shorter than
     with 16-bit vectors. The totals are printed for the report."""
     model, _, _ = trained
-    qm = quantize_model(model, method="rtn", bits=4, group_size=64)
+    qm = quantize_model(model, method="rtn", bits=4, group_size=64, vector_bits=6)
     cl = qm.code_length()
     weights = [qt for qt in qm.quantized.values() if qt.kind == "weight"]
     nq = cl.details["n_quantized_params"]
@@ -400,7 +401,7 @@ def test_rtn4_entropy_coding_gains_on_trained_weights(trained):
 def test_vector_bits_16_keeps_biases_and_layernorm_in_16_bits(trained):
     model, _, _ = trained
     qm = quantize_model(model, method="rtn", bits=4, vector_bits=16)
-    assert qm.spec == "rtn4-g64-v16"
+    assert qm.spec == "rtn4-g64"
     assert set(qm.raw) == {n for n, p in model.named_parameters() if p.ndim == 1}
     assert all(t.kind == "weight" for t in qm.quantized.values())
     _check_code_describes_model(qm, model)
@@ -416,7 +417,7 @@ def test_quantized_vectors_barely_move_the_loss(trained):
     group per tensor), and the model with only its vectors replaced by the quantized ones has a
     held-out loss within 0.01 nats of the original's."""
     model, _, evalt = trained
-    qm = quantize_model(model, method="rtn", bits=4)
+    qm = quantize_model(model, method="rtn", bits=4, vector_bits=6)
     only_vectors = copy.deepcopy(model)
     with torch.no_grad():
         for n, p in only_vectors.named_parameters():
@@ -431,7 +432,8 @@ def test_quantized_vectors_barely_move_the_loss(trained):
 
 def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
     model, _, _ = trained
-    qm = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["embed_in", "lm_head"])
+    qm = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["embed_in", "lm_head"],
+                        vector_bits=6)
     assert "gpt_neox.embed_in.weight" in qm.raw and "lm_head.weight" in qm.raw
     assert "gpt_neox.embed_in.weight" not in qm.quantized
     _check_code_describes_model(qm, model)
@@ -439,7 +441,7 @@ def test_keep_fp16_patterns_leave_weights_at_16_bits(trained):
     kept = model.gpt_neox.embed_in.weight.numel() + model.lm_head.weight.numel()
     assert cl.breakdown["unquantized_bits"] == 16 * kept
     # a pattern naming a module keeps its biases in 16 bits as well
-    qm0 = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["layers.0.*"])
+    qm0 = quantize_model(model, method="rtn", bits=3, group_size=32, keep_fp16=["layers.0.*"], vector_bits=6)
     layer0 = {n for n, _ in model.named_parameters() if n.startswith("gpt_neox.layers.0.")}
     assert set(qm0.raw) == layer0
     _check_code_describes_model(qm0, model)

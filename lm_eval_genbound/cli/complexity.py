@@ -3,6 +3,7 @@
     $ genbound complexity --model runs/m1 --method gptq --bits 4 --group-size 64 --out m1_gptq4.json
     $ genbound complexity --model runs/m1 --method param --bits 16 --out m1_param16.json
     $ genbound complexity --model DIR --gguf-file model.Q4_1.gguf --method rtn --bits 4 --out q.json
+    $ genbound complexity --model DIR --gguf-file model.Q4_1.gguf --method gguf --out g.json
     $ genbound hessian --model runs/m1 --out m1_hessian/ --probes 10 --steps 100
 
 ``main_complexity`` quantizes a Hugging Face causal LM (a local directory, loaded with
@@ -10,6 +11,8 @@
 directory, as ``from_pretrained(DIR, gguf_file=NAME)`` and the harness's ``gguf_file=`` model arg
 load it: dequantized to ``--dtype``, tokenizer from the file; needs the ``gguf`` package) by RTN or GPTQ and entropy-codes it
 (:mod:`lm_eval_genbound.complexity.quantize`, :mod:`lm_eval_genbound.complexity.codelength`), or counts parameters,
+or, with ``--method gguf``, codes the GGUF file's own quantized tensors as they are (no
+re-quantization, quantization gap 0; :mod:`lm_eval_genbound.complexity.gguf_message`),
 and writes the ``CodeLength`` (bits) as JSON with the model's path, ``gguf_file`` and
 ``weights_sha256`` (the fingerprint the harness's manifest records) — no harness run needed. GPTQ calibrates on
 ``--calibration-text`` (default: the bundled State of the Union training split), cut into
@@ -219,8 +222,9 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
                    help="Hugging Face model directory (local); with --gguf-file, the directory holding it")
     p.add_argument("--gguf-file", default=None, metavar="NAME",
                    help="load the GGUF file NAME inside --model (needs the gguf package)")
-    p.add_argument("--method", required=True, choices=["rtn", "gptq", "param"],
-                   help="rtn / gptq: quantize and entropy-code; param: b bits × N parameters")
+    p.add_argument("--method", required=True, choices=["rtn", "gptq", "param", "gguf"],
+                   help="rtn / gptq: quantize and entropy-code; param: b bits × N parameters; gguf: entropy-code "
+                        "the --gguf-file's own quantized tensors (no re-quantization, gap 0)")
     p.add_argument("--bits", type=float, default=4, help="bits per weight (rtn/gptq: 2, 3, 4, 8; param: any > 0)")
     p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE,
                    help=f"columns per quantization group (0: one per row; default {DEFAULT_GROUP_SIZE})")
@@ -251,7 +255,11 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     from lm_eval_genbound.complexity.codelength import parameter_count_bits  # noqa: PLC0415
     from lm_eval_genbound.complexity.parameters import weights_sha256  # noqa: PLC0415
 
-    if a.method == "param":
+    if a.method == "gguf" and a.gguf_file is None:
+        raise GenboundError("--method gguf codes a GGUF file's own tensors: pass --gguf-file NAME")
+    if a.method == "gguf" and not (Path(a.model) / a.gguf_file).is_file():
+        raise GenboundError(f"--gguf-file {a.gguf_file}: no such file in {a.model}")
+    if a.method in ("param", "gguf"):
         if not (math.isfinite(a.bits) and a.bits > 0):
             raise GenboundError(f"--bits must be > 0 for parameter counting; got {a.bits}")
     else:
@@ -277,14 +285,23 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
     if a.method == "param":
         cl = parameter_count_bits(int(n_params), float(a.bits), n_configs=a.n_configs)
         record["spec"] = cl.method
+    elif a.method == "gguf":
+        from lm_eval_genbound.complexity.gguf_message import gguf_code_length  # noqa: PLC0415
+
+        del model  # the message is read from the file, tensor by tensor: one copy of the weights at a time
+        cl = gguf_code_length(Path(a.model) / a.gguf_file, n_configs=a.n_configs, progress=a.progress)
+        record["spec"] = cl.method
+        record["quantization_gap_nats"] = 0.0
     else:
         cl = _quantized_code_length(a, model, record)
     record["code_length"] = cl.to_dict()
     record["total_bits"] = cl.total_bits
     record["bits_per_param"] = cl.bits_per_param
     _write_json(out, record)
+    raw = (f" (raw, as stored: {cl.details['raw_bits']:.6g} bits; quantization gap 0 by construction)"
+           if a.method == "gguf" else "")
     print(f"{record['spec']}: L(h) = {cl.total_bits:.6g} bits = {cl.bits_per_param:.4f} bits/param "
-          f"over {cl.n_params} parameters -> {out}")
+          f"over {cl.n_params} parameters{raw} -> {out}")
     return 0
 
 
@@ -303,7 +320,7 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
         }
     qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
                         keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
-                        progress=a.progress)
+                        progress=a.progress, in_place=True)   # one copy (fingerprint taken above)
     record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
     record["keep_fp16"] = list(a.keep_fp16)
     record["vector_bits"] = a.vector_bits

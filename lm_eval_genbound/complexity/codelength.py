@@ -93,6 +93,7 @@ __all__ = [
     "RawTensor",
     "code_length",
     "code_length_complexity",
+    "complexity_charges",
     "elias_gamma_bits",
     "model_code_length",
     "parameter_count_bits",
@@ -215,7 +216,7 @@ def _complexity(breakdown: Mapping[str, float], n_configs: int, method: str) -> 
     return code_length_breakdown_complexity(breakdown, n_configs, method)
 
 
-def _charge(comp: dict[str, float], n_configs: int, method: str) -> float:
+def complexity_charges(comp: dict[str, float], n_configs: int, method: str) -> float:
     """Add the complexity's prefix and configuration bits to ``comp``; returns the total bits."""
     cx = _complexity(comp, n_configs, method)
     comp["prefix_bits"] = cx.prefix_bits
@@ -309,7 +310,7 @@ def code_length(
     if n_params == 0:
         raise GenboundError("the model has no parameters to describe")
     comp["extra_bits"] = float(extra_bits)
-    total = _charge(comp, n_configs, method)
+    total = complexity_charges(comp, n_configs, method)
 
     def one(values: set[int]) -> Any:
         return sorted(values)[0] if len(values) == 1 else sorted(values)
@@ -371,7 +372,7 @@ def parameter_count_bits(n_params: int, bits: float, *, n_configs: int = 1) -> C
         raise GenboundError(f"bits must be a positive number of bits per parameter; got {bits!r}")
     method = f"param{float(bits):g}"
     comp = {"parameter_bits": float(bits) * int(n_params)}
-    total = _charge(comp, n_configs, method)
+    total = complexity_charges(comp, n_configs, method)
     return CodeLength(total_bits=total, bits_per_param=total / int(n_params), breakdown=comp,
                       n_params=int(n_params), method=method,
                       details={"bits": float(bits), "n_configs": int(n_configs)})

@@ -62,7 +62,7 @@ from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.complexity.scale_grid import exponent_domain
 from lm_eval_genbound.complexity.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
-                                            plan_codes, plan_stream, read_stream, zeros_differ)
+                                            centered_codes, plan_codes, plan_stream, read_stream, zeros_differ)
 from lm_eval_genbound.complexity.symbol_coding import WORD_BITS, empirical_entropy_bits, load_constriction
 
 __all__ = [
@@ -180,7 +180,8 @@ def _group_count(cols: int, group_size: int) -> int:
 
 
 def _check_tensor(qt: QuantizedTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate one tensor's description; return (codes, exponents, zeros) as int64 arrays."""
+    """Validate one tensor's description; return (codes, exponents, zeros): the codes in their own
+    integer dtype (no copy; a model's codes are uint8), exponents and zero points as int64."""
     codes, exps, zeros = (np.asarray(a) for a in (qt.codes, qt.scale_exponents, qt.zeros))
     if qt.kind not in ("weight", "vector"):
         raise GenboundError(f"tensor {qt.name!r}: kind must be 'weight' or 'vector'; got {qt.kind!r}")
@@ -215,17 +216,21 @@ def _check_tensor(qt: QuantizedTensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
             raise GenboundError(f"vector {qt.name!r}: codes must be one row of prod(param_shape) entries, one group")
     elif qt.param_shape is not None:
         raise GenboundError(f"weight {qt.name!r}: param_shape is only for vectors")
-    return codes.astype(np.int64), exps.astype(np.int64), zeros.astype(np.int64)
+    return codes, exps.astype(np.int64), zeros.astype(np.int64)
 
 
 def _tensor_streams(qt: QuantizedTensor, codes: np.ndarray, exps: np.ndarray,
                     zeros: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per part, the tensor's symbols in stream order (flat) and, for the codes, the zero point
-    under each code."""
+    under each code (codes and zero points under them in a small dtype: one copy of a model's
+    codes is ~1 byte a weight)."""
     rows, cols = codes.shape
-    flat = [np.ascontiguousarray(a, dtype=np.int32).reshape(-1) for a in (exps, zeros, codes)]
-    offsets = per_code(flat[1].reshape(zeros.shape), rows, cols, int(qt.group_size), int(qt.row_block))
-    return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (flat[2], offsets.reshape(-1))}
+    small = np.uint8 if int(qt.bits) <= 8 else np.int32
+    flat = [np.ascontiguousarray(a, dtype=np.int32).reshape(-1) for a in (exps, zeros)]
+    codes_flat = np.ascontiguousarray(codes, dtype=small if codes.dtype.itemsize > np.dtype(small).itemsize
+                                      else codes.dtype).reshape(-1)
+    offsets = per_code(zeros.astype(small), rows, cols, int(qt.group_size), int(qt.row_block))
+    return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (codes_flat, offsets.reshape(-1))}
 
 
 def _trials(n_streams: int, pooling: str) -> int:
@@ -239,9 +244,14 @@ def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
     shorter by trial (header bits + a trial encoding of all its coded symbols; ties: per tensor),
     or as ``pooling`` ("never" / "always") says. ``tick(n)`` is called after each trial with its
     number of symbols (progress)."""
+    # a code role's centered codes, made once for its per-tensor and its pooled trials
+    cent = ({id(s): centered_codes(s, o, role.param) for s, o in streams}
+            if role.part == "codes" and zeros_differ([o for _, o in streams]) else {})
+
     def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> StreamPlan | None:
         if role.part == "codes":
-            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat)
+            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat,
+                             [cent[id(s)] for s, _ in chunks] if cent else None)
         else:
             out = plan_stream([s for s, _ in chunks], role.domain, beat=beat)
         tick(sum(int(s.size) for s, _ in chunks))
@@ -408,13 +418,17 @@ def _decode(encoded: EncodedModel, bar) -> list[QuantizedTensor]:
 
 def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, *, progress: bool = False) -> None:
     """Decode ``encoded`` and check that it reproduces every tensor of ``quantized`` bit for bit
-    (codes, exponents, zero points, dequantized values); ``AssertionError`` if not (a coder bug).
+    (codes, exponents, zero points, bit width, group size, K, layout — hence its dequantized
+    values); ``AssertionError`` if not (a coder bug).
     ``progress``: a tqdm bar over the symbols decoded."""
     for qt, back in zip(quantized, decode_model(encoded, progress=progress), strict=True):
         same = (back.name == qt.name and back.tensor_shape == qt.tensor_shape and back.row_block == qt.row_block
-                and np.array_equal(back.codes, np.asarray(qt.codes).astype(np.int64))
-                and np.array_equal(back.scale_exponents, np.asarray(qt.scale_exponents).astype(np.int64))
-                and np.array_equal(back.zeros, np.asarray(qt.zeros).astype(np.int64))
-                and np.array_equal(back.dequantize_param(), qt.dequantize_param()))
+                and np.array_equal(back.codes, np.asarray(qt.codes))
+                and np.array_equal(back.scale_exponents, np.asarray(qt.scale_exponents))
+                and np.array_equal(back.zeros, np.asarray(qt.zeros))
+                and (back.bits, back.group_size, back.scale_steps, back.transposed, back.kind)
+                == (qt.bits, qt.group_size, qt.scale_steps, qt.transposed, qt.kind))
+        # the dequantized values are a function of exactly these fields, so they are equal too (not
+        # recomputed here: that would hold several float32 copies of the largest tensor at once)
         if not same:  # a coder failure is a bug, not a user error
             raise AssertionError(f"decoding the model message does not reproduce {qt.name!r}")

@@ -17,10 +17,11 @@ transformers' ``Conv1D``, as its transpose) — for GPT-NeoX: ``embed_in``, the 
 linears and the output head — unless a ``keep_fp16`` pattern names it
 (:mod:`lm_eval_genbound.complexity.targets`), at b bits per weight on the grid of
 :mod:`lm_eval_genbound.complexity.weight_quantizers`. Every other parameter (biases, LayerNorm:
-the "vectors") is quantized per tensor with the same grid at ``vector_bits`` (default 6; spec
-suffix ``-v<bits>``, :mod:`lm_eval_genbound.complexity.quant_spec`) by round-to-nearest, one group
-per tensor; with ``vector_bits=16`` (``-v16``) and for every ``keep_fp16`` tensor it is stored in
-16 bits instead, rounded to float16 (bfloat16 where float16 would overflow). The returned model
+the "vectors") stays in 16 bits by default (``vector_bits=16``; a coarse grid on a norm's gain
+can wreck a model), or with ``vector_bits`` = b < 16 (spec suffix ``-v<b>``, e.g. ``rtn4-v6``,
+:mod:`lm_eval_genbound.complexity.quant_spec`) is quantized per tensor with the same grid by
+round-to-nearest, one group per tensor; a 16-bit vector and every ``keep_fp16`` tensor is stored in
+16 bits, rounded to float16 (bfloat16 where float16 would overflow). The returned model
 holds exactly the values the code describes. Buffers (rotary tables, masks) follow from the
 architecture and are not charged.
 
@@ -91,7 +92,7 @@ class QuantizedModel:
 
     @property
     def spec(self) -> str:
-        """Canonical spec string, e.g. ``"gptq4-g64"`` (``"-v16"`` appended for 16-bit vectors)."""
+        """Canonical spec string, e.g. ``"gptq4-g64"`` (``"-v6"`` appended for 6-bit vectors)."""
         return format_quant_spec(self.method, self.bits, self.group_size, self.vector_bits)
 
     @property
@@ -265,9 +266,11 @@ def quantize_model(
     row_blocks: bool = True,
     progress: bool = False,
     slow_warning_s: float = SLOW_WARNING_S,
+    in_place: bool = False,
     _strategy: str = "blocks",
 ) -> QuantizedModel:
-    """Quantize a deep copy of ``model`` with RTN or GPTQ; the input model is not modified.
+    """Quantize a deep copy of ``model`` with RTN or GPTQ (the input model is not modified), or
+    ``model`` itself with ``in_place=True`` (one copy of the weights in memory).
 
     Args:
         model: a torch model (e.g. a transformers causal LM) on any device.
@@ -284,9 +287,9 @@ def quantize_model(
         seed: seed for the calibration windows (recorded).
         damp, block_size: GPTQ dampening and lazy-batch block width.
         batch_size: calibration sequences per forward pass.
-        vector_bits: every other parameter (biases, LayerNorm) is quantized per tensor by RTN on
-            a ``vector_bits``-bit grid (2 to 8; default 6) before the weights (so GPTQ calibrates
-            through the quantized vectors); 16 keeps them in 16 bits.
+        vector_bits: every other parameter (biases, LayerNorm) stays in 16 bits (16, the default)
+            or is quantized per tensor by RTN on a ``vector_bits``-bit grid (2 to 8) before the
+            weights (so GPTQ calibrates through the quantized vectors).
         scale_steps: K, steps per octave of the scale grid 2^(e/K) (fixed in advance; a value
             searched over must be paid for in ``n_configs``).
         row_blocks: a weight with cols < ``group_size`` gets one grid per block of
@@ -296,6 +299,8 @@ def quantize_model(
             the decoder blocks and the layers outside them.
         slow_warning_s: GPTQ on the CPU logs a warning with its estimated wall time (measured on
             the first decoder block) when that exceeds this many seconds (default 120).
+        in_place: quantize ``model`` itself (``QuantizedModel.model`` is ``model``), e.g. when its
+            original weights are kept on disk; no second copy of the weights is made.
 
     Returns:
         :class:`QuantizedModel` (dequantized model + codes/exponents/zeros for the code length).
@@ -308,7 +313,7 @@ def quantize_model(
             raise GenboundError("gptq needs calibration tokens (calibration=LongTensor [n_seq, T] or a 1-D stream)")
         calib = _prepare_calibration(model, calibration, seed, n_calibration, calibration_seq_len)
 
-    qm = copy.deepcopy(model)
+    qm = model if in_place else copy.deepcopy(model)
     qm.eval()
     proxy: dict[str, float] = {}
     with torch.no_grad():

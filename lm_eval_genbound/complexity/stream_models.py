@@ -51,17 +51,20 @@ import numpy as np
 
 from lm_eval_genbound.complexity.bit_fields import BitReader, BitWriter, field_width
 from lm_eval_genbound.complexity.scale_grid import scale_exponent_at_least, scale_from_exponent
-from lm_eval_genbound.complexity.symbol_coding import counts_entropy_bits, load_constriction
+from lm_eval_genbound.complexity.symbol_coding import (SLICE_SYMBOLS, counts_entropy_bits, load_constriction,
+                                                       symbol_counts)
 
 __all__ = [
     "STREAM_MODELS",
     "StreamModel",
     "StreamPlan",
     "code_domain",
+    "centered_codes",
     "coded_bits",
     "plan_codes",
     "plan_stream",
     "read_stream",
+    "symbol_dtype",
     "zeros_differ",
 ]
 
@@ -137,7 +140,7 @@ class StreamModel:
         """Symbols as the constriction model expects them (int32)."""
         if self.kind in ("gaussian", "laplace"):
             return symbols.astype(np.int32, copy=False)
-        return (symbols - self.lo).astype(np.int32, copy=False)
+        return symbols.astype(np.int32) - np.int32(self.lo)
 
     def from_coder(self, decoded: np.ndarray) -> np.ndarray:
         decoded = np.asarray(decoded, dtype=np.int64)
@@ -234,9 +237,10 @@ class StreamPlan:
         """Range-code the symbols (if any) into ``coder``, a constriction ``RangeEncoder``."""
         if self.model is not None:
             coder_model = self.model.coder_model()
-            for chunk in self.chunks:
-                if chunk.size:
-                    coder.encode(self.model.to_coder(chunk), coder_model)
+            for chunk in self.chunks:     # slice by slice: the same words as one call, small temporaries
+                flat = chunk.reshape(-1)
+                for i in range(0, flat.size, SLICE_SYMBOLS):
+                    coder.encode(self.model.to_coder(flat[i:i + SLICE_SYMBOLS]), coder_model)
 
 
 _FLOOR_SLACK_BITS = 64  # a range coder's output is at least the symbols' information content, less this
@@ -268,7 +272,7 @@ def plan_stream(chunks: list[np.ndarray], domain: tuple[int, int], centering_bit
     w.write(hi - dlo, dw)
     if lo == hi:
         return StreamPlan(w, chunks, None, "constant", centered)
-    counts = sum(np.bincount(c - lo, minlength=hi - lo + 1) for c in chunks)
+    counts = symbol_counts(chunks, lo, hi - lo + 1)
     floor = counts_entropy_bits(counts) - _FLOOR_SLACK_BITS
     if beat is not None and len(w) + _SELECTOR_BITS + floor >= beat:
         return None
@@ -307,30 +311,49 @@ def _shorter(a: StreamPlan | None, b: StreamPlan | None) -> StreamPlan | None:
     return b if b.trial_bits < a.trial_bits else a
 
 
+def centered_codes(codes: np.ndarray, offsets: np.ndarray, bits: int) -> np.ndarray:
+    """code − (the zero point under it), in [−(2^b − 1), 2^b − 1] (int16 for b < 16)."""
+    wide = np.int16 if bits < 16 else np.int32
+    return codes.astype(wide) - offsets.astype(wide)
+
+
 def plan_codes(codes: list[np.ndarray], offsets: list[np.ndarray], bits: int,
-               beat: float | None = None) -> StreamPlan | None:
+               beat: float | None = None, centered: list[np.ndarray] | None = None) -> StreamPlan | None:
     """A code stream: raw codes, or (when its zero points differ) the shorter of raw and
-    centered (code − zero point); ``beat`` as in :func:`plan_stream`."""
+    centered (code − zero point; ``centered``: those arrays, if the caller holds them already);
+    ``beat`` as in :func:`plan_stream`."""
     if not zeros_differ(offsets):
         return plan_stream(codes, code_domain(bits, False), beat=beat)
     raw = plan_stream(codes, code_domain(bits, False), 0, beat)
-    centered = [c - o for c, o in zip(codes, offsets)]
+    if centered is None:
+        centered = [centered_codes(c, o, bits) for c, o in zip(codes, offsets)]
     return _shorter(raw, plan_stream(centered, code_domain(bits, True), 1, beat if raw is None else raw.trial_bits))
 
 
+def symbol_dtype(domain: tuple[int, int]) -> np.dtype:
+    """The smallest signed integer dtype (int16 or wider) holding every symbol of ``domain``."""
+    return np.dtype(np.int16) if -(1 << 15) <= domain[0] and domain[1] < (1 << 15) else np.dtype(np.int64)
+
+
 def read_stream(header: BitReader, coder, n: int, domain: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`plan_stream` + :meth:`StreamPlan.encode`: the n symbols (int64) of one
-    stream over ``domain``, its fields read from ``header`` and its symbols from the range decoder
-    ``coder`` (a code stream's centering bit is read by the caller)."""
+    """Inverse of :func:`plan_stream` + :meth:`StreamPlan.encode`: the n symbols of one stream
+    over ``domain`` (dtype :func:`symbol_dtype`), its fields read from ``header`` and its symbols
+    from the range decoder ``coder``, slice by slice (a code stream's centering bit is read by the
+    caller)."""
     dlo, dhi = domain
+    dtype = symbol_dtype(domain)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=dtype)
     dw = field_width(dhi - dlo + 1)
     lo = header.read(dw) + dlo
     if n == 1:
-        return np.array([lo], dtype=np.int64)
+        return np.array([lo], dtype=dtype)
     hi = header.read(dw) + dlo
     if lo == hi:
-        return np.full(n, lo, dtype=np.int64)
+        return np.full(n, lo, dtype=dtype)
     model = StreamModel.read(header, lo, hi, n)
-    return model.from_coder(coder.decode(model.coder_model(), n))
+    coder_model = model.coder_model()
+    out = np.empty(n, dtype=dtype)
+    for i in range(0, n, SLICE_SYMBOLS):
+        out[i:i + SLICE_SYMBOLS] = model.from_coder(coder.decode(coder_model, min(SLICE_SYMBOLS, n - i)))
+    return out

@@ -29,10 +29,25 @@ __all__ = [
     "encode_symbols",
     "entropy_coded_bits",
     "load_constriction",
+    "symbol_counts",
 ]
 
 WORD_BITS = 32
 """Bits in one word of range-coder output."""
+SLICE_SYMBOLS = 1 << 22
+"""Symbols handled at once when counting, encoding or decoding a long stream (bounds temporaries)."""
+
+
+def symbol_counts(chunks, lo: int, size: int) -> np.ndarray:
+    """Histogram (int64, length ``size``) of the symbols − ``lo`` of every array in ``chunks``
+    (any integer dtype), counted slice by slice so no full-size int64 copy is made."""
+    counts = np.zeros(size, dtype=np.int64)
+    for c in chunks:
+        flat = np.asarray(c).reshape(-1)
+        for i in range(0, flat.size, SLICE_SYMBOLS):
+            part = flat[i:i + SLICE_SYMBOLS].astype(np.int64)
+            counts += np.bincount(part - lo, minlength=size)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -126,8 +141,11 @@ def empirical_entropy_bits(symbols: np.ndarray, n_symbols: int | None = None) ->
     """n·H(empirical distribution) in bits: the ideal size of coding ``symbols`` (any integers,
     negative ones included) with their own frequencies (excluding the frequency table).
     ``n_symbols`` is accepted for symmetry with :func:`encode_symbols`; it does not change H."""
-    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
-    return counts_entropy_bits(np.bincount(flat - flat.min())) if flat.size else 0.0
+    flat = np.asarray(symbols).reshape(-1)
+    if not flat.size:
+        return 0.0
+    lo = int(flat.min())
+    return counts_entropy_bits(symbol_counts([flat], lo, int(flat.max()) - lo + 1))
 
 
 def entropy_coded_bits(symbols: np.ndarray, n_symbols: int, *, verify: bool = True) -> int:

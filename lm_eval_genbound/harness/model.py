@@ -19,15 +19,20 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   harness's prefix token (BOS, else EOS, else ``prefix_token_id``) and never scores that prefix;
   ``none`` scores from the second token on. Text is encoded without special tokens, so BOS is
   never charged (the harness's double-BOS artefact does not occur).
-* ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; ``-v16`` keeps biases and LayerNorm in
-  16 bits instead of 6; grammar in :func:`lm_eval_genbound.complexity.quant_spec.parse_quant_spec`) evaluates a
-  quantized copy and records its certified code length (the task then charges it: its
-  ``genbound_complexity`` default ``auto``); the full-precision model is kept and scores the same
-  windows in the same batches, so each document also carries its ln p (``DocScores.logp_fp``) and
-  the task reports the quantization gap R̂(h_q) − R̂(h) on the same tokens (twice the forward
-  passes and the memory of both models; ``quantization_gap=False`` scores the quantized model
-  only, e.g. when its original was scored in a run of its own, as ``genbound demo`` does);
-  ``stats_chunk`` sets positions per statistics chunk.
+* ``quantize`` (e.g. ``rtn4``, ``gptq4``, ``gptq3-g32``; biases and LayerNorm stay in 16 bits
+  unless ``-v<b>`` says otherwise, e.g. ``rtn4-v6``; grammar in
+  :func:`lm_eval_genbound.complexity.quant_spec.parse_quant_spec`) quantizes the model in place and
+  records its certified code length (the task then charges it: its ``genbound_complexity`` default
+  ``auto``); the original scores the same windows in the same batches, so each document also
+  carries its ln p (``DocScores.logp_fp``) and the task reports the quantization gap
+  R̂(h_q) − R̂(h) on the same tokens. One copy of the weights is in memory: the original and the
+  quantized weights are kept on disk (:mod:`lm_eval_genbound.harness.weight_states`), the original
+  scores a task's windows first, then the quantized model (twice the forward passes;
+  ``quantization_gap=False`` scores the quantized model only, e.g. when its original was scored in
+  a run of its own, as ``genbound demo`` does). ``quantize=gguf`` (with ``gguf_file=``) charges
+  the GGUF file's own quantized tensors (:mod:`lm_eval_genbound.complexity.gguf_message`): the model
+  evaluated is the file's, so the gap is 0 by construction and reported as such, with one forward
+  pass. ``stats_chunk`` sets positions per statistics chunk.
 * ``checkpoint_seconds`` (default 60): how often the rank's statistics and its position in the
   window order are saved to ``<sidecar>/cache/`` (:mod:`lm_eval_genbound.harness.stream`); the same
   command after a crash resumes there and ends with the same numbers.
@@ -79,6 +84,7 @@ from lm_eval_genbound.harness import tiled_head
 from lm_eval_genbound.harness.sidecar import sidecar_path
 from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
 from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
+from lm_eval_genbound.harness.weight_states import WeightStates
 from lm_eval_genbound.harness.windows import Window, scoring_windows
 
 logger = logging.getLogger(__name__)
@@ -94,7 +100,8 @@ MODEL_ARGS: dict[str, str] = {
     "window": "tokens per forward pass; None: the model's max length, capped at 2048",
     "stride": "tokens scored per window (None: window); each has ≥ window − stride + 1 of context",
     "bos_policy": "prefix: condition the first token on BOS/EOS (never scored); none: score from token 2",
-    "quantize": "evaluate a quantized copy and record its code length, e.g. rtn4, gptq4, gptq3-g32",
+    "quantize": "evaluate the model quantized and record its code length, e.g. rtn4, gptq4, gptq3-g32; "
+                "gguf: the gguf_file's own quantized tensors",
     "quantize_seed": "seed of the quantizer's calibration sample",
     "stats_chunk": "positions per chunk of the per-token statistics kernel",
     "checkpoint_seconds": "seconds between checkpoints of the resumable state (a killed run loses at most this)",
@@ -189,9 +196,11 @@ class GenBoundHFLM(HFLM):
                                        kwargs.get("gguf_file"), getattr(self.model.config, "_name_or_path", ""))
         self._source["weights_sha256"] = weights_sha256(self.model)
         self._fp_model: Optional[torch.nn.Module] = None     # the original of a quantized model
+        self._states: Optional[WeightStates] = None           # or its weights on disk (one copy in memory)
+        self._gap_zero = False                                 # quantize=gguf: the model is its own original
         self.quantization_gap = quantization_gap not in (False, "False", "false", "0", 0)
         if quantize:
-            self._apply_quantization(quantize, int(quantize_seed))
+            self._apply_quantization(quantize, int(quantize_seed), kwargs.get("gguf_file"))
         self.vocab_size_logits = int(self.model.get_output_embeddings().weight.shape[0])
         if head not in tiled_head.HEAD_CHOICES:
             raise GenboundError(f"head={head!r} must be one of {', '.join(tiled_head.HEAD_CHOICES)}")
@@ -202,19 +211,37 @@ class GenBoundHFLM(HFLM):
         self._head_plan(self._model)                     # the probe: before any scoring
 
     # ------------------------------------------------------------------ quantization
-    def _apply_quantization(self, spec: str, seed: int) -> None:
-        from lm_eval_genbound.complexity.quant_spec import parse_quant_spec
-        from lm_eval_genbound.complexity.quantize import quantized_copy
+    def _apply_quantization(self, spec: str, seed: int, gguf_file: Optional[str]) -> None:
+        from lm_eval_genbound.complexity.quant_spec import GGUF_SPEC, parse_quant_options, parse_quantize_arg
+        from lm_eval_genbound.complexity.quantize import quantize_model
 
-        method, _, _ = parse_quant_spec(spec)
-        calibration = self._default_calibration(seed) if method == "gptq" else None
+        if parse_quantize_arg(spec) == GGUF_SPEC:
+            from lm_eval_genbound.complexity.gguf_message import gguf_code_length
+
+            if not gguf_file:
+                raise GenboundError("quantize=gguf describes a GGUF model by its file: pass gguf_file=<name>")
+            path = Path(self._source["name_or_path"]) / gguf_file
+            self.code_length = gguf_code_length(path, progress=self.rank == 0).to_dict()
+            self._gap_zero = self.quantization_gap
+            return
+        opts = parse_quant_options(spec)
+        calibration = self._default_calibration(seed) if opts["method"] == "gptq" else None
+        if self.quantization_gap:           # the original on disk: one copy of the weights in memory
+            self._states = WeightStates()
+            self._states.save("original", self._model)
         # bars with ETA over the layers and the symbols coded (rank 0; stderr)
-        model, code = quantized_copy(self.model, spec, calibration=calibration, seed=seed,
-                                     progress=self.rank == 0)
-        model.to(self.device)
-        self._fp_model = self._model if self.quantization_gap else None
-        self._model = model
+        qm = quantize_model(self._model, **opts, calibration=calibration, seed=seed, progress=self.rank == 0,
+                            in_place=True)
+        code = qm.code_length(progress=self.rank == 0)
+        del qm
+        if self._states is not None:
+            self._states.save("quantized", self._model)
         self.code_length = code.to_dict()
+
+    @property
+    def _has_fp(self) -> bool:
+        """Whether the original model's ln p comes with each batch (the quantization gap)."""
+        return self._fp_model is not None or self._states is not None or self._gap_zero
 
     def _default_calibration(self, seed: int) -> np.ndarray:
         """GPTQ calibration windows int64 [32, min(window, 256)]: the shared sampler
@@ -295,9 +322,9 @@ class GenBoundHFLM(HFLM):
         design = SamplingDesign.from_dict(first.design)
         stats = GenboundStats(self.vocab_size_logits, alphas, grid_size=first.grid_size, design=design)
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": alphas}
-        run_key = _digest([info, first.grid_size, first.design, self._fp_model is not None])
+        run_key = _digest([info, first.grid_size, first.design, self._has_fp])
         stream = RankStream(stats, info, doc_ids=[r.doc_id for r in reqs], planned=planned, rank=self.rank,
-                            run_key=run_key, has_fp=self._fp_model is not None)
+                            run_key=run_key, has_fp=self._has_fp)
         stream.set_first_positions([int(p[0]) if p is not None and len(p) else 1 for _, p in docs])
         path, docs_key = None, ""
         if first.sidecar_dir:
@@ -315,7 +342,7 @@ class GenBoundHFLM(HFLM):
         bar = tqdm(total=int(sum(jobs[j].n_scored for j in order)), initial=int(sum(jobs[j].n_scored for j in
                    order[:stream.jobs_done])), desc=f"genbound tokens scored ({bs} windows a batch)", unit="tok",
                    miniters=1, mininterval=0, disable=disable_tqdm or self.rank != 0)
-        for batch in self._scored_batches([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs):
+        for batch in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs):
             stream.fold(batch)
             bar.update(batch.logp.size)
             ckpt.maybe_save()
@@ -388,22 +415,36 @@ class GenBoundHFLM(HFLM):
         order = _longest_first(jobs)
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pieces: list[list[ScoredBatch]] = [[] for _ in docs]
-        for b in self._scored_batches([d for d, _ in docs], [jobs[j] for j in order], alphas, bs):
+        for b in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in order], alphas, bs):
             for d in np.unique(b.doc):
                 sel = b.doc == d
                 pieces[int(d)].append(ScoredBatch(b.doc[sel], b.pos[sel], b.n_ctx[sel], b.token_id[sel],
                                                   b.logp[sel], b.entropies[sel],
                                                   None if b.logp_fp is None else b.logp_fp[sel], 0))
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
-        return [_doc_scores(p, len(alphas), info, self._fp_model is not None) for p in pieces]
+        return [_doc_scores(p, len(alphas), info, self._has_fp) for p in pieces]
+
+    def _batches_with_gap(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
+                          bs: int) -> Iterator[ScoredBatch]:
+        """:meth:`_scored_batches`; with the original's weights on disk, the original first scores
+        the same batches (only its ln p is kept), then the quantized model, in place."""
+        if self._states is None:
+            yield from self._scored_batches(arrays, jobs, alphas, bs)
+            return
+        logger.info("quantization gap: scoring the original model first, then the quantized one (one copy "
+                    "of the weights in memory)")
+        with self._states.swapped(self._model, "original", back="quantized"):
+            fp = [torch.from_numpy(b.logp) for b in self._scored_batches(arrays, jobs, alphas, bs)]
+        yield from self._scored_batches(arrays, jobs, alphas, bs, fp_logp=iter(fp))
 
     def _scored_batches(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
-                        bs: int) -> Iterator[ScoredBatch]:
+                        bs: int, fp_logp: Optional[Iterator[torch.Tensor]] = None) -> Iterator[ScoredBatch]:
         """Run ``jobs`` in batches of ``bs`` windows and yield each batch's per-token results.
 
         On an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
         device before the host waits for batch b − 1's results, so the host's copy overlaps the
-        device's work; on CPU every op is synchronous. Same order, same results either way."""
+        device's work; on CPU every op is synchronous. Same order, same results either way.
+        ``fp_logp``: the original model's ln p of each batch, scored before (the quantization gap)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         depth = 0 if torch.device(self.device).type == "cpu" else 1
         pending: list = []
@@ -426,7 +467,12 @@ class GenBoundHFLM(HFLM):
                      torch.from_numpy(np.concatenate(rows_p)), torch.from_numpy(targets))
             logp, ent = self._batch_statistics(self._model, *where, alphas)
             # a quantized model's original scores the same batch: the same tokens, contexts and shapes
-            fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
+            if fp_logp is not None:
+                fp = next(fp_logp)
+            elif self._gap_zero:            # quantize=gguf: the evaluated model is the original
+                fp = logp
+            else:
+                fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
             pending.append((doc_all, pos_all, np.concatenate(ctx), targets, logp, ent, fp, len(batch),
                             sum(j.width for j in batch)))
             while len(pending) > depth:

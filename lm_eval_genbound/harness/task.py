@@ -61,6 +61,7 @@ from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.report import bound_report
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.bound.vacuity import Vacuity
+from lm_eval_genbound.complexity.quant_spec import quantization_warning
 
 logger = logging.getLogger(__name__)
 
@@ -259,4 +260,9 @@ def finalize(stats: GenboundStats, info: dict, settings: TaskSettings,
                           unquantized_loss=unquantized)
     if report.vacuity.vacuous:
         logger.warning("%s (complexity %s)", report.vacuity.summary(), complexity.method)
-    return report.to_dict(), complexity
+    final = report.to_dict()
+    wrecked = quantization_warning(info.get("protocol", {}).get("quantize"), final["quantization_gap_nats"],
+                                   final["empirical_risk_nats"] + final["quantization_gap_nats"], stats.vocab_size)
+    if wrecked:
+        logger.warning(wrecked)
+    return final, complexity

@@ -1,0 +1,108 @@
+"""Tiny GGUF files written in the tests with the ``gguf`` package's writer (no downloads).
+
+``write_tiny_llama(path)`` writes a 1-layer Llama (d = 64, V = 259: the 256 GPT-2 byte tokens,
+<s>, </s> and one merge) that ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=name)`` and
+the harness's ``gguf_file=`` model arg load; ``write_all_types(path)`` writes one small tensor of
+every GGML type the message codes (quantized by ``gguf.quants`` where it can quantize; the
+K-quants, which it can only dequantize, as raw blocks with finite f16 scales).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+QUANTIZABLE = (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.F16, T.BF16, T.F32)
+K_QUANTS = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
+
+
+def _byte_tokens() -> list[str]:
+    """GPT-2's byte-to-unicode table: the 256 byte tokens of a byte-level BPE."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+def _close(w: gguf.GGUFWriter) -> None:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _add(w: gguf.GGUFWriter, name: str, x: np.ndarray, qtype: T) -> None:
+    if qtype == T.F32:
+        w.add_tensor(name, x.astype(np.float32))
+    else:
+        w.add_tensor(name, gguf.quants.quantize(x.astype(np.float32), qtype), raw_dtype=qtype)
+
+
+def write_tiny_llama(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, tokens: tuple[str, ...] = ("he",),
+                     context_length: int = 128) -> Path:
+    """A 1-layer Llama GGUF at ``path``: weight matrices in ``qtype``, norms in F32."""
+    rng = np.random.default_rng(seed)
+    d, ff, heads = 64, 128, 2
+    vocab = _byte_tokens() + ["<s>", "</s>"] + list(tokens)
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_name("tiny")
+    w.add_block_count(1)
+    w.add_context_length(context_length)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(heads)
+    w.add_rope_dimension_count(d // heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(len(vocab))
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(vocab)
+    w.add_token_types([1] * 256 + [3, 3] + [1] * len(tokens))
+    w.add_token_merges([" ".join(t) for t in tokens])
+    w.add_bos_token_id(256)
+    w.add_eos_token_id(257)
+    shapes = {"token_embd.weight": (len(vocab), d), "blk.0.attn_norm.weight": (d,), "blk.0.ffn_norm.weight": (d,),
+              "blk.0.attn_q.weight": (d, d), "blk.0.attn_k.weight": (d, d), "blk.0.attn_v.weight": (d, d),
+              "blk.0.attn_output.weight": (d, d), "blk.0.ffn_gate.weight": (ff, d), "blk.0.ffn_up.weight": (ff, d),
+              "blk.0.ffn_down.weight": (d, ff), "output_norm.weight": (d,), "output.weight": (len(vocab), d)}
+    for name, shape in shapes.items():
+        if len(shape) == 1:
+            _add(w, name, 1.0 + 0.1 * rng.normal(size=shape), T.F32)
+        else:
+            _add(w, name, 0.1 * rng.normal(size=shape), qtype)
+    _close(w)
+    return Path(path)
+
+
+def _k_quant_blocks(qtype: T, n_blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """Raw blocks of a K-quant: random packed codes and scales, finite positive f16 super-scales."""
+    _, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+    d_offsets = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}[qtype]
+    for off in d_offsets:
+        blocks[:, off:off + 2] = rng.uniform(0.001, 0.01, n_blocks).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return blocks
+
+
+def write_all_types(path: str | Path, *, seed: int = 0, rows: int = 4, cols: int = 256) -> Path:
+    """One [rows, cols] tensor of every type in :data:`QUANTIZABLE` and :data:`K_QUANTS`."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_block_count(1)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(_byte_tokens())
+    for qtype in QUANTIZABLE:
+        _add(w, f"t.{qtype.name}", rng.normal(size=(rows, cols)), qtype)
+    for qtype in K_QUANTS:
+        block, _ = gguf.GGML_QUANT_SIZES[qtype]
+        blocks = _k_quant_blocks(qtype, rows * cols // block, rng)
+        w.add_tensor(f"t.{qtype.name}", blocks.reshape(rows, -1), raw_dtype=qtype)
+    _close(w)
+    return Path(path)
