@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lm_eval_genbound.atomic import atomic_write_with
-from fitting.schema import ANY_METHOD, STACK_TERMS, UNITS, method_kind
+from fitting.schema import ANY_METHOD, REQUIRED_STACK_TERMS, STACK_TERMS, UNITS, method_kind
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ FitMap = Mapping[tuple[str, str, str], object]
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
             "#17becf", "#bcbd22", "#7f7f7f"]
-_STACK_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#55a868", "#8172b3"]
+_STACK_COLORS = ["#4c72b0", "#dd8452", "#c44e52", "#55a868", "#8172b3", "#937860"]
 DPI = 110
 
 
@@ -210,7 +210,7 @@ def _baseline_lines(ax, g: pd.DataFrame, method: str, color: str, n_column: str,
 def _stack_method(df: pd.DataFrame) -> Optional[str]:
     methods = [m for m in sorted(df["complexity_method"].unique())
                if all(c in df.columns and df.loc[df["complexity_method"] == m, c].notna().all()
-                      for c in STACK_TERMS)]
+                      for c in REQUIRED_STACK_TERMS)]
     for kind_pref in (lambda m: m.lower().startswith("gptq"), lambda m: m.lower().startswith("rtn"),
                       lambda m: method_kind(m) == "param_counting", lambda m: True):
         for m in methods:
@@ -260,14 +260,15 @@ def plot_terms_vs_n(df: pd.DataFrame, fits: FitMap, path: Path, *, n_column: str
     ax = fig.add_subplot(nrows, ncols, len(panels) + 1)
     m = _stack_method(df)
     if m is None:
-        ax.text(0.5, 0.5, "no method with every term\n(" + ", ".join(STACK_TERMS) + ")",
+        ax.text(0.5, 0.5, "no method with every term\n(" + ", ".join(REQUIRED_STACK_TERMS) + ")",
                 ha="center", va="center", fontsize=7, transform=ax.transAxes)
         ax.set_axis_off()
     else:
         g = df[df["complexity_method"] == m].sort_values(n_column)
-        ys = [g[c].clip(lower=0).to_numpy(float) for c in STACK_TERMS]
+        ys = [(g[c].fillna(0.0) if c in g.columns else pd.Series(0.0, index=g.index)).clip(lower=0).to_numpy(float)
+              for c in STACK_TERMS]
         labels = ["empirical loss", "quantization gap", "random guess C·lnV", "loss variation Σ√C",
-                  "smoothing √(2C)"]
+                  "smoothing √(2C)", "subsampling correction"]
         ax.stackplot(g[n_column].to_numpy(float), *ys, labels=labels, colors=_STACK_COLORS, alpha=0.85)
         if g["bound_nats"].notna().all():
             ax.plot(g[n_column], g["bound_nats"], "k--", lw=1, label="bound")

@@ -69,11 +69,11 @@ CSV_ALIASES: dict[str, str] = {
     "N": "n_params", "D": "train_tokens", "loss": "empirical_loss_nats", **record.RENAMED_COLUMNS,
 }
 
-#: the stacked decomposition of the paper-form bound (Finzi et al. Fig. 2 right), bottom to top
-STACK_TERMS: tuple[str, ...] = (
-    "empirical_loss_nats", "quant_gap_nats", "random_guess_nats", "loss_variation_nats",
-    "smoothing_nats",
-)
+#: the stacked decomposition of the paper-form bound (Finzi et al. Fig. 2 right), bottom to top: the
+#: run record's terms (the subsampling correction last; a table without it stacks it as 0)
+STACK_TERMS: tuple[str, ...] = record.BOUND_TERMS
+#: the terms every stacked method must have (the subsampling correction is 0 for a full evaluation)
+REQUIRED_STACK_TERMS: tuple[str, ...] = tuple(t for t in STACK_TERMS if t != "subsample_correction_nats")
 
 #: unit of every numeric column (the run record's)
 UNITS: dict[str, str] = {q.name: q.unit for q in record.QUANTITIES.values() if q.kind == "number"}

@@ -6,7 +6,8 @@
     ['gptq4', 'param16', 'param4', 'prequential', 'rtn4']
     >>> df.to_csv("runs.csv", index=False)            # doctest: +SKIP
 
-The numbers follow the bound's own arithmetic (SPEC §2): C = (L(h)·ln2 + ln(|K|/δ))/D,
+The numbers follow the bound's own arithmetic (SPEC §2): C = (L(h)·ln2 + ln(|K|/δ))/D with
+L(h) = M + 2·log2 M (:func:`lm_eval_genbound.record.prior_bits`),
 random guess C·ln V, loss variation Σ·√C, smoothing √(2C), bound = R̂ + quantization gap + the
 three terms; Σ(N) = 0.27 + 8337·N^(−0.54) (the paper's fit), the empirical loss from a Chinchilla
 law, prequential K̂ = preq_coef·N^0.5 bits, quantized code lengths ≈ b·N + side information.
@@ -71,11 +72,11 @@ def synthetic_runs(
             if kind == "prequential":
                 bits = preq_coef * n ** t["preq_c"] * float(jitter())
             elif kind == "param_counting":
-                bits = record.param_bits(m) * n + 2 * math.log2(n)
+                bits = record.param_bits(m) * n
             else:
                 b = float("".join(ch for ch in m if ch.isdigit()) or 4)
                 bits = (b + 0.3 + 200.0 * n ** -0.3) * n * float(jitter())
-            C = (bits * math.log(2) + log_k_delta) / d
+            C = (record.prior_bits(bits) * math.log(2) + log_k_delta) / d     # the bound's own ln 1/P(h)
             if m.startswith("rtn"):
                 qgap = 0.05 * (n / 1e4) ** -0.3 * float(jitter())
             elif m.startswith("gptq"):

@@ -240,6 +240,18 @@ def protocol_label(protocol: Mapping[str, Any]) -> str:
     return label
 
 
+def prior_bits(message_bits: float, n_configurations: float = 1) -> float:
+    """The bits of ln 1/P(h) for an M-bit model message: M + 2·log2 M (prefix-free; 0 for M ≤ 1) +
+    log2(n_configurations) (the settings searched). The one rule behind
+    :class:`lm_eval_genbound.bound.complexity.Complexity` and the fitter's synthetic tables.
+
+    >>> round(prior_bits(1024.0, n_configurations=4), 6)
+    1046.0
+    """
+    prefix = 2.0 * math.log2(message_bits) if message_bits > 1 else 0.0
+    return float(message_bits) + prefix + math.log2(n_configurations)
+
+
 def param_bits(method: str) -> Optional[float]:
     """Bits per parameter of a ``param<b>`` method (``param16`` -> 16.0); None for any other method.
 
@@ -373,5 +385,5 @@ def loads(text: str, *, strict: bool = True) -> Any:
 
 __all__ = ["Quantity", "QUANTITIES", "BOUND_TERMS", "RUNS_COLUMNS", "METRICS", "UNDIRECTED_METRICS", "MANIFEST_FINAL",
            "HARNESS_ALIASES", "RENAMED_COLUMNS", "NONFINITE_REASONS", "REASON_METRICS", "to_bpb", "is_vacuous", "verdict",
-           "loss_range_nats", "protocol_label", "param_bits", "method_kind", "final_to_row", "jsonable",
+           "loss_range_nats", "protocol_label", "prior_bits", "param_bits", "method_kind", "final_to_row", "jsonable",
            "dumps", "restore", "loads"]

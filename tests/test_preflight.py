@@ -134,3 +134,12 @@ def test_subsample_stays_accepted_for_token_streams(tmp_path):
     s = TaskSettings.from_metadata({"genbound_source": "tokens", "genbound_tokens": str(tmp_path / "t.npy"),
                                     "genbound_subsample": 100})
     assert s.subsample == 100
+
+
+@pytest.mark.parametrize("spec", ["gguf", "GGUF", "rtn4", "gptq4-v6"])
+def test_every_quantize_value_the_model_accepts_passes_the_preflight(env, spec):
+    """``quantize=gguf`` (a GGUF model's own tensors) and every quantizer spec pass the check made
+    before the model loads; only an unknown spec is refused there."""
+    check_model_args({"pretrained": str(env["model"]), "quantize": spec})
+    with pytest.raises(GenboundError, match="quantize=gguf4"):
+        check_model_args({"pretrained": str(env["model"]), "quantize": "gguf4"})

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.record import param_bits
+from lm_eval_genbound.record import param_bits, prior_bits
 
 _DERIVED = ("prefix_bits", "config_bits", "prior_bits", "prior_nats")
 
@@ -91,8 +91,8 @@ class Complexity:
 
     @property
     def prior_bits(self) -> float:
-        """M + 2·log2 M + log2(n_configurations): the bits of ln 1/P(h)."""
-        return self.message_bits + self.prefix_bits + self.config_bits
+        """M + 2·log2 M + log2(n_configurations): the bits of ln 1/P(h) (:func:`record.prior_bits`)."""
+        return prior_bits(self.message_bits, self.n_configurations)
 
     @property
     def prior_nats(self) -> float:

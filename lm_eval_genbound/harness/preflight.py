@@ -130,9 +130,9 @@ def check_model_args(model_args: Optional[dict]) -> None:
             raise GenboundError(f"gguf_file={gguf}: no such file in {pretrained}"
                                 + (f" (it holds {', '.join(found)})" if found else " (it holds no .gguf file)"))
     if args.get("quantize"):
-        from lm_eval_genbound.complexity.quant_spec import parse_quant_spec
+        from lm_eval_genbound.complexity.quant_spec import parse_quantize_arg
         try:
-            parse_quant_spec(str(args["quantize"]))
+            parse_quantize_arg(str(args["quantize"]))       # a spec, or gguf (the file's own tensors)
         except GenboundError as exc:
             raise GenboundError(f"quantize={args['quantize']}: {exc}") from None
     if args.get("bos_policy") not in (None, "prefix", "none"):
