@@ -31,8 +31,11 @@ def stream(env):
 
 
 def _numbers(d: dict) -> dict:
-    """The dict without its NaN values (bits per byte of a token stream: no bytes)."""
-    return {k: v for k, v in d.items() if not (isinstance(v, float) and math.isnan(v))}
+    """The dict read back under the JSON policy (a ``null`` with its reason is the number again),
+    without its NaN values (bits per byte of a token stream: no bytes) and the reasons."""
+    from lm_eval_genbound.record import restore
+    return {k: v for k, v in restore(dict(d)).items()
+            if not k.endswith("_reason") and not (isinstance(v, float) and math.isnan(v))}
 
 
 def _meta(stream, side, **extra):

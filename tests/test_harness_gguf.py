@@ -66,7 +66,7 @@ def test_quantize_gguf_charges_the_files_own_tensors_with_a_zero_gap(env, runs):
     assert runs["gguf"]["results"]["genbound_quantization_gap,none"] == 0.0
     assert g["model"]["weights_sha256"] == p["model"]["weights_sha256"]        # the same weights evaluated
     assert g["final"]["empirical_risk_nats"] == p["final"]["empirical_risk_nats"]
-    assert g["final"]["bits_per_byte"] == p["final"]["bits_per_byte"]
+    assert g["final"]["empirical_bpb"] == p["final"]["empirical_bpb"]
     assert g["final"]["bound_nats"] < p["final"]["bound_nats"]
 
 

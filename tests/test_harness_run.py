@@ -132,7 +132,7 @@ def test_window_bar_counts_tokens_and_moves_after_every_batch(env):
         return int(counts[-1]) if counts else -1
 
     seen: list[int] = []
-    hook = lm.model.register_forward_pre_hook(lambda module, args: seen.append(shown()))
+    hook = lm.model.base_model.register_forward_pre_hook(lambda module, args: seen.append(shown()))   # the body runs on either head path
     try:
         with contextlib.redirect_stderr(err):
             (scores,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("", GenboundRequest(

@@ -273,9 +273,10 @@ def run_harness_cli(argv: Sequence[str]) -> int:
 
     argv = with_include_paths(argv, includes)
     out = option(argv, "--output_path")
-    if out:
+    previous_output = os.environ.get(OUTPUT_ENV)
+    if out:          # this run's sidecar root (set for this run only: an in-process caller's next run has its own)
         root = out[:-5] if out.endswith(".json") else out
-        os.environ.setdefault(OUTPUT_ENV, str(Path(root).resolve()))
+        os.environ[OUTPUT_ENV] = str(Path(root).resolve())
     tasks = ns.tasks if ns is not None and ns.tasks else requested_tasks(argv)
     only_ours = bool(tasks) and all(is_genbound_task(t) for t in tasks)
     defaults = not (bool(tasks) and (only_ours or user_tasks_found(tasks, includes)))
@@ -286,4 +287,9 @@ def run_harness_cli(argv: Sequence[str]) -> int:
             cli_evaluate()
     finally:
         sys.argv = old
+        if out:
+            if previous_output is None:
+                os.environ.pop(OUTPUT_ENV, None)
+            else:
+                os.environ[OUTPUT_ENV] = previous_output
     return 0
