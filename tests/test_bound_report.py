@@ -95,3 +95,18 @@ def test_genbound_bound_json_is_the_report(tmp_path, capsys):
     assert "bound (paper form)" in table and "bits per byte" in table and "HEURISTIC" in table
     assert main(["bound", str(path), "--complexity-bits", "-1"]) == 2
     assert "code length" in capsys.readouterr().err
+
+
+def test_requential_bound_rows_are_the_run_records_columns():
+    """`genbound requential bound` writes each stop's bound under the run record's names (no private
+    spellings such as the old `complexity_C`), with the certified/vacuous flags as booleans."""
+    from lm_eval_genbound.cli.requential import _row
+
+    rep = bound_report(_stats(), Complexity(3000.0, n_configurations=4, method="bits"), delta=0.05)
+    row = _row("requential-step8", rep, {"step": 8})
+    assert (row["row"], row["step"]) == ("requential-step8", 8)
+    cols = set(row) - {"row", "step"}
+    assert cols <= set(record.RUNS_COLUMNS)
+    assert {"complexity_bits", "complexity_per_token", "empirical_loss_nats", "bound_nats", "bound_bpb"} <= cols
+    assert row["complexity_per_token"] == rep.terms.complexity and row["bound_nats"] == rep.terms.bound_paper_nats
+    assert row["certified"] is True and isinstance(row["vacuous"], bool)

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 from lm_eval_genbound.cli import run_parsed
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.progress import add_progress_flag
+from lm_eval_genbound.record import final_to_row
 
 __all__ = ["main_requential", "requential_bounds"]
 
@@ -72,13 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _row(label: str, rep, extra: dict) -> dict:
-    t = rep.to_dict()
-    return {"row": label, **extra, "certified": bool(t["certified"]), "complexity_bits": t["code_length_bits"],
-            "complexity_C": t["complexity"], "empirical_loss_nats": t["empirical_risk_nats"],
-            "quant_gap_nats": t["quantization_gap_nats"], "random_guess_nats": t["random_guess_nats"],
-            "loss_variation_nats": t["loss_variation_nats"], "smoothing_nats": t["smoothing_paper_nats"],
-            "bound_nats": t["bound_paper_nats"], "bound_exact_nats": t["bound_exact_nats"], "bound_bpb": t["bound_bpb"],
-            "vacuous": bool(t["vacuous"])}
+    """One bound row: the run record's columns (:func:`lm_eval_genbound.record.final_to_row`) of ``rep``."""
+    row = {"row": label, **extra, **final_to_row(rep.to_dict())}
+    return {**row, "certified": bool(row["certified"]), "vacuous": bool(row["vacuous"])}
 
 
 def requential_bounds(req_dir: str | Path, *, delta: float = 0.05, batch_size: int = 32,

@@ -207,7 +207,6 @@ def plan_layer(kind: str, in_features: int, out_features: int, compression: floa
     if kind == "kronecker":
         for m1 in _divisors(m):
             for n1 in _divisors(n):
-                base = m1 * n1 + (m // m1) * (n // n1)
                 max_rank = min(m1 * n1, (m // m1) * (n // n1))
                 for r in range(1, max_rank + 1):
                     p = KroneckerPlan(n, m, m1, n1, r)
