@@ -166,13 +166,24 @@ def _described(targets: list[Target], results: dict[str, WeightQuantization], bi
     return out
 
 
+_CHECK_SLICE = 1 << 22       # weights dequantized at a time by the exactness check (16 MiB of float32)
+
+
 def _check_described_exactly(model: nn.Module, quantized: dict[str, QuantizedTensor]) -> None:
     """Every quantized parameter of ``model`` holds exactly the float32 values its code gives
     (fails for half-precision models, whose parameters cannot hold scale·(code − zero))."""
     params = dict(model.named_parameters())
     for name, qt in quantized.items():
         p = params[name].detach()
-        if not np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param()):
+        if qt.param_shape is not None:                       # a vector: small, at once
+            same = np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param())
+        else:                                                # a weight: a slice of rows at a time
+            w = p.t() if qt.transposed else p
+            step = max(1, _CHECK_SLICE // max(1, qt.shape[1]))
+            same = tuple(w.shape) == qt.shape and all(
+                np.array_equal(w[lo:lo + step].to(torch.float32).cpu().numpy(), qt.dequantize_rows(lo, lo + step))
+                for lo in range(0, qt.shape[0], step))
+        if not same:
             raise GenboundError(f"parameter {name} ({p.dtype}) cannot hold its quantized values exactly, so the code "
                                 "would not describe the evaluated model; load the model in float32 to quantize it")
 
@@ -185,7 +196,7 @@ def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps
     for t in progress_bar(targets, desc="RTN layers", unit="layer", progress=progress):
         res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
         t.set_weight(res.weight)
-        results[t.param_name] = res
+        results[t.param_name] = res.without_weight()     # the model holds the weight: one copy
     return results
 
 

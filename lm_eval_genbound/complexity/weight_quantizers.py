@@ -40,6 +40,7 @@ layer by layer through a model is :mod:`lm_eval_genbound.complexity.quantize`'s 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ class WeightQuantization:
         scales: float32 ``[n_row_blocks, n_groups]``, ``scale_from_exponent(scale_exponents, K)``.
         zeros: uint8 ``[n_row_blocks, n_groups]`` (integer zero points).
         weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W;
-            row i uses row block i // row_block).
+            row i uses row block i // row_block); None once it was copied into the model
+            (:meth:`without_weight`: the description alone, no second copy of the weights).
         bits, group_size: the grid (``group_size`` = cols when one group per row).
         scale_steps: K, scale grid steps per octave.
         row_block: rows per group (1 unless cols < group size; see the module docstring).
@@ -84,11 +86,16 @@ class WeightQuantization:
     scale_exponents: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     bits: int
     group_size: int
     scale_steps: int = SCALE_STEPS
     row_block: int = 1
+
+    def without_weight(self) -> "WeightQuantization":
+        """The same description without the dequantized ``weight`` (kept by the model it was copied
+        into), so a whole model's results hold the integers only (~1 byte a weight)."""
+        return dataclasses.replace(self, weight=None)
 
 
 def _minmax_grid(w: torch.Tensor, maxq: int, steps: int, r: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
