@@ -133,7 +133,7 @@ def _from_symbols(symbols: np.ndarray, n_blocks: int, n_bytes: int, width: int) 
     if width == 16:
         return symbols.astype(np.uint16).astype("<u2").view(np.uint8).reshape(n_blocks, n_bytes)
     if width == 8:
-        return symbols.astype(np.int64).astype(np.uint8).reshape(n_blocks, n_bytes)
+        return symbols.astype(np.uint8).reshape(n_blocks, n_bytes)   # int8 symbols wrap to their bytes
     per = 8 // width
     parts = symbols.astype(np.uint8).reshape(n_blocks, n_bytes, per)
     shifts = np.arange(0, 8, width, dtype=np.uint8)

@@ -51,7 +51,8 @@ from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
 from lm_eval_genbound.complexity.scale_grid import SCALE_STEPS
 from lm_eval_genbound.complexity.targets import Target, collect_targets, pattern_matches
-from lm_eval_genbound.complexity.weight_quantizers import WeightQuantization, rtn_quantize_vector, rtn_quantize_weight
+from lm_eval_genbound.complexity.weight_quantizers import (WeightQuantization, rtn_quantize_rows_in_place,
+                                                           rtn_quantize_vector)
 from lm_eval_genbound.errors import GenboundError
 
 logger = logging.getLogger(__name__)
@@ -194,9 +195,9 @@ def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps
 
     results = {}
     for t in progress_bar(targets, desc="RTN layers", unit="layer", progress=progress):
-        res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
-        t.set_weight(res.weight)
-        results[t.param_name] = res.without_weight()     # the model holds the weight: one copy
+        # into the parameter a block of rows at a time: the model holds the weight, once
+        results[t.param_name] = rtn_quantize_rows_in_place(t.weight_matrix(), bits, group_size, scale_steps=steps,
+                                                           row_blocks=row_blocks)
     return results
 
 

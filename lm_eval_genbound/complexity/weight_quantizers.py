@@ -59,6 +59,7 @@ __all__ = [
     "WeightQuantization",
     "gptq_quantize_weight",
     "proxy_loss",
+    "rtn_quantize_rows_in_place",
     "rtn_quantize_vector",
     "rtn_quantize_weight",
 ]
@@ -163,6 +164,31 @@ def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEF
     ``rows_per_group(cols, group_size)`` rows when cols < group_size (module docstring)."""
     gs = _check_weight(W, bits, group_size)
     return _rtn(W, bits, gs, check_scale_steps(scale_steps), _row_block(W, group_size, row_blocks))
+
+
+def rtn_quantize_rows_in_place(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE, *,
+                               scale_steps: int = SCALE_STEPS, row_blocks: bool = True,
+                               chunk_elements: int = 1 << 22) -> WeightQuantization:
+    """:func:`rtn_quantize_weight` of ``W`` a block of rows at a time, each block's dequantized
+    values written back into ``W`` (a view of the parameter: its dtype, any strides), so the
+    float32 temporaries are one block's (≤ ``chunk_elements`` weights) instead of several copies of
+    the whole matrix. The same codes, exponents, zero points and values, bit for bit: RTN's grids
+    are per row, or per block of ``row_block`` rows, and each block of rows holds whole multiples
+    of it. Returns the description without ``weight`` (``W`` holds it)."""
+    gs = _check_weight(W, bits, group_size)
+    steps = check_scale_steps(scale_steps)
+    r = _row_block(W, group_size, row_blocks)
+    rows, cols = W.shape
+    step = max(r, (int(chunk_elements) // max(1, cols)) // r * r)
+    parts = []
+    for lo in range(0, max(rows, 1), step):
+        res = _rtn(W[lo:lo + step], bits, gs, steps, r)
+        W[lo:lo + step].copy_(res.weight)
+        parts.append(res.without_weight())
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(parts[0], **{f: torch.cat([getattr(q, f) for q in parts])
+                                            for f in ("codes", "scale_exponents", "scales", "zeros")})
 
 
 def _rtn(W: torch.Tensor, bits: int, gs: int, steps: int, r: int = 1) -> WeightQuantization:
