@@ -29,15 +29,17 @@ def _malloc_trim():
         return None
 
 
-def release_freed_memory() -> bool:
-    """Collect garbage, then return the heap's free pages to the OS (``malloc_trim(0)``).
+def release_freed_memory(collect: bool = True) -> bool:
+    """Collect garbage (unless ``collect`` is False: a loop freeing its own temporaries), then
+    return the heap's free pages to the OS (``malloc_trim(0)``).
 
     Returns
     -------
     bool
         Whether glibc's ``malloc_trim`` was called (False where it does not exist).
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     trim = _malloc_trim()
     if trim is None:
         return False

@@ -346,7 +346,7 @@ def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarr
             if not pooled:
                 charge(i, role.part, *write(plan))
         tick(sum(n_sym))
-    words = np.asarray(coder.get_compressed(), dtype=np.uint32).copy()
+    words = np.asarray(coder.get_compressed(), dtype=np.uint32)   # already the coder's copy
     bits = header.getbits()
     total = int(bits.size) + WORD_BITS * int(words.size)
     charged = sum(p["shape"] + p["scales"] + p["zeros"] + p["codes_header"] + p["codes"] for p in per)
@@ -367,8 +367,14 @@ def decode_model(encoded: EncodedModel, *, progress: bool = False) -> list[Quant
     with _symbol_bar(0, "decoding the model", progress) as bar:
         parts: dict[int, dict[str, np.ndarray]] = {}
         shapes: list[tuple[int, ...]] = []
-        for i, part, values in _decoded_parts(encoded, bar, shapes):
-            parts.setdefault(i, {})[part] = values
+        pieces: dict[tuple[int, str], list[np.ndarray]] = {}
+        for i, part, _, values in _decoded_parts(encoded, bar, shapes):
+            pieces.setdefault((i, part), []).append(values)
+    for (i, part), got in pieces.items():
+        rows, cols, gs = encoded.layout[i].geometry(shapes[i])
+        grid = (_group_count(rows, encoded.layout[i].row_block), _group_count(cols, gs) if cols else 0)
+        parts.setdefault(i, {})[part] = np.concatenate([g.reshape(-1) for g in got]).reshape(
+            (rows, cols) if part == "codes" else grid)
     out: list[QuantizedTensor] = []
     for i, (lay, shape) in enumerate(zip(encoded.layout, shapes)):
         p, (_, _, gs) = parts[i], lay.geometry(shape)
@@ -378,11 +384,13 @@ def decode_model(encoded: EncodedModel, *, progress: bool = False) -> list[Quant
     return out
 
 
-def _decoded_parts(encoded: EncodedModel, bar, shapes: list) -> Iterator[tuple[int, str, np.ndarray]]:
-    """Read the message: (tensor index, part, its values) in message order, one tensor's part at a
-    time (a pooled stream is read tensor by tensor: the same symbols, never the whole role at
-    once); ``shapes`` is filled with every tensor's shape first, and ``bar`` (whose total it sets)
-    ticks by each part's symbols. Only the zero points are kept (the centered codes need them)."""
+def _decoded_parts(encoded: EncodedModel, bar, shapes: list) -> Iterator[tuple[int, str, int, np.ndarray]]:
+    """Read the message: (tensor index, part, flat offset, values) in message order, a slice of one
+    tensor's part at a time (zero points: a tensor's whole grid, [blocks, groups]; exponents and
+    codes: flat slices of ≤ ``SLICE_SYMBOLS``; a pooled stream is read tensor by tensor: the same
+    symbols, never the whole role at once); ``shapes`` is filled with every tensor's shape first,
+    and ``bar`` (whose total it sets) ticks by the symbols read. Only the zero points are kept (the
+    centered codes need them)."""
     header = BitReader(encoded.header)
     coder = load_constriction().stream.queue.RangeDecoder(np.asarray(encoded.words, dtype=np.uint32))
     layout = encoded.layout
@@ -408,22 +416,21 @@ def _decoded_parts(encoded: EncodedModel, bar, shapes: list) -> Iterator[tuple[i
             else:
                 stream = StreamReader(header, coder, n, role.domain)
             for i in js:
-                values = stream.take(size_of[i])
-                if centered:
-                    values += per_code(zeros[i], *geometry[i], layout[i].row_block).reshape(-1)
-                values = values.reshape(shape_of[i])
-                if role.part == "zeros":
-                    zeros[i] = values
-                yield i, role.part, values
-                bar.update(size_of[i])
+                if role.part == "zeros":        # kept: the centered codes need them
+                    zeros[i] = stream.take(size_of[i]).reshape(shape_of[i])
+                    yield i, role.part, 0, zeros[i]
+                    bar.update(size_of[i])
+                    continue
+                cols, gs = geometry[i][1], geometry[i][2]
+                for lo in range(0, size_of[i], SLICE_SYMBOLS):     # a slice at a time (flat positions)
+                    values = stream.take(min(SLICE_SYMBOLS, size_of[i] - lo))
+                    if centered:
+                        r, c = np.divmod(np.arange(lo, lo + values.size, dtype=np.int64), cols)
+                        values += zeros[i][r // layout[i].row_block, c // gs].astype(values.dtype)
+                    yield i, role.part, lo, values
+                    bar.update(values.size)
     if not header.exhausted:
         raise AssertionError("header bits left over after decoding")
-
-
-def _equal_by_slices(a: np.ndarray, b: np.ndarray) -> bool:
-    """``np.array_equal`` of two arrays of one shape, a slice at a time (small temporaries)."""
-    a, b = a.reshape(-1), np.ascontiguousarray(b).reshape(-1)
-    return all(np.array_equal(a[k:k + SLICE_SYMBOLS], b[k:k + SLICE_SYMBOLS]) for k in range(0, a.size, SLICE_SYMBOLS))
 
 
 def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, *, progress: bool = False) -> None:
@@ -442,11 +449,15 @@ def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, 
     shapes: list[tuple[int, ...]] = []
     with _symbol_bar(0, "decoding the model", progress) as bar:
         # part by part as the message is read, so at most one tensor's decoded part exists at a time
-        for i, part, values in _decoded_parts(encoded, bar, shapes):
+        for i, part, lo, values in _decoded_parts(encoded, bar, shapes):
             qt = quantized[i]
             mine = np.asarray({"codes": qt.codes, "scales": qt.scale_exponents, "zeros": qt.zeros}[part])
-            same = (shapes[i] == qt.tensor_shape and layout[i].geometry(shapes[i])[2] == qt.group_size
-                    and values.shape == mine.shape and _equal_by_slices(values, mine))
+            rows, cols, gs = layout[i].geometry(shapes[i])
+            # the slices of a part cover its shape, which the tensor's own part must have
+            shape = (rows, cols) if part == "codes" else (_group_count(rows, qt.row_block),
+                                                          _group_count(cols, gs) if cols else 0)
+            same = (shapes[i] == qt.tensor_shape and gs == qt.group_size and mine.shape == shape
+                    and np.array_equal(values.reshape(-1), mine.reshape(-1)[lo:lo + values.size]))
             # the dequantized values are a function of exactly these fields, so they are equal too (not
             # recomputed here: that would hold several float32 copies of the largest tensor at once)
             if not same:  # a coder failure is a bug, not a user error

@@ -54,6 +54,7 @@ from lm_eval_genbound.complexity.targets import Target, collect_targets, pattern
 from lm_eval_genbound.complexity.weight_quantizers import (WeightQuantization, rtn_quantize_rows_in_place,
                                                            rtn_quantize_vector)
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.memory import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps
         # into the parameter a block of rows at a time: the model holds the weight, once
         results[t.param_name] = rtn_quantize_rows_in_place(t.weight_matrix(), bits, group_size, scale_steps=steps,
                                                            row_blocks=row_blocks)
+        release_freed_memory(collect=False)   # its blocks' temporaries, before they fragment the heap
     return results
 
 
