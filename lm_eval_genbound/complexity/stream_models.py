@@ -345,8 +345,12 @@ class CenteredCodes:
 
     def _minmax(self) -> tuple[int, int]:
         if self._range is None:
-            parts = [self[i:i + SLICE_SYMBOLS] for i in range(0, self.size, SLICE_SYMBOLS)]
-            self._range = (min(int(p.min()) for p in parts), max(int(p.max()) for p in parts))
+            lo = hi = None
+            for i in range(0, self.size, SLICE_SYMBOLS):          # one slice at a time
+                part = self[i:i + SLICE_SYMBOLS]
+                lo = int(part.min()) if lo is None else min(lo, int(part.min()))
+                hi = int(part.max()) if hi is None else max(hi, int(part.max()))
+            self._range = (lo, hi)
         return self._range
 
     def min(self) -> int:
