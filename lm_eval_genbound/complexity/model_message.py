@@ -62,7 +62,8 @@ from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.complexity.scale_grid import exponent_domain
 from lm_eval_genbound.complexity.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
-                                            CenteredCodes, StreamReader, plan_codes, plan_stream, zeros_differ)
+                                            CenteredCodes, StreamReader, plan_codes, plan_stream, zero_points_under,
+                                            zeros_differ)
 from lm_eval_genbound.complexity.symbol_coding import SLICE_SYMBOLS, WORD_BITS, empirical_entropy_bits, load_constriction
 
 __all__ = [
@@ -425,8 +426,8 @@ def _decoded_parts(encoded: EncodedModel, bar, shapes: list) -> Iterator[tuple[i
                 for lo in range(0, size_of[i], SLICE_SYMBOLS):     # a slice at a time (flat positions)
                     values = stream.take(min(SLICE_SYMBOLS, size_of[i] - lo))
                     if centered:
-                        r, c = np.divmod(np.arange(lo, lo + values.size, dtype=np.int64), cols)
-                        values += zeros[i][r // layout[i].row_block, c // gs].astype(values.dtype)
+                        values += zero_points_under(zeros[i], cols, gs, layout[i].row_block, lo,
+                                                    lo + values.size).astype(values.dtype)
                     yield i, role.part, lo, values
                     bar.update(values.size)
     if not header.exhausted:

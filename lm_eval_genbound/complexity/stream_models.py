@@ -66,6 +66,7 @@ __all__ = [
     "read_stream",
     "StreamReader",
     "symbol_dtype",
+    "zero_points_under",
     "zeros_differ",
 ]
 
@@ -312,6 +313,17 @@ def _shorter(a: StreamPlan | None, b: StreamPlan | None) -> StreamPlan | None:
     return b if b.trial_bits < a.trial_bits else a
 
 
+def zero_points_under(zeros: np.ndarray, cols: int, group_size: int, row_block: int, lo: int, hi: int) -> np.ndarray:
+    """The zero point under each code at flat positions ``lo:hi`` of a [rows, cols] code matrix
+    (row i, column j: ``zeros[i // row_block, j // group_size]``), built for the rows that range
+    touches only (temporaries ~ one byte per code of the slice, in ``zeros``' dtype)."""
+    if hi <= lo:
+        return zeros.reshape(-1)[:0]
+    r0, r1 = lo // cols, (hi - 1) // cols + 1
+    rows = zeros[np.arange(r0, r1) // row_block][:, np.arange(cols) // group_size]
+    return rows.reshape(-1)[lo - r0 * cols:hi - r0 * cols]
+
+
 class CenteredCodes:
     """A tensor's codes minus the zero point of each code's group, in [−(2^b − 1), 2^b − 1]
     (int16 for b < 16), made a slice at a time from the codes and the per-group zero points: a
@@ -326,7 +338,7 @@ class CenteredCodes:
         self.codes, self.zeros = np.asarray(codes), np.asarray(zeros)
         self._flat = self.codes.reshape(-1)
         self.size = int(self._flat.size)
-        self._cols, self._gs, self._rb = int(self.codes.shape[1]), int(group_size), int(row_block)
+        self._geometry = (int(self.codes.shape[1]), int(group_size), int(row_block))
         self.dtype = np.dtype(np.int16 if bits < 16 else np.int32)
         self._range: tuple[int, int] | None = None
 
@@ -339,9 +351,7 @@ class CenteredCodes:
         i, j, step = sl.indices(self.size)
         if step != 1:
             raise ValueError("centered codes are read in contiguous slices")
-        idx = np.arange(i, max(i, j), dtype=np.int64)
-        rows, cols = np.divmod(idx, self._cols)
-        return self._flat[i:j].astype(self.dtype) - self.zeros[rows // self._rb, cols // self._gs].astype(self.dtype)
+        return self._flat[i:j].astype(self.dtype) - zero_points_under(self.zeros, *self._geometry, i, j).astype(self.dtype)
 
     def _minmax(self) -> tuple[int, int]:
         if self._range is None:
