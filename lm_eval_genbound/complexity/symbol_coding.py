@@ -34,7 +34,7 @@ __all__ = [
 
 WORD_BITS = 32
 """Bits in one word of range-coder output."""
-SLICE_SYMBOLS = 1 << 22
+SLICE_SYMBOLS = 1 << 20
 """Symbols handled at once when counting, encoding or decoding a long stream (bounds temporaries)."""
 
 
