@@ -1,6 +1,6 @@
 """The architecture is enforced: layers depend one way, nothing imports in a cycle, bound/ needs no torch.
 
-Layers, lowest first (docs/ARCHITECTURE.md): shared helpers (``errors``, ``atomic``, ``progress``, ``_version``)
+Layers, lowest first (docs/ARCHITECTURE.md): shared helpers (``errors``, ``atomic``, ``progress``, ``memory``, ``_version``)
 → ``bound/`` (numpy) → ``data/`` → ``complexity/`` → ``suite/`` → ``harness/`` (the only importer of
 ``lm_eval``) → ``demo`` (the pipeline) → ``cli/``. ``fitting/`` uses only the shared helpers. Every
 import counts, also one inside a function, and so does a module named in a string (a dotted path
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"lm_eval_genbound", "lm_eval_genbound._version", "lm_eval_genbound.errors", "lm_eval_genbound.atomic",
-          "lm_eval_genbound.progress",
+          "lm_eval_genbound.progress", "lm_eval_genbound.memory",
           "lm_eval_genbound.record"}
 LAYERS = ["shared", "bound", "data", "complexity", "suite", "harness", "demo", "cli"]
 #: third-party packages each layer may not import (any import, at any depth)

@@ -89,8 +89,8 @@ def _assert_gap_zero_same_weights(runs: dict, cl) -> None:
     assert g["final"]["quantization_gap_nats"] == 0.0 and g["final"]["complexity_method"] == "gguf"
     assert g["model"]["code_length"]["total_bits"] == pytest.approx(cl.total_bits, rel=1e-12)
     assert g["model"]["weights_sha256"] == p["model"]["weights_sha256"]
-    assert g["final"]["bits_per_byte"] == p["final"]["bits_per_byte"]
-    print(f"quantize=gguf: bound {g['final']['bound_nats']:.4g} nats/token (param16 {p['final']['bound_nats']:.4g}),"
+    assert g["final"]["empirical_bpb"] == p["final"]["empirical_bpb"]
+    print(f"quantize=gguf: bound {g['final']['bound_paper_nats']:.4g} nats/token (param16 {p['final']['bound_paper_nats']:.4g}),"
           f" D* {g['final']['nonvacuous_train_tokens']:.4g} (param16 {p['final']['nonvacuous_train_tokens']:.4g})")
 
 

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_with
+from lm_eval_genbound.memory import release_freed_memory
 from lm_eval_genbound.complexity.calibration import (CALIBRATION_TEXT_CHARS, DEFAULT_N_SEQ, DEFAULT_SEQ_LEN,
                                                      calibration_windows, default_calibration_text)
 from lm_eval_genbound.complexity.parameters import parameter_counts
@@ -275,6 +276,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
         raise GenboundError(f"text file not found: {a.calibration_text}")
     device = _device(a.device)
     model = _load_model(a.model, device, a.dtype, progress=a.progress, gguf_file=a.gguf_file)
+    release_freed_memory()          # the load's temporaries (a GGUF's dequantization): the weights alone stay
     n_params = parameter_counts(model).n_params
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "genbound_complexity", "genbound_version": __version__,
@@ -289,6 +291,7 @@ def _main_complexity(argv: Sequence[str] | None) -> int:
         from lm_eval_genbound.complexity.gguf_message import gguf_code_length  # noqa: PLC0415
 
         del model  # the message is read from the file, tensor by tensor: one copy of the weights at a time
+        release_freed_memory()
         cl = gguf_code_length(Path(a.model) / a.gguf_file, n_configs=a.n_configs, progress=a.progress)
         record["spec"] = cl.method
         record["quantization_gap_nats"] = 0.0
@@ -321,6 +324,7 @@ def _quantized_code_length(a: argparse.Namespace, model, record: dict[str, Any])
     qm = quantize_model(model, method=a.method, bits=bits, group_size=gs, calibration=calib,
                         keep_fp16=tuple(a.keep_fp16), seed=a.seed, vector_bits=a.vector_bits,
                         progress=a.progress, in_place=True)   # one copy (fingerprint taken above)
+    release_freed_memory()
     record["spec"] = format_quant_spec(a.method, bits, gs, a.vector_bits)
     record["keep_fp16"] = list(a.keep_fp16)
     record["vector_bits"] = a.vector_bits

@@ -133,7 +133,7 @@ def _from_symbols(symbols: np.ndarray, n_blocks: int, n_bytes: int, width: int) 
     if width == 16:
         return symbols.astype(np.uint16).astype("<u2").view(np.uint8).reshape(n_blocks, n_bytes)
     if width == 8:
-        return symbols.astype(np.int64).astype(np.uint8).reshape(n_blocks, n_bytes)
+        return symbols.astype(np.uint8).reshape(n_blocks, n_bytes)   # int8 symbols wrap to their bytes
     per = 8 // width
     parts = symbols.astype(np.uint8).reshape(n_blocks, n_bytes, per)
     shifts = np.arange(0, 8, width, dtype=np.uint8)
@@ -310,7 +310,7 @@ def encode_gguf(path: str | Path, *, progress: bool = False) -> GGUFMessage:
         per[t.name] = dict(type=t.tensor_type.name, n_params=int(t.n_elements), raw_bits=8 * int(blocks.size),
                            meta_bits=meta, stream_header_bits=len(header) - h0 - meta, coded_bits=now - coded)
         coded = now
-    words = np.asarray(coder.get_compressed(), dtype=np.uint32).copy()
+    words = np.asarray(coder.get_compressed(), dtype=np.uint32)   # already the coder's copy
     msg = GGUFMessage(header.getbits(), words, per, config_bits, count_bits)
     charged = config_bits + count_bits + sum(p["meta_bits"] + p["stream_header_bits"] + p["coded_bits"]
                                              for p in per.values())

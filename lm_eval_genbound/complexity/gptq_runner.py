@@ -197,7 +197,7 @@ class GPTQRunner:
             self._solve_s += time.perf_counter() - start
             self._solve_units += _solve_units(t)
         t.set_weight(res.weight)
-        self.results[t.param_name] = res
+        self.results[t.param_name] = res.without_weight()     # the model holds the weight: one copy
 
     def _whole_model(self, t: Target) -> None:
         """Hessian of ``t`` from full forwards of the (partly quantized) model, stopped at ``t``."""

@@ -52,7 +52,7 @@ range, the model choice and its parameters) and its symbols range-coded with tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,8 +62,9 @@ from lm_eval_genbound.progress import progress_bar
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor, per_code
 from lm_eval_genbound.complexity.scale_grid import exponent_domain
 from lm_eval_genbound.complexity.stream_models import (STREAM_MODELS, StreamPlan, code_domain, coded_bits,
-                                            centered_codes, plan_codes, plan_stream, read_stream, zeros_differ)
-from lm_eval_genbound.complexity.symbol_coding import WORD_BITS, empirical_entropy_bits, load_constriction
+                                            CenteredCodes, StreamReader, plan_codes, plan_stream, zero_points_under,
+                                            zeros_differ)
+from lm_eval_genbound.complexity.symbol_coding import SLICE_SYMBOLS, WORD_BITS, empirical_entropy_bits, load_constriction
 
 __all__ = [
     "STREAM_MODELS",
@@ -220,17 +221,16 @@ def _check_tensor(qt: QuantizedTensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _tensor_streams(qt: QuantizedTensor, codes: np.ndarray, exps: np.ndarray,
-                    zeros: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Per part, the tensor's symbols in stream order (flat) and, for the codes, the zero point
-    under each code (codes and zero points under them in a small dtype: one copy of a model's
-    codes is ~1 byte a weight)."""
-    rows, cols = codes.shape
+                    zeros: np.ndarray) -> dict[str, tuple[np.ndarray, CenteredCodes | None]]:
+    """Per part, the tensor's symbols in stream order (flat) and, for the codes, the same codes
+    centered on their zero points (:class:`CenteredCodes`, made a slice at a time: one copy of a
+    model's codes, ~1 byte a weight, is all that is held)."""
     small = np.uint8 if int(qt.bits) <= 8 else np.int32
     flat = [np.ascontiguousarray(a, dtype=np.int32).reshape(-1) for a in (exps, zeros)]
     codes_flat = np.ascontiguousarray(codes, dtype=small if codes.dtype.itemsize > np.dtype(small).itemsize
-                                      else codes.dtype).reshape(-1)
-    offsets = per_code(zeros.astype(small), rows, cols, int(qt.group_size), int(qt.row_block))
-    return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (codes_flat, offsets.reshape(-1))}
+                                      else codes.dtype)
+    centered = CenteredCodes(codes_flat, zeros.astype(small), int(qt.group_size), int(qt.row_block), int(qt.bits))
+    return {"scales": (flat[0], None), "zeros": (flat[1], None), "codes": (codes_flat.reshape(-1), centered)}
 
 
 def _trials(n_streams: int, pooling: str) -> int:
@@ -238,20 +238,16 @@ def _trials(n_streams: int, pooling: str) -> int:
     return 2 if n_streams >= 2 and pooling == "auto" else 1
 
 
-def _plan_role(role: _Role, streams: list[tuple[np.ndarray, np.ndarray | None]],
+def _plan_role(role: _Role, streams: list[tuple[np.ndarray, CenteredCodes | None]],
                pooling: str = "auto", tick: Callable[[int], Any] = lambda n: None) -> tuple[bool, list[StreamPlan]]:
     """(pooled, plans): the role's streams as one pooled plan or one plan per tensor, whichever is
     shorter by trial (header bits + a trial encoding of all its coded symbols; ties: per tensor),
     or as ``pooling`` ("never" / "always") says. ``tick(n)`` is called after each trial with its
     number of symbols (progress)."""
-    # a code role's centered codes, made once for its per-tensor and its pooled trials
-    cent = ({id(s): centered_codes(s, o, role.param) for s, o in streams}
-            if role.part == "codes" and zeros_differ([o for _, o in streams]) else {})
-
-    def plan(chunks: list[tuple[np.ndarray, np.ndarray | None]], beat: float | None = None) -> StreamPlan | None:
-        if role.part == "codes":
-            out = plan_codes([s for s, _ in chunks], [o for _, o in chunks], role.param, beat,
-                             [cent[id(s)] for s, _ in chunks] if cent else None)
+    def plan(chunks: list[tuple[np.ndarray, CenteredCodes | None]], beat: float | None = None) -> StreamPlan | None:
+        if role.part == "codes":     # the codes centered on their zero points: a candidate when those differ
+            centered = zeros_differ([c.zeros for _, c in chunks])
+            out = plan_codes([s for s, _ in chunks], role.param, beat, [c for _, c in chunks] if centered else None)
         else:
             out = plan_stream([s for s, _ in chunks], role.domain, beat=beat)
         tick(sum(int(s.size) for s, _ in chunks))
@@ -277,7 +273,7 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto",
     if pooling not in ("auto", "never", "always"):
         raise GenboundError(f"pooling must be 'auto', 'never' or 'always'; got {pooling!r}")
     layout: list[_Layout] = []
-    streams: list[dict[str, tuple[np.ndarray, np.ndarray | None]]] = []
+    streams: list[dict[str, tuple[np.ndarray, CenteredCodes | None]]] = []
     per: list[dict[str, Any]] = []
     seen: set[str] = set()
     header = BitWriter()
@@ -305,7 +301,7 @@ def encode_model(quantized: Sequence[QuantizedTensor], *, pooling: str = "auto",
         return _write_message(layout, streams, per, header, roles, planned, bar.update)
 
 
-def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarray, np.ndarray | None]]],
+def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarray, CenteredCodes | None]]],
                    per: list[dict[str, Any]], header: BitWriter, roles: list[tuple[_Role, list[int]]],
                    planned: list[tuple[bool, list[StreamPlan]]], tick: Callable[[int], Any]) -> EncodedModel:
     """The message of :func:`encode_model` from its planned roles: pooling flags, then every
@@ -351,7 +347,7 @@ def _write_message(layout: list[_Layout], streams: list[dict[str, tuple[np.ndarr
             if not pooled:
                 charge(i, role.part, *write(plan))
         tick(sum(n_sym))
-    words = np.asarray(coder.get_compressed(), dtype=np.uint32).copy()
+    words = np.asarray(coder.get_compressed(), dtype=np.uint32)   # already the coder's copy
     bits = header.getbits()
     total = int(bits.size) + WORD_BITS * int(words.size)
     charged = sum(p["shape"] + p["scales"] + p["zeros"] + p["codes_header"] + p["codes"] for p in per)
@@ -370,50 +366,72 @@ def decode_model(encoded: EncodedModel, *, progress: bool = False) -> list[Quant
     """Rebuild the quantized tensors from the message alone (header bits, words, and the layout
     the decoder knows in advance); ``progress``: a tqdm bar over the symbols decoded."""
     with _symbol_bar(0, "decoding the model", progress) as bar:
-        return _decode(encoded, bar)
+        parts: dict[int, dict[str, np.ndarray]] = {}
+        shapes: list[tuple[int, ...]] = []
+        pieces: dict[tuple[int, str], list[np.ndarray]] = {}
+        for i, part, _, values in _decoded_parts(encoded, bar, shapes):
+            pieces.setdefault((i, part), []).append(values)
+    for (i, part), got in pieces.items():
+        rows, cols, gs = encoded.layout[i].geometry(shapes[i])
+        grid = (_group_count(rows, encoded.layout[i].row_block), _group_count(cols, gs) if cols else 0)
+        parts.setdefault(i, {})[part] = np.concatenate([g.reshape(-1) for g in got]).reshape(
+            (rows, cols) if part == "codes" else grid)
+    out: list[QuantizedTensor] = []
+    for i, (lay, shape) in enumerate(zip(encoded.layout, shapes)):
+        p, (_, _, gs) = parts[i], lay.geometry(shape)
+        out.append(QuantizedTensor(lay.name, p["codes"], p["scales"], p["zeros"], bits=lay.bits, group_size=gs,
+                                   transposed=lay.transposed, scale_steps=lay.scale_steps, kind=lay.kind,
+                                   param_shape=shape if lay.kind == "vector" else None, row_block=lay.row_block))
+    return out
 
 
-def _decode(encoded: EncodedModel, bar) -> list[QuantizedTensor]:
-    """:func:`decode_model`, ticking ``bar`` (whose total it sets) by each stream role's symbols."""
+def _decoded_parts(encoded: EncodedModel, bar, shapes: list) -> Iterator[tuple[int, str, int, np.ndarray]]:
+    """Read the message: (tensor index, part, flat offset, values) in message order, a slice of one
+    tensor's part at a time (zero points: a tensor's whole grid, [blocks, groups]; exponents and
+    codes: flat slices of ≤ ``SLICE_SYMBOLS``; a pooled stream is read tensor by tensor: the same
+    symbols, never the whole role at once); ``shapes`` is filled with every tensor's shape first,
+    and ``bar`` (whose total it sets) ticks by the symbols read. Only the zero points are kept (the
+    centered codes need them)."""
     header = BitReader(encoded.header)
     coder = load_constriction().stream.queue.RangeDecoder(np.asarray(encoded.words, dtype=np.uint32))
     layout = encoded.layout
-    shapes = [tuple(header.read_gamma() - 1 for _ in range(lay.ndim)) for lay in layout]
+    shapes.extend(tuple(header.read_gamma() - 1 for _ in range(lay.ndim)) for lay in layout)
     geometry = [lay.geometry(shape) for lay, shape in zip(layout, shapes)]
     grids = [(_group_count(rows, lay.row_block), _group_count(cols, gs) if cols else 0)
              for lay, (rows, cols, gs) in zip(layout, geometry)]
     roles = _roles(layout)
     flags = [len(idx) >= 2 and header.read(1) == 1 for _, idx in roles]
-    parts: list[dict[str, np.ndarray]] = [{} for _ in layout]
+    zeros: dict[int, np.ndarray] = {}
     role_shapes = [[geometry[i][:2] if role.part == "codes" else grids[i] for i in idx] for role, idx in roles]
     bar.reset(total=sum(int(np.prod(s, dtype=np.int64)) for shapes_of in role_shapes for s in shapes_of))
     for (role, idx), pooled, shapes_of in zip(roles, flags, role_shapes):
-        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes_of]
-        size_of = dict(zip(idx, sizes))
-        flat = []
+        shape_of = dict(zip(idx, shapes_of))
+        size_of = {i: int(np.prod(s, dtype=np.int64)) for i, s in shape_of.items()}
         for js in ([idx] if pooled else [[i] for i in idx]):  # the tensors of each stream
             n = sum(size_of[i] for i in js)
-            if role.part != "codes":
-                flat.append(read_stream(header, coder, n, role.domain))
-                continue
-            # every zero point lies under ≥ 1 code: they differ iff the zero points under the codes do
-            centered = zeros_differ([parts[i]["zeros"] for i in js]) and header.read(1) == 1
-            symbols = read_stream(header, coder, n, code_domain(role.param, centered))
-            if centered:
-                symbols = symbols + np.concatenate([per_code(parts[i]["zeros"], *geometry[i], layout[i].row_block)
-                                                    .reshape(-1) for i in js])
-            flat.append(symbols)
-        for i, chunk, shape in zip(idx, np.split(np.concatenate(flat), np.cumsum(sizes)[:-1]), shapes_of):
-            parts[i][role.part] = chunk.reshape(shape)
-        bar.update(sum(sizes))
-    out: list[QuantizedTensor] = []
-    for lay, shape, (rows, cols, gs), p in zip(layout, shapes, geometry, parts):
-        out.append(QuantizedTensor(lay.name, p["codes"], p["scales"], p["zeros"], bits=lay.bits, group_size=gs,
-                                   transposed=lay.transposed, scale_steps=lay.scale_steps, kind=lay.kind,
-                                   param_shape=shape if lay.kind == "vector" else None, row_block=lay.row_block))
+            centered = False
+            if role.part == "codes":
+                # every zero point lies under ≥ 1 code: they differ iff the zero points under the codes do
+                centered = zeros_differ([zeros[i] for i in js]) and header.read(1) == 1
+                stream = StreamReader(header, coder, n, code_domain(role.param, centered))
+            else:
+                stream = StreamReader(header, coder, n, role.domain)
+            for i in js:
+                if role.part == "zeros":        # kept: the centered codes need them
+                    zeros[i] = stream.take(size_of[i]).reshape(shape_of[i])
+                    yield i, role.part, 0, zeros[i]
+                    bar.update(size_of[i])
+                    continue
+                cols, gs = geometry[i][1], geometry[i][2]
+                for lo in range(0, size_of[i], SLICE_SYMBOLS):     # a slice at a time (flat positions)
+                    values = stream.take(min(SLICE_SYMBOLS, size_of[i] - lo))
+                    if centered:
+                        values += zero_points_under(zeros[i], cols, gs, layout[i].row_block, lo,
+                                                    lo + values.size).astype(values.dtype)
+                    yield i, role.part, lo, values
+                    bar.update(values.size)
     if not header.exhausted:
         raise AssertionError("header bits left over after decoding")
-    return out
 
 
 def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, *, progress: bool = False) -> None:
@@ -421,14 +439,27 @@ def verify_decoded(quantized: Sequence[QuantizedTensor], encoded: EncodedModel, 
     (codes, exponents, zero points, bit width, group size, K, layout — hence its dequantized
     values); ``AssertionError`` if not (a coder bug).
     ``progress``: a tqdm bar over the symbols decoded."""
-    for qt, back in zip(quantized, decode_model(encoded, progress=progress), strict=True):
-        same = (back.name == qt.name and back.tensor_shape == qt.tensor_shape and back.row_block == qt.row_block
-                and np.array_equal(back.codes, np.asarray(qt.codes))
-                and np.array_equal(back.scale_exponents, np.asarray(qt.scale_exponents))
-                and np.array_equal(back.zeros, np.asarray(qt.zeros))
-                and (back.bits, back.group_size, back.scale_steps, back.transposed, back.kind)
-                == (qt.bits, qt.group_size, qt.scale_steps, qt.transposed, qt.kind))
-        # the dequantized values are a function of exactly these fields, so they are equal too (not
-        # recomputed here: that would hold several float32 copies of the largest tensor at once)
-        if not same:  # a coder failure is a bug, not a user error
+    quantized = list(quantized)
+    layout = encoded.layout
+    if len(layout) != len(quantized):
+        raise AssertionError(f"the message describes {len(layout)} tensors, not {len(quantized)}")
+    for qt, lay in zip(quantized, layout):
+        if (lay.name, lay.bits, lay.scale_steps, lay.transposed, lay.kind, lay.row_block) != \
+                (qt.name, qt.bits, qt.scale_steps, qt.transposed, qt.kind, qt.row_block):
             raise AssertionError(f"decoding the model message does not reproduce {qt.name!r}")
+    shapes: list[tuple[int, ...]] = []
+    with _symbol_bar(0, "decoding the model", progress) as bar:
+        # part by part as the message is read, so at most one tensor's decoded part exists at a time
+        for i, part, lo, values in _decoded_parts(encoded, bar, shapes):
+            qt = quantized[i]
+            mine = np.asarray({"codes": qt.codes, "scales": qt.scale_exponents, "zeros": qt.zeros}[part])
+            rows, cols, gs = layout[i].geometry(shapes[i])
+            # the slices of a part cover its shape, which the tensor's own part must have
+            shape = (rows, cols) if part == "codes" else (_group_count(rows, qt.row_block),
+                                                          _group_count(cols, gs) if cols else 0)
+            same = (shapes[i] == qt.tensor_shape and gs == qt.group_size and mine.shape == shape
+                    and np.array_equal(values.reshape(-1), mine.reshape(-1)[lo:lo + values.size]))
+            # the dequantized values are a function of exactly these fields, so they are equal too (not
+            # recomputed here: that would hold several float32 copies of the largest tensor at once)
+            if not same:  # a coder failure is a bug, not a user error
+                raise AssertionError(f"decoding the model message does not reproduce {qt.name!r}")

@@ -51,8 +51,10 @@ from lm_eval_genbound.complexity.quant_spec import (DEFAULT_GROUP_SIZE, DEFAULT_
 from lm_eval_genbound.complexity.quantized_tensor import QuantizedTensor
 from lm_eval_genbound.complexity.scale_grid import SCALE_STEPS
 from lm_eval_genbound.complexity.targets import Target, collect_targets, pattern_matches
-from lm_eval_genbound.complexity.weight_quantizers import WeightQuantization, rtn_quantize_vector, rtn_quantize_weight
+from lm_eval_genbound.complexity.weight_quantizers import (WeightQuantization, rtn_quantize_rows_in_place,
+                                                           rtn_quantize_vector)
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.memory import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +168,24 @@ def _described(targets: list[Target], results: dict[str, WeightQuantization], bi
     return out
 
 
+_CHECK_SLICE = 1 << 22       # weights dequantized at a time by the exactness check (16 MiB of float32)
+
+
 def _check_described_exactly(model: nn.Module, quantized: dict[str, QuantizedTensor]) -> None:
     """Every quantized parameter of ``model`` holds exactly the float32 values its code gives
     (fails for half-precision models, whose parameters cannot hold scale·(code − zero))."""
     params = dict(model.named_parameters())
     for name, qt in quantized.items():
         p = params[name].detach()
-        if not np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param()):
+        if qt.param_shape is not None:                       # a vector: small, at once
+            same = np.array_equal(p.to(torch.float32).cpu().numpy(), qt.dequantize_param())
+        else:                                                # a weight: a slice of rows at a time
+            w = p.t() if qt.transposed else p
+            step = max(1, _CHECK_SLICE // max(1, qt.shape[1]))
+            same = tuple(w.shape) == qt.shape and all(
+                np.array_equal(w[lo:lo + step].to(torch.float32).cpu().numpy(), qt.dequantize_rows(lo, lo + step))
+                for lo in range(0, qt.shape[0], step))
+        if not same:
             raise GenboundError(f"parameter {name} ({p.dtype}) cannot hold its quantized values exactly, so the code "
                                 "would not describe the evaluated model; load the model in float32 to quantize it")
 
@@ -183,9 +196,10 @@ def _rtn_targets(targets: list[Target], bits: int, group_size: int | None, steps
 
     results = {}
     for t in progress_bar(targets, desc="RTN layers", unit="layer", progress=progress):
-        res = rtn_quantize_weight(t.weight_matrix(), bits, group_size, scale_steps=steps, row_blocks=row_blocks)
-        t.set_weight(res.weight)
-        results[t.param_name] = res
+        # into the parameter a block of rows at a time: the model holds the weight, once
+        results[t.param_name] = rtn_quantize_rows_in_place(t.weight_matrix(), bits, group_size, scale_steps=steps,
+                                                           row_blocks=row_blocks)
+        release_freed_memory(collect=False)   # its blocks' temporaries, before they fragment the heap
     return results
 
 

@@ -106,6 +106,15 @@ class QuantizedTensor:
         zeros = per_code(np.asarray(self.zeros).astype(np.float32), *geometry)
         return per_code(self.scales, *geometry) * (np.asarray(self.codes).astype(np.float32) - zeros)
 
+    def dequantize_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of :meth:`dequantize` (the same float32 values, bit for bit), so a large
+        tensor can be rebuilt or checked a slice at a time."""
+        codes = np.asarray(self.codes)[lo:hi]
+        rows = np.arange(lo, lo + codes.shape[0]) // self.row_block
+        cols = np.arange(codes.shape[1]) // self.group_size
+        zeros = np.asarray(self.zeros).astype(np.float32)[rows][:, cols]
+        return self.scales[rows][:, cols] * (codes.astype(np.float32) - zeros)
+
     def dequantize_param(self) -> np.ndarray:
         """The float32 parameter tensor itself (reshaped / transposed to ``tensor_shape``)."""
         w = self.dequantize()

@@ -59,12 +59,14 @@ __all__ = [
     "StreamModel",
     "StreamPlan",
     "code_domain",
-    "centered_codes",
+    "CenteredCodes",
     "coded_bits",
     "plan_codes",
     "plan_stream",
     "read_stream",
+    "StreamReader",
     "symbol_dtype",
+    "zero_points_under",
     "zeros_differ",
 ]
 
@@ -311,22 +313,71 @@ def _shorter(a: StreamPlan | None, b: StreamPlan | None) -> StreamPlan | None:
     return b if b.trial_bits < a.trial_bits else a
 
 
-def centered_codes(codes: np.ndarray, offsets: np.ndarray, bits: int) -> np.ndarray:
-    """code − (the zero point under it), in [−(2^b − 1), 2^b − 1] (int16 for b < 16)."""
-    wide = np.int16 if bits < 16 else np.int32
-    return codes.astype(wide) - offsets.astype(wide)
+def zero_points_under(zeros: np.ndarray, cols: int, group_size: int, row_block: int, lo: int, hi: int) -> np.ndarray:
+    """The zero point under each code at flat positions ``lo:hi`` of a [rows, cols] code matrix
+    (row i, column j: ``zeros[i // row_block, j // group_size]``), built for the rows that range
+    touches only (temporaries ~ one byte per code of the slice, in ``zeros``' dtype)."""
+    if hi <= lo:
+        return zeros.reshape(-1)[:0]
+    r0, r1 = lo // cols, (hi - 1) // cols + 1
+    rows = zeros[np.arange(r0, r1) // row_block][:, np.arange(cols) // group_size]
+    return rows.reshape(-1)[lo - r0 * cols:hi - r0 * cols]
 
 
-def plan_codes(codes: list[np.ndarray], offsets: list[np.ndarray], bits: int,
-               beat: float | None = None, centered: list[np.ndarray] | None = None) -> StreamPlan | None:
-    """A code stream: raw codes, or (when its zero points differ) the shorter of raw and
-    centered (code − zero point; ``centered``: those arrays, if the caller holds them already);
+class CenteredCodes:
+    """A tensor's codes minus the zero point of each code's group, in [−(2^b − 1), 2^b − 1]
+    (int16 for b < 16), made a slice at a time from the codes and the per-group zero points: a
+    stand-in for that flat array wherever a stream's chunks are read (``size``, ``min()``,
+    ``max()``, ``reshape(-1)``, ``[i:j]``), so neither it nor the zero point under every code is
+    ever held whole (a model's codes: ~1 byte a weight, its centered codes would be 2 more).
+
+    ``codes``: [rows, cols]; ``zeros``: [⌈rows / row_block⌉, ⌈cols / group_size⌉]. Every zero point
+    lies under ≥ 1 code, so ``zeros``' range is that of the zero points under the codes."""
+
+    def __init__(self, codes: np.ndarray, zeros: np.ndarray, group_size: int, row_block: int, bits: int) -> None:
+        self.codes, self.zeros = np.asarray(codes), np.asarray(zeros)
+        self._flat = self.codes.reshape(-1)
+        self.size = int(self._flat.size)
+        self._geometry = (int(self.codes.shape[1]), int(group_size), int(row_block))
+        self.dtype = np.dtype(np.int16 if bits < 16 else np.int32)
+        self._range: tuple[int, int] | None = None
+
+    def reshape(self, *shape: int) -> "CenteredCodes":
+        if shape not in ((-1,), ((-1,),)):
+            raise ValueError("centered codes are read flat: reshape(-1) only")
+        return self
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        i, j, step = sl.indices(self.size)
+        if step != 1:
+            raise ValueError("centered codes are read in contiguous slices")
+        return self._flat[i:j].astype(self.dtype) - zero_points_under(self.zeros, *self._geometry, i, j).astype(self.dtype)
+
+    def _minmax(self) -> tuple[int, int]:
+        if self._range is None:
+            lo = hi = None
+            for i in range(0, self.size, SLICE_SYMBOLS):          # one slice at a time
+                part = self[i:i + SLICE_SYMBOLS]
+                lo = int(part.min()) if lo is None else min(lo, int(part.min()))
+                hi = int(part.max()) if hi is None else max(hi, int(part.max()))
+            self._range = (lo, hi)
+        return self._range
+
+    def min(self) -> int:
+        return self._minmax()[0]
+
+    def max(self) -> int:
+        return self._minmax()[1]
+
+
+def plan_codes(codes: list[np.ndarray], bits: int, beat: float | None = None,
+               centered: list[CenteredCodes] | None = None) -> StreamPlan | None:
+    """A code stream: raw codes, or (when its zero points differ: ``centered`` given, the same
+    codes as :class:`CenteredCodes`) the shorter of raw and centered (code − zero point);
     ``beat`` as in :func:`plan_stream`."""
-    if not zeros_differ(offsets):
+    if centered is None:
         return plan_stream(codes, code_domain(bits, False), beat=beat)
     raw = plan_stream(codes, code_domain(bits, False), 0, beat)
-    if centered is None:
-        centered = [centered_codes(c, o, bits) for c, o in zip(codes, offsets)]
     return _shorter(raw, plan_stream(centered, code_domain(bits, True), 1, beat if raw is None else raw.trial_bits))
 
 
@@ -340,20 +391,40 @@ def read_stream(header: BitReader, coder, n: int, domain: tuple[int, int]) -> np
     over ``domain`` (dtype :func:`symbol_dtype`), its fields read from ``header`` and its symbols
     from the range decoder ``coder``, slice by slice (a code stream's centering bit is read by the
     caller)."""
-    dlo, dhi = domain
-    dtype = symbol_dtype(domain)
-    if n == 0:
-        return np.zeros(0, dtype=dtype)
-    dw = field_width(dhi - dlo + 1)
-    lo = header.read(dw) + dlo
-    if n == 1:
-        return np.array([lo], dtype=dtype)
-    hi = header.read(dw) + dlo
-    if lo == hi:
-        return np.full(n, lo, dtype=dtype)
-    model = StreamModel.read(header, lo, hi, n)
-    coder_model = model.coder_model()
-    out = np.empty(n, dtype=dtype)
-    for i in range(0, n, SLICE_SYMBOLS):
-        out[i:i + SLICE_SYMBOLS] = model.from_coder(coder.decode(coder_model, min(SLICE_SYMBOLS, n - i)))
-    return out
+    return StreamReader(header, coder, n, domain).take(n)
+
+
+class StreamReader:
+    """One stream being read: its header fields read at once (as :func:`read_stream` does), its
+    symbols taken from the range decoder in consecutive pieces (a pooled stream: one tensor's
+    symbols at a time), which gives the same symbols as one :func:`read_stream` call."""
+
+    def __init__(self, header: BitReader, coder, n: int, domain: tuple[int, int]) -> None:
+        dlo, dhi = domain
+        self.dtype, self.left, self._coder, self._model = symbol_dtype(domain), int(n), coder, None
+        self._const = 0
+        if n == 0:
+            return
+        dw = field_width(dhi - dlo + 1)
+        lo = header.read(dw) + dlo
+        self._const = lo
+        if n == 1:
+            return
+        hi = header.read(dw) + dlo
+        if lo == hi:
+            return
+        self._model = StreamModel.read(header, lo, hi, n)
+        self._coder_model = self._model.coder_model()
+
+    def take(self, k: int) -> np.ndarray:
+        """The next ``k`` symbols of the stream."""
+        if not 0 <= k <= self.left:
+            raise AssertionError(f"taking {k} symbols from a stream with {self.left} left")
+        self.left -= k
+        if self._model is None:
+            return np.full(k, self._const, dtype=self.dtype)
+        out = np.empty(k, dtype=self.dtype)
+        for i in range(0, k, SLICE_SYMBOLS):
+            out[i:i + SLICE_SYMBOLS] = self._model.from_coder(
+                self._coder.decode(self._coder_model, min(SLICE_SYMBOLS, k - i)))
+        return out

@@ -34,7 +34,7 @@ __all__ = [
 
 WORD_BITS = 32
 """Bits in one word of range-coder output."""
-SLICE_SYMBOLS = 1 << 22
+SLICE_SYMBOLS = 1 << 20
 """Symbols handled at once when counting, encoding or decoding a long stream (bounds temporaries)."""
 
 
@@ -43,7 +43,7 @@ def symbol_counts(chunks, lo: int, size: int) -> np.ndarray:
     (any integer dtype), counted slice by slice so no full-size int64 copy is made."""
     counts = np.zeros(size, dtype=np.int64)
     for c in chunks:
-        flat = np.asarray(c).reshape(-1)
+        flat = c.reshape(-1) if hasattr(c, "reshape") else np.asarray(c).reshape(-1)   # an array or a stand-in
         for i in range(0, flat.size, SLICE_SYMBOLS):
             part = flat[i:i + SLICE_SYMBOLS].astype(np.int64)
             counts += np.bincount(part - lo, minlength=size)

@@ -40,6 +40,7 @@ layer by layer through a model is :mod:`lm_eval_genbound.complexity.quantize`'s 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ __all__ = [
     "WeightQuantization",
     "gptq_quantize_weight",
     "proxy_loss",
+    "rtn_quantize_rows_in_place",
     "rtn_quantize_vector",
     "rtn_quantize_weight",
 ]
@@ -74,7 +76,8 @@ class WeightQuantization:
         scales: float32 ``[n_row_blocks, n_groups]``, ``scale_from_exponent(scale_exponents, K)``.
         zeros: uint8 ``[n_row_blocks, n_groups]`` (integer zero points).
         weight: float32 ``[rows, cols]``, exactly ``scales·(codes − zeros)`` (the dequantized W;
-            row i uses row block i // row_block).
+            row i uses row block i // row_block); None once it was copied into the model
+            (:meth:`without_weight`: the description alone, no second copy of the weights).
         bits, group_size: the grid (``group_size`` = cols when one group per row).
         scale_steps: K, scale grid steps per octave.
         row_block: rows per group (1 unless cols < group size; see the module docstring).
@@ -84,11 +87,16 @@ class WeightQuantization:
     scale_exponents: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     bits: int
     group_size: int
     scale_steps: int = SCALE_STEPS
     row_block: int = 1
+
+    def without_weight(self) -> "WeightQuantization":
+        """The same description without the dequantized ``weight`` (kept by the model it was copied
+        into), so a whole model's results hold the integers only (~1 byte a weight)."""
+        return dataclasses.replace(self, weight=None)
 
 
 def _minmax_grid(w: torch.Tensor, maxq: int, steps: int, r: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -156,6 +164,31 @@ def rtn_quantize_weight(W: torch.Tensor, bits: int, group_size: int | None = DEF
     ``rows_per_group(cols, group_size)`` rows when cols < group_size (module docstring)."""
     gs = _check_weight(W, bits, group_size)
     return _rtn(W, bits, gs, check_scale_steps(scale_steps), _row_block(W, group_size, row_blocks))
+
+
+def rtn_quantize_rows_in_place(W: torch.Tensor, bits: int, group_size: int | None = DEFAULT_GROUP_SIZE, *,
+                               scale_steps: int = SCALE_STEPS, row_blocks: bool = True,
+                               chunk_elements: int = 1 << 22) -> WeightQuantization:
+    """:func:`rtn_quantize_weight` of ``W`` a block of rows at a time, each block's dequantized
+    values written back into ``W`` (a view of the parameter: its dtype, any strides), so the
+    float32 temporaries are one block's (≤ ``chunk_elements`` weights) instead of several copies of
+    the whole matrix. The same codes, exponents, zero points and values, bit for bit: RTN's grids
+    are per row, or per block of ``row_block`` rows, and each block of rows holds whole multiples
+    of it. Returns the description without ``weight`` (``W`` holds it)."""
+    gs = _check_weight(W, bits, group_size)
+    steps = check_scale_steps(scale_steps)
+    r = _row_block(W, group_size, row_blocks)
+    rows, cols = W.shape
+    step = max(r, (int(chunk_elements) // max(1, cols)) // r * r)
+    parts = []
+    for lo in range(0, max(rows, 1), step):
+        res = _rtn(W[lo:lo + step], bits, gs, steps, r)
+        W[lo:lo + step].copy_(res.weight)
+        parts.append(res.without_weight())
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(parts[0], **{f: torch.cat([getattr(q, f) for q in parts])
+                                            for f in ("codes", "scale_exponents", "scales", "zeros")})
 
 
 def _rtn(W: torch.Tensor, bits: int, gs: int, steps: int, r: int = 1) -> WeightQuantization:

@@ -76,6 +76,7 @@ from tqdm import tqdm
 from lm_eval_genbound import __version__
 from lm_eval_genbound.complexity.parameters import parameter_counts, weights_sha256
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.memory import release_freed_memory
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.harness.records import DocScores, StreamedDoc
@@ -226,14 +227,17 @@ class GenBoundHFLM(HFLM):
             return
         opts = parse_quant_options(spec)
         calibration = self._default_calibration(seed) if opts["method"] == "gptq" else None
+        release_freed_memory()              # the load's temporaries: each phase below starts from the weights
         if self.quantization_gap:           # the original on disk: one copy of the weights in memory
             self._states = WeightStates()
             self._states.save("original", self._model)
         # bars with ETA over the layers and the symbols coded (rank 0; stderr)
         qm = quantize_model(self._model, **opts, calibration=calibration, seed=seed, progress=self.rank == 0,
                             in_place=True)
+        release_freed_memory()
         code = qm.code_length(progress=self.rank == 0)
         del qm
+        release_freed_memory()
         if self._states is not None:
             self._states.save("quantized", self._model)
         self.code_length = code.to_dict()
