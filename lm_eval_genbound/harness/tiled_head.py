@@ -101,6 +101,17 @@ class HeadRecipe:
             z = torch.tanh(z / self.softcap) * self.softcap
         return z
 
+    def apply_(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` in place on a fresh tile ``z`` (the same elementwise ops in the same order,
+        so bitwise the same values, without three tile-sized temporaries)."""
+        if self.scale is not None:
+            z.mul_(self.scale)
+        if self.divide is not None:
+            z.div_(self.divide)
+        if self.softcap is not None:
+            z.div_(self.softcap).tanh_().mul_(self.softcap)
+        return z
+
     def describe(self) -> str:
         parts = [f"× {self.scale:g}" if self.scale is not None else "",
                  f"÷ {self.divide:g}" if self.divide is not None else "",
@@ -158,7 +169,7 @@ def tile_rows(vocab: int, budget_bytes: int) -> int:
 
 def _tile_logits(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                  recipe: HeadRecipe) -> torch.Tensor:
-    return recipe.apply(F.linear(h, weight, bias))
+    return recipe.apply_(F.linear(h, weight, bias))
 
 
 @torch.no_grad()
