@@ -75,5 +75,5 @@ def weights_sha256(model) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{str(t.dtype).replace('torch.', '')}|{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())     # the buffer itself: no copy of the bytes
     return h.hexdigest()
