@@ -255,5 +255,13 @@ def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ..
     consts = _alpha_constants(alphas, vocab, flat.device)
     logp, ent = _outputs(n, len(alphas), flat.device)
     for i in range(0, n, step):
-        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], consts)
+        # detach(): the same memory without the view's link to its base tensor, whose size
+        # torch.compile would otherwise guard on (a recompile whenever a chunk switches between
+        # being and not being a slice of a larger tile: tens of seconds on a loaded 2-core CPU)
+        z, t = flat[i:i + step].detach(), tgt[i:i + step].detach()
+        if z.shape[0] == 1:     # torch.compile specialises a size of 1 (another compile): the row twice
+            lp, en = fn(z.expand(2, -1).contiguous(), t.expand(2).contiguous(), consts)
+            logp[i], ent[i] = lp[0], en[0]
+            continue
+        logp[i:i + step], ent[i:i + step] = fn(z, t, consts)
     return logp, ent
