@@ -130,7 +130,10 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
             "tokens": n_tokens, "load_s": load_s, "warmup_s": warm_s, "score_s": score_s,
             "tokens_per_s": n_tokens / score_s, "tokens_per_s_with_warmup": n_tokens / (score_s + warm_s),
             "rss_start_gib": rss0, "rss_load_peak_gib": rss_load, "rss_after_load_gib": rss_after_load,
-            "rss_score_peak_gib": (_vm_kib("VmHWM") or 0) / 2**20 if reset else None, "rss_peak_gib": _rss_gib(),
+            "rss_score_peak_gib": (_vm_kib("VmHWM") or 0) / 2**20 if reset else None,
+            # ru_maxrss follows the reset (Linux reads the same high-water mark): the process's peak
+            # is the larger of the load's and the scoring's
+            "rss_peak_gib": max(rss_load, _rss_gib()),
             "bpb": res["results"][key][metric], "scoring_time_s": spent_score, "threads": torch.get_num_threads(),
             "head": getattr(lm, "_head_plans", None) and lm._head_plan(lm._model).mode}
 
