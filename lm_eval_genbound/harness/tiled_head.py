@@ -68,7 +68,7 @@ HEAD_CHOICES = ("auto", "tiled", "full")
 #: statistics kernels chunk at 4–16 MiB themselves). Chosen from a measured sweep
 #: (`benchmarks/bench_vocab.py --sweep`, Gemma-3-270M's head, 8 α, 2 cores; BENCHMARKS.md): each
 #: tile's projection is a GEMM with one row per position, whose rate grows with the rows per tile
-#: (8 → 256 MiB: ≈ 3.5× the tokens/s, 32 → 128 MiB ≈ 1.5×); 128 MiB takes most of that gain while a
+#: (8 → 256 MiB: 3–4× the tokens/s, 32 → 128 MiB ≈ 1.45×); 128 MiB takes most of that gain while a
 #: whole Gemma run's scoring stays below the peak RSS of its own model load, which 256 MiB reaches
 DEFAULT_TILE_BYTES_CPU = 128 << 20
 #: default on an accelerator: big enough for efficient GEMMs (≈ 2,600 rows at V = 50k), far below
