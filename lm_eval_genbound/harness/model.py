@@ -109,7 +109,7 @@ MODEL_ARGS: dict[str, str] = {
     "stats_kernel": "auto, compiled (torch.compile) or eager",
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
     "head": "auto (logit-free when the load-time probe reproduces the head), tiled (or an error) or full logits",
-    "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 32 on CPU, 512 on a GPU)",
+    "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 128 on CPU, 512 on a GPU)",
 }
 
 

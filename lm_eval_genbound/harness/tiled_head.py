@@ -64,10 +64,13 @@ logger = logging.getLogger(__name__)
 
 #: the ``head`` model arg's choices
 HEAD_CHOICES = ("auto", "tiled", "full")
-#: default float32 bytes of one logit tile on CPU: 32 rows at V = 262,144, 25,000 at V = 320 (the
-#: statistics kernels chunk at 4–16 MiB themselves); `benchmarks/bench_vocab.py --sweep` measures
-#: the alternatives (see BENCHMARKS.md for what was measured)
-DEFAULT_TILE_BYTES_CPU = 32 << 20
+#: default float32 bytes of one logit tile on CPU: 128 rows at V = 262,144, 682 at V = 49,152 (the
+#: statistics kernels chunk at 4–16 MiB themselves). Chosen from a measured sweep
+#: (`benchmarks/bench_vocab.py --sweep`, Gemma-3-270M's head, 8 α, 2 cores; BENCHMARKS.md): each
+#: tile's projection is a GEMM with one row per position, whose rate grows with the rows per tile
+#: (8 → 256 MiB: 3–4× the tokens/s, 32 → 128 MiB ≈ 1.45×); 128 MiB takes most of that gain while a
+#: whole Gemma run's scoring stays below the peak RSS of its own model load, which 256 MiB reaches
+DEFAULT_TILE_BYTES_CPU = 128 << 20
 #: default on an accelerator: big enough for efficient GEMMs (≈ 2,600 rows at V = 50k), far below
 #: the stock path's [batch, 2048, V] float32 logits (not measured: no GPU in the session that set it)
 DEFAULT_TILE_BYTES_GPU = 512 << 20
@@ -99,6 +102,17 @@ class HeadRecipe:
             z = z / self.divide
         if self.softcap is not None:
             z = torch.tanh(z / self.softcap) * self.softcap
+        return z
+
+    def apply_(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` in place on a fresh tile ``z`` (the same elementwise ops in the same order,
+        so bitwise the same values, without three tile-sized temporaries)."""
+        if self.scale is not None:
+            z.mul_(self.scale)
+        if self.divide is not None:
+            z.div_(self.divide)
+        if self.softcap is not None:
+            z.div_(self.softcap).tanh_().mul_(self.softcap)
         return z
 
     def describe(self) -> str:
@@ -158,7 +172,7 @@ def tile_rows(vocab: int, budget_bytes: int) -> int:
 
 def _tile_logits(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                  recipe: HeadRecipe) -> torch.Tensor:
-    return recipe.apply(F.linear(h, weight, bias))
+    return recipe.apply_(F.linear(h, weight, bias))
 
 
 @torch.no_grad()

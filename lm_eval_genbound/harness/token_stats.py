@@ -254,6 +254,28 @@ def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ..
     fn = _compiled()
     consts = _alpha_constants(alphas, vocab, flat.device)
     logp, ent = _outputs(n, len(alphas), flat.device)
-    for i in range(0, n, step):
-        logp[i:i + step], ent[i:i + step] = fn(flat[i:i + step], tgt[i:i + step], consts)
+    # no duck sizing: it would equate the rows of the first chunk with any other size they happen
+    # to match (the α constants' 5 columns, V), and recompile when they no longer do
+    with _no_duck_shapes():
+        _compiled_loop(fn, flat, tgt, consts, step, logp, ent)
     return logp, ent
+
+
+def _no_duck_shapes():
+    from torch.fx.experimental import _config as fx_config
+
+    return fx_config.patch(use_duck_shape=False)
+
+
+def _compiled_loop(fn, flat: torch.Tensor, tgt: torch.Tensor, consts: torch.Tensor, step: int,
+                   logp: torch.Tensor, ent: torch.Tensor) -> None:
+    for i in range(0, flat.shape[0], step):
+        # detach(): the same memory without the view's link to its base tensor, whose size
+        # torch.compile would otherwise guard on (a recompile whenever a chunk switches between
+        # being and not being a slice of a larger tile: tens of seconds on a loaded 2-core CPU)
+        z, t = flat[i:i + step].detach(), tgt[i:i + step].detach()
+        if z.shape[0] == 1:     # torch.compile specialises a size of 1 (another compile): the row twice
+            lp, en = fn(z.expand(2, -1).contiguous(), t.expand(2).contiguous(), consts)
+            logp[i], ent[i] = lp[0], en[0]
+            continue
+        logp[i:i + step], ent[i:i + step] = fn(z, t, consts)
