@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,46 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_vocab import ALPHAS8, _model_source  # noqa: E402
+from rss import PhaseRSS, rss_peak_gib  # noqa: E402
 
-GIB = 2 ** 30
-
-
-class PhaseRSS:
-    """A thread sampling this process's RSS; ``mark(name)`` closes the current phase (its peak kept)."""
-
-    def __init__(self, every_s: float = 0.02) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.phases: list[tuple[str, float, float, float]] = []   # (name, RSS at its start, peak GiB, seconds)
-        self._name, self._peak, self._t0, self._start = "start", 0.0, time.perf_counter(), 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        rss = self._proc.memory_info().rss / GIB
-        with self._lock:
-            self._peak = max(self._peak, rss)
-
-    def _run(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            self._sample()
-
-    def mark(self, name: str) -> None:
-        """End the phase running so far (recorded under its name); ``name`` starts."""
-        self._sample()
-        with self._lock:
-            now = time.perf_counter()
-            self.phases.append((self._name, self._start, self._peak, now - self._t0))
-            self._name, self._t0 = name, now
-            self._peak = self._start = self._proc.memory_info().rss / GIB
-
-    def close(self) -> list[tuple[str, float, float, float]]:
-        self.mark("end")
-        self._stop.set()
-        return self.phases
 
 
 def _instrument(rec: PhaseRSS) -> None:
@@ -154,7 +114,7 @@ def run_row(name: str, spec: str, work: Path, window: int, batch: int, chars: in
     r = res["results"]["genbound_local"]
     keep = {k.split(",")[0]: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     row = {"model": name, "spec": spec, "wall_s": wall,
-           "rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "results": keep}
+           "rss_peak_gib": rss_peak_gib(), "results": keep}
     if rec is not None:
         row["phases"] = [(n, round(a, 3), round(p, 3), round(s, 1)) for n, a, p, s in rec.close()]
     return row
@@ -176,7 +136,7 @@ def complexity_row(name: str, method: str, work: Path) -> dict:
     data = json.loads(out.read_text()) if out.is_file() else {}
     cl = data.get("code_length", data)
     return {"model": name, "spec": f"complexity {method}", "rc": rc, "wall_s": time.perf_counter() - t,
-            "rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "rss_peak_gib": rss_peak_gib(),
             "results": {"total_bits": cl.get("total_bits")}}
 
 

@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,10 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rss import reset_peak, rss_peak_gib, vm_kib  # noqa: E402
+
 ALPHAS8 = [1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5]
-
-
-def _rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _model_source(name: str, work: Path) -> tuple[str, str | None]:
@@ -83,7 +81,7 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     text = speech.text[:chars] if chars else speech.text
     corpus = work / f"speech-{chars}.jsonl"
     corpus.write_text(json.dumps({"id": speech.doc_id, "text": text}) + "\n")
-    rss0 = _rss_gib()
+    rss0 = rss_peak_gib()
     kw = dict(pretrained=pretrained, dtype="float32", max_length=window, add_bos_token=False,
               device="cpu", batch_size=batch)
     if gguf:
@@ -95,8 +93,8 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     else:
         lm = GenBoundHFLM(**kw, window=window, head=scorer, head_tile_mb=tile_mb)
     load_s = time.perf_counter() - t
-    rss_load = _rss_gib()                                     # the peak so far: the load's (and the probe's)
-    rss_after_load = (_vm_kib("VmRSS") or 0) / 2**20          # what stays resident after it
+    rss_load = rss_peak_gib()                                     # the peak so far: the load's (and the probe's)
+    rss_after_load = (vm_kib("VmRSS") or 0) / 2**20          # what stays resident after it
     warm_s = 0.0
     if scorer != "stock":
         # the statistics kernel's one-off torch.compile, timed apart from the scoring (the stock
@@ -107,7 +105,7 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
         compute_token_statistics(torch.zeros(2, vocab), torch.zeros(2, dtype=torch.long), ALPHAS8)
         warm_s = time.perf_counter() - t
     spent.clear()                                             # the probe's calls are the load's
-    reset = _reset_peak()                                     # from here: the scoring's own peak
+    reset = reset_peak()                                     # from here: the scoring's own peak
     n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer == "stock":
         task = {"task": "stock_speech", "dataset_path": "json",
@@ -130,33 +128,12 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
             "tokens": n_tokens, "load_s": load_s, "warmup_s": warm_s, "score_s": score_s,
             "tokens_per_s": n_tokens / score_s, "tokens_per_s_with_warmup": n_tokens / (score_s + warm_s),
             "rss_start_gib": rss0, "rss_load_peak_gib": rss_load, "rss_after_load_gib": rss_after_load,
-            "rss_score_peak_gib": (_vm_kib("VmHWM") or 0) / 2**20 if reset else None,
+            "rss_score_peak_gib": (vm_kib("VmHWM") or 0) / 2**20 if reset else None,
             # ru_maxrss follows the reset (Linux reads the same high-water mark): the process's peak
             # is the larger of the load's and the scoring's
-            "rss_peak_gib": max(rss_load, _rss_gib()),
+            "rss_peak_gib": max(rss_load, rss_peak_gib()),
             "bpb": res["results"][key][metric], "scoring_time_s": spent_score, "threads": torch.get_num_threads(),
             "head": getattr(lm, "_head_plans", None) and lm._head_plan(lm._model).mode}
-
-
-def _vm_kib(key: str) -> Optional[int]:
-    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux ``/proc/self/status``), else None."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux ``clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _gemma_head_weight(work: Path):
@@ -227,13 +204,13 @@ def sweep(work: Path, budgets_mib: list[float], rows: int, rounds: int) -> None:
     for r in range(rounds):
         for mib in (budgets_mib if r % 2 == 0 else budgets_mib[::-1]):
             budget = int(mib * 2**20)
-            before = _vm_kib("VmRSS")
+            before = vm_kib("VmRSS")
             peak = [before]
             done = threading.Event()
 
             def sample() -> None:                           # VmRSS every 5 ms while the call runs
                 while not done.wait(0.005):
-                    peak[0] = max(peak[0] or 0, _vm_kib("VmRSS") or 0)
+                    peak[0] = max(peak[0] or 0, vm_kib("VmRSS") or 0)
 
             th = threading.Thread(target=sample, daemon=True)
             th.start()
