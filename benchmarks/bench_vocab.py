@@ -39,6 +39,9 @@ SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rss import reset_peak, rss_peak_gib, vm_kib  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from stock_scorer import stock_rolling_task  # noqa: E402
+
 ALPHAS8 = [1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5]
 
 
@@ -57,7 +60,6 @@ def _model_source(name: str, work: Path) -> tuple[str, str | None]:
     if name == "demo":
         d = work / "demo-neox"
         if not (d / "config.json").is_file():
-            sys.path.insert(0, str(ROOT / "tests"))
             from tiny_models import build_model
             build_model(d, vocab_logits=320, hidden=64, layers=2, max_pos=512, train_steps=60)
         return str(d), None
@@ -108,11 +110,7 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     reset = reset_peak()                                     # from here: the scoring's own peak
     n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer == "stock":
-        task = {"task": "stock_speech", "dataset_path": "json",
-                "dataset_kwargs": {"data_files": {"test": str(corpus)}}, "test_split": "test",
-                "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
-                "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte",
-                                 "higher_is_better": False}]}
+        task = stock_rolling_task(corpus)
         tm = TaskManager(include_defaults=False)
         key, metric = "stock_speech", "bits_per_byte,none"
     else:

@@ -29,6 +29,7 @@ from lm_eval_genbound.harness.task import METRICS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import build_model, corpus_texts, run_offline as _cli, write_jsonl  # noqa: E402
+from stock_scorer import stock_rolling_task  # noqa: E402
 
 ALPHAS = [0.01, 0.1, 0.4]
 PY = sys.executable
@@ -87,13 +88,7 @@ def test_every_shipped_task_yaml_loads(env, tmp_path):
 
 
 def test_bits_per_byte_equals_stock_hf(env):
-    stock_task = {
-        "task": "stock_rolling", "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(env["corpus"])}}, "test_split": "test",
-        "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
-        "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte",
-                         "higher_is_better": False}],
-    }
+    stock_task = stock_rolling_task(env["corpus"], "stock_rolling")
     stock = _evaluate(env, [stock_task], {}, model="hf")["results"]["stock_rolling"]["bits_per_byte,none"]
     ours = _evaluate(env, ["genbound_local"], {"genbound_data": str(env["corpus"]),
                                               "genbound_alphas": ALPHAS})

@@ -12,6 +12,8 @@ import json
 
 import pytest
 
+from stock_scorer import stock_rolling_task   # pytest puts tests/ on sys.path (no __init__.py)
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,11 +47,7 @@ def test_gemma3_bits_per_byte_equal_stock_with_the_logit_free_head(gemma, tmp_pa
     corpus.write_text(json.dumps({"id": speech.doc_id, "text": speech.text[:2500]}) + "\n")
     args = dict(pretrained=str(gemma.parent), gguf_file=gemma.name, dtype="float32", max_length=256,
                 add_bos_token=False, device="cpu", batch_size=4)
-    stock_task = {"task": "stock_speech", "dataset_path": "json",
-                  "dataset_kwargs": {"data_files": {"test": str(corpus)}}, "test_split": "test",
-                  "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
-                  "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte",
-                                   "higher_is_better": False}]}
+    stock_task = stock_rolling_task(corpus)
     tm = TaskManager(include_path=TASKS_DIR, include_defaults=False,
                      metadata={"genbound_data": str(corpus), "genbound_alphas": [0.01, 0.1]})
     ours_lm = GenBoundHFLM(**args, window=256, head="tiled")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stock_scorer import stock_rolling_task   # pytest puts tests/ on sys.path (no __init__.py)
+
 pytestmark = pytest.mark.slow
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,11 +45,7 @@ def test_smollm2_gguf_bits_per_byte_equals_stock_harness(tmp_path):
     corpus = tmp_path / "speech.jsonl"
     corpus.write_text(json.dumps({"id": speech.doc_id, "text": speech.text[:2500]}) + "\n")
     args = f"pretrained={d},gguf_file={GGUF},dtype=float32,max_length=256,add_bos_token=False"
-    stock_task = {"task": "stock_speech", "dataset_path": "json",
-                  "dataset_kwargs": {"data_files": {"test": str(corpus)}}, "test_split": "test",
-                  "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
-                  "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte",
-                                   "higher_is_better": False}]}
+    stock_task = stock_rolling_task(corpus)
     tm = TaskManager(include_path=TASKS_DIR, include_defaults=False,
                      metadata={"genbound_data": str(corpus), "genbound_alphas": [0.01, 0.1]})
     stock = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=[stock_task], task_manager=tm,
