@@ -106,14 +106,17 @@ def resolve_dtype(dtype: Any, config: Any) -> torch.dtype:
 
 @dataclass(frozen=True)
 class StreamedLoad:
-    """What :func:`load_gguf_model` did: tensors copied in and skipped (names the model has no
-    parameter for, as transformers skips them), seconds reading the header and building the model
-    (``build_s``), seconds de-quantizing the tensors into it (``stream_s``)."""
+    """What :func:`load_gguf_model` did: the model, or ``refused`` (why the file cannot be streamed:
+    then ``model`` is None and nothing of it is kept); the tensors copied in and skipped (names the
+    model has no weight for, as transformers skips them); seconds reading the header and building
+    the model (``build_s``) and de-quantizing the tensors into it (``stream_s``)."""
 
-    n_tensors: int
-    skipped: tuple[str, ...]
-    build_s: float
-    stream_s: float
+    model: Optional[torch.nn.Module]
+    refused: Optional[str] = None
+    n_tensors: int = 0
+    skipped: tuple[str, ...] = ()
+    build_s: float = 0.0
+    stream_s: float = 0.0
 
 
 class _Refused(Exception):
@@ -121,8 +124,8 @@ class _Refused(Exception):
 
 
 def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model_class: Any = None,
-                    trust_remote_code: bool = False, name_or_path: Optional[str] = None
-                    ) -> tuple[Optional[torch.nn.Module], Optional[StreamedLoad], Optional[str]]:
+                    trust_remote_code: bool = False, name_or_path: Optional[str] = None,
+                    row_block_elements: int = ROW_BLOCK_ELEMENTS) -> StreamedLoad:
     """Build the model of ``config`` and fill it from the GGUF at ``path`` one tensor at a time.
 
     Parameters
@@ -140,11 +143,14 @@ def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model
         Passed to ``from_config``.
     name_or_path : str, optional
         Recorded as the config's ``name_or_path`` (as ``from_pretrained`` does).
+    row_block_elements : int
+        Weights de-quantized at a time (whole rows; at least one row).
 
     Returns
     -------
-    (model, StreamedLoad, None), or (None, None, reason) when the file cannot be streamed (nothing
-    of the model is kept; load it through transformers).
+    StreamedLoad
+        The model (in eval mode, on the CPU), or the reason it was refused (load it through
+        transformers then).
     """
     import time
 
@@ -160,7 +166,7 @@ def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model
     arch = _architecture(reader)
     reason = stream_refusal(arch, dtype)
     if reason is not None:
-        return None, None, reason
+        return StreamedLoad(None, reason)
     tensors = list(reader.tensors)
     del reader                               # its parsed fields (a large vocabulary: 10⁵ small arrays)
     # the processors get the config dict of transformers' own load; parsed before the model exists
@@ -183,13 +189,13 @@ def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model
     except _Refused as exc:
         del model
         release_freed_memory()
-        return None, None, str(exc)
+        return StreamedLoad(None, str(exc))
     t0 = time.perf_counter()
     targets = model.state_dict()
     with torch.no_grad():
         for tensor, hf_name in plan.mapped:
-            _fill(targets[hf_name], tensor, plan.processor, plan.key_mapping)
-    return model, StreamedLoad(len(plan.mapped), plan.skipped, build_s, time.perf_counter() - t0), None
+            _fill(targets[hf_name], tensor, plan.processor, plan.key_mapping, row_block_elements)
+    return StreamedLoad(model, None, len(plan.mapped), plan.skipped, build_s, time.perf_counter() - t0)
 
 
 @dataclass
@@ -232,7 +238,7 @@ def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -
     return _Plan(processor, key_mapping, mapped, tuple(skipped))
 
 
-def _dequantize_into(tensor: Any, out: np.ndarray) -> None:
+def _dequantize_into(tensor: Any, out: np.ndarray, row_block_elements: int) -> None:
     """De-quantize a GGUF tensor into ``out`` (float32, its torch shape) a block of rows at a time."""
     from gguf import dequantize
 
@@ -242,16 +248,17 @@ def _dequantize_into(tensor: Any, out: np.ndarray) -> None:
         return
     flat_out = out.reshape(-1, out.shape[-1])
     flat_in = data.reshape(-1, data.shape[-1])
-    step = max(1, ROW_BLOCK_ELEMENTS // out.shape[-1])
+    step = max(1, row_block_elements // out.shape[-1])
     for r in range(0, flat_out.shape[0], step):
         flat_out[r:r + step] = dequantize(flat_in[r:r + step], tensor.tensor_type)
 
 
-def _fill(target: torch.Tensor, tensor: Any, processor: Any, key_mapping: dict[str, str]) -> None:
+def _fill(target: torch.Tensor, tensor: Any, processor: Any, key_mapping: dict[str, str],
+          row_block_elements: int) -> None:
     """Copy one GGUF tensor, de-quantized and processed as transformers does, into ``target``."""
     in_place = target.dtype == torch.float32 and target.is_contiguous() and target.device.type == "cpu"
     buf = target.numpy() if in_place else np.empty(tuple(target.shape), dtype=np.float32)
-    _dequantize_into(tensor, buf)
+    _dequantize_into(tensor, buf, row_block_elements)
     side: dict[str, dict] = {"tensors": {}}
     result = processor.process(weights=buf, name=tensor.name, tensor_key_mapping=key_mapping,
                                parsed_parameters=side)

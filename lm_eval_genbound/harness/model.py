@@ -45,6 +45,13 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   at load shows it reproduces the model's own logits (else the full logits, with one log line);
   ``tiled`` insists (a head it cannot reproduce is an error before scoring); ``full`` always
   takes the model's full logits. ``head_tile_mb``: MiB of float32 logits per tile.
+* ``gguf_loader`` (with ``gguf_file=``): ``stream`` (default) builds the model from the file's config
+  and fills it one tensor at a time (:mod:`lm_eval_genbound.harness.gguf_loader`: transformers' own
+  per-architecture processing, bit-identical weights, one copy of them in memory instead of a float32
+  state dict beside the model); ``transformers`` uses transformers' own load. Architectures the stream
+  loader does not cover, a file that leaves a weight unfilled and options only transformers handles
+  (``parallelize``, ``peft``, ``delta``, GPTQ backends, model kwargs such as ``attn_implementation``)
+  load through transformers, with one log line saying why.
 
 A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
 naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar
@@ -260,15 +267,15 @@ class GenBoundHFLM(HFLM):
 
         path = gguf_file if Path(gguf_file).is_file() else cached_file(
             pretrained, gguf_file, revision=revision, subfolder=subfolder or "")
-        model, info, why = load_gguf_model(path, self.config, dtype=get_dtype(dtype),
-                                           model_class=self.AUTO_MODEL_CLASS,
-                                           trust_remote_code=bool(trust_remote_code), name_or_path=pretrained)
-        if model is None:
-            return why
+        load = load_gguf_model(path, self.config, dtype=get_dtype(dtype), model_class=self.AUTO_MODEL_CLASS,
+                               trust_remote_code=bool(trust_remote_code), name_or_path=pretrained)
+        if load.model is None:
+            return load.refused
         acc = getattr(self, "accelerator", None)
-        self._model = model.to(acc.device if acc is not None else self.device)
+        self._model = load.model.to(acc.device if acc is not None else self.device)
         logger.info("gguf_loader: streamed %d tensors of %s into %s one at a time (%.1f s build, %.1f s "
-                    "de-quantizing)", info.n_tensors, gguf_file, type(model).__name__, info.build_s, info.stream_s)
+                    "de-quantizing)", load.n_tensors, gguf_file, type(load.model).__name__, load.build_s,
+                    load.stream_s)
         return None
 
     # ------------------------------------------------------------------ quantization
