@@ -2,6 +2,7 @@
 
     $ nice python benchmarks/bench_vocab.py                       # all rows: gemma, smollm2, demo × 3 scorers
     $ python benchmarks/bench_vocab.py --models demo --scorers tiled full
+    $ python benchmarks/bench_vocab.py --models gemma --scorers stock tiled tiled/transformers --parallel
     $ nice python benchmarks/bench_vocab.py --parallel            # each model's three scorers at once
     $ python benchmarks/bench_vocab.py --sweep                   # the tile budget sweep (Gemma's head only)
 
@@ -12,7 +13,9 @@ few steps here). Text: the first 6,000 characters (``--chars``) of the last held
 Union address (the 2026 address; 1,431 Gemma tokens); window 512, batch 4, float32,
 ``add_bos_token=False``, 8 α for hf-genbound. Scorers: ``stock`` (``lm_eval`` ``--model hf``,
 ``loglikelihood_rolling``, bits per byte), ``full`` (hf-genbound ``head=full``), ``tiled``
-(hf-genbound ``head=tiled``: the logit-free head). Each row: load seconds (hf-genbound's include
+(hf-genbound ``head=tiled``: the logit-free head); hf-genbound loads a GGUF with its streaming loader
+(``gguf_loader=stream``, the default), and ``<head>/transformers`` (e.g. ``tiled/transformers``) is the
+same row with transformers' own GGUF load (``gguf_loader=transformers``, as the stock scorer loads). Each row: load seconds (hf-genbound's include
 the weights' fingerprint and the head probe), the statistics kernel's one-off torch.compile
 (``compile s``, timed apart: the stock scorer has no such cost; tokens/s is given without and with
 it), scoring seconds, tokens/s of the scoring, peak RSS of the load (``ru_maxrss`` after it), RSS
@@ -93,7 +96,8 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
         from lm_eval.models.huggingface import HFLM
         lm = HFLM(**kw)
     else:
-        lm = GenBoundHFLM(**kw, window=window, head=scorer, head_tile_mb=tile_mb)
+        head, _, loader = scorer.partition("/")
+        lm = GenBoundHFLM(**kw, window=window, head=head, head_tile_mb=tile_mb, gguf_loader=loader or "stream")
     load_s = time.perf_counter() - t
     rss_load = rss_peak_gib()                                     # the peak so far: the load's (and the probe's)
     rss_after_load = (vm_kib("VmRSS") or 0) / 2**20          # what stays resident after it
@@ -266,7 +270,8 @@ def main() -> None:
                    "--window", str(a.window), "--batch-size", str(a.batch_size), "--chars", str(a.chars)]
             cmd += [] if a.head_tile_mb is None else ["--head-tile-mb", str(a.head_tile_mb)]
             # output to files, not pipes: a child never waits on a full pipe while another runs
-            logs = (work / f"row-{name}-{scorer}.out", work / f"row-{name}-{scorer}.err")
+            tag = scorer.replace("/", "-")
+            logs = (work / f"row-{name}-{tag}.out", work / f"row-{name}-{tag}.err")
             with open(logs[0], "w") as fo, open(logs[1], "w") as fe:
                 p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, env=env)
             procs.append((scorer, p, logs))
@@ -293,7 +298,8 @@ def main() -> None:
         sp = f"{r['tokens_per_s'] / st['tokens_per_s']:.2f}" if st else "-"
         sp2 = f"{r['tokens_per_s_with_warmup'] / st['tokens_per_s']:.2f}" if st else "-"
         mem = f"{r['rss_peak_gib'] / st['rss_peak_gib']:.2f}" if st else "-"
-        label = r["scorer"] if r["scorer"] == "stock" else f"hf-genbound head={r['scorer']}"
+        head, _, loader = r["scorer"].partition("/")
+        label = "stock" if head == "stock" else f"hf-genbound head={head}" + (f", gguf_loader={loader}" if loader else "")
         score_peak = "-" if r["rss_score_peak_gib"] is None else f"{r['rss_score_peak_gib']:.2f}"
         print(f"| {r['model']} | {r['V']:,} | {label} | {r['tokens']:,} | {r['load_s']:.1f} | {r['warmup_s']:.1f} "
               f"| {r['score_s']:.1f} | {r['tokens_per_s']:.1f} | {sp} | {sp2} | {r['rss_load_peak_gib']:.2f} "

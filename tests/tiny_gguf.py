@@ -2,7 +2,10 @@
 
 ``write_tiny_llama(path)`` writes a 1-layer Llama (d = 64, V = 259: the 256 GPT-2 byte tokens,
 <s>, </s> and one merge) that ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=name)`` and
-the harness's ``gguf_file=`` model arg load; ``write_all_types(path)`` writes one small tensor of
+the harness's ``gguf_file=`` model arg load; ``write_tiny_gemma3(path)`` a 1-layer Gemma 3 (q/k
+norms, sandwich norms, tied head; the same tokens) and ``write_tiny_gpt2(path)`` a 1-layer GPT-2
+(fused qkv, biases, learned positions: an architecture whose transformers processor is not per
+tensor); ``write_all_types(path)`` writes one small tensor of
 every GGML type the message codes (quantized by ``gguf.quants`` where it can quantize; the
 K-quants, which it can only dequantize, as raw blocks with finite f16 scales).
 """
@@ -45,22 +48,15 @@ def _add(w: gguf.GGUFWriter, name: str, x: np.ndarray, qtype: T) -> None:
         w.add_tensor(name, gguf.quants.quantize(x.astype(np.float32), qtype), raw_dtype=qtype)
 
 
-def write_tiny_llama(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, tokens: tuple[str, ...] = ("he",),
-                     context_length: int = 128) -> Path:
-    """A 1-layer Llama GGUF at ``path``: weight matrices in ``qtype``, norms in F32."""
-    rng = np.random.default_rng(seed)
-    d, ff, heads = 64, 128, 2
+def _tiny_header(path: str | Path, arch: str, tokens: tuple[str, ...], context_length: int,
+                 block_count: int = 1) -> tuple[gguf.GGUFWriter, int]:
+    """A writer for ``arch`` with the GPT-2 byte tokenizer, <s>, </s> and ``tokens`` (one merge
+    each); returns it and V."""
     vocab = _byte_tokens() + ["<s>", "</s>"] + list(tokens)
-    w = gguf.GGUFWriter(str(path), arch="llama")
+    w = gguf.GGUFWriter(str(path), arch=arch)
     w.add_name("tiny")
-    w.add_block_count(1)
+    w.add_block_count(block_count)
     w.add_context_length(context_length)
-    w.add_embedding_length(d)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(heads)
-    w.add_head_count_kv(heads)
-    w.add_rope_dimension_count(d // heads)
-    w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(len(vocab))
     w.add_tokenizer_model("gpt2")
     w.add_token_list(vocab)
@@ -68,16 +64,80 @@ def write_tiny_llama(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, toke
     w.add_token_merges([" ".join(t) for t in tokens])
     w.add_bos_token_id(256)
     w.add_eos_token_id(257)
-    shapes = {"token_embd.weight": (len(vocab), d), "blk.0.attn_norm.weight": (d,), "blk.0.ffn_norm.weight": (d,),
-              "blk.0.attn_q.weight": (d, d), "blk.0.attn_k.weight": (d, d), "blk.0.attn_v.weight": (d, d),
-              "blk.0.attn_output.weight": (d, d), "blk.0.ffn_gate.weight": (ff, d), "blk.0.ffn_up.weight": (ff, d),
-              "blk.0.ffn_down.weight": (d, ff), "output_norm.weight": (d,), "output.weight": (len(vocab), d)}
+    return w, len(vocab)
+
+
+def _add_all(w: gguf.GGUFWriter, shapes: dict[str, tuple[int, ...]], qtype: T, rng: np.random.Generator) -> None:
+    """Vectors (norms, biases) in F32 near 1, matrices in ``qtype``."""
     for name, shape in shapes.items():
         if len(shape) == 1:
             _add(w, name, 1.0 + 0.1 * rng.normal(size=shape), T.F32)
         else:
             _add(w, name, 0.1 * rng.normal(size=shape), qtype)
     _close(w)
+
+
+def write_tiny_llama(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, tokens: tuple[str, ...] = ("he",),
+                     context_length: int = 128, omit: tuple[str, ...] = ()) -> Path:
+    """A 1-layer Llama GGUF at ``path``: weight matrices in ``qtype``, norms in F32 (``omit``: tensor
+    names left out of the file)."""
+    d, ff, heads = 64, 128, 2
+    w, v = _tiny_header(path, "llama", tokens, context_length)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(heads)
+    w.add_rope_dimension_count(d // heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    shapes = {"token_embd.weight": (v, d), "blk.0.attn_norm.weight": (d,), "blk.0.ffn_norm.weight": (d,),
+              "blk.0.attn_q.weight": (d, d), "blk.0.attn_k.weight": (d, d), "blk.0.attn_v.weight": (d, d),
+              "blk.0.attn_output.weight": (d, d), "blk.0.ffn_gate.weight": (ff, d), "blk.0.ffn_up.weight": (ff, d),
+              "blk.0.ffn_down.weight": (d, ff), "output_norm.weight": (d,), "output.weight": (v, d)}
+    _add_all(w, {k: s for k, s in shapes.items() if k not in omit}, qtype, np.random.default_rng(seed))
+    return Path(path)
+
+
+def write_tiny_gemma3(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, context_length: int = 128) -> Path:
+    """A 1-layer Gemma 3 GGUF (grouped-query attention with q/k norms, four norms a block, tied head)."""
+    d, ff, heads, kv, hd = 64, 128, 2, 1, 32
+    w, v = _tiny_header(path, "gemma3", ("he",), context_length)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_sliding_window(32)
+    b = "blk.0."
+    shapes = {"token_embd.weight": (v, d), b + "attn_norm.weight": (d,), b + "attn_q.weight": (heads * hd, d),
+              b + "attn_k.weight": (kv * hd, d), b + "attn_v.weight": (kv * hd, d),
+              b + "attn_output.weight": (d, heads * hd), b + "attn_q_norm.weight": (hd,),
+              b + "attn_k_norm.weight": (hd,), b + "post_attention_norm.weight": (d,), b + "ffn_norm.weight": (d,),
+              b + "ffn_gate.weight": (ff, d), b + "ffn_up.weight": (ff, d), b + "ffn_down.weight": (d, ff),
+              b + "post_ffw_norm.weight": (d,), "output_norm.weight": (d,)}
+    _add_all(w, shapes, qtype, np.random.default_rng(seed))
+    return Path(path)
+
+
+def write_tiny_gpt2(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, context_length: int = 1024) -> Path:
+    """A 1-layer GPT-2 GGUF (fused qkv, biases, learned positions, tied head; transformers reads the
+    context length as ``n_ctx``, the positions as the default ``n_positions`` = 1024)."""
+    d, heads = 64, 2
+    w, v = _tiny_header(path, "gpt2", ("he",), context_length)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(4 * d)
+    w.add_head_count(heads)
+    w.add_layer_norm_eps(1e-5)
+    b = "blk.0."
+    shapes = {"token_embd.weight": (v, d), "position_embd.weight": (context_length, d),
+              b + "attn_norm.weight": (d,), b + "attn_norm.bias": (d,), b + "attn_qkv.weight": (3 * d, d),
+              b + "attn_qkv.bias": (3 * d,), b + "attn_output.weight": (d, d), b + "attn_output.bias": (d,),
+              b + "ffn_norm.weight": (d,), b + "ffn_norm.bias": (d,), b + "ffn_up.weight": (4 * d, d),
+              b + "ffn_up.bias": (4 * d,), b + "ffn_down.weight": (d, 4 * d), b + "ffn_down.bias": (d,),
+              "output_norm.weight": (d,), "output_norm.bias": (d,)}
+    _add_all(w, shapes, qtype, np.random.default_rng(seed))
     return Path(path)
 
 

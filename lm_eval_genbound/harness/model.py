@@ -45,6 +45,13 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   at load shows it reproduces the model's own logits (else the full logits, with one log line);
   ``tiled`` insists (a head it cannot reproduce is an error before scoring); ``full`` always
   takes the model's full logits. ``head_tile_mb``: MiB of float32 logits per tile.
+* ``gguf_loader`` (with ``gguf_file=``): ``stream`` (default) builds the model from the file's config
+  and fills it one tensor at a time (:mod:`lm_eval_genbound.harness.gguf_loader`: transformers' own
+  per-architecture processing, bit-identical weights, one copy of them in memory instead of a float32
+  state dict beside the model); ``transformers`` uses transformers' own load. Architectures the stream
+  loader does not cover, a file that leaves a weight unfilled and options only transformers handles
+  (``parallelize``, ``peft``, ``delta``, GPTQ backends, model kwargs such as ``attn_implementation``)
+  load through transformers, with one log line saying why.
 
 A model arg that neither hf-genbound, the harness nor the model class accepts is a GenboundError
 naming it (``windw`` → did you mean ``window``?) and listing :data:`MODEL_ARGS`. The window bar
@@ -110,7 +117,16 @@ MODEL_ARGS: dict[str, str] = {
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
     "head": "auto (logit-free when the load-time probe reproduces the head), tiled (or an error) or full logits",
     "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 128 on CPU, 512 on a GPU)",
+    "gguf_loader": "with gguf_file=: stream (the file's tensors one at a time into the model: one copy of the "
+                   "weights) or transformers (its own load: every tensor de-quantized first)",
 }
+#: the values of ``gguf_loader``
+GGUF_LOADERS = ("stream", "transformers")
+#: HFLM's model-creation options that ask for transformers' own load, and their defaults
+_STOCK_LOAD_DEFAULTS: dict[str, Any] = {"parallelize": False, "tp_plan": None, "peft": None, "delta": None,
+                                        "autogptq": False, "gptqmodel": False, "quantization_config": None}
+#: HFLM's options that only matter with ``parallelize=True``
+_PARALLELIZE_ONLY = ("gpus", "max_memory_per_gpu", "max_cpu_memory", "offload_folder")
 
 
 def genbound_model_args() -> dict[str, Any]:
@@ -132,6 +148,13 @@ def _rejected_key(exc: TypeError, kwargs: dict) -> Optional[str]:
     """The user's model arg that ``exc`` ("... unexpected keyword argument 'k'") rejects, if any."""
     m = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
     return m.group(1) if m and m.group(1) in kwargs else None
+
+
+def _stock_load_reason(options: dict[str, Any]) -> Optional[str]:
+    """Why HFLM's model-creation ``options`` need transformers' own load (None: they do not)."""
+    asked = [k for k, v in options.items() if k not in _PARALLELIZE_ONLY
+             and (k not in _STOCK_LOAD_DEFAULTS or v != _STOCK_LOAD_DEFAULTS[k])]
+    return f"{', '.join(sorted(asked))} asked for" if asked else None
 
 
 def source_identity(pretrained: Any, revision: Optional[str], gguf_file: Optional[str],
@@ -156,7 +179,10 @@ class GenBoundHFLM(HFLM):
                  quantize_seed: int = 0, stats_chunk: int = DEFAULT_CHUNK_TOKENS,
                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS, stats_kernel: str = "auto",
                  quantization_gap: bool = True, head: str = "auto", head_tile_mb: Optional[float] = None,
-                 **kwargs: Any) -> None:
+                 gguf_loader: str = "stream", **kwargs: Any) -> None:
+        if gguf_loader not in GGUF_LOADERS:
+            raise GenboundError(f"gguf_loader={gguf_loader!r} must be one of {', '.join(GGUF_LOADERS)}")
+        self.gguf_loader = gguf_loader          # read by _create_model, inside HFLM's __init__
         try:
             super().__init__(*args, **kwargs)
         except TypeError as exc:
@@ -210,6 +236,47 @@ class GenBoundHFLM(HFLM):
                                 else max(1, int(float(head_tile_mb) * (1 << 20))))
         self._head_plans: dict[tuple[int, int], tiled_head.HeadPlan] = {}
         self._head_plan(self._model)                     # the probe: before any scoring
+
+    # ------------------------------------------------------------------ loading
+    def _create_model(self, pretrained: str, revision: Optional[str] = "main", dtype: Any = "auto",
+                      trust_remote_code: Optional[bool] = False, gguf_file: Optional[str] = None,
+                      subfolder: str = "", **kwargs: Any) -> None:
+        """HFLM's model creation, except that a GGUF file (``gguf_file=``) is streamed into the model one
+        tensor at a time (:mod:`lm_eval_genbound.harness.gguf_loader`: bit-identical weights, one copy of
+        them in memory). transformers' own load (HFLM's) serves ``gguf_loader=transformers``, options only
+        it handles (parallelize, tp_plan, peft, delta, GPTQ backends, a quantization config, model kwargs
+        such as ``attn_implementation``) and files the loader refuses (one log line says why)."""
+        if gguf_file and self.gguf_loader == "stream":
+            why = _stock_load_reason(kwargs)
+            if why is None:
+                why = self._stream_gguf(pretrained, revision, dtype, trust_remote_code, gguf_file, subfolder)
+            if why is None:
+                return
+            logger.warning("gguf_loader: loading %s through transformers (every tensor de-quantized before the "
+                           "model is filled: about twice the memory): %s", gguf_file, why)
+        super()._create_model(pretrained, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
+                              gguf_file=gguf_file, subfolder=subfolder, **kwargs)
+
+    def _stream_gguf(self, pretrained: str, revision: Optional[str], dtype: Any, trust_remote_code: Optional[bool],
+                     gguf_file: str, subfolder: str) -> Optional[str]:
+        """Stream ``gguf_file`` into ``self._model`` on the device HFLM's load would use; None, or why not."""
+        from lm_eval.models.huggingface import get_dtype
+        from transformers.utils import cached_file
+
+        from lm_eval_genbound.harness.gguf_loader import load_gguf_model
+
+        path = gguf_file if Path(gguf_file).is_file() else cached_file(
+            pretrained, gguf_file, revision=revision, subfolder=subfolder or "")
+        load = load_gguf_model(path, self.config, dtype=get_dtype(dtype), model_class=self.AUTO_MODEL_CLASS,
+                               trust_remote_code=bool(trust_remote_code), name_or_path=pretrained)
+        if load.model is None:
+            return load.refused
+        acc = getattr(self, "accelerator", None)
+        self._model = load.model.to(acc.device if acc is not None else self.device)
+        logger.info("gguf_loader: streamed %d tensors of %s into %s one at a time (%.1f s build, %.1f s "
+                    "de-quantizing)", load.n_tensors, gguf_file, type(load.model).__name__, load.build_s,
+                    load.stream_s)
+        return None
 
     # ------------------------------------------------------------------ quantization
     def _apply_quantization(self, spec: str, seed: int, gguf_file: Optional[str]) -> None:

@@ -1,0 +1,276 @@
+"""A GGUF checkpoint loaded one tensor at a time: the model plus one tensor in memory, not two models.
+
+    >>> from lm_eval_genbound.harness.gguf_loader import STREAMED_ARCHITECTURES
+    >>> "gemma3" in STREAMED_ARCHITECTURES and "llama" in STREAMED_ARCHITECTURES
+    True
+
+transformers (5.x) loads most GGUF architectures through its legacy path
+(``load_gguf_checkpoint(return_tensors=True)``): every tensor de-quantized into a float32 state dict
+held beside the model, then copied in — two copies of the weights at the peak (Gemma-3-270M: 1.07 GB
+each). :func:`load_gguf_model` builds the model from its config instead, then streams the file's
+tensors: each is de-quantized by ``gguf`` (in row blocks, straight into the parameter when the
+parameter is float32), passed through transformers' own per-architecture ``TensorProcessor``
+(the Llama q/k un-permutation, Gemma's norm − 1) under transformers' own name map
+(``get_gguf_hf_weights_map``), copied into its parameter and freed. The result is bit-identical to
+transformers' load (the tests compare every tensor and ``weights_sha256``).
+
+Only architectures whose processor is pure per tensor are streamed (:data:`STREAMED_ARCHITECTURES`,
+and the processor class must be one of :data:`_PURE_PROCESSORS`); anything else — processors that
+merge MoE experts or store tensors across calls, architectures transformers loads through its own
+packed-GGUF path, a file whose tensors do not cover the model's weights with the right shapes — is
+refused by :func:`stream_refusal` with the reason, and the caller loads through transformers
+(one log line). The streamed model is not a transformers "quantized" model: it carries no
+``hf_quantizer`` and its config no ``quantization_config`` (the weights are plain dense tensors).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: GGUF ``general.architecture`` values streamed (their transformers processors are pure per tensor)
+STREAMED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+#: elements de-quantized per block of rows (float32: 16 MiB, plus gguf's temporaries)
+ROW_BLOCK_ELEMENTS = 1 << 22
+
+
+def _pure_processors() -> tuple[type, ...]:
+    """transformers' processor classes that map one tensor to one tensor without side effects."""
+    from transformers.modeling_gguf_pytorch_utils import (Gemma2TensorProcessor, LlamaTensorProcessor,
+                                                          TensorProcessor)
+
+    return (TensorProcessor, LlamaTensorProcessor, Gemma2TensorProcessor)
+
+
+def _packed_path_handles(architecture: str) -> bool:
+    """Whether transformers loads ``architecture`` through its own GGUF quantizer path (not the legacy one)."""
+    try:
+        from transformers.integrations.gguf.utils import is_gguf_arch_supported
+    except ImportError:                      # a transformers without that path: the legacy one loads all
+        return False
+    return bool(is_gguf_arch_supported(architecture))
+
+
+def _architecture(reader: Any) -> str:
+    """A GGUF file's ``general.architecture`` (from its open ``GGUFReader``)."""
+    from transformers.modeling_gguf_pytorch_utils import read_field
+
+    return str(read_field(reader, "general.architecture")[0])
+
+
+def stream_refusal(architecture: str, dtype: Any) -> Optional[str]:
+    """Why a GGUF of ``architecture`` loaded in ``dtype`` cannot be streamed (None: it can).
+
+    Parameters
+    ----------
+    architecture : str
+        The file's ``general.architecture``.
+    dtype : torch.dtype, str or None
+        The dtype asked for (``"auto"``/None: the config's, else torch's default).
+    """
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    if architecture not in STREAMED_ARCHITECTURES:
+        return (f"architecture {architecture!r} is not one whose tensors stream one at a time "
+                f"({', '.join(STREAMED_ARCHITECTURES)})")
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)
+    if processor not in _pure_processors():
+        return f"transformers' {processor.__name__} for {architecture!r} is not known to be pure per tensor"
+    if _packed_path_handles(architecture):
+        return f"transformers loads {architecture!r} through its own GGUF quantizer path"
+    if not (dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)
+            or (isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype))):
+        return f"dtype={dtype!r} is not one torch dtype"
+    return None
+
+
+def resolve_dtype(dtype: Any, config: Any) -> torch.dtype:
+    """The dtype transformers' GGUF load gives the model: ``dtype`` itself, or for ``"auto"``/None the
+    config's ``dtype`` when it names one, else torch's default (float32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, "auto"):
+        return getattr(torch, dtype)
+    cfg = getattr(config, "dtype", None)
+    if isinstance(cfg, str):
+        cfg = getattr(torch, cfg, None)
+    return cfg if isinstance(cfg, torch.dtype) else torch.get_default_dtype()
+
+
+@dataclass(frozen=True)
+class StreamedLoad:
+    """What :func:`load_gguf_model` did: the model, or ``refused`` (why the file cannot be streamed:
+    then ``model`` is None and nothing of it is kept); the tensors copied in and skipped (names the
+    model has no weight for, as transformers skips them); seconds reading the header and building
+    the model (``build_s``) and de-quantizing the tensors into it (``stream_s``)."""
+
+    model: Optional[torch.nn.Module]
+    refused: Optional[str] = None
+    n_tensors: int = 0
+    skipped: tuple[str, ...] = ()
+    build_s: float = 0.0
+    stream_s: float = 0.0
+
+
+class _Refused(Exception):
+    """The file cannot be streamed into this model (the message says why)."""
+
+
+def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model_class: Any = None,
+                    trust_remote_code: bool = False, name_or_path: Optional[str] = None,
+                    row_block_elements: int = ROW_BLOCK_ELEMENTS) -> StreamedLoad:
+    """Build the model of ``config`` and fill it from the GGUF at ``path`` one tensor at a time.
+
+    Parameters
+    ----------
+    path : str or Path
+        The GGUF file.
+    config : transformers.PretrainedConfig
+        The model's config as transformers parses it from the file
+        (``AutoConfig.from_pretrained(dir, gguf_file=name)``); copied, not changed.
+    dtype : torch.dtype, str or None
+        As ``from_pretrained``'s ``dtype`` (``"auto"``: see :func:`resolve_dtype`).
+    model_class : transformers auto class, optional
+        Default ``AutoModelForCausalLM``.
+    trust_remote_code : bool
+        Passed to ``from_config``.
+    name_or_path : str, optional
+        Recorded as the config's ``name_or_path`` (as ``from_pretrained`` does).
+    row_block_elements : int
+        Weights de-quantized at a time (whole rows; at least one row).
+
+    Returns
+    -------
+    StreamedLoad
+        The model (in eval mode, on the CPU), or the reason it was refused (load it through
+        transformers then).
+    """
+    import time
+
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from lm_eval_genbound.memory import release_freed_memory
+
+    t0 = time.perf_counter()
+    reader = GGUFReader(str(path))
+    arch = _architecture(reader)
+    reason = stream_refusal(arch, dtype)
+    if reason is not None:
+        return StreamedLoad(None, reason)
+    tensors = list(reader.tensors)
+    del reader                               # its parsed fields (a large vocabulary: 10⁵ small arrays)
+    # the processors get the config dict of transformers' own load; parsed before the model exists
+    gguf_config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+    release_freed_memory()
+    cfg = copy.deepcopy(config)
+    cfg.dtype = resolve_dtype(dtype, config)
+    if name_or_path is not None:
+        cfg.name_or_path = name_or_path
+    # no random init: every weight is filled from the file (the plan refuses a file that leaves one
+    # unfilled), and untouched pages of torch.empty are never resident; buffers are built as usual
+    with no_init_weights():
+        model = (model_class or AutoModelForCausalLM).from_config(cfg, dtype=cfg.dtype,
+                                                                    trust_remote_code=trust_remote_code)
+    model.tie_weights()                      # skipped with the init (a tied head is one tensor again)
+    model.eval()
+    build_s = time.perf_counter() - t0
+    try:
+        plan = _plan(tensors, arch, gguf_config, model)
+    except _Refused as exc:
+        del model
+        release_freed_memory()
+        return StreamedLoad(None, str(exc))
+    t0 = time.perf_counter()
+    targets = model.state_dict()
+    with torch.no_grad():
+        for tensor, hf_name in plan.mapped:
+            _fill(targets[hf_name], tensor, plan.processor, plan.key_mapping, row_block_elements)
+    return StreamedLoad(model, None, len(plan.mapped), plan.skipped, build_s, time.perf_counter() - t0)
+
+
+@dataclass
+class _Plan:
+    processor: Any
+    key_mapping: dict[str, str]
+    mapped: list[tuple[Any, str]]           # (GGUF reader tensor, model state-dict key)
+    skipped: tuple[str, ...]
+
+
+def _logical_shape(tensor: Any) -> tuple[int, ...]:
+    """A GGUF tensor's shape in torch order (GGUF lists dimensions innermost first)."""
+    return tuple(int(n) for n in reversed(tensor.shape.tolist()))
+
+
+def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -> _Plan:
+    """Pair every GGUF tensor with its parameter (transformers' processor and name map); refuse a
+    file that leaves a weight unfilled or whose shapes do not match."""
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
+
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=gguf_config)
+    key_mapping = get_gguf_hf_weights_map(model, processor)
+    targets = model.state_dict()
+    mapped, skipped, filled = [], [], set()
+    for tensor in tensors:
+        hf_name = key_mapping.get(tensor.name)
+        if hf_name is None:
+            skipped.append(tensor.name)
+            continue
+        shape = tuple(targets[hf_name].shape)
+        if _logical_shape(tensor) != shape:
+            raise _Refused(f"{tensor.name} has shape {_logical_shape(tensor)} in the file, {hf_name} {shape} "
+                           "in the model")
+        mapped.append((tensor, hf_name))
+        filled.add(targets[hf_name].data_ptr())
+    unfilled = [k for k, t in targets.items() if t.numel() and t.data_ptr() not in filled]
+    if unfilled:
+        raise _Refused(f"the file has no tensor for {len(unfilled)} of the model's weights ({', '.join(unfilled[:3])}"
+                       f"{', ...' if len(unfilled) > 3 else ''})")
+    return _Plan(processor, key_mapping, mapped, tuple(skipped))
+
+
+def _dequantize_into(tensor: Any, out: np.ndarray, row_block_elements: int) -> None:
+    """De-quantize a GGUF tensor into ``out`` (float32, its torch shape) a block of rows at a time."""
+    from gguf import dequantize
+
+    data = tensor.data
+    if out.ndim < 2:
+        out[...] = dequantize(data, tensor.tensor_type).reshape(out.shape)
+        return
+    flat_out = out.reshape(-1, out.shape[-1])
+    flat_in = data.reshape(-1, data.shape[-1])
+    step = max(1, row_block_elements // out.shape[-1])
+    for r in range(0, flat_out.shape[0], step):
+        flat_out[r:r + step] = dequantize(flat_in[r:r + step], tensor.tensor_type)
+
+
+def _fill(target: torch.Tensor, tensor: Any, processor: Any, key_mapping: dict[str, str],
+          row_block_elements: int) -> None:
+    """Copy one GGUF tensor, de-quantized and processed as transformers does, into ``target``."""
+    in_place = target.dtype == torch.float32 and target.is_contiguous() and target.device.type == "cpu"
+    buf = target.numpy() if in_place else np.empty(tuple(target.shape), dtype=np.float32)
+    _dequantize_into(tensor, buf, row_block_elements)
+    side: dict[str, dict] = {"tensors": {}}
+    result = processor.process(weights=buf, name=tensor.name, tensor_key_mapping=key_mapping,
+                               parsed_parameters=side)
+    if result.name != tensor.name or side["tensors"]:
+        raise RuntimeError(f"{type(processor).__name__} renamed or stored {tensor.name}: not a per-tensor "
+                           "processor (it must not be streamed)")
+    w = result.weights
+    if in_place and w is buf:
+        return
+    if np.shares_memory(w, buf):
+        w = np.array(w)                      # a view of the buffer, rearranged: copy before overwriting
+    if tuple(w.shape) != tuple(target.shape):
+        raise RuntimeError(f"{tensor.name} came out of {type(processor).__name__} as {tuple(w.shape)}, "
+                           f"its parameter is {tuple(target.shape)}")
+    target.copy_(torch.from_numpy(np.ascontiguousarray(w)))

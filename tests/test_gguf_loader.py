@@ -1,0 +1,120 @@
+"""The streaming GGUF loader (lm_eval_genbound/harness/gguf_loader.py) against transformers' own load:
+the same tensors bit for bit, on tiny GGUFs written here (Llama: the q/k un-permutation; Gemma 3: the
+norms' − 1, q/k norms, a tied head), the same ``weights_sha256`` through hf-genbound, and everything it
+does not stream (GPT-2's processor, a file missing a weight, options only transformers handles) loaded
+by transformers with one log line."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from gguf import GGMLQuantizationType as T
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from lm_eval_genbound.complexity.parameters import weights_sha256
+from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.gguf_loader import load_gguf_model
+from lm_eval_genbound.harness.model import GenBoundHFLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_gguf import write_tiny_gemma3, write_tiny_gpt2, write_tiny_llama  # noqa: E402
+
+WRITERS = {"llama": write_tiny_llama, "gemma3": write_tiny_gemma3, "gpt2": write_tiny_gpt2}
+
+
+def _stock(d: Path, name: str, dtype: torch.dtype) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(str(d), gguf_file=name, dtype=dtype)
+
+
+def _assert_same_model(lean: torch.nn.Module, stock: torch.nn.Module) -> None:
+    a, b = lean.state_dict(), stock.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
+    bufs = dict(stock.named_buffers())
+    assert all(torch.equal(x, bufs[n]) for n, x in lean.named_buffers())      # rotary inv_freq, embed_scale
+    tied = stock.get_output_embeddings().weight is stock.get_input_embeddings().weight
+    assert (lean.get_output_embeddings().weight is lean.get_input_embeddings().weight) == tied
+    assert weights_sha256(lean) == weights_sha256(stock)
+    ids = torch.arange(24).reshape(2, 12) * 37 % 250
+    with torch.no_grad():
+        assert torch.equal(lean(ids).logits, stock(ids).logits)
+
+
+@pytest.mark.parametrize("arch,qtype,dtype", [("llama", T.Q8_0, torch.float32), ("llama", T.Q4_1, torch.bfloat16),
+                                              ("gemma3", T.Q4_0, torch.float32), ("gemma3", T.Q8_0, torch.float16)])
+def test_streamed_model_equals_transformers_load_tensor_by_tensor(tmp_path, arch, qtype, dtype):
+    """Weights, buffers, tying and logits identical; row blocks of 3 rows (the last one short) for
+    every matrix; float32 de-quantized in place, 16-bit dtypes through a float32 buffer."""
+    WRITERS[arch](tmp_path / "m.gguf", qtype)
+    load = load_gguf_model(tmp_path / "m.gguf", AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf"),
+                           dtype=dtype, row_block_elements=3 * 64)
+    assert load.refused is None and load.n_tensors == (12 if arch == "llama" else 15) and load.skipped == ()
+    _assert_same_model(load.model, _stock(tmp_path, "m.gguf", dtype))
+
+
+def _hflm(d: Path, **kw) -> GenBoundHFLM:
+    return GenBoundHFLM(pretrained=str(d), gguf_file="m.gguf", device="cpu", batch_size=2, window=32,
+                        head="full", **kw)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_hf_genbound_records_the_same_weights_sha256_with_either_loader(tmp_path, arch, caplog):
+    WRITERS[arch](tmp_path / "m.gguf")
+    with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
+        lean = _hflm(tmp_path, dtype="float32")
+    assert any("gguf_loader: streamed" in r.getMessage() for r in caplog.records)
+    stock = _hflm(tmp_path, dtype="float32", gguf_loader="transformers")
+    assert lean.model_identity()["weights_sha256"] == stock.model_identity()["weights_sha256"]
+    assert lean.model_identity() == stock.model_identity()                     # the manifest's model record
+    _assert_same_model(lean.model, stock.model)
+    auto = _hflm(tmp_path)                                                    # dtype=auto: as transformers
+    assert auto.model_identity()["weights_sha256"] == lean.model_identity()["weights_sha256"]
+
+
+def _fallbacks(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("gguf_loader: loading")]
+
+
+def test_an_architecture_outside_the_whitelist_loads_through_transformers_with_one_line(tmp_path, caplog):
+    """GPT-2's transformers processor moves the head into a side dict: not streamed."""
+    write_tiny_gpt2(tmp_path / "m.gguf")
+    with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
+        lm = _hflm(tmp_path, dtype="float32")
+    lines = _fallbacks(caplog)
+    assert len(lines) == 1 and "architecture 'gpt2'" in lines[0], lines
+    assert lm.model_identity()["weights_sha256"] == weights_sha256(_stock(tmp_path, "m.gguf", torch.float32))
+
+
+def test_a_file_missing_a_weight_is_refused_before_any_tensor_is_copied(tmp_path, caplog):
+    """transformers would leave that weight randomly initialised; the stream loader refuses and says
+    which, and hf-genbound loads through transformers (the same model as ``gguf_loader=transformers``)."""
+    write_tiny_llama(tmp_path / "m.gguf", omit=("blk.0.ffn_norm.weight",))
+    cfg = AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    load = load_gguf_model(tmp_path / "m.gguf", cfg, dtype=torch.float32)
+    assert load.model is None and "model.layers.0.post_attention_layernorm.weight" in load.refused
+    with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
+        _hflm(tmp_path, dtype="float32")
+    lines = _fallbacks(caplog)
+    assert len(lines) == 1 and "no tensor for 1 of the model's weights" in lines[0], lines
+
+
+def test_options_only_transformers_handles_go_through_transformers(tmp_path, caplog):
+    write_tiny_llama(tmp_path / "m.gguf")
+    with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
+        lm = _hflm(tmp_path, dtype="float32", attn_implementation="eager")
+    lines = _fallbacks(caplog)
+    assert len(lines) == 1 and "attn_implementation asked for" in lines[0], lines
+    assert lm.model.config._attn_implementation == "eager"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
+        _hflm(tmp_path, dtype="float32", gguf_loader="transformers")       # asked for: no line
+    assert _fallbacks(caplog) == [] and not any("streamed" in r.getMessage() for r in caplog.records)
+
+
+def test_gguf_loader_must_be_stream_or_transformers(tmp_path):
+    with pytest.raises(GenboundError, match="gguf_loader='lean' must be one of stream, transformers"):
+        _hflm(tmp_path, gguf_loader="lean")
