@@ -122,3 +122,9 @@ def test_chunk_mode_codes_chunks_and_keeps_the_byte_header(encoded, encoded_chun
     assert "chunks" not in json.loads((encoded[1] / "requential.json").read_text())["totals"]
     with pytest.raises(GenboundError):
         requential_encode(encoded[0], TEACHER, out / "bad", **ENC, chunking="always")
+    assert main_requential(["encode", "--suite", str(encoded[0]), "--model", TEACHER, "--out", str(out / "bad"),
+                            "--chunking", "adaptive", "--chunk-candidates", "3", "--no-progress"]) == 2
+    bad = json.loads(plan.header_bytes())
+    bad["chunk_ladder"] = [2, 4]
+    with pytest.raises(GenboundError):
+        type(plan).from_header(bad)

@@ -23,6 +23,22 @@ student's certified message length; the bound adds the prefix-free charge and lo
 candidate stops) (:class:`~lm_eval_genbound.bound.complexity.Complexity`). The learning-rate
 schedule is that of the S-step run whatever the stop, so every stop's student is a prefix of one run.
 
+Chunk mode (``chunking="adaptive"``, opt-in; header format ``HEADER_FORMAT_CHUNKED``, scheme
+``REC_CHUNK_SCHEME``, extra header fields ``chunk_candidates`` = N and ``chunk_ladder``). Each step
+first writes its chunk length c (one symbol uniform over the ladder, ``CHUNK_LADDER`` capped at L−1),
+chosen by the encoder as the longest c with c · (previous step's KL per token) ≤ ``chunk_target_bits``
+(step 0: c = 1). c = 1 codes the step byte by byte exactly as above. c > 1 codes every sequence chunk
+after chunk (all B rows in lockstep, the last chunk shorter), keys (seed, s, b, chunk start): the
+encoder draws N candidate chunks from the student on N·B rows (key/value cache repeated), weighs
+them with Π q/p (teacher and student along the candidate) and sends j* of the truncated PFR
+(:func:`~lm_eval_genbound.complexity.rec.truncated_pfr_select`). Determinism: a forward on N·B rows
+may round differently from one on B rows, so the encoder does not train on the scored candidate; it
+rebuilds the chosen chunks of all B rows with :func:`_regenerate_chunk`, the decoder's own function
+on the decoder's batch shape, trains on that, and counts chunks where the two differ
+(``mismatches``; the message stays exact either way). Cost per chunk: N candidates × m positions of
+student and teacher forwards (expected = worst case); ``candidates_mean``/``_max`` of a chunk step
+count these N·m candidate tokens per chunk.
+
 Training step (as :mod:`.train`): mean next-token NLL over the L−1 targets of each sequence,
 AdamW (suite betas, eps, weight decay on matrices/embeddings), clipping at 1.0, linear warm-up then
 cosine decay to 10% of ``peak_lr`` at step S−1.
@@ -148,7 +164,11 @@ class StudentPlan:
         d = dict(d)
         d["adam_betas"] = tuple(d["adam_betas"])
         if chunked:
-            d["chunk_ladder"] = tuple(d["chunk_ladder"])
+            validate_n_max(d["chunk_candidates"])
+            lad = d["chunk_ladder"]
+            if not isinstance(lad, list) or not lad or lad[0] != 1 or any(not isinstance(c, int) or c < 1 for c in lad):
+                raise GenboundError(f"message header chunk_ladder {lad!r} is not a list of chunk lengths from 1")
+            d["chunk_ladder"] = tuple(lad)
         return cls(**d)
 
     def with_stop(self, stop: int) -> "StudentPlan":
