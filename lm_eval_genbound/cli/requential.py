@@ -4,6 +4,8 @@
     $ genbound requential encode --suite suite/ --model neox-8x2 --out req/ --batch-size 16 --seq-len 128
     $ genbound requential decode --message req/message-step58.bin --out decoded/ --manifest req/requential.json
     $ genbound requential bound --req req/ --json
+    $ genbound requential encode --suite suite/ --model neox-8x2 --out req-c/ --batch-size 16 --seq-len 128 \
+          --chunking adaptive --chunk-candidates 1024      # chunks of c bytes per REC instance (opt-in)
 
     >>> from lm_eval_genbound.cli.requential import main_requential
     >>> main_requential(["decode", "--message", "req/message-step58.bin", "--out", "dec/"])  # doctest: +SKIP
@@ -55,6 +57,13 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stops", type=int, default=4, help="candidate stopping steps, charged log2(stops) bits (default 4)")
     e.add_argument("--start-byte", type=int, default=32, help="first byte of every sampled sequence (default 32)")
     e.add_argument("--threads", type=int, default=1, help="torch threads (decoding must use the same; default 1)")
+    e.add_argument("--chunking", choices=("off", "adaptive"), default="off",
+                   help="off (default): every byte coded alone; adaptive: chunks of c bytes per REC instance, c "
+                        "chosen per step from the previous step's KL (truncated PFR over N candidates)")
+    e.add_argument("--chunk-candidates", type=int, default=1024,
+                   help="N candidates per chunk with --chunking adaptive (power of two; default 1024)")
+    e.add_argument("--chunk-target-bits", type=float, default=4.0,
+                   help="the chunk KL the chunk length aims at, bits (default 4)")
     add_progress_flag(e)
     e.add_argument("--json", action="store_true")
     d = sub.add_parser("decode", help="rebuild the student from a message (no teacher)")
@@ -177,7 +186,8 @@ def _run(a: argparse.Namespace) -> int:
         res = requential_encode(a.suite, a.model, a.out, student_size=a.student_size, n_steps=a.steps,
                                 batch_size=a.batch_size, seq_len=a.seq_len, seed=a.seed, peak_lr=a.peak_lr,
                                 n_max=a.n_max, n_stops=a.stops, start_byte=a.start_byte, threads=a.threads,
-                                progress=a.progress)
+                                chunking=a.chunking, chunk_candidates=a.chunk_candidates,
+                                chunk_target_bits=a.chunk_target_bits, progress=a.progress)
         d = res.to_dict()
         if a.json:
             print(json.dumps(d, indent=1))
@@ -187,6 +197,9 @@ def _run(a: argparse.Namespace) -> int:
                   f"{t['kl_bits']:.6g} bits (ratio {t['rec_over_kl']:.3f}), cross-entropy {t['cross_entropy_bits']:.6g} "
                   f"bits, {t['escapes']} escapes; message {t['message_bits']} bits (header {t['header_bits']}); "
                   f"{a.out}/requential.json")
+            if "chunks" in t:
+                print(f"chunks: {t['chunks']}, regenerated ≠ scored: {t['chunk_mismatches']}, mean ESS "
+                      f"{t['chunk_ess_mean']}, mean max weight share {t['chunk_max_share_mean']}")
         return 0
     if a.command == "decode":
         from lm_eval_genbound.suite.requential import requential_decode

@@ -44,6 +44,19 @@ order (per position: its buckets, offsets, escaped tokens), into one ``constrict
 (whole 32-bit words). This is a prefix-free code of the index sequence whose cost adapts to how
 often i* = 1 (bucket 0, well under 1 bit when the student already agrees with the teacher), unlike
 a fixed universal code (Elias δ spends at least 1 bit per token).
+
+Chunks (``REC_CHUNK_SCHEME``, opt-in). One-shot exact sampling per token pays about h(TV) bits per token
+however small KL is; coding c consecutive tokens as one instance pays the log term once per chunk.
+Candidate j ∈ [1, N] of a chunk is sampled autoregressively from the prior, its symbol at offset o being
+F_p⁻¹ of uniform o of stream 3 under its own key :func:`chunk_candidate_keys` (chunk key, j); arrival
+times T_j are the cumulative sums of −ln u of stream 4 under the chunk key (:func:`chunk_arrivals`).
+With weights w_j = Π q/p along candidate j the sender picks j* = argmin_{j ≤ N} T_j / w_j
+(:func:`truncated_pfr_select`): a *truncated* Poisson functional representation, an approximate sample
+of the target's chunk law (exact as N → ∞; :class:`ChunkChoice` carries the effective sample size and
+the largest weight share that say how far from it). Validity of the code does not need exact samples,
+only that both sides regenerate the same candidate. j* goes into the same range coder as a bucket
+⌊log2 j*⌋ under its own adaptive categorical plus the uniform offset (:meth:`RecEncoder.encode_chunk`);
+the chunk length is one uniform symbol over the ladder (:meth:`RecEncoder.encode_uniform`).
 """
 from __future__ import annotations
 
@@ -57,7 +70,8 @@ from lm_eval_genbound.errors import GenboundError
 __all__ = [
     "REC_SCHEME", "DEFAULT_N_MAX", "BLOCK", "mix64", "rec_keys", "counter_uniforms", "candidate_symbols",
     "RecChoice", "pfr_encode", "pfr_decode", "escape_sample", "kl_bits", "RecEncoder", "RecDecoder",
-    "validate_n_max",
+    "validate_n_max", "REC_CHUNK_SCHEME", "CHUNK_LADDER", "DEFAULT_CHUNK_CANDIDATES", "chunk_candidate_keys",
+    "chunk_arrivals", "inverse_cdf_rows", "ChunkChoice", "truncated_pfr_select", "chunk_ladder",
 ]
 
 REC_SCHEME = "pfr-bounded-v1"
@@ -68,6 +82,12 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _STREAM_SALT = np.uint64(0xD1B54A32D192ED03)
+_CHUNK_SALT = np.uint64(0x8CB92BA72F3D8DD7)
+REC_CHUNK_SCHEME = "pfr-chunked-v1"
+CHUNK_LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
+DEFAULT_CHUNK_CANDIDATES = 2 ** 10
+CHUNK_SYMBOL_STREAM = 3
+CHUNK_ARRIVAL_STREAM = 4
 
 
 def validate_n_max(n_max: int) -> int:
@@ -112,6 +132,78 @@ def candidate_symbols(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     for r in range(p.shape[0]):
         out[r] = np.minimum(np.searchsorted(cdf[r], u[r] * cdf[r, -1], side="right"), last)
     return out
+
+
+def inverse_cdf_rows(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """F_p⁻¹(u): one symbol per row, int64 ``[n]``, of uniforms ``u [n]`` under the rows of ``p [n, V]``.
+
+    The same values as :func:`candidate_symbols` with one uniform per row, vectorised; every row is
+    computed alone (row-wise cumulative sum), so a row's symbol does not depend on the other rows.
+    """
+    cdf = np.cumsum(p, axis=1)
+    return np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1), p.shape[1] - 1).astype(np.int64)
+
+
+def chunk_candidate_keys(chunk_keys: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """uint64 keys of candidates ``candidate`` (1-based, int ``[n]``) of the chunks keyed ``chunk_keys [n]``."""
+    c = mix64(np.asarray(candidate, dtype=np.uint64) ^ _CHUNK_SALT)
+    return mix64(np.asarray(chunk_keys, dtype=np.uint64) ^ c)
+
+
+def chunk_arrivals(chunk_keys: np.ndarray, n: int) -> np.ndarray:
+    """Arrival times T_1 < … < T_n, float64 ``[len(chunk_keys), n]``: a unit-rate Poisson process per chunk."""
+    return np.cumsum(-np.log(counter_uniforms(chunk_keys, CHUNK_ARRIVAL_STREAM, 0, n)), axis=1)
+
+
+def chunk_ladder(max_len: int, ladder: tuple = CHUNK_LADDER) -> tuple[int, ...]:
+    """The chunk lengths usable in sequences of ``max_len`` coded tokens: ladder entries capped at ``max_len``."""
+    return tuple(sorted({min(int(c), int(max_len)) for c in ladder}))
+
+
+@dataclass(frozen=True)
+class ChunkChoice:
+    """The truncated PFR choice of each chunk (:func:`truncated_pfr_select`).
+
+    Attributes
+    ----------
+    index : int64 ``[n]``
+        j* ∈ [1, N] (1-based).
+    ess : float64 ``[n]``
+        Effective sample size of the weights, (Σ w)² / Σ w² ∈ [1, N]: near 1 means the N candidates hold
+        one plausible chunk and the choice is far from an exact sample of the target.
+    max_share : float64 ``[n]``
+        max_j w_j / Σ w_j: the largest candidate's share of the self-normalised target mass.
+    log2_weight : float64 ``[n]``
+        log2 w_{j*} = Σ log2 q/p along the chosen candidate, bits.
+    """
+
+    index: np.ndarray
+    ess: np.ndarray
+    max_share: np.ndarray
+    log2_weight: np.ndarray
+
+
+def truncated_pfr_select(log_w: np.ndarray, chunk_keys: np.ndarray) -> ChunkChoice:
+    """j* = argmin_{j ≤ N} T_j / w_j per row (module docstring, chunks).
+
+    Parameters
+    ----------
+    log_w : float64 ``[n, N]``
+        ln w_j = Σ (ln q − ln p) along candidate j of each chunk, nats.
+    chunk_keys : uint64 ``[n]``
+        The chunks' keys (the arrival times are drawn from them).
+
+    Returns
+    -------
+    ChunkChoice
+    """
+    log_w = np.asarray(log_w, dtype=np.float64)
+    t = chunk_arrivals(chunk_keys, log_w.shape[1])
+    j = np.argmin(np.log(t) - log_w, axis=1)
+    z = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    tot = z.sum(axis=1)
+    return ChunkChoice(index=(j + 1).astype(np.int64), ess=tot ** 2 / (z ** 2).sum(axis=1), max_share=1.0 / tot,
+                       log2_weight=log_w[np.arange(log_w.shape[0]), j] / np.log(2.0))
 
 
 @dataclass(frozen=True)
@@ -246,14 +338,49 @@ def _split(index: np.ndarray, escape: int) -> tuple[np.ndarray, np.ndarray]:
     return b, off
 
 
-class RecEncoder:
-    """The index stream of a requential message: buckets, offsets and escaped tokens, one range coder."""
+def _encode_buckets(c, enc, model: _BucketModel, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Append the buckets, then the offsets, of 1-based ``index`` (0 = escape); update ``model``.
 
-    def __init__(self, n_max: int = DEFAULT_N_MAX):
+    Returns (information content, bits float64 ``[n]``; bucket symbols int64 ``[n]``).
+    """
+    b, off = _split(index, model.escape)
+    probs = model.probs()
+    enc.encode(b.astype(np.int32), c.stream.model.Categorical(probs, perfect=False))
+    bits = -np.log2(probs[b])
+    has_off = (b > 0) & (b < model.escape)
+    if has_off.any():
+        enc.encode(off[has_off].astype(np.int32), c.stream.model.Uniform(), (np.int32(1) << b[has_off].astype(np.int32)))
+        bits = bits + np.where(has_off, np.minimum(b, model.escape), 0)
+    model.update(b)
+    return bits, b
+
+
+def _decode_buckets(c, dec, model: _BucketModel, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read what :func:`_encode_buckets` wrote: (index int64 ``[n]``, 0 = escape; bucket symbols ``[n]``)."""
+    b = np.asarray(dec.decode(c.stream.model.Categorical(model.probs(), perfect=False), n), dtype=np.int64)
+    index = np.zeros(n, dtype=np.int64)
+    has_off = (b > 0) & (b < model.escape)
+    index[b == 0] = 1
+    if has_off.any():
+        off = np.asarray(dec.decode(c.stream.model.Uniform(), (np.int32(1) << b[has_off].astype(np.int32))),
+                         dtype=np.int64)
+        index[has_off] = (np.int64(1) << b[has_off]) + off
+    model.update(b)
+    return index, b
+
+
+class RecEncoder:
+    """The index stream of a requential message: buckets, offsets and escaped tokens, one range coder.
+
+    ``chunk_candidates`` (N, a power of two) enables :meth:`encode_chunk` (its own bucket model).
+    """
+
+    def __init__(self, n_max: int = DEFAULT_N_MAX, chunk_candidates: int | None = None):
         c = load_constriction()
         self._c = c
         self._enc = c.stream.queue.RangeEncoder()
         self._model = _BucketModel(n_max)
+        self._chunk_model = _BucketModel(chunk_candidates) if chunk_candidates is not None else None
 
     def encode_position(self, index: np.ndarray, token: np.ndarray, p: np.ndarray) -> np.ndarray:
         """Append one position's rows; returns their information content, bits float64 ``[n]``.
@@ -262,24 +389,23 @@ class RecEncoder:
         tokens are coded under them).
         """
         c, model = self._c, self._model
-        index = np.asarray(index, dtype=np.int64)
-        b, off = _split(index, model.escape)
-        probs = model.probs()
-        self._enc.encode(b.astype(np.int32), c.stream.model.Categorical(probs, perfect=False))
-        bits = -np.log2(probs[b])
-        has_off = (b > 0) & (b < model.escape)
-        if has_off.any():
-            self._enc.encode(off[has_off].astype(np.int32), c.stream.model.Uniform(),
-                             (np.int32(1) << b[has_off].astype(np.int32)))
-            bits = bits + np.where(has_off, np.minimum(b, model.escape), 0)
+        bits, b = _encode_buckets(c, self._enc, model, np.asarray(index, dtype=np.int64))
         esc = b == model.escape
         if esc.any():
             rows = p[esc] / p[esc].sum(axis=1, keepdims=True)
             self._enc.encode(np.asarray(token, dtype=np.int64)[esc].astype(np.int32),
                              c.stream.model.Categorical(perfect=False), rows)
             bits[esc] += -np.log2(rows[np.arange(rows.shape[0]), np.asarray(token)[esc]])
-        model.update(b)
         return bits
+
+    def encode_chunk(self, index: np.ndarray) -> np.ndarray:
+        """Append chunk indices j* ∈ [1, N] (int ``[n]``); returns their information content, bits ``[n]``."""
+        return _encode_buckets(self._c, self._enc, self._chunk_model, np.asarray(index, dtype=np.int64))[0]
+
+    def encode_uniform(self, symbol: int, size: int) -> float:
+        """Append one symbol uniform over ``size`` values; returns its bits, log2(size)."""
+        self._enc.encode(np.array([symbol], dtype=np.int32), self._c.stream.model.Uniform(int(size)))
+        return float(np.log2(size))
 
     def words(self) -> np.ndarray:
         """The message so far (sealed copy, uint32 words; encoding may continue)."""
@@ -291,30 +417,31 @@ class RecEncoder:
 
 
 class RecDecoder:
-    """Reads what :class:`RecEncoder` wrote, position by position."""
+    """Reads what :class:`RecEncoder` wrote, position by position (or chunk by chunk)."""
 
-    def __init__(self, words: np.ndarray, n_max: int = DEFAULT_N_MAX):
+    def __init__(self, words: np.ndarray, n_max: int = DEFAULT_N_MAX, chunk_candidates: int | None = None):
         c = load_constriction()
         self._c = c
         self._dec = c.stream.queue.RangeDecoder(np.asarray(words, dtype=np.uint32))
         self._model = _BucketModel(n_max)
+        self._chunk_model = _BucketModel(chunk_candidates) if chunk_candidates is not None else None
 
     def decode_position(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index int64 ``[n]`` with 0 = escape, escaped tokens int64 ``[n]`` with −1 elsewhere) of one position."""
         c, model = self._c, self._model
         n = p.shape[0]
-        b = np.asarray(self._dec.decode(c.stream.model.Categorical(model.probs(), perfect=False), n), dtype=np.int64)
-        index = np.zeros(n, dtype=np.int64)
-        has_off = (b > 0) & (b < model.escape)
-        index[b == 0] = 1
-        if has_off.any():
-            off = np.asarray(self._dec.decode(c.stream.model.Uniform(), (np.int32(1) << b[has_off].astype(np.int32))),
-                             dtype=np.int64)
-            index[has_off] = (np.int64(1) << b[has_off]) + off
+        index, b = _decode_buckets(c, self._dec, model, n)
         token = np.full(n, -1, dtype=np.int64)
         esc = b == model.escape
         if esc.any():
             rows = p[esc] / p[esc].sum(axis=1, keepdims=True)
             token[esc] = np.asarray(self._dec.decode(c.stream.model.Categorical(perfect=False), rows), dtype=np.int64)
-        model.update(b)
         return index, token
+
+    def decode_chunk(self, n: int) -> np.ndarray:
+        """``n`` chunk indices j* (int64 ``[n]``) written by :meth:`RecEncoder.encode_chunk`."""
+        return _decode_buckets(self._c, self._dec, self._chunk_model, n)[0]
+
+    def decode_uniform(self, size: int) -> int:
+        """One symbol written by :meth:`RecEncoder.encode_uniform`."""
+        return int(self._dec.decode(self._c.stream.model.Uniform(int(size)), 1)[0])

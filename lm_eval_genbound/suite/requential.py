@@ -23,6 +23,22 @@ student's certified message length; the bound adds the prefix-free charge and lo
 candidate stops) (:class:`~lm_eval_genbound.bound.complexity.Complexity`). The learning-rate
 schedule is that of the S-step run whatever the stop, so every stop's student is a prefix of one run.
 
+Chunk mode (``chunking="adaptive"``, opt-in; header format ``HEADER_FORMAT_CHUNKED``, scheme
+``REC_CHUNK_SCHEME``, extra header fields ``chunk_candidates`` = N and ``chunk_ladder``). Each step
+first writes its chunk length c (one symbol uniform over the ladder, ``CHUNK_LADDER`` capped at L−1),
+chosen by the encoder as the longest c with c · (previous step's KL per token) ≤ ``chunk_target_bits``
+(step 0: c = 1). c = 1 codes the step byte by byte exactly as above. c > 1 codes every sequence chunk
+after chunk (all B rows in lockstep, the last chunk shorter), keys (seed, s, b, chunk start): the
+encoder draws N candidate chunks from the student on N·B rows (key/value cache repeated), weighs
+them with Π q/p (teacher and student along the candidate) and sends j* of the truncated PFR
+(:func:`~lm_eval_genbound.complexity.rec.truncated_pfr_select`). Determinism: a forward on N·B rows
+may round differently from one on B rows, so the encoder does not train on the scored candidate; it
+rebuilds the chosen chunks of all B rows with :func:`_regenerate_chunk`, the decoder's own function
+on the decoder's batch shape, trains on that, and counts chunks where the two differ
+(``mismatches``; the message stays exact either way). Cost per chunk: N candidates × m positions of
+student and teacher forwards (expected = worst case); ``candidates_mean``/``_max`` of a chunk step
+count these N·m candidate tokens per chunk.
+
 Training step (as :mod:`.train`): mean next-token NLL over the L−1 targets of each sequence,
 AdamW (suite betas, eps, weight decay on matrices/embeddings), clipping at 1.0, linear warm-up then
 cosine decay to 10% of ``peak_lr`` at step S−1.
@@ -54,8 +70,11 @@ from typing import Sequence
 import numpy as np
 
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_text
-from lm_eval_genbound.complexity.rec import (DEFAULT_N_MAX, REC_SCHEME, RecDecoder, RecEncoder, kl_bits, pfr_decode,
-                                             pfr_encode, rec_keys, validate_n_max)
+from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, DEFAULT_CHUNK_CANDIDATES,
+                                             DEFAULT_N_MAX, REC_CHUNK_SCHEME, REC_SCHEME, RecDecoder, RecEncoder,
+                                             chunk_candidate_keys, chunk_ladder, counter_uniforms, inverse_cdf_rows,
+                                             kl_bits, pfr_decode, pfr_encode, rec_keys, truncated_pfr_select,
+                                             validate_n_max)
 from lm_eval_genbound.complexity.symbol_coding import WORD_BITS
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, save_byte_tokenizer
 from lm_eval_genbound.errors import GenboundError
@@ -66,11 +85,15 @@ from lm_eval_genbound.suite.train import lr_at, warmup_steps_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADER_FORMAT", "MANIFEST_SCHEMA", "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
+__all__ = ["HEADER_FORMAT", "HEADER_FORMAT_CHUNKED", "CHUNKING_MODES", "MANIFEST_SCHEMA", "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
            "DecodeResult", "requential_encode", "requential_decode", "read_message", "weights_sha256",
            "machine_record", "stop_steps"]
 
 HEADER_FORMAT = "genbound-requential-v1"
+HEADER_FORMAT_CHUNKED = "genbound-requential-v2"   # + chunk_candidates, chunk_ladder; scheme REC_CHUNK_SCHEME
+CHUNKING_MODES = ("off", "adaptive")
+DEFAULT_CHUNK_TARGET_BITS = 4.0
+_CHUNK_FIELDS = ("chunk_candidates", "chunk_ladder")
 MANIFEST_SCHEMA = 1
 MANIFEST = "requential.json"
 STEPS_CSV = "steps.csv"
@@ -78,7 +101,12 @@ STEPS_CSV = "steps.csv"
 
 @dataclass(frozen=True)
 class StudentPlan:
-    """Everything the receiver needs besides the coded indices: the message header (units: tokens, steps)."""
+    """Everything the receiver needs besides the coded indices: the message header (units: tokens, steps).
+
+    ``chunk_candidates`` (N) and ``chunk_ladder`` (the chunk lengths a step may use) are set only in
+    chunk mode (format ``HEADER_FORMAT_CHUNKED``, scheme ``REC_CHUNK_SCHEME``); a byte-scheme header
+    leaves them out and is byte-for-byte the v1 header.
+    """
 
     hidden_size: int
     num_layers: int
@@ -101,6 +129,12 @@ class StudentPlan:
     adam_eps: float = ADAM_EPS
     scheme: str = REC_SCHEME
     format: str = HEADER_FORMAT
+    chunk_candidates: int | None = None
+    chunk_ladder: tuple | None = None
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunk_candidates is not None
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.hidden_size, self.num_layers, self.num_heads, self.batch_size, self.peak_lr)
@@ -109,18 +143,32 @@ class StudentPlan:
         """The header as compact, sorted, ASCII JSON (what the message starts with)."""
         d = asdict(self)
         d["adam_betas"] = list(d["adam_betas"])
+        if self.chunked:
+            d["chunk_ladder"] = list(d["chunk_ladder"])
+        else:
+            for k in _CHUNK_FIELDS:
+                del d[k]
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
     @classmethod
     def from_header(cls, d: dict) -> "StudentPlan":
-        if d.get("format") != HEADER_FORMAT or d.get("scheme") != REC_SCHEME:
-            raise GenboundError(f"not a {HEADER_FORMAT} message with scheme {REC_SCHEME} "
+        known = {(HEADER_FORMAT, REC_SCHEME): False, (HEADER_FORMAT_CHUNKED, REC_CHUNK_SCHEME): True}
+        chunked = known.get((d.get("format"), d.get("scheme")))
+        if chunked is None:
+            raise GenboundError(f"not a {HEADER_FORMAT} message with scheme {REC_SCHEME} nor a "
+                                f"{HEADER_FORMAT_CHUNKED} one with scheme {REC_CHUNK_SCHEME} "
                                 f"(format {d.get('format')!r}, scheme {d.get('scheme')!r})")
-        names = set(cls.__dataclass_fields__)
+        names = set(cls.__dataclass_fields__) - (set() if chunked else set(_CHUNK_FIELDS))
         if set(d) != names:
             raise GenboundError(f"message header keys {sorted(set(d) ^ names)} are missing or unknown")
         d = dict(d)
         d["adam_betas"] = tuple(d["adam_betas"])
+        if chunked:
+            validate_n_max(d["chunk_candidates"])
+            lad = d["chunk_ladder"]
+            if not isinstance(lad, list) or not lad or lad[0] != 1 or any(not isinstance(c, int) or c < 1 for c in lad):
+                raise GenboundError(f"message header chunk_ladder {lad!r} is not a list of chunk lengths from 1")
+            d["chunk_ladder"] = tuple(lad)
         return cls(**d)
 
     def with_stop(self, stop: int) -> "StudentPlan":
@@ -141,6 +189,11 @@ class StepStats:
     candidates_max: int
     train_loss_nats: float     # the student's mean NLL on the step's sequences, before its update
     lr: float
+    chunk_len: int = 1         # chunk mode: the step's chunk length c (1: coded byte by byte)
+    chunks: int = 0            # chunk mode: chunks coded by truncated PFR (B per chunk start; 0 when c = 1)
+    mismatches: int = 0        # chunk mode: chunks whose regenerated tokens differ from the scored candidate
+    ess_mean: float = float("nan")        # chunk mode: mean effective sample size of the candidates' weights
+    max_share_mean: float = float("nan")  # chunk mode: mean largest self-normalised weight share
 
     @property
     def ratio(self) -> float | None:
@@ -202,11 +255,23 @@ class RequentialResult:
                 "message_bits": final.message_bits, "header_bits": final.header_bits,
                 "payload_bits": final.payload_bits,
                 "message_over_kl": final.message_bits / tot_kl if tot_kl > 0 else None,
+                **(_chunk_totals(self.steps) if self.plan.chunked else {}),
             },
             "stops": [{**asdict(s), "message_bits": s.message_bits} for s in self.stops],
             "planned_stops": list(self.planned_stops),
             "steps_csv": STEPS_CSV,
         }
+
+
+def _chunk_totals(steps: Sequence[StepStats]) -> dict:
+    """Chunk-mode totals: chunks, mismatches, the weights' ESS and max share (means over chunks), c per step."""
+    n = sum(s.chunks for s in steps)
+    w = [s.chunks for s in steps if s.chunks]
+    return {"chunks": n, "chunk_mismatches": int(sum(s.mismatches for s in steps)),
+            "chunk_ess_mean": float(np.average([s.ess_mean for s in steps if s.chunks], weights=w)) if n else None,
+            "chunk_max_share_mean": float(np.average([s.max_share_mean for s in steps if s.chunks], weights=w))
+            if n else None,
+            "chunk_len_per_step": [s.chunk_len for s in steps]}
 
 
 @dataclass(frozen=True)
@@ -340,6 +405,153 @@ def _sample_step(plan: StudentPlan, step: int, student, *, teacher=None, encoder
     return seqs, acc
 
 
+def _log_probs(logits) -> np.ndarray:
+    """float64 log-softmax rows of float32 logits ``[n, V]`` (the encoder's weights only)."""
+    z = logits.detach().float().cpu().numpy().astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _regenerate_chunk(student, cache, logits, seqs: np.ndarray, start: int, m: int,
+                      keys: np.ndarray) -> tuple:
+    """The receiver's chunk: tokens start … start+m−1 of every row of ``seqs [B, L]``, written in place.
+
+    ``logits`` are the student's next-position logits ``[B, V]`` at ``start`` (``cache`` holds the
+    prefix); ``keys`` uint64 ``[B]`` the chosen candidates' keys (:func:`chunk_candidate_keys`). Token
+    o is F_p⁻¹ of uniform o of stream ``CHUNK_SYMBOL_STREAM`` under the student's p. The encoder calls
+    this same function on the same B rows, so what it trains on is what the decoder rebuilds.
+
+    Returns (the logits after the chunk, None at the sequence end; the priors float64 ``[m, B, V]``).
+    """
+    L = seqs.shape[1]
+    priors = []
+    for o in range(m):
+        p = _probs(logits)
+        priors.append(p)
+        seqs[:, start + o] = inverse_cdf_rows(p, counter_uniforms(keys, CHUNK_SYMBOL_STREAM, o, 1)[:, 0])
+        logits = _forward_last(student, seqs[:, start + o], cache) if start + o + 1 < L else None
+    return logits, np.stack(priors)
+
+
+def _expanded(cache, n: int):
+    """A copy of a key/value cache with every row repeated ``n`` times (row b → rows b·n … b·n+n−1)."""
+    import copy
+
+    out = copy.deepcopy(cache)
+    out.batch_repeat_interleave(n)
+    return out
+
+
+def _chunk_candidates(student, teacher, s_cache, t_cache, s_logits, t_logits, chunk_keys: np.ndarray, m: int,
+                      n_cand: int) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's N candidates of the chunk of every row, drawn from the student, and their weights.
+
+    Candidate j of row b (keys :func:`chunk_candidate_keys`) is generated on N·B rows at once; its
+    ln w_j = Σ_o ln q(x_o) − ln p(x_o) (teacher q, student p). Returns (tokens int64 ``[B, N, m]``,
+    ln w float64 ``[B, N]``, nats).
+    """
+    import torch
+
+    B = chunk_keys.size
+    keys = chunk_candidate_keys(np.repeat(chunk_keys, n_cand), np.tile(np.arange(1, n_cand + 1), B))
+    sc, tc = _expanded(s_cache, n_cand), _expanded(t_cache, n_cand)
+    sl, tl = torch.repeat_interleave(s_logits, n_cand, dim=0), torch.repeat_interleave(t_logits, n_cand, dim=0)
+    rows = np.arange(B * n_cand)
+    toks = np.zeros((B * n_cand, m), dtype=np.int64)
+    log_w = np.zeros(B * n_cand)
+    for o in range(m):
+        p = _probs(sl)
+        tok = inverse_cdf_rows(p, counter_uniforms(keys, CHUNK_SYMBOL_STREAM, o, 1)[:, 0])
+        log_w += _log_probs(tl)[rows, tok] - np.log(p[rows, tok])
+        toks[:, o] = tok
+        if o + 1 < m:
+            sl, tl = _forward_last(student, tok, sc), _forward_last(teacher, tok, tc)
+    return toks.reshape(B, n_cand, m), log_w.reshape(B, n_cand)
+
+
+def _chunk_step(plan: StudentPlan, step: int, c: int, student, *, teacher=None, encoder: RecEncoder | None = None,
+                decoder: RecDecoder | None = None) -> tuple[np.ndarray, dict]:
+    """The step's B×L sequences in chunks of ``c`` tokens (the last one shorter), by truncated PFR.
+
+    The encoder (with ``teacher``) scores N candidates per chunk (:func:`_chunk_candidates`), picks
+    j* (:func:`~lm_eval_genbound.complexity.rec.truncated_pfr_select`), codes it, and then builds the
+    transmitted chunk by :func:`_regenerate_chunk` exactly as the decoder does, counting chunks
+    whose regenerated tokens differ from the scored candidate (``mismatches``).
+    """
+    import torch
+    from transformers import DynamicCache
+
+    B, L = plan.batch_size, plan.seq_len
+    seqs = np.zeros((B, L), dtype=np.int64)
+    seqs[:, 0] = plan.start_byte
+    rows = np.arange(B)
+    acc = {"rec_bits": 0.0, "kl_bits": 0.0, "ce_bits": 0.0, "escapes": 0, "cand": [], "cand_max": 0,
+           "chunks": 0, "mismatches": 0, "ess": [], "share": []}
+    student.eval()
+    s_cache = DynamicCache()
+    t_cache = DynamicCache() if teacher is not None else None
+    with torch.no_grad():
+        s_logits = _forward_last(student, seqs[:, 0], s_cache)
+        t_logits = _forward_last(teacher, seqs[:, 0], t_cache) if teacher is not None else None
+        for start in range(1, L, c):
+            m = min(c, L - start)
+            ckeys = rec_keys(plan.seed, step, rows, start)
+            if encoder is not None:
+                toks, log_w = _chunk_candidates(student, teacher, s_cache, t_cache, s_logits, t_logits, ckeys, m,
+                                                plan.chunk_candidates)
+                choice = truncated_pfr_select(log_w, ckeys)
+                index = choice.index
+                acc["rec_bits"] += float(encoder.encode_chunk(index).sum())
+                acc["ess"].append(choice.ess)
+                acc["share"].append(choice.max_share)
+                acc["cand"].append(np.full(B, plan.chunk_candidates * m))
+            else:
+                index = decoder.decode_chunk(B)
+            s_logits, priors = _regenerate_chunk(student, s_cache, s_logits, seqs, start, m,
+                                                 chunk_candidate_keys(ckeys, index))
+            acc["chunks"] += B
+            if encoder is not None:
+                acc["mismatches"] += int((seqs[:, start:start + m] != toks[rows, index - 1]).any(axis=1).sum())
+                for o in range(m):
+                    q, tok = _probs(t_logits), seqs[:, start + o]
+                    acc["kl_bits"] += float(kl_bits(q, priors[o]).sum())
+                    acc["ce_bits"] += float(-np.log2(priors[o][rows, tok]).sum())
+                    if start + o + 1 < L:
+                        t_logits = _forward_last(teacher, tok, t_cache)
+    return seqs, acc
+
+
+def _coded_step(plan: StudentPlan, step: int, student, *, chunk_len: int = 1, teacher=None,
+                encoder: RecEncoder | None = None, decoder: RecDecoder | None = None) -> tuple[np.ndarray, dict, int]:
+    """One step's sequences, either scheme: (sequences, statistics, chunk length).
+
+    Chunk mode writes (encoder: ``chunk_len``) or reads (decoder) the step's chunk length first, as one
+    symbol uniform over the header's ladder; c = 1 is coded byte by byte (the byte scheme's step).
+    """
+    if not plan.chunked:
+        return (*_sample_step(plan, step, student, teacher=teacher, encoder=encoder, decoder=decoder), 1)
+    n = len(plan.chunk_ladder)
+    bits = 0.0
+    if encoder is not None:
+        bits = encoder.encode_uniform(plan.chunk_ladder.index(chunk_len), n)
+    else:
+        chunk_len = int(plan.chunk_ladder[decoder.decode_uniform(n)])
+    if chunk_len == 1:
+        seqs, acc = _sample_step(plan, step, student, teacher=teacher, encoder=encoder, decoder=decoder)
+    else:
+        seqs, acc = _chunk_step(plan, step, chunk_len, student, teacher=teacher, encoder=encoder, decoder=decoder)
+    acc["rec_bits"] += bits
+    return seqs, acc, chunk_len
+
+
+def choose_chunk_len(ladder: Sequence[int], kl_per_token_bits: float | None, target_bits: float) -> int:
+    """The longest ladder entry c with c · KL per token ≤ ``target_bits`` (the first entry if none; None: it too)."""
+    if kl_per_token_bits is None:
+        return int(ladder[0])
+    fits = [c for c in ladder if c * kl_per_token_bits <= target_bits]
+    return int(max(fits)) if fits else int(ladder[0])
+
+
 def _train_step(plan: StudentPlan, step: int, student, opt, seqs: np.ndarray) -> tuple[float, float]:
     """One AdamW step on the sequences (targets: positions 1…L−1); returns (loss before it, lr)."""
     import torch
@@ -405,16 +617,19 @@ def _load_teacher(info: SuiteInfo, name: str):
     return rec, model.eval()
 
 
-def _write_steps_csv(path: Path, steps: Sequence[StepStats]) -> None:
+def _write_steps_csv(path: Path, steps: Sequence[StepStats], chunked: bool = False) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     cols = ["step", "tokens", "rec_bits", "kl_bits", "ratio", "cross_entropy_bits", "escapes", "candidates_mean",
             "candidates_max", "train_loss_nats", "lr"]
-    w.writerow(cols)
+    extra = ["chunk_len", "chunks", "mismatches", "ess_mean", "max_share_mean"] if chunked else []
+    w.writerow(cols + extra)
     for s in steps:
         w.writerow([s.step, s.tokens, f"{s.rec_bits:.6f}", f"{s.kl_bits:.6f}",
                     "" if s.ratio is None else f"{s.ratio:.6f}", f"{s.cross_entropy_bits:.6f}", s.escapes,
-                    f"{s.candidates_mean:.3f}", s.candidates_max, f"{s.train_loss_nats:.6f}", f"{s.lr:.8g}"])
+                    f"{s.candidates_mean:.3f}", s.candidates_max, f"{s.train_loss_nats:.6f}", f"{s.lr:.8g}"]
+                   + ([s.chunk_len, s.chunks, s.mismatches, f"{s.ess_mean:.3f}", f"{s.max_share_mean:.4f}"]
+                      if chunked else []))
     atomic_write_text(path, buf.getvalue())
 
 
@@ -422,7 +637,8 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
                       student_size: str | None = None, n_steps: int | None = None, batch_size: int = 8,
                       seq_len: int | None = None, seed: int = 1, peak_lr: float | None = None,
                       n_max: int = DEFAULT_N_MAX, n_stops: int = 4, start_byte: int = 32, threads: int = 1,
-                      progress: bool = True) -> RequentialResult:
+                      chunking: str = "off", chunk_candidates: int = DEFAULT_CHUNK_CANDIDATES,
+                      chunk_target_bits: float = DEFAULT_CHUNK_TARGET_BITS, progress: bool = True) -> RequentialResult:
     """Train a student on teacher samples, coding every sample by REC (module docstring).
 
     Parameters
@@ -453,6 +669,15 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
         The byte every sampled sequence starts with (not coded).
     threads : int
         Torch CPU threads (part of the header: decoding must use the same).
+    chunking : {"off", "adaptive"}
+        "off": every token coded alone (``REC_SCHEME``). "adaptive": ``REC_CHUNK_SCHEME``; step s codes
+        chunks of c tokens, c the longest entry of the ladder (``CHUNK_LADDER`` capped at L−1) with
+        c · (step s−1's KL per token) ≤ ``chunk_target_bits`` (step 0: c = 1); c = 1 is the byte scheme.
+    chunk_candidates : int
+        N, candidates per chunk (a power of two; a header field). Every chunk costs N·c student and
+        teacher token forwards (expected = worst case).
+    chunk_target_bits : float
+        The chunk KL the encoder aims at, bits (encoder-only: the chosen c is in the message).
     progress : bool
         A tqdm bar over the steps (with ETA).
 
@@ -476,10 +701,18 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
     if not 0 <= int(start_byte) < BYTE_VOCAB_SIZE:
         raise GenboundError(f"start_byte must be in [0, 255]; got {start_byte!r}")
     stops = stop_steps(S, n_stops)
+    if chunking not in CHUNKING_MODES:
+        raise GenboundError(f"chunking must be one of {', '.join(CHUNKING_MODES)}; got {chunking!r}")
+    if not (isinstance(chunk_target_bits, (int, float)) and math.isfinite(chunk_target_bits) and chunk_target_bits > 0):
+        raise GenboundError(f"chunk_target_bits must be a positive number; got {chunk_target_bits!r}")
+    chunk_fields = {} if chunking == "off" else {
+        "chunk_candidates": validate_n_max(chunk_candidates), "chunk_ladder": chunk_ladder(L - 1),
+        "scheme": REC_CHUNK_SCHEME, "format": HEADER_FORMAT_CHUNKED}
     plan = StudentPlan(hidden_size=spec.hidden_size, num_layers=spec.num_layers, num_heads=spec.num_heads,
                        context=int(rec.context), seq_len=L, batch_size=int(batch_size), n_steps=S, stop_step=S,
                        peak_lr=spec.peak_lr, warmup_steps=warmup_steps_for(S), seed=int(seed),
-                       n_max=validate_n_max(n_max), start_byte=int(start_byte), threads=int(threads))
+                       n_max=validate_n_max(n_max), start_byte=int(start_byte), threads=int(threads),
+                       **chunk_fields)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_record(threads)
@@ -487,23 +720,30 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
     steps: list[StepStats] = []
     stop_recs: list[StopRecord] = []
     kl_so_far = 0.0
+    kl_per_token: float | None = None
     with _deterministic(threads):
         student, opt = _student(plan)
-        encoder = RecEncoder(plan.n_max)
+        encoder = RecEncoder(plan.n_max, plan.chunk_candidates)
         bar = progress_bar(total=S, desc=f"requential {rec.name}", unit="step", progress=progress, dynamic_ncols=True)
         try:
             for step in range(S):
-                seqs, acc = _sample_step(plan, step, student, teacher=teacher_model, encoder=encoder)
+                c = choose_chunk_len(plan.chunk_ladder, kl_per_token, chunk_target_bits) if plan.chunked else 1
+                seqs, acc, c = _coded_step(plan, step, student, chunk_len=c, teacher=teacher_model, encoder=encoder)
                 loss, lr = _train_step(plan, step, student, opt, seqs)
                 cand = np.concatenate(acc["cand"])
+                ess, share = (np.concatenate(acc[k]) if acc.get(k) else np.array([np.nan]) for k in ("ess", "share"))
                 st = StepStats(step=step, tokens=int(seqs[:, 1:].size), rec_bits=acc["rec_bits"],
                                kl_bits=acc["kl_bits"], cross_entropy_bits=acc["ce_bits"], escapes=acc["escapes"],
                                candidates_mean=float(cand.mean()), candidates_max=int(cand.max()),
-                               train_loss_nats=loss, lr=lr)
+                               train_loss_nats=loss, lr=lr, chunk_len=c, chunks=acc.get("chunks", 0),
+                               mismatches=acc.get("mismatches", 0), ess_mean=float(ess.mean()),
+                               max_share_mean=float(share.mean()))
                 steps.append(st)
                 kl_so_far += st.kl_bits
+                kl_per_token = st.kl_bits / st.tokens
                 bar.update(1)
-                bar.set_postfix(bits=f"{st.rec_bits:.0f}", kl=f"{st.kl_bits:.0f}", loss=f"{loss:.3f}", refresh=False)
+                bar.set_postfix(bits=f"{st.rec_bits:.0f}", kl=f"{st.kl_bits:.0f}", loss=f"{loss:.3f}",
+                                **({"c": c} if plan.chunked else {}), refresh=False)
                 if step + 1 in stops:
                     s_plan = plan.with_stop(step + 1)
                     mpath = out / f"message-step{step + 1}.bin"
@@ -527,7 +767,7 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
 
 def _write_outputs(out: Path, info: SuiteInfo, res: RequentialResult, *, complete: bool) -> None:
     """``steps.csv`` and ``requential.json`` (``complete`` False while the run is still going)."""
-    _write_steps_csv(out / STEPS_CSV, res.steps)
+    _write_steps_csv(out / STEPS_CSV, res.steps, res.plan.chunked)
     atomic_write_text(out / MANIFEST, json.dumps({**res.to_dict(), "suite": str(info.out_dir), "complete": complete},
                                                  indent=1))
 
@@ -565,9 +805,9 @@ def requential_decode(message: str | os.PathLike, out_dir: str | os.PathLike, *,
     t0 = time.perf_counter()
     with _deterministic(plan.threads):
         student, opt = _student(plan)
-        decoder = RecDecoder(words, plan.n_max)
+        decoder = RecDecoder(words, plan.n_max, plan.chunk_candidates)
         for step in progress_bar(range(plan.stop_step), desc="decode", unit="step", progress=progress, dynamic_ncols=True):
-            seqs, _ = _sample_step(plan, step, student, decoder=decoder)
+            seqs, _, _ = _coded_step(plan, step, student, decoder=decoder)
             _train_step(plan, step, student, opt, seqs)
     _save_student(student, Path(out_dir), plan.context)
     return DecodeResult(student_dir=str(out_dir), plan=plan, weights_sha256=weights_sha256(student),
