@@ -34,11 +34,11 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 **When the compile repays** (:func:`compile_repays` and :func:`auto_kernel`, what ``hf-genbound``'s ``stats_kernel=auto`` uses
 for a run whose size is known before scoring). The compile is a one-off cost per process: 10–12 s
 with a warm inductor cache (``/tmp/torchinductor_<user>``, reused across processes; it does not
-remove the dynamo trace, the AOT pass and the load of the kernel), 48 s cold, on the 2-core CPU
-that measured it (while another job loaded it: load average ≈ 4). Per unit of work — one position
-× one α × one vocabulary entry — the eager kernel costs 13–22 ns more than the compiled one
-(V = 256 with 4 and 8 α, V = 4096 with 8 α; `benchmarks/bench_kernel.py --compile-cost`,
-BENCHMARKS.md). The warm-cache break-even is therefore 10 s / 13 ns ≈ 0.8·10⁹ units, so on CPU a
+remove the dynamo trace, the AOT pass and the load of the kernel), 48 s cold, on the project's
+2-core CPU at load average ≈ 4; 35 s and 228 s at load ≈ 12. Per unit of work — one position × one
+α × one vocabulary entry — the eager kernel costs 13–22 ns more than the compiled one at load ≈ 4
+(43–70 ns at ≈ 12; V = 256 and 4096, 4 and 8 α; ``benchmarks/bench_kernel.py --compile-cost``,
+BENCHMARKS.md). The warm-cache break-even is 0.5–0.8·10⁹ units in both measurements, so on CPU a
 run of fewer than ``AUTO_COMPILE_MIN_UNITS`` = 10⁹ units (positions × |α| × V: 490k positions at
 V = 256 with 8 α, 480 at V = 262,144) takes the eager kernel, a larger one compiles. On an
 accelerator ``auto`` stays ``compiled`` (not measured there). The choice is a function of the
@@ -65,7 +65,7 @@ KERNELS = ("auto", "compiled", "eager")
 #: environment variable that sets what ``kernel="auto"`` means
 KERNEL_ENV = "GENBOUND_STATS_KERNEL"
 #: on CPU, ``auto`` compiles only for at least this many units of work (scored positions × |α| × V):
-#: the warm-cache compile (≈ 10 s) over what compiling saves per unit (≥ 13 ns), rounded up
+#: the warm-cache compile over what compiling saves per unit, 0.5–0.8·10⁹ measured, rounded up
 #: (module docstring; measured on the project's 2-core CPU)
 AUTO_COMPILE_MIN_UNITS = 10**9
 
