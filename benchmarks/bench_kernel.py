@@ -2,6 +2,7 @@
 
     $ python benchmarks/bench_kernel.py                 # CPU: V = 256 and 8192
     $ python benchmarks/bench_kernel.py --device cuda --vocab 50304 --dtype bfloat16
+    $ python benchmarks/bench_kernel.py --compile-cost --vocab 256 4096 --alphas 4 8   # auto's threshold
 
 Both compute, from logits [n, V] and targets, ln p(target) and H(q_α) for an 8-value α grid.
 "naive" materialises fp32 log-softmax and, per α, the smoothed distribution as whole [n, V]
@@ -10,11 +11,20 @@ lm_eval_genbound.harness.token_stats (position-chunked eager torch; torch.compil
 Triton on GPU). Prints tokens/s, each kernel's speed relative to naive, (CUDA) peak memory, and
 each one's max error against a float64 reference (first 256 rows). The compile happens before
 timing (it is a one-off per process).
+
+``--compile-cost`` measures what ``stats_kernel=auto`` weighs (``token_stats.compile_repays``): the
+first compiled call in a fresh process, with this user's inductor cache (warm) and with an empty
+one (cold), and the steady-state ns per unit of work (position × α × vocabulary entry) of the eager
+and the compiled kernel; the break-even is the compile over the difference.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -47,6 +57,40 @@ def timeit(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def first_call_seconds(cold: bool) -> float:
+    """Seconds of the first compiled call (V = 256, 8 α, 1000 rows) in a fresh Python process."""
+    code = ("import time, torch; from lm_eval_genbound.harness.token_stats import compute_token_statistics as c; "
+            "z = torch.randn(1000, 256); t = torch.randint(0, 256, (1000,)); s = time.perf_counter(); "
+            "k = c(z, t, [1e-3, 3e-3, .01, .03, .1, .2, .35, .5], kernel='compiled').kernel; "
+            "assert k == 'compiled', k; print(time.perf_counter() - s)")
+    env = dict(os.environ)
+    env.pop("GENBOUND_STATS_KERNEL", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        if cold:
+            env["TORCHINDUCTOR_CACHE_DIR"] = tmp
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
+def compile_cost(vocabs: list[int], alpha_counts: list[int], repeats: int) -> None:
+    """Print the compile's one-off seconds and each kernel's ns per unit (see the module docstring)."""
+    first_call_seconds(cold=False)                       # fills this user's cache if it is empty
+    warm, cold = first_call_seconds(cold=False), first_call_seconds(cold=True)
+    print(f"first compiled call in a fresh process: warm cache {warm:.1f} s, cold cache {cold:.1f} s")
+    print(f"{'V':>7s} {'|α|':>4s} {'eager ns/unit':>14s} {'compiled ns/unit':>17s} {'break-even units (warm)':>24s}")
+    for V in vocabs:
+        for k in alpha_counts:
+            alphas = list(DEFAULT_ALPHAS)[:k]
+            n = max(64, (1 << 22) // V)
+            g = torch.Generator().manual_seed(0)
+            z, t = torch.randn(n, V, generator=g) * 3, torch.randint(0, V, (n,), generator=g)
+            token_statistics(z, t, alphas, kernel="compiled")
+            ns = {kern: 1e9 * timeit(lambda: token_statistics(z, t, alphas, kernel=kern), "cpu", repeats) / (n * k * V)
+                  for kern in ("eager", "compiled")}
+            print(f"{V:7d} {k:4d} {ns['eager']:14.2f} {ns['compiled']:17.2f} "
+                  f"{warm / ((ns['eager'] - ns['compiled']) * 1e-9):24.3g}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -54,7 +98,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compile-cost", action="store_true", help="the compile's cost and the break-even of auto (CPU)")
+    ap.add_argument("--alphas", type=int, nargs="*", default=[8], help="with --compile-cost: sizes of the α grid")
     a = ap.parse_args()
+    if a.compile_cost:
+        compile_cost(a.vocab, a.alphas, a.repeats)
+        return
     dt = getattr(torch, a.dtype)
     alphas = list(DEFAULT_ALPHAS)
     print(f"device={a.device} dtype={a.dtype} tokens={a.tokens} |alphas|={len(alphas)} threads={torch.get_num_threads()}")

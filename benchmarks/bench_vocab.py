@@ -102,17 +102,20 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
     rss_load = rss_peak_gib()                                     # the peak so far: the load's (and the probe's)
     rss_after_load = (vm_kib("VmRSS") or 0) / 2**20          # what stays resident after it
     warm_s = 0.0
+    n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer != "stock":
         # the statistics kernel's one-off torch.compile, timed apart from the scoring (the stock
-        # scorer has no such cost; tokens/s is reported with and without it)
-        from lm_eval_genbound.harness.token_stats import compute_token_statistics
+        # scorer has no such cost; tokens/s is reported with and without it), when stats_kernel=auto
+        # compiles for a run of this size (else the eager kernel runs and there is nothing to compile)
+        from lm_eval_genbound.harness.token_stats import auto_kernel, compute_token_statistics
         vocab = int(lm.model.get_output_embeddings().weight.shape[0])
-        t = time.perf_counter()
-        compute_token_statistics(torch.zeros(2, vocab), torch.zeros(2, dtype=torch.long), ALPHAS8)
-        warm_s = time.perf_counter() - t
+        if auto_kernel(n_tokens, len(ALPHAS8), vocab) == "compiled":
+            t = time.perf_counter()
+            compute_token_statistics(torch.zeros(2, vocab), torch.zeros(2, dtype=torch.long), ALPHAS8,
+                                     kernel="compiled")
+            warm_s = time.perf_counter() - t
     spent.clear()                                             # the probe's calls are the load's
     reset = reset_peak()                                     # from here: the scoring's own peak
-    n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False))
     if scorer == "stock":
         task = stock_rolling_task(corpus)
         tm = TaskManager(include_defaults=False)

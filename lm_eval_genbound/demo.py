@@ -36,8 +36,10 @@ import pandas as pd
 from lm_eval_genbound.bound.complexity import Complexity
 from lm_eval_genbound.bound.report import BoundReport, bound_report
 from lm_eval_genbound.complexity.codelength import code_length_complexity
+from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.evaluate import dump_json, evaluate_bound
+from lm_eval_genbound.harness.token_stats import auto_kernel
 from lm_eval_genbound.record import RUNS_COLUMNS, final_to_row, protocol_label
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def _row(model, report: BoundReport, *, method: str, stats_path: Path, protocol:
 
 
 def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Optional[str] = None,
-                         alphas: Sequence[float], batch_size: int, device: str = "cpu"):
+                         alphas: Sequence[float], batch_size: int, device: str = "cpu", stats_kernel: str = "auto"):
     """Harness run of one (possibly quantized) suite model on its own training tokens (each distinct
     target once), on ``device`` (cpu | cuda[:i]). A structured member (``model.structure``) is
     evaluated as its dense materialisation, whose weights hash must be the one its record states; its
@@ -85,7 +87,8 @@ def evaluate_suite_model(suite_dir: Path, model, out_dir: Path, *, quantize: Opt
     meta = {"genbound_suite": str(suite_dir / "suite.json"), "genbound_suite_model": model.name,
             "genbound_alphas": list(alphas), "genbound_output_dir": str(side),
             "genbound_complexity": "model" if quantize else "param16"}
-    args = {"window": model.context, "stride": model.context, "bos_policy": "none", "quantize": quantize}
+    args = {"window": model.context, "stride": model.context, "bos_policy": "none", "quantize": quantize,
+            "stats_kernel": stats_kernel}
     if quantize:
         args["quantization_gap"] = False     # the full-precision model has a run of its own (the gap is
                                              # taken from it, on the same tokens)
@@ -150,13 +153,13 @@ def structured_quantized_checkpoint(suite_dir: Path, model, out_dir: Path, spec:
 
 
 def evaluate_heldout(suite_dir: Path, model, out_dir: Path, *, alphas, batch_size: int,
-                     device: str = "cpu") -> tuple[float, float]:
+                     device: str = "cpu", stats_kernel: str = "auto") -> tuple[float, float]:
     """(held-out loss nats/token, bits/byte) on the speeches after the cut-off year."""
     side = out_dir / "eval" / model.name / "heldout"
     if not (side / "manifest.json").is_file():
         meta = {"genbound_source": "sotu", "genbound_split": "heldout", "genbound_alphas": list(alphas),
                 "genbound_output_dir": str(side)}
-        args = {"window": model.context, "stride": model.context, "bos_policy": "none"}
+        args = {"window": model.context, "stride": model.context, "bos_policy": "none", "stats_kernel": stats_kernel}
         evaluate_bound(str(suite_dir / model.path), task="genbound_sotu_heldout", metadata=meta,
                        model_args=args, batch_size=batch_size, device=device)
     from lm_eval_genbound.harness.sidecar import read_manifest
@@ -211,16 +214,20 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
                            compression=1.0 if structure == "dense" else compression)
     t_train = time.time() - t0
     alphas = list(DEMO_ALPHAS)
+    # the runs below share this process, so the statistics kernel's one-off compile is paid once for all
+    # of them: auto's choice from their total work (every model's training tokens, once per evaluation)
+    kernel = auto_kernel(sum(m.n_distinct_train_tokens for m in info.models) * (1 + len(quantize)), len(alphas),
+                         BYTE_VOCAB_SIZE, device)
     rows = []
     for model in info.models:
         logger.info("evaluating %s (N=%d, D=%d)", model.name, model.n_params, model.n_train_tokens)
         stats, manifest, side = evaluate_suite_model(suite_dir, model, out, alphas=alphas,
-                                                     batch_size=batch_size, device=device)
+                                                     batch_size=batch_size, device=device, stats_kernel=kernel)
         if stats.n_tokens != model.n_distinct_train_tokens:
             raise GenboundError(f"{model.name}: evaluated {stats.n_tokens} tokens but it trained on "
                                 f"{model.n_distinct_train_tokens} distinct ones")
         heldout, _ = evaluate_heldout(suite_dir, model, out, alphas=alphas, batch_size=batch_size,
-                                      device=device)
+                                      device=device, stats_kernel=kernel)
         protocol = manifest["protocol"]
         common = dict(protocol=protocol, heldout=heldout, delta=delta)
         rep = bound_report(stats, Complexity(16.0 * model.n_params, method="param16"), delta=delta)
@@ -229,8 +236,8 @@ def run_demo(out_dir: str | Path, *, preset: str = "cpu", sizes: Optional[Sequen
             if model.structure and not spec.lower().startswith("rtn"):
                 logger.info("%s: %s skipped (structured factors are coded by rtn only)", model.name, spec)
                 continue
-            qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec,
-                                                       alphas=alphas, batch_size=batch_size, device=device)
+            qstats, qman, qside = evaluate_suite_model(suite_dir, model, out, quantize=spec, alphas=alphas,
+                                                       batch_size=batch_size, device=device, stats_kernel=kernel)
             code = (structured_quantized_checkpoint(suite_dir, model, out, spec)[1] if model.structure
                     else qman["model"]["code_length"])
             rep = bound_report(qstats, code_length_complexity(code), delta=delta,

@@ -36,9 +36,13 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
 * ``checkpoint_seconds`` (default 60): how often the rank's statistics and its position in the
   window order are saved to ``<sidecar>/cache/`` (:mod:`lm_eval_genbound.harness.stream`); the same
   command after a crash resumes there and ends with the same numbers.
-* ``stats_kernel``: ``auto`` (default: ``compiled`` unless ``GENBOUND_STATS_KERNEL`` says
-  otherwise), ``compiled`` (torch.compile: fused C++ on CPU, Triton on GPU) or ``eager``; see
-  :mod:`lm_eval_genbound.harness.token_stats`. Both give the same numbers within ~1e-6 nats.
+* ``stats_kernel``: ``auto`` (default), ``compiled`` (torch.compile: fused C++ on CPU, Triton on
+  GPU) or ``eager``; see :mod:`lm_eval_genbound.harness.token_stats`. ``auto`` is
+  ``GENBOUND_STATS_KERNEL`` when set, else decided per task before scoring from its size: on CPU
+  the one-off compile (≈ 10 s with a warm cache) repays only from 10⁹ units of work (scored
+  positions × |α| × V, each model that scores them counted), below that the eager kernel runs
+  (:func:`~lm_eval_genbound.harness.token_stats.compile_repays`). Both give the same numbers
+  within ~1e-6 nats.
 * ``head``: ``auto`` (default) runs the decoder body to its final hidden states and computes the
   statistics through the output head tile by tile, never holding the [positions × V] logits
   (:mod:`lm_eval_genbound.harness.tiled_head`; the fused Triton kernel on CUDA), when a probe batch
@@ -91,7 +95,8 @@ from lm_eval_genbound.harness.request import GenboundRequest
 from lm_eval_genbound.harness import tiled_head
 from lm_eval_genbound.harness.sidecar import sidecar_path
 from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
-from lm_eval_genbound.harness.token_stats import DEFAULT_CHUNK_TOKENS, KERNELS, token_statistics
+from lm_eval_genbound.harness.token_stats import (AUTO_COMPILE_MIN_UNITS, DEFAULT_CHUNK_TOKENS, KERNELS, auto_kernel,
+                                                   token_statistics)
 from lm_eval_genbound.harness.weight_states import WeightStates
 from lm_eval_genbound.harness.windows import Window, scoring_windows
 
@@ -113,7 +118,8 @@ MODEL_ARGS: dict[str, str] = {
     "quantize_seed": "seed of the quantizer's calibration sample",
     "stats_chunk": "positions per chunk of the per-token statistics kernel",
     "checkpoint_seconds": "seconds between checkpoints of the resumable state (a killed run loses at most this)",
-    "stats_kernel": "auto, compiled (torch.compile) or eager",
+    "stats_kernel": "auto (compiled when the compile repays: positions × |α| × V ≥ 1e9 on CPU), compiled "
+                    "(torch.compile) or eager",
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
     "head": "auto (logit-free when the load-time probe reproduces the head), tiled (or an error) or full logits",
     "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 128 on CPU, 512 on a GPU)",
@@ -413,7 +419,8 @@ class GenBoundHFLM(HFLM):
         bar = tqdm(total=int(sum(jobs[j].n_scored for j in order)), initial=int(sum(jobs[j].n_scored for j in
                    order[:stream.jobs_done])), desc=f"genbound tokens scored ({bs} windows a batch)", unit="tok",
                    miniters=1, mininterval=0, disable=disable_tqdm or self.rank != 0)
-        for batch in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs):
+        kernel = self._kernel_for(int(sum(planned)), len(alphas))
+        for batch in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in todo], alphas, bs, kernel):
             stream.fold(batch)
             bar.update(batch.logp.size)
             ckpt.maybe_save()
@@ -482,11 +489,12 @@ class GenBoundHFLM(HFLM):
         """Score every position ≥ 1 of each token list and return the per-token arrays
         (one DocScores per list; for inspection and tests; task runs stream instead)."""
         docs = [(np.asarray(t, dtype=np.int64), None) for t in token_lists]
-        jobs, _ = self._plan(docs)
+        jobs, planned = self._plan(docs)
         order = _longest_first(jobs)
         bs = self.batch_size if isinstance(self.batch_size, int) else self._auto_batch()
         pieces: list[list[ScoredBatch]] = [[] for _ in docs]
-        for b in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in order], alphas, bs):
+        kernel = self._kernel_for(int(sum(planned)), len(alphas))
+        for b in self._batches_with_gap([d for d, _ in docs], [jobs[j] for j in order], alphas, bs, kernel):
             for d in np.unique(b.doc):
                 sel = b.doc == d
                 pieces[int(d)].append(ScoredBatch(b.doc[sel], b.pos[sel], b.n_ctx[sel], b.token_id[sel],
@@ -495,22 +503,37 @@ class GenBoundHFLM(HFLM):
         info = {"protocol": self.protocol(), "model": self.model_identity(), "alphas": list(alphas)}
         return [_doc_scores(p, len(alphas), info, self._has_fp) for p in pieces]
 
+    def _kernel_for(self, n_positions: int, n_alphas: int) -> str:
+        """The statistics kernel of one scoring run of ``n_positions`` positions: ``stats_kernel`` as
+        given, or for ``auto`` :func:`~lm_eval_genbound.harness.token_stats.auto_kernel` of its size
+        (positions counted once per model that scores them: twice with the original beside)."""
+        if self.stats_kernel != "auto":
+            return self.stats_kernel
+        passes = 2 if self._fp_model is not None or self._states is not None else 1
+        kernel = auto_kernel(n_positions * passes, n_alphas, self.vocab_size_logits, self.device)
+        logger.info("statistics kernel %s (auto: %d positions × %d α × V=%d %s %.3g units)", kernel,
+                    n_positions * passes, n_alphas, self.vocab_size_logits,
+                    "≥" if kernel == "compiled" else "<", AUTO_COMPILE_MIN_UNITS)
+        return kernel
+
     def _batches_with_gap(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
-                          bs: int) -> Iterator[ScoredBatch]:
+                          bs: int, kernel: str) -> Iterator[ScoredBatch]:
         """:meth:`_scored_batches`; with the original's weights on disk, the original first scores
         the same batches (only its ln p is kept), then the quantized model, in place."""
         if self._states is None:
-            yield from self._scored_batches(arrays, jobs, alphas, bs)
+            yield from self._scored_batches(arrays, jobs, alphas, bs, kernel)
             return
         logger.info("quantization gap: scoring the original model first, then the quantized one (one copy "
                     "of the weights in memory)")
         with self._states.swapped(self._model, "original", back="quantized"):
-            fp = [torch.from_numpy(b.logp) for b in self._scored_batches(arrays, jobs, alphas, bs)]
-        yield from self._scored_batches(arrays, jobs, alphas, bs, fp_logp=iter(fp))
+            fp = [torch.from_numpy(b.logp) for b in self._scored_batches(arrays, jobs, alphas, bs, kernel)]
+        yield from self._scored_batches(arrays, jobs, alphas, bs, kernel, fp_logp=iter(fp))
 
     def _scored_batches(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
-                        bs: int, fp_logp: Optional[Iterator[torch.Tensor]] = None) -> Iterator[ScoredBatch]:
-        """Run ``jobs`` in batches of ``bs`` windows and yield each batch's per-token results.
+                        bs: int, kernel: str,
+                        fp_logp: Optional[Iterator[torch.Tensor]] = None) -> Iterator[ScoredBatch]:
+        """Run ``jobs`` in batches of ``bs`` windows and yield each batch's per-token results
+        (statistics by ``kernel``, ``compiled`` or ``eager``).
 
         On an accelerator, a one-deep pipeline: batch b's forward and statistics are queued on the
         device before the host waits for batch b − 1's results, so the host's copy overlaps the
@@ -536,14 +559,15 @@ class GenBoundHFLM(HFLM):
             targets = np.concatenate([arrays[j.doc][p] for j, p in zip(batch, pos)])
             where = (torch.from_numpy(inp).to(self.device), torch.from_numpy(np.concatenate(rows_b)),
                      torch.from_numpy(np.concatenate(rows_p)), torch.from_numpy(targets))
-            logp, ent = self._batch_statistics(self._model, *where, alphas)
+            logp, ent = self._batch_statistics(self._model, *where, alphas, kernel)
             # a quantized model's original scores the same batch: the same tokens, contexts and shapes
             if fp_logp is not None:
                 fp = next(fp_logp)
             elif self._gap_zero:            # quantize=gguf: the evaluated model is the original
                 fp = logp
             else:
-                fp = None if self._fp_model is None else self._batch_statistics(self._fp_model, *where, alphas)[0]
+                fp = (None if self._fp_model is None
+                      else self._batch_statistics(self._fp_model, *where, alphas, kernel)[0])
             pending.append((doc_all, pos_all, np.concatenate(ctx), targets, logp, ent, fp, len(batch),
                             sum(j.width for j in batch)))
             while len(pending) > depth:
@@ -552,25 +576,27 @@ class GenBoundHFLM(HFLM):
             yield _to_host(*item)
 
     def _batch_statistics(self, model: torch.nn.Module, inp: torch.Tensor, rows_b: torch.Tensor,
-                          rows_p: torch.Tensor, targets: torch.Tensor, alphas: list[float]):
+                          rows_p: torch.Tensor, targets: torch.Tensor, alphas: list[float], kernel: str):
         """(ln p, H(q_α)) device tensors of one batch under ``model`` (the evaluated one or the
         original of a quantized one): logits of ``inp`` [B, T] at (rows_b, rows_p), then the
-        statistics kernel against ``targets``."""
+        statistics ``kernel`` against ``targets``."""
         plan = self._head_plan(model)
         if plan.mode == "tiled":
             with torch.no_grad(), self._autocast():
                 return tiled_head.batch_statistics(model, plan, inp, rows_b, rows_p, targets, alphas,
-                                                   budget_bytes=self.head_tile_bytes, kernel=self.stats_kernel,
+                                                   budget_bytes=self.head_tile_bytes, kernel=kernel,
                                                    chunk_tokens=self.stats_chunk)
         saved, self._model = self._model, model          # the harness's own call (no_grad, autocast)
         try:
-            logits = self._model_call(inp)
+            with torch.inference_mode():    # no autograd bookkeeping per op (same values)
+                logits = self._model_call(inp)
         finally:
             self._model = saved
+        # outside inference mode: a normal tensor (the compiled kernel's guards tell the two apart)
         sel = logits[rows_b.to(logits.device), rows_p.to(logits.device)]
         del logits
         return token_statistics(sel, targets.to(sel.device), alphas, chunk_tokens=self.stats_chunk,
-                                kernel=self.stats_kernel)
+                                kernel=kernel)
 
     def _autocast(self):
         """The autocast context of the harness's ``_model_call``."""

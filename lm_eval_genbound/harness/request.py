@@ -104,9 +104,11 @@ class GenboundRequest:
             value = getattr(self, name)
             if value is not None:
                 ids = _as_seq(value, name)
-                if not (all(type(t) is int for t in ids) or all(map(_is_int, ids))):   # fast path: JSON ints
-                    raise GenboundError(f"genbound request: {name} must be a list of integers or null")
-                object.__setattr__(self, name, tuple(int(t) for t in ids))
+                if not set(map(type, ids)) <= {int}:     # JSON ints are kept as they are (C-speed check)
+                    if not all(map(_is_int, ids)):
+                        raise GenboundError(f"genbound request: {name} must be a list of integers or null")
+                    ids = tuple(int(t) for t in ids)     # numpy integers and the like
+                object.__setattr__(self, name, ids)
         if self.token_range is not None and (len(self.token_range) != 2 or self.token_file is None
                                              or not 0 <= self.token_range[0] < self.token_range[1]):
             raise GenboundError("genbound request: token_range must be [start, end) with start < end, "

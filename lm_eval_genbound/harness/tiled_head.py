@@ -357,7 +357,9 @@ def batch_statistics(model: torch.nn.Module, plan: HeadPlan, inp: torch.Tensor, 
                      budget_bytes: int, kernel: str, chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ln p, H(q_α)) of one batch by the logit-free path: the body on ``inp`` [B, T], the hidden
     states at (rows_b, rows_p), then :func:`tiled_statistics` (or the fused Triton kernel on CUDA)."""
-    h = _hidden(model, inp)
+    with torch.inference_mode():        # the body without autograd's per-op bookkeeping (same values)
+        h = _hidden(model, inp)
+    # outside inference mode: a normal tensor (the compiled kernel's guards tell the two apart)
     sel = h[rows_b.to(h.device), rows_p.to(h.device)]
     del h
     head = model.get_output_embeddings()

@@ -30,6 +30,20 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 
 ``kernel="auto"`` (default) means ``compiled`` unless the environment variable
 ``GENBOUND_STATS_KERNEL`` names another choice (the test suite sets ``eager`` to avoid compile time).
+
+**When the compile repays** (:func:`compile_repays` and :func:`auto_kernel`, what ``hf-genbound``'s ``stats_kernel=auto`` uses
+for a run whose size is known before scoring). The compile is a one-off cost per process: 10–12 s
+with a warm inductor cache (``/tmp/torchinductor_<user>``, reused across processes; it does not
+remove the dynamo trace, the AOT pass and the load of the kernel), 48 s cold, on the project's
+2-core CPU at load average ≈ 4; 35 s and 228 s at load ≈ 12. Per unit of work — one position × one
+α × one vocabulary entry — the eager kernel costs 13–22 ns more than the compiled one at load ≈ 4
+(43–70 ns at ≈ 12; V = 256 and 4096, 4 and 8 α; ``benchmarks/bench_kernel.py --compile-cost``,
+BENCHMARKS.md). The warm-cache break-even is 0.5–0.8·10⁹ units in both measurements, so on CPU a
+run of fewer than ``AUTO_COMPILE_MIN_UNITS`` = 10⁹ units (positions × |α| × V: 490k positions at
+V = 256 with 8 α, 480 at V = 262,144) takes the eager kernel, a larger one compiles. On an
+accelerator ``auto`` stays ``compiled`` (not measured there). The choice is a function of the
+sizes alone (not of what this process compiled before), so a resumed run takes the kernel its
+first attempt took. Both kernels give the same numbers within ~1e-6 nats.
 """
 from __future__ import annotations
 
@@ -50,6 +64,10 @@ DEFAULT_CHUNK_TOKENS = 1 << 16
 KERNELS = ("auto", "compiled", "eager")
 #: environment variable that sets what ``kernel="auto"`` means
 KERNEL_ENV = "GENBOUND_STATS_KERNEL"
+#: on CPU, ``auto`` compiles only for at least this many units of work (scored positions × |α| × V):
+#: the warm-cache compile over what compiling saves per unit, 0.5–0.8·10⁹ measured, rounded up
+#: (module docstring; measured on the project's 2-core CPU)
+AUTO_COMPILE_MIN_UNITS = 10**9
 
 _compiled_fn = None
 #: why torch.compile of the kernel failed in this process (None: it has not failed); once set,
@@ -163,6 +181,44 @@ def resolve_kernel(kernel: str = "auto") -> str:
     if kernel not in ("compiled", "eager"):
         raise ValueError(f"stats kernel must be one of {KERNELS}; got {kernel!r}")
     return kernel
+
+
+def compile_repays(n_positions: int, n_alphas: int, vocab: int, device: str | torch.device = "cpu") -> bool:
+    """Whether compiling the statistics kernel repays for a run of this size (the policy of ``auto``).
+
+    Parameters
+    ----------
+    n_positions : int
+        Positions the run scores with the kernel (every pass counted: a quantized model scored
+        beside its original counts twice).
+    n_alphas : int
+        |α|, the size of the α grid.
+    vocab : int
+        V, the logit dimension.
+    device : str or torch.device
+        Where the statistics are computed.
+
+    Returns
+    -------
+    bool
+        On CPU, ``n_positions · n_alphas · vocab ≥ AUTO_COMPILE_MIN_UNITS``; True on an accelerator.
+
+    Examples
+    --------
+    >>> compile_repays(4_181, 8, 256), compile_repays(1_000_000, 8, 256), compile_repays(4_181, 8, 262_144)
+    (False, True, True)
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    return int(n_positions) * int(n_alphas) * int(vocab) >= AUTO_COMPILE_MIN_UNITS
+
+
+def auto_kernel(n_positions: int, n_alphas: int, vocab: int, device: str | torch.device = "cpu") -> str:
+    """The kernel ``auto`` means for a run of known size (arguments of :func:`compile_repays`):
+    ``GENBOUND_STATS_KERNEL`` when it is set, else ``compiled`` when the compile repays, else ``eager``."""
+    if os.environ.get(KERNEL_ENV):
+        return resolve_kernel("auto")
+    return "compiled" if compile_repays(n_positions, n_alphas, vocab, device) else "eager"
 
 
 def compile_error() -> Optional[str]:
