@@ -8,8 +8,10 @@
 
 ``main_complexity`` quantizes a Hugging Face causal LM (a local directory, loaded with
 ``AutoModelForCausalLM.from_pretrained``; with ``--gguf-file NAME`` the GGUF file NAME in that
-directory, as ``from_pretrained(DIR, gguf_file=NAME)`` and the harness's ``gguf_file=`` model arg
-load it: dequantized to ``--dtype``, tokenizer from the file; needs the ``gguf`` package) by RTN or GPTQ and entropy-codes it
+directory, streamed one tensor at a time as the harness's ``gguf_file=`` model arg loads it
+(:mod:`lm_eval_genbound.harness.gguf_loader`: the weights of ``from_pretrained(DIR, gguf_file=NAME)``,
+one copy in memory; transformers' own load for a file the loader refuses): dequantized to ``--dtype``,
+tokenizer from the file; needs the ``gguf`` package) by RTN or GPTQ and entropy-codes it
 (:mod:`lm_eval_genbound.complexity.quantize`, :mod:`lm_eval_genbound.complexity.codelength`), or counts parameters,
 or, with ``--method gguf``, codes the GGUF file's own quantized tensors as they are (no
 re-quantization, quantization gap 0; :mod:`lm_eval_genbound.complexity.gguf_message`),
@@ -115,6 +117,10 @@ def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool =
         kwargs["attn_implementation"] = attn_implementation
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
+        if attn_implementation is None:       # one copy of the weights: the file streamed into the model
+            model = _stream_gguf(p, gguf_file, torch_dtype)
+            if model is not None:
+                return model.to(device).eval()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
     except (OSError, ValueError, KeyError, ImportError) as e:
@@ -123,6 +129,25 @@ def _load_model(model_dir: str, device, dtype: str = "float32", progress: bool =
     model.to(device)
     model.eval()
     return model
+
+
+def _stream_gguf(model_dir: Path, gguf_file: str, dtype):
+    """The GGUF model streamed one tensor at a time (:mod:`lm_eval_genbound.harness.gguf_loader`, the
+    harness's default load: weights bit-identical to ``from_pretrained``'s); None (one log line why)
+    when the loader refuses the file, which transformers then loads."""
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    from lm_eval_genbound.harness.gguf_loader import load_gguf_model  # noqa: PLC0415
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), gguf_file=gguf_file)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise GenboundError(f"cannot load a causal LM from {model_dir}/{gguf_file}: {str(e).splitlines()[0]}") from None
+    load = load_gguf_model(model_dir / gguf_file, config, dtype=dtype, name_or_path=str(model_dir))
+    if load.model is None:
+        logging.getLogger(__name__).warning("loading %s through transformers (every tensor de-quantized before "
+                                            "the model is filled): %s", gguf_file, load.refused)
+    return load.model
 
 
 def _tokenize(text: str, model_dir: str, model, gguf_file: str | None = None) -> np.ndarray:
