@@ -137,7 +137,7 @@ def _stream_gguf(model_dir: Path, gguf_file: str, dtype):
     when the loader refuses the file, which transformers then loads."""
     from transformers import AutoConfig  # noqa: PLC0415
 
-    from lm_eval_genbound.harness.gguf_loader import load_gguf_model  # noqa: PLC0415
+    from lm_eval_genbound.harness.gguf_loader import load_gguf_model, warn_transformers_load  # noqa: PLC0415
 
     try:
         config = AutoConfig.from_pretrained(str(model_dir), gguf_file=gguf_file)
@@ -145,8 +145,7 @@ def _stream_gguf(model_dir: Path, gguf_file: str, dtype):
         raise GenboundError(f"cannot load a causal LM from {model_dir}/{gguf_file}: {str(e).splitlines()[0]}") from None
     load = load_gguf_model(model_dir / gguf_file, config, dtype=dtype, name_or_path=str(model_dir))
     if load.model is None:
-        logging.getLogger(__name__).warning("loading %s through transformers (every tensor de-quantized before "
-                                            "the model is filled): %s", gguf_file, load.refused)
+        warn_transformers_load(gguf_file, load.refused)
     return load.model
 
 

@@ -104,6 +104,12 @@ def resolve_dtype(dtype: Any, config: Any) -> torch.dtype:
     return cfg if isinstance(cfg, torch.dtype) else torch.get_default_dtype()
 
 
+def warn_transformers_load(gguf_file: str, why: str) -> None:
+    """The one log line of a GGUF load that falls back to transformers' own (``why``: the reason)."""
+    logger.warning("gguf_loader: loading %s through transformers (every tensor de-quantized before the model is "
+                   "filled: about twice the memory): %s", gguf_file, why)
+
+
 @dataclass(frozen=True)
 class StreamedLoad:
     """What :func:`load_gguf_model` did: the model, or ``refused`` (why the file cannot be streamed:

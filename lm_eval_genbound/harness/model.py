@@ -258,8 +258,9 @@ class GenBoundHFLM(HFLM):
                 why = self._stream_gguf(pretrained, revision, dtype, trust_remote_code, gguf_file, subfolder)
             if why is None:
                 return
-            logger.warning("gguf_loader: loading %s through transformers (every tensor de-quantized before the "
-                           "model is filled: about twice the memory): %s", gguf_file, why)
+            from lm_eval_genbound.harness.gguf_loader import warn_transformers_load
+
+            warn_transformers_load(gguf_file, why)
         super()._create_model(pretrained, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
                               gguf_file=gguf_file, subfolder=subfolder, **kwargs)
 
