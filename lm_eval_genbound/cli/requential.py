@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lm_eval_genbound.cli import run_parsed
+from lm_eval_genbound.complexity.rec import DEFAULT_CHUNK_CANDIDATES, DEFAULT_N_MAX
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.progress import add_progress_flag
 from lm_eval_genbound.record import final_to_row
@@ -53,15 +54,16 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq-len", type=int, default=None, help="bytes per sequence, start byte included (default: context)")
     e.add_argument("--seed", type=int, default=1, help="student init and REC key seed (default 1)")
     e.add_argument("--peak-lr", type=float, default=None)
-    e.add_argument("--n-max", type=int, default=65536, help="REC candidates per token at most (power of two)")
+    e.add_argument("--n-max", type=int, default=DEFAULT_N_MAX,
+                   help=f"REC candidates per token at most (power of two; default {DEFAULT_N_MAX})")
     e.add_argument("--stops", type=int, default=4, help="candidate stopping steps, charged log2(stops) bits (default 4)")
     e.add_argument("--start-byte", type=int, default=32, help="first byte of every sampled sequence (default 32)")
     e.add_argument("--threads", type=int, default=1, help="torch threads (decoding must use the same; default 1)")
     e.add_argument("--chunking", choices=("off", "adaptive"), default="off",
                    help="off (default): every byte coded alone; adaptive: chunks of c bytes per REC instance, c "
                         "chosen per step from the previous step's KL (truncated PFR over N candidates)")
-    e.add_argument("--chunk-candidates", type=int, default=1024,
-                   help="N candidates per chunk with --chunking adaptive (power of two; default 1024)")
+    e.add_argument("--chunk-candidates", type=int, default=DEFAULT_CHUNK_CANDIDATES,
+                   help=f"N candidates per chunk with --chunking adaptive (power of two; default {DEFAULT_CHUNK_CANDIDATES})")
     e.add_argument("--chunk-target-bits", type=float, default=4.0,
                    help="the chunk KL the chunk length aims at, bits (default 4)")
     add_progress_flag(e)
