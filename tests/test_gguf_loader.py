@@ -1,6 +1,7 @@
 """The streaming GGUF loader (lm_eval_genbound/harness/gguf_loader.py) against transformers' own load:
-the same tensors bit for bit, on tiny GGUFs written here (Llama: the q/k un-permutation; Gemma 3: the
-norms' − 1, q/k norms, a tied head), the same ``weights_sha256`` through hf-genbound, and everything it
+the same tensors bit for bit, on tiny GGUFs written here (Llama and Mistral as llama.cpp writes it:
+the q/k un-permutation; Qwen 2: q/k/v biases; Qwen 3: q/k norms, a tied head; Gemma 2/3: the norms'
+− 1, sandwich norms, a tied head), the same ``weights_sha256`` through hf-genbound, and everything it
 does not stream (GPT-2's processor, a file missing a weight, options only transformers handles) loaded
 by transformers with one log line."""
 from __future__ import annotations
@@ -18,11 +19,17 @@ from lm_eval_genbound.complexity.parameters import weights_sha256
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.harness.gguf_loader import load_gguf_model
 from lm_eval_genbound.harness.model import GenBoundHFLM
+from lm_eval_genbound.harness.tiled_head import PROBE_TOL_NATS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_gguf import write_tiny_gemma3, write_tiny_gpt2, write_tiny_llama  # noqa: E402
+from tiny_gguf import (write_tiny_gemma2, write_tiny_gemma3, write_tiny_gpt2, write_tiny_llama,  # noqa: E402
+                       write_tiny_mistral, write_tiny_qwen2, write_tiny_qwen3)
 
-WRITERS = {"llama": write_tiny_llama, "gemma3": write_tiny_gemma3, "gpt2": write_tiny_gpt2}
+WRITERS = {"llama": write_tiny_llama, "gemma3": write_tiny_gemma3, "gpt2": write_tiny_gpt2,
+           "mistral": write_tiny_mistral, "qwen2": write_tiny_qwen2, "qwen3": write_tiny_qwen3,
+           "gemma2": write_tiny_gemma2}
+#: tensors in each tiny file (all of them mapped to a weight)
+N_TENSORS = {"llama": 12, "gemma3": 15, "mistral": 12, "qwen2": 15, "qwen3": 13, "gemma2": 13}
 
 
 def _stock(d: Path, name: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -45,23 +52,27 @@ def _assert_same_model(lean: torch.nn.Module, stock: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("arch,qtype,dtype", [("llama", T.Q8_0, torch.float32), ("llama", T.Q4_1, torch.bfloat16),
-                                              ("gemma3", T.Q4_0, torch.float32), ("gemma3", T.Q8_0, torch.float16)])
+                                              ("gemma3", T.Q4_0, torch.float32), ("gemma3", T.Q8_0, torch.float16),
+                                              ("mistral", T.Q8_0, torch.float32), ("mistral", T.Q4_0, torch.bfloat16),
+                                              ("qwen2", T.Q4_1, torch.float32), ("qwen2", T.Q8_0, torch.float16),
+                                              ("qwen3", T.Q8_0, torch.float32), ("qwen3", T.Q5_0, torch.bfloat16),
+                                              ("gemma2", T.Q5_1, torch.float32), ("gemma2", T.Q8_0, torch.bfloat16)])
 def test_streamed_model_equals_transformers_load_tensor_by_tensor(tmp_path, arch, qtype, dtype):
     """Weights, buffers, tying and logits identical; row blocks of 3 rows (the last one short) for
     every matrix; float32 de-quantized in place, 16-bit dtypes through a float32 buffer."""
     WRITERS[arch](tmp_path / "m.gguf", qtype)
     load = load_gguf_model(tmp_path / "m.gguf", AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf"),
                            dtype=dtype, row_block_elements=3 * 64)
-    assert load.refused is None and load.n_tensors == (12 if arch == "llama" else 15) and load.skipped == ()
+    assert load.refused is None and load.n_tensors == N_TENSORS[arch] and load.skipped == ()
     _assert_same_model(load.model, _stock(tmp_path, "m.gguf", dtype))
 
 
-def _hflm(d: Path, **kw) -> GenBoundHFLM:
+def _hflm(d: Path, head: str = "full", **kw) -> GenBoundHFLM:
     return GenBoundHFLM(pretrained=str(d), gguf_file="m.gguf", device="cpu", batch_size=2, window=32,
-                        head="full", **kw)
+                        head=head, **kw)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "mistral", "qwen2", "qwen3", "gemma2"])
 def test_hf_genbound_records_the_same_weights_sha256_with_either_loader(tmp_path, arch, caplog):
     WRITERS[arch](tmp_path / "m.gguf")
     with caplog.at_level(logging.INFO, logger="lm_eval_genbound"):
@@ -73,6 +84,41 @@ def test_hf_genbound_records_the_same_weights_sha256_with_either_loader(tmp_path
     _assert_same_model(lean.model, stock.model)
     auto = _hflm(tmp_path)                                                    # dtype=auto: as transformers
     assert auto.model_identity()["weights_sha256"] == lean.model_identity()["weights_sha256"]
+
+
+def test_a_mistral_gguf_as_llama_cpp_writes_it_streams_as_a_llama(tmp_path):
+    """llama.cpp writes Mistral as ``llama`` (its q/k permuted as Llama's, grouped-query attention):
+    transformers builds a Llama from it, and the stream is the Llama one (the parametrised test
+    above compares the weights)."""
+    write_tiny_mistral(tmp_path / "m.gguf")
+    cfg = AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    assert cfg.model_type == "llama" and cfg.num_key_value_heads == 1 and cfg.rope_parameters["rope_theta"] == 1e6
+
+
+@pytest.mark.parametrize("arch,name", [("llama", "mistral"), ("mistral", "tiny")])
+def test_a_gguf_transformers_types_as_mistral_is_refused_as_transformers_cannot_load_it(tmp_path, arch, name):
+    """``general.name`` "mistral" (exactly) or architecture "mistral" make the config a Mistral,
+    whose tensors gguf-py cannot name: transformers' load raises; the stream loader refuses with
+    the reason (and the harness's fallback, transformers' load, raises transformers' own error)."""
+    write_tiny_mistral(tmp_path / "m.gguf", arch=arch, name=name)
+    cfg = AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    assert cfg.model_type == "mistral"
+    with pytest.raises(NotImplementedError, match="mistral"):
+        _stock(tmp_path, "m.gguf", torch.float32)
+    load = load_gguf_model(tmp_path / "m.gguf", cfg, dtype=torch.float32)
+    assert load.model is None and "mistral" in load.refused
+
+
+def test_gemma2_head_auto_is_the_tiled_head_with_its_soft_cap(tmp_path):
+    """Gemma 2's final logit soft-capping (30: transformers' default, the file's value is not read)
+    reproduced by the logit-free head; the probe passes in float32."""
+    write_tiny_gemma2(tmp_path / "m.gguf")
+    lm = _hflm(tmp_path, dtype="float32", head="auto")
+    plan = lm._head_plan(lm.model)
+    assert lm.model.config.final_logit_softcapping == 30.0
+    assert plan.mode == "tiled" and plan.recipe.softcap == 30.0, plan.reason
+    assert plan.probe_max_diff_nats <= PROBE_TOL_NATS
+    assert lm.protocol()["head"] == "tiled"
 
 
 def _fallbacks(caplog) -> list[str]:

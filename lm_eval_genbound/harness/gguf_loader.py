@@ -3,6 +3,8 @@
     >>> from lm_eval_genbound.harness.gguf_loader import STREAMED_ARCHITECTURES
     >>> "gemma3" in STREAMED_ARCHITECTURES and "llama" in STREAMED_ARCHITECTURES
     True
+    >>> "mistral" in STREAMED_ARCHITECTURES          # transformers cannot load a mistral-typed GGUF
+    False
 
 transformers (5.x) loads most GGUF architectures through its legacy path
 (``load_gguf_checkpoint(return_tensors=True)``): every tensor de-quantized into a float32 state dict
@@ -21,6 +23,19 @@ packed-GGUF path, a file whose tensors do not cover the model's weights with the
 refused by :func:`stream_refusal` with the reason, and the caller loads through transformers
 (one log line). The streamed model is not a transformers "quantized" model: it carries no
 ``hf_quantizer`` and its config no ``quantization_config`` (the weights are plain dense tensors).
+
+Each streamed architecture is proven against transformers' load (transformers 5.25) by a tiny file
+of it in tests/test_gguf_loader.py: llama, qwen2 (q/k/v biases), qwen3 (q/k norms), gemma2 and
+gemma3 (sandwich norms, the norms' − 1, tied heads). Mistral is not streamed as an architecture of
+its own: llama.cpp writes Mistral models as ``llama`` (streamed as such, the Llama q/k
+un-permutation included), and transformers types a file as ``mistral`` only when its
+``general.name`` is exactly "mistral" or its architecture is "mistral" — and then cannot load it
+(``get_gguf_hf_weights_map``: "Unknown gguf model_type: mistral in gguf-py"); such a file is
+refused here with that reason and transformers' load raises its own error. transformers reads no
+soft-capping from a gemma2 GGUF (``attn_logit_softcapping``, ``final_logit_softcapping`` are not
+mapped): the config keeps Gemma 2's defaults, 50 and 30, whatever the file says — both loads
+build the model from that same config, so they agree, and a file with other caps is scored with
+the defaults by either.
 """
 from __future__ import annotations
 
@@ -36,7 +51,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: GGUF ``general.architecture`` values streamed (their transformers processors are pure per tensor)
-STREAMED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+STREAMED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
 #: elements de-quantized per block of rows (float32: 16 MiB, plus gguf's temporaries)
 ROW_BLOCK_ELEMENTS = 1 << 22
 
@@ -223,7 +238,10 @@ def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
 
     processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=gguf_config)
-    key_mapping = get_gguf_hf_weights_map(model, processor)
+    try:
+        key_mapping = get_gguf_hf_weights_map(model, processor)
+    except NotImplementedError as exc:      # a model_type gguf-py has no tensor names for (e.g. mistral)
+        raise _Refused(f"transformers cannot map the tensors of this {model.config.model_type!r} model: {exc}")
     targets = model.state_dict()
     mapped, skipped, filled = [], [], set()
     for tensor in tensors:
