@@ -8,7 +8,9 @@ scorer (``HFLM.loglikelihood_rolling``: disjoint windows, log-softmax + gather),
 requests take ours (same window, every token once, plus fp32 ln p and H(q_α) for the α grid and
 the streaming accumulation), once with each head (``--heads full tiled``: the logits of every
 position, or the logit-free head of :mod:`lm_eval_genbound.harness.tiled_head`). Rounds alternate stock/genbound and the median is reported;
-tokens/s counts scored tokens. Byte models read the held-out speeches (real text); the
+tokens/s counts scored tokens; ``ratio`` is the median over rounds of each round's rate over the stock
+scorer's in the same round (paired: the machine's speed drifts between rounds), ``range`` its least and
+greatest value. Byte models read the held-out speeches (real text); the
 random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (allocator peak per variant).
 """
 from __future__ import annotations
@@ -91,7 +93,11 @@ def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str
                 peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**30)
             rates[name].append(n_tokens / (time.perf_counter() - t))
     med = {v: statistics.median(rates[v]) for v in variants}
-    cells = "".join(f" {med[v]:12.0f} {med[v] / med['stock']:6.2f}" for v in variants[1:])
+    # paired: each round's rate over the stock scorer's rate in the same round (the machine's speed
+    # drifts between rounds, far less within one); the median and the range over rounds
+    paired = {v: [r / s for r, s in zip(rates[v], rates["stock"])] for v in variants[1:]}
+    cells = "".join(f" {med[v]:12.0f} {statistics.median(paired[v]):6.2f} {min(paired[v]):5.2f}–{max(paired[v]):<5.2f}"
+                    for v in variants[1:])
     mem = "".join(f" {peaks[v]:9.2f}" for v in variants) if device == "cuda" else ""
     print(f"{lm.model.config._name_or_path or 'model':28s} {lm.n_params:>12,d} {med['stock']:12.0f}{cells}{mem}"
           f"  (tiled head: {probed.mode}{'' if probed.reason is None else ', ' + probed.reason})", flush=True)
@@ -120,7 +126,7 @@ def main() -> None:
     print(f"device={a.device} dtype={a.dtype} window={a.window} tokens/round={a.tokens} |α|={len(alphas)} "
           f"threads={torch.get_num_threads()} stats_kernel={a.stats_kernel}")
     print(f"{'model':28s} {'params':>12s} {'stock tok/s':>12s}"
-          + "".join(f" {h + ' tok/s':>12s} {'ratio':>6s}" for h in a.heads)
+          + "".join(f" {h + ' tok/s':>12s} {'ratio':>6s} {'range':>11s}" for h in a.heads)
           + ("".join(f" {v + ' GiB':>9s}" for v in ["stock"] + a.heads) if a.device == "cuda" else ""))
     targets = []
     if a.pythia_shape:
