@@ -72,7 +72,7 @@ __all__ = [
     "RecChoice", "pfr_encode", "pfr_decode", "escape_sample", "kl_bits", "RecEncoder", "RecDecoder",
     "validate_n_max", "REC_CHUNK_SCHEME", "CHUNK_LADDER", "DEFAULT_CHUNK_CANDIDATES", "chunk_candidate_keys",
     "chunk_arrivals", "inverse_cdf_rows", "ChunkChoice", "truncated_pfr_select", "chunk_ladder",
-    "LI_EL_GAMAL_CONSTANT_BITS", "instance_overhead_bits",
+    "LI_EL_GAMAL_CONSTANT_BITS", "instance_overhead_bits", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS",
 ]
 
 REC_SCHEME = "pfr-bounded-v1"
@@ -87,6 +87,8 @@ _CHUNK_SALT = np.uint64(0x8CB92BA72F3D8DD7)
 REC_CHUNK_SCHEME = "pfr-chunked-v1"
 CHUNK_LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_CHUNK_CANDIDATES = 2 ** 10
+CHUNKING_MODES = ("off", "adaptive")   # requential's byte scheme, or chunks of adaptive length
+DEFAULT_CHUNK_TARGET_BITS = 4.0        # the chunk KL the requential encoder aims a chunk length at, bits
 CHUNK_SYMBOL_STREAM = 3
 CHUNK_ARRIVAL_STREAM = 4
 LI_EL_GAMAL_CONSTANT_BITS = 4.0   # E[bits] ≤ D + log2(D + 1) + 4 per exact PFR instance (Li & El Gamal 2018)

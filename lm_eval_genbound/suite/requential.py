@@ -80,8 +80,9 @@ from typing import Sequence
 import numpy as np
 
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_text
-from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, DEFAULT_CHUNK_CANDIDATES,
-                                             DEFAULT_N_MAX, LI_EL_GAMAL_CONSTANT_BITS, REC_CHUNK_SCHEME, REC_SCHEME,
+from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, CHUNKING_MODES,
+                                             DEFAULT_CHUNK_CANDIDATES, DEFAULT_CHUNK_TARGET_BITS, DEFAULT_N_MAX,
+                                             LI_EL_GAMAL_CONSTANT_BITS, REC_CHUNK_SCHEME, REC_SCHEME,
                                              RecDecoder, RecEncoder, chunk_candidate_keys, chunk_ladder,
                                              counter_uniforms, instance_overhead_bits, inverse_cdf_rows, kl_bits,
                                              pfr_decode, pfr_encode, rec_keys, truncated_pfr_select, validate_n_max)
@@ -95,14 +96,13 @@ from lm_eval_genbound.suite.train import lr_at, warmup_steps_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADER_FORMAT", "HEADER_FORMAT_CHUNKED", "CHUNKING_MODES", "MANIFEST_SCHEMA", "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
+__all__ = ["HEADER_FORMAT", "HEADER_FORMAT_CHUNKED", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS", "MANIFEST_SCHEMA",
+           "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
            "DecodeResult", "requential_encode", "requential_decode", "read_message", "weights_sha256",
            "machine_record", "stop_steps"]
 
 HEADER_FORMAT = "genbound-requential-v1"
 HEADER_FORMAT_CHUNKED = "genbound-requential-v2"   # + chunk_candidates, chunk_ladder; scheme REC_CHUNK_SCHEME
-CHUNKING_MODES = ("off", "adaptive")
-DEFAULT_CHUNK_TARGET_BITS = 4.0
 _CHUNK_FIELDS = ("chunk_candidates", "chunk_ladder")
 MANIFEST_SCHEMA = 1
 MANIFEST = "requential.json"
