@@ -9,7 +9,8 @@ the encoder records for a chunk) averages to the exact chunk KL (chain rule); th
 Σ [D_i + log2(1 + D_i) + 4] (seen: 13,661 bits between 3,246 and 22,329).
 Real encoder: the tiny teacher/student of tests/test_requential.py in chunk mode; the per-instance KL
 the encoder recorded equals KL(teacher‖student) recomputed by a replay of the decoder (full forwards,
-no key/value cache), and ``overhead_bits`` equals Σ log2(1 + D_i) of those replayed values.
+no key/value cache), and ``overhead_bits`` equals Σ log2(1 + D_i) of those replayed values; the CLI
+prints the totals' ratios.
 """
 from __future__ import annotations
 
@@ -120,3 +121,17 @@ def test_encoder_records_per_instance_kl_and_its_overhead(encoded_chunks):  # no
     assert n == sum(s.instances for s in res.steps) and ovh == pytest.approx(sum(s.overhead_bits for s in res.steps))
     assert tot["rec_over_kl_plus_overhead"] == pytest.approx(rec / (kl + ovh))
     assert tot["rec_over_li_el_gamal_bound"] == pytest.approx(rec / (kl + ovh + 4 * n))
+
+
+def test_cli_encode_prints_the_ratio_against_the_schemes_cost(suite_dir, tmp_path, capsys):  # noqa: F811
+    from lm_eval_genbound.cli.requential import main_requential
+
+    out = tmp_path / "req"
+    assert main_requential(["encode", "--suite", str(suite_dir), "--model", TEACHER, "--out", str(out), "--steps", "1",
+                            "--batch-size", "2", "--seq-len", "12", "--stops", "1", "--no-progress"]) == 0
+    tot = json.loads((out / "requential.json").read_text())["totals"]
+    assert tot["instances"] == 2 * 11                                  # byte scheme: one instance per coded byte
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("REC instances:")]
+    assert line == [f"REC instances: 22, Σ log2(1 + KL_i) {tot['overhead_bits']:.6g} bits; REC / (Σ KL + Σ log2(1 + "
+                    f"KL_i)) {tot['rec_over_kl_plus_overhead']:.3f}, REC / (… + 4 per instance, Li–El Gamal) "
+                    f"{tot['rec_over_li_el_gamal_bound']:.3f}"]

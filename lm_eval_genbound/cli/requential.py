@@ -200,6 +200,10 @@ def _run(a: argparse.Namespace) -> int:
                   f"{t['kl_bits']:.6g} bits (ratio {t['rec_over_kl']:.3f}), cross-entropy {t['cross_entropy_bits']:.6g} "
                   f"bits, {t['escapes']} escapes; message {t['message_bits']} bits (header {t['header_bits']}); "
                   f"{a.out}/requential.json")
+            if t["rec_over_kl_plus_overhead"] is not None:
+                print(f"REC instances: {t['instances']}, Σ log2(1 + KL_i) {t['overhead_bits']:.6g} bits; REC / "
+                      f"(Σ KL + Σ log2(1 + KL_i)) {t['rec_over_kl_plus_overhead']:.3f}, REC / (… + 4 per instance, "
+                      f"Li–El Gamal) {t['rec_over_li_el_gamal_bound']:.3f}")
             if "chunks" in t:
                 print(f"chunks: {t['chunks']}, regenerated ≠ scored: {t['chunk_mismatches']}, mean ESS "
                       f"{t['chunk_ess_mean']}, mean max weight share {t['chunk_max_share_mean']}")
