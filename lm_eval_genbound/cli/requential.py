@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lm_eval_genbound.cli import run_parsed
-from lm_eval_genbound.complexity.rec import DEFAULT_CHUNK_CANDIDATES, DEFAULT_N_MAX
+from lm_eval_genbound.complexity.rec import (CHUNKING_MODES, DEFAULT_CHUNK_CANDIDATES, DEFAULT_CHUNK_TARGET_BITS,
+                                             DEFAULT_N_MAX)
 from lm_eval_genbound.errors import GenboundError
 from lm_eval_genbound.progress import add_progress_flag
 from lm_eval_genbound.record import final_to_row
@@ -59,13 +60,13 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stops", type=int, default=4, help="candidate stopping steps, charged log2(stops) bits (default 4)")
     e.add_argument("--start-byte", type=int, default=32, help="first byte of every sampled sequence (default 32)")
     e.add_argument("--threads", type=int, default=1, help="torch threads (decoding must use the same; default 1)")
-    e.add_argument("--chunking", choices=("off", "adaptive"), default="off",
+    e.add_argument("--chunking", choices=CHUNKING_MODES, default=CHUNKING_MODES[0],
                    help="off (default): every byte coded alone; adaptive: chunks of c bytes per REC instance, c "
                         "chosen per step from the previous step's KL (truncated PFR over N candidates)")
     e.add_argument("--chunk-candidates", type=int, default=DEFAULT_CHUNK_CANDIDATES,
                    help=f"N candidates per chunk with --chunking adaptive (power of two; default {DEFAULT_CHUNK_CANDIDATES})")
-    e.add_argument("--chunk-target-bits", type=float, default=4.0,
-                   help="the chunk KL the chunk length aims at, bits (default 4)")
+    e.add_argument("--chunk-target-bits", type=float, default=DEFAULT_CHUNK_TARGET_BITS,
+                   help=f"the chunk KL the chunk length aims at, bits (default {DEFAULT_CHUNK_TARGET_BITS:g})")
     add_progress_flag(e)
     e.add_argument("--json", action="store_true")
     d = sub.add_parser("decode", help="rebuild the student from a message (no teacher)")
@@ -199,6 +200,10 @@ def _run(a: argparse.Namespace) -> int:
                   f"{t['kl_bits']:.6g} bits (ratio {t['rec_over_kl']:.3f}), cross-entropy {t['cross_entropy_bits']:.6g} "
                   f"bits, {t['escapes']} escapes; message {t['message_bits']} bits (header {t['header_bits']}); "
                   f"{a.out}/requential.json")
+            if t["rec_over_kl_plus_overhead"] is not None:
+                print(f"REC instances: {t['instances']}, Σ log2(1 + KL_i) {t['overhead_bits']:.6g} bits; REC / "
+                      f"(Σ KL + Σ log2(1 + KL_i)) {t['rec_over_kl_plus_overhead']:.3f}, REC / (… + 4 per instance, "
+                      f"Li–El Gamal) {t['rec_over_li_el_gamal_bound']:.3f}")
             if "chunks" in t:
                 print(f"chunks: {t['chunks']}, regenerated ≠ scored: {t['chunk_mismatches']}, mean ESS "
                       f"{t['chunk_ess_mean']}, mean max weight share {t['chunk_max_share_mean']}")

@@ -72,6 +72,7 @@ __all__ = [
     "RecChoice", "pfr_encode", "pfr_decode", "escape_sample", "kl_bits", "RecEncoder", "RecDecoder",
     "validate_n_max", "REC_CHUNK_SCHEME", "CHUNK_LADDER", "DEFAULT_CHUNK_CANDIDATES", "chunk_candidate_keys",
     "chunk_arrivals", "inverse_cdf_rows", "ChunkChoice", "truncated_pfr_select", "chunk_ladder",
+    "LI_EL_GAMAL_CONSTANT_BITS", "instance_overhead_bits", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS",
 ]
 
 REC_SCHEME = "pfr-bounded-v1"
@@ -86,8 +87,11 @@ _CHUNK_SALT = np.uint64(0x8CB92BA72F3D8DD7)
 REC_CHUNK_SCHEME = "pfr-chunked-v1"
 CHUNK_LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_CHUNK_CANDIDATES = 2 ** 10
+CHUNKING_MODES = ("off", "adaptive")   # requential's byte scheme, or chunks of adaptive length
+DEFAULT_CHUNK_TARGET_BITS = 4.0        # the chunk KL the requential encoder aims a chunk length at, bits
 CHUNK_SYMBOL_STREAM = 3
 CHUNK_ARRIVAL_STREAM = 4
+LI_EL_GAMAL_CONSTANT_BITS = 4.0   # E[bits] ≤ D + log2(D + 1) + 4 per exact PFR instance (Li & El Gamal 2018)
 
 
 def validate_n_max(n_max: int) -> int:
@@ -312,6 +316,29 @@ def kl_bits(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(q > 0, q * (np.log2(q) - np.log2(pn)), 0.0)
     return terms.sum(axis=1)
+
+
+def instance_overhead_bits(instance_kl_bits: np.ndarray) -> float:
+    """Σ_i log2(1 + D_i), bits: the leading overhead term of REC instances with KL D_i bits (no constant).
+
+    One exact PFR instance with KL(q‖p) = D bits costs in expectation at most D + log2(D + 1) + 4 bits
+    with a suitable prefix code for its index (Li & El Gamal 2018, strong functional representation
+    lemma; ``LI_EL_GAMAL_CONSTANT_BITS``). The term is concave in D, so it must be summed over the
+    instances themselves: n·log2(1 + ΣD/n) from a mean would overstate it (Jensen). Negative D (float
+    rounding of a zero KL) counts 0.
+
+    Parameters
+    ----------
+    instance_kl_bits : float64 ``[n]``
+        D_i of every instance, bits.
+
+    Returns
+    -------
+    float
+        Σ log2(1 + max(D_i, 0)), bits.
+    """
+    d = np.maximum(np.asarray(instance_kl_bits, dtype=np.float64), 0.0)
+    return float(np.log1p(d).sum() / np.log(2.0))
 
 
 class _BucketModel:

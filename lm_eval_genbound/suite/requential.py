@@ -39,6 +39,16 @@ on the decoder's batch shape, trains on that, and counts chunks where the two di
 student and teacher forwards (expected = worst case); ``candidates_mean``/``_max`` of a chunk step
 count these N·m candidate tokens per chunk.
 
+Overhead bookkeeping (both schemes; encoder-only, nothing in the message). A REC *instance* is one
+byte position of one sequence (byte scheme, c = 1) or one chunk of one sequence (c > 1). Its KL D_i
+in bits is the position's KL(teacher‖student), or for a chunk the sum over its positions of the
+per-position KL along the sent chunk: by the chain rule an unbiased estimate of the chunk law's KL
+(exact for c = 1). Per step ``instances`` and ``overhead_bits`` = Σ_i log2(1 + D_i)
+(:func:`~lm_eval_genbound.complexity.rec.instance_overhead_bits`, summed per instance: the term is
+concave, a per-step mean would overstate it); the manifest's totals add ``rec_over_kl_plus_overhead``
+= REC bits / (Σ KL + Σ log2(1 + D_i)) and ``rec_over_li_el_gamal_bound`` = REC bits / (Σ KL +
+Σ [log2(1 + D_i) + 4]). REC bits include the 3-bit chunk-length symbol of each chunk-mode step.
+
 Training step (as :mod:`.train`): mean next-token NLL over the L−1 targets of each sequence,
 AdamW (suite betas, eps, weight decay on matrices/embeddings), clipping at 1.0, linear warm-up then
 cosine decay to 10% of ``peak_lr`` at step S−1.
@@ -70,11 +80,12 @@ from typing import Sequence
 import numpy as np
 
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_text
-from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, DEFAULT_CHUNK_CANDIDATES,
-                                             DEFAULT_N_MAX, REC_CHUNK_SCHEME, REC_SCHEME, RecDecoder, RecEncoder,
-                                             chunk_candidate_keys, chunk_ladder, counter_uniforms, inverse_cdf_rows,
-                                             kl_bits, pfr_decode, pfr_encode, rec_keys, truncated_pfr_select,
-                                             validate_n_max)
+from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, CHUNKING_MODES,
+                                             DEFAULT_CHUNK_CANDIDATES, DEFAULT_CHUNK_TARGET_BITS, DEFAULT_N_MAX,
+                                             LI_EL_GAMAL_CONSTANT_BITS, REC_CHUNK_SCHEME, REC_SCHEME,
+                                             RecDecoder, RecEncoder, chunk_candidate_keys, chunk_ladder,
+                                             counter_uniforms, instance_overhead_bits, inverse_cdf_rows, kl_bits,
+                                             pfr_decode, pfr_encode, rec_keys, truncated_pfr_select, validate_n_max)
 from lm_eval_genbound.complexity.symbol_coding import WORD_BITS
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, save_byte_tokenizer
 from lm_eval_genbound.errors import GenboundError
@@ -85,14 +96,13 @@ from lm_eval_genbound.suite.train import lr_at, warmup_steps_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADER_FORMAT", "HEADER_FORMAT_CHUNKED", "CHUNKING_MODES", "MANIFEST_SCHEMA", "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
+__all__ = ["HEADER_FORMAT", "HEADER_FORMAT_CHUNKED", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS", "MANIFEST_SCHEMA",
+           "StudentPlan", "StepStats", "StopRecord", "RequentialResult",
            "DecodeResult", "requential_encode", "requential_decode", "read_message", "weights_sha256",
            "machine_record", "stop_steps"]
 
 HEADER_FORMAT = "genbound-requential-v1"
 HEADER_FORMAT_CHUNKED = "genbound-requential-v2"   # + chunk_candidates, chunk_ladder; scheme REC_CHUNK_SCHEME
-CHUNKING_MODES = ("off", "adaptive")
-DEFAULT_CHUNK_TARGET_BITS = 4.0
 _CHUNK_FIELDS = ("chunk_candidates", "chunk_ladder")
 MANIFEST_SCHEMA = 1
 MANIFEST = "requential.json"
@@ -194,6 +204,9 @@ class StepStats:
     mismatches: int = 0        # chunk mode: chunks whose regenerated tokens differ from the scored candidate
     ess_mean: float = float("nan")        # chunk mode: mean effective sample size of the candidates' weights
     max_share_mean: float = float("nan")  # chunk mode: mean largest self-normalised weight share
+    instances: int = 0         # REC instances: a byte position of one sequence (c = 1), a chunk of one sequence (c > 1)
+    overhead_bits: float = 0.0  # Σ_i log2(1 + D_i), D_i = instance i's KL in bits: the scheme's leading overhead term
+    instance_kl_bits: np.ndarray | None = field(default=None, repr=False, compare=False)  # D_i ``[instances]``, bits
 
     @property
     def ratio(self) -> float | None:
@@ -256,11 +269,26 @@ class RequentialResult:
                 "payload_bits": final.payload_bits,
                 "message_over_kl": final.message_bits / tot_kl if tot_kl > 0 else None,
                 **(_chunk_totals(self.steps) if self.plan.chunked else {}),
+                **_overhead_totals(self.steps),
             },
             "stops": [{**asdict(s), "message_bits": s.message_bits} for s in self.stops],
             "planned_stops": list(self.planned_stops),
             "steps_csv": STEPS_CSV,
         }
+
+
+def _overhead_totals(steps: Sequence[StepStats]) -> dict:
+    """REC instances, Σ log2(1 + D_i) and the realized bits against the scheme's expected cost (bits).
+
+    ``rec_over_kl_plus_overhead`` = REC bits / (Σ KL + Σ log2(1 + D_i)); ``rec_over_li_el_gamal_bound``
+    = REC bits / (Σ KL + Σ [log2(1 + D_i) + LI_EL_GAMAL_CONSTANT_BITS]) (the strong functional
+    representation lemma's bound on the expected code length of an exact PFR instance).
+    """
+    rec, kl = float(sum(s.rec_bits for s in steps)), float(sum(s.kl_bits for s in steps))
+    n, ovh = int(sum(s.instances for s in steps)), float(sum(s.overhead_bits for s in steps))
+    lo, hi = kl + ovh, kl + ovh + LI_EL_GAMAL_CONSTANT_BITS * n
+    return {"instances": n, "overhead_bits": ovh, "rec_over_kl_plus_overhead": rec / lo if lo > 0 else None,
+            "rec_over_li_el_gamal_bound": rec / hi if hi > 0 else None}
 
 
 def _chunk_totals(steps: Sequence[StepStats]) -> dict:
@@ -381,7 +409,8 @@ def _sample_step(plan: StudentPlan, step: int, student, *, teacher=None, encoder
     seqs = np.zeros((B, L), dtype=np.int64)
     seqs[:, 0] = plan.start_byte
     rows = np.arange(B)
-    acc = {"rec_bits": 0.0, "kl_bits": 0.0, "ce_bits": 0.0, "escapes": 0, "cand": [], "cand_max": 0}
+    acc = {"rec_bits": 0.0, "kl_bits": 0.0, "ce_bits": 0.0, "escapes": 0, "cand": [], "cand_max": 0,
+           "instance_kl": []}
     student.eval()
     s_cache = DynamicCache()
     t_cache = DynamicCache() if teacher is not None else None
@@ -393,7 +422,9 @@ def _sample_step(plan: StudentPlan, step: int, student, *, teacher=None, encoder
                 q = _probs(_forward_last(teacher, seqs[:, k - 1], t_cache))
                 choice = pfr_encode(p, q, keys, plan.n_max)
                 acc["rec_bits"] += float(encoder.encode_position(choice.index, choice.token, p).sum())
-                acc["kl_bits"] += float(kl_bits(q, p).sum())
+                d = kl_bits(q, p)  # one REC instance per row: its KL, bits
+                acc["kl_bits"] += float(d.sum())
+                acc["instance_kl"].append(d)
                 acc["ce_bits"] += float(-np.log2(p[rows, choice.token]).sum())
                 acc["escapes"] += int(choice.escaped.sum())
                 acc["cand"].append(choice.candidates)
@@ -486,7 +517,7 @@ def _chunk_step(plan: StudentPlan, step: int, c: int, student, *, teacher=None, 
     seqs[:, 0] = plan.start_byte
     rows = np.arange(B)
     acc = {"rec_bits": 0.0, "kl_bits": 0.0, "ce_bits": 0.0, "escapes": 0, "cand": [], "cand_max": 0,
-           "chunks": 0, "mismatches": 0, "ess": [], "share": []}
+           "chunks": 0, "mismatches": 0, "ess": [], "share": [], "instance_kl": []}
     student.eval()
     s_cache = DynamicCache()
     t_cache = DynamicCache() if teacher is not None else None
@@ -512,12 +543,16 @@ def _chunk_step(plan: StudentPlan, step: int, c: int, student, *, teacher=None, 
             acc["chunks"] += B
             if encoder is not None:
                 acc["mismatches"] += int((seqs[:, start:start + m] != toks[rows, index - 1]).any(axis=1).sum())
+                chunk_kl = np.zeros(B)  # per sequence: Σ over the chunk's positions of KL along the sent chunk
                 for o in range(m):
                     q, tok = _probs(t_logits), seqs[:, start + o]
-                    acc["kl_bits"] += float(kl_bits(q, priors[o]).sum())
+                    d = kl_bits(q, priors[o])
+                    acc["kl_bits"] += float(d.sum())
+                    chunk_kl += d
                     acc["ce_bits"] += float(-np.log2(priors[o][rows, tok]).sum())
                     if start + o + 1 < L:
                         t_logits = _forward_last(teacher, tok, t_cache)
+                acc["instance_kl"].append(chunk_kl)
     return seqs, acc
 
 
@@ -623,13 +658,13 @@ def _write_steps_csv(path: Path, steps: Sequence[StepStats], chunked: bool = Fal
     cols = ["step", "tokens", "rec_bits", "kl_bits", "ratio", "cross_entropy_bits", "escapes", "candidates_mean",
             "candidates_max", "train_loss_nats", "lr"]
     extra = ["chunk_len", "chunks", "mismatches", "ess_mean", "max_share_mean"] if chunked else []
-    w.writerow(cols + extra)
+    w.writerow(cols + extra + ["instances", "overhead_bits"])
     for s in steps:
         w.writerow([s.step, s.tokens, f"{s.rec_bits:.6f}", f"{s.kl_bits:.6f}",
                     "" if s.ratio is None else f"{s.ratio:.6f}", f"{s.cross_entropy_bits:.6f}", s.escapes,
                     f"{s.candidates_mean:.3f}", s.candidates_max, f"{s.train_loss_nats:.6f}", f"{s.lr:.8g}"]
                    + ([s.chunk_len, s.chunks, s.mismatches, f"{s.ess_mean:.3f}", f"{s.max_share_mean:.4f}"]
-                      if chunked else []))
+                      if chunked else []) + [s.instances, f"{s.overhead_bits:.6f}"])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -732,12 +767,14 @@ def requential_encode(suite: str | os.PathLike | SuiteInfo, teacher: str, out_di
                 loss, lr = _train_step(plan, step, student, opt, seqs)
                 cand = np.concatenate(acc["cand"])
                 ess, share = (np.concatenate(acc[k]) if acc.get(k) else np.array([np.nan]) for k in ("ess", "share"))
+                inst_kl = np.concatenate(acc["instance_kl"])
                 st = StepStats(step=step, tokens=int(seqs[:, 1:].size), rec_bits=acc["rec_bits"],
                                kl_bits=acc["kl_bits"], cross_entropy_bits=acc["ce_bits"], escapes=acc["escapes"],
                                candidates_mean=float(cand.mean()), candidates_max=int(cand.max()),
                                train_loss_nats=loss, lr=lr, chunk_len=c, chunks=acc.get("chunks", 0),
                                mismatches=acc.get("mismatches", 0), ess_mean=float(ess.mean()),
-                               max_share_mean=float(share.mean()))
+                               max_share_mean=float(share.mean()), instances=int(inst_kl.size),
+                               overhead_bits=instance_overhead_bits(inst_kl), instance_kl_bits=inst_kl)
                 steps.append(st)
                 kl_so_far += st.kl_bits
                 kl_per_token = st.kl_bits / st.tokens

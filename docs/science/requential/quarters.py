@@ -6,6 +6,8 @@
 Quarter k of S steps holds steps ⌊S(k−1)/4⌋ … ⌊Sk/4⌋−1. Columns: REC bits/byte, KL bits/byte,
 cross-entropy bits/byte, REC − KL, REC/KL; then the totals (REC bits, Σ KL bits, ratio). A chunk-mode
 file also gets the chunk lengths used, the regenerated-≠-scored chunks and the mean ESS of the quarter.
+A file with the ``instances`` and ``overhead_bits`` columns (Σ log2(1 + D_i) over REC instances) also
+gets them and REC / (Σ KL + Σ log2(1 + D_i)), REC / (Σ KL + Σ [log2(1 + D_i) + 4]) (Li–El Gamal).
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ def _row(q: pd.DataFrame, label: str) -> dict:
         ch = q[q.chunks > 0]
         row.update(chunk_lens=",".join(str(c) for c in sorted(set(q.chunk_len))), mismatches=int(q.mismatches.sum()),
                    ess_mean=float((ch.ess_mean * ch.chunks).sum() / ch.chunks.sum()) if len(ch) else float("nan"))
+    if "overhead_bits" in q:
+        n, ovh = int(q.instances.sum()), float(q.overhead_bits.sum())
+        row.update(instances=n, overhead_bits=ovh, rec_over_kl_plus_overhead=rec / (kl + ovh),
+                   rec_over_li_el_gamal_bound=rec / (kl + ovh + 4.0 * n))
     return row
 
 
