@@ -101,25 +101,13 @@ def write_tiny_llama(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, toke
 
 def write_tiny_gemma3(path: str | Path, qtype: T = T.Q8_0, *, seed: int = 0, context_length: int = 128) -> Path:
     """A 1-layer Gemma 3 GGUF (grouped-query attention with q/k norms, four norms a block, tied head)."""
-    d, ff, heads, kv, hd = 64, 128, 2, 1, 32
-    w, v = _tiny_header(path, "gemma3", ("he",), context_length)
-    w.add_embedding_length(d)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv)
+    heads, kv, hd = 2, 1, 32
+    w, v = _attention_header(path, "gemma3", context_length, heads, kv, eps=1e-6)
     w.add_key_length(hd)
     w.add_value_length(hd)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(10000.0)
     w.add_sliding_window(32)
-    b = "blk.0."
-    shapes = {"token_embd.weight": (v, d), b + "attn_norm.weight": (d,), b + "attn_q.weight": (heads * hd, d),
-              b + "attn_k.weight": (kv * hd, d), b + "attn_v.weight": (kv * hd, d),
-              b + "attn_output.weight": (d, heads * hd), b + "attn_q_norm.weight": (hd,),
-              b + "attn_k_norm.weight": (hd,), b + "post_attention_norm.weight": (d,), b + "ffn_norm.weight": (d,),
-              b + "ffn_gate.weight": (ff, d), b + "ffn_up.weight": (ff, d), b + "ffn_down.weight": (d, ff),
-              b + "post_ffw_norm.weight": (d,), "output_norm.weight": (d,)}
-    _add_all(w, shapes, qtype, np.random.default_rng(seed))
+    _add_all(w, _block_shapes(v, 64, 128, heads, kv, hd, qk_norm=True, sandwich=True, head=False), qtype,
+             np.random.default_rng(seed))
     return Path(path)
 
 

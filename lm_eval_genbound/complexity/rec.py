@@ -72,7 +72,7 @@ __all__ = [
     "RecChoice", "pfr_encode", "pfr_decode", "escape_sample", "kl_bits", "RecEncoder", "RecDecoder",
     "validate_n_max", "REC_CHUNK_SCHEME", "CHUNK_LADDER", "DEFAULT_CHUNK_CANDIDATES", "chunk_candidate_keys",
     "chunk_arrivals", "inverse_cdf_rows", "ChunkChoice", "truncated_pfr_select", "chunk_ladder",
-    "LI_EL_GAMAL_CONSTANT_BITS", "instance_overhead_bits", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS",
+    "LI_EL_GAMAL_CONSTANT_BITS", "instance_overhead_bits", "rec_cost_ratios", "CHUNKING_MODES", "DEFAULT_CHUNK_TARGET_BITS",
 ]
 
 REC_SCHEME = "pfr-bounded-v1"
@@ -339,6 +339,28 @@ def instance_overhead_bits(instance_kl_bits: np.ndarray) -> float:
     """
     d = np.maximum(np.asarray(instance_kl_bits, dtype=np.float64), 0.0)
     return float(np.log1p(d).sum() / np.log(2.0))
+
+
+def rec_cost_ratios(rec_bits: float, kl_bits: float, overhead_bits: float,
+                    instances: int) -> tuple[float | None, float | None]:
+    """Realized REC bits against the scheme's expected cost: ``(rec / (ΣKL + Σlog2(1+D_i)),
+    rec / (ΣKL + Σ[log2(1+D_i) + LI_EL_GAMAL_CONSTANT_BITS]))``, None where a denominator is 0.
+
+    Parameters
+    ----------
+    rec_bits, kl_bits, overhead_bits : float
+        Realized bits, Σ KL bits and :func:`instance_overhead_bits` over the same instances.
+    instances : int
+        How many REC instances those are.
+
+    Examples
+    --------
+    >>> rec_cost_ratios(12.0, 4.0, 2.0, 1)
+    (2.0, 1.2)
+    """
+    lo = kl_bits + overhead_bits
+    hi = lo + LI_EL_GAMAL_CONSTANT_BITS * instances
+    return (rec_bits / lo if lo > 0 else None, rec_bits / hi if hi > 0 else None)
 
 
 class _BucketModel:

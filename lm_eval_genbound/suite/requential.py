@@ -82,10 +82,10 @@ import numpy as np
 from lm_eval_genbound.atomic import atomic_write_bytes, atomic_write_text
 from lm_eval_genbound.complexity.rec import (CHUNK_LADDER, CHUNK_SYMBOL_STREAM, CHUNKING_MODES,
                                              DEFAULT_CHUNK_CANDIDATES, DEFAULT_CHUNK_TARGET_BITS, DEFAULT_N_MAX,
-                                             LI_EL_GAMAL_CONSTANT_BITS, REC_CHUNK_SCHEME, REC_SCHEME,
-                                             RecDecoder, RecEncoder, chunk_candidate_keys, chunk_ladder,
-                                             counter_uniforms, instance_overhead_bits, inverse_cdf_rows, kl_bits,
-                                             pfr_decode, pfr_encode, rec_keys, truncated_pfr_select, validate_n_max)
+                                             REC_CHUNK_SCHEME, REC_SCHEME, RecDecoder, RecEncoder,
+                                             chunk_candidate_keys, chunk_ladder, counter_uniforms,
+                                             instance_overhead_bits, inverse_cdf_rows, kl_bits, pfr_decode, pfr_encode,
+                                             rec_cost_ratios, rec_keys, truncated_pfr_select, validate_n_max)
 from lm_eval_genbound.complexity.symbol_coding import WORD_BITS
 from lm_eval_genbound.data.byte_tokenizer import BYTE_VOCAB_SIZE, save_byte_tokenizer
 from lm_eval_genbound.errors import GenboundError
@@ -286,9 +286,9 @@ def _overhead_totals(steps: Sequence[StepStats]) -> dict:
     """
     rec, kl = float(sum(s.rec_bits for s in steps)), float(sum(s.kl_bits for s in steps))
     n, ovh = int(sum(s.instances for s in steps)), float(sum(s.overhead_bits for s in steps))
-    lo, hi = kl + ovh, kl + ovh + LI_EL_GAMAL_CONSTANT_BITS * n
-    return {"instances": n, "overhead_bits": ovh, "rec_over_kl_plus_overhead": rec / lo if lo > 0 else None,
-            "rec_over_li_el_gamal_bound": rec / hi if hi > 0 else None}
+    plus_overhead, li_el_gamal = rec_cost_ratios(rec, kl, ovh, n)
+    return {"instances": n, "overhead_bits": ovh, "rec_over_kl_plus_overhead": plus_overhead,
+            "rec_over_li_el_gamal_bound": li_el_gamal}
 
 
 def _chunk_totals(steps: Sequence[StepStats]) -> dict:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lm_eval_genbound.complexity.rec import rec_cost_ratios
+
 
 def quarter_rows(path: Path) -> list[dict]:
     """One dict per quarter (and one ``total``) of the steps in ``path``."""
@@ -40,8 +42,9 @@ def _row(q: pd.DataFrame, label: str) -> dict:
                    ess_mean=float((ch.ess_mean * ch.chunks).sum() / ch.chunks.sum()) if len(ch) else float("nan"))
     if "overhead_bits" in q:
         n, ovh = int(q.instances.sum()), float(q.overhead_bits.sum())
-        row.update(instances=n, overhead_bits=ovh, rec_over_kl_plus_overhead=rec / (kl + ovh),
-                   rec_over_li_el_gamal_bound=rec / (kl + ovh + 4.0 * n))
+        plus_overhead, li_el_gamal = rec_cost_ratios(rec, kl, ovh, n)
+        row.update(instances=n, overhead_bits=ovh, rec_over_kl_plus_overhead=plus_overhead,
+                   rec_over_li_el_gamal_bound=li_el_gamal)
     return row
 
 
