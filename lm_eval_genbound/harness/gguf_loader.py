@@ -16,6 +16,13 @@ parameter is float32), passed through transformers' own per-architecture ``Tenso
 (``get_gguf_hf_weights_map``), copied into its parameter and freed. The result is bit-identical to
 transformers' load (the tests compare every tensor and ``weights_sha256``).
 
+The file's header is read by :mod:`lm_eval_genbound.harness.gguf_header` (the tensor table and the
+scalar metadata; the vocabulary arrays are skipped, not parsed: 0.16 s for Gemma-3-270M's file
+against 20–23 s for ``gguf``'s ``GGUFReader`` and 18 s more for transformers' config parse, which
+this load used to run on top of transformers' own). The processors get the header's values of the
+config keys they read (:data:`PROCESSOR_CONFIG_KEYS`, named by transformers' GGUF key map); one that
+reads any other key makes the load fall back to transformers' full metadata parse.
+
 Only architectures whose processor is pure per tensor are streamed (:data:`STREAMED_ARCHITECTURES`,
 and the processor class must be one of :data:`_PURE_PROCESSORS`); anything else — processors that
 merge MoE experts or store tensors across calls, architectures transformers loads through its own
@@ -39,11 +46,13 @@ the defaults by either.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -73,11 +82,65 @@ def _packed_path_handles(architecture: str) -> bool:
     return bool(is_gguf_arch_supported(architecture))
 
 
-def _architecture(reader: Any) -> str:
-    """A GGUF file's ``general.architecture`` (from its open ``GGUFReader``)."""
-    from transformers.modeling_gguf_pytorch_utils import read_field
+#: the keys of transformers' GGUF config dict the streamed processors read (LlamaTensorProcessor's
+#: q/k un-permutation; TensorProcessor and Gemma2TensorProcessor read none)
+PROCESSOR_CONFIG_KEYS = ("num_attention_heads", "num_key_value_heads")
 
-    return str(read_field(reader, "general.architecture")[0])
+
+class _NeedsFullConfig(Exception):
+    """A processor read a config key outside :data:`PROCESSOR_CONFIG_KEYS` (or one the header has as an array)."""
+
+
+class _ProcessorConfig(dict):
+    """The processors' config dict from the header: reading a key it does not vouch for raises
+    :class:`_NeedsFullConfig`, so the load redoes the plan with transformers' full parse instead of
+    guessing a value."""
+
+    def __init__(self, values: dict, unread: frozenset = frozenset()) -> None:
+        super().__init__(values)
+        self._unread = unread           # keys the file has as arrays (not read from the header)
+
+    def _check(self, key: Any) -> None:
+        if key not in PROCESSOR_CONFIG_KEYS or key in self._unread:
+            raise _NeedsFullConfig(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return super().__contains__(key)
+
+    def __bool__(self) -> bool:
+        # kept when empty: transformers' TensorProcessor stores ``config or {}``
+        return True
+
+
+def processor_config(header: Any) -> dict:
+    """What transformers' ``load_gguf_checkpoint(path, return_tensors=False)["config"]`` holds under
+    :data:`PROCESSOR_CONFIG_KEYS`, from a :class:`~lm_eval_genbound.harness.gguf_header.GgufHeader`
+    under transformers' own GGUF key map; a key absent from the file is absent here too (the Llama
+    processor then leaves q/k as stored, as in transformers' load). Reading any other key raises
+    :class:`_NeedsFullConfig`."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_TO_TRANSFORMERS_MAPPING
+
+    renames = GGUF_TO_TRANSFORMERS_MAPPING["config"]
+    values, unread = {}, set()
+    for key in (*header.scalars, *header.array_lengths):
+        prefix, _, rest = key.partition(".")
+        name = renames.get(prefix, {}).get(rest)
+        if name not in PROCESSOR_CONFIG_KEYS:
+            continue
+        if key in header.array_lengths:
+            unread.add(name)
+        else:
+            values[name] = header.scalars[key]
+    return _ProcessorConfig(values, frozenset(unread))
 
 
 def stream_refusal(architecture: str, dtype: Any) -> Optional[str]:
@@ -130,7 +193,8 @@ class StreamedLoad:
     """What :func:`load_gguf_model` did: the model, or ``refused`` (why the file cannot be streamed:
     then ``model`` is None and nothing of it is kept); the tensors copied in and skipped (names the
     model has no weight for, as transformers skips them); seconds reading the header and building
-    the model (``build_s``) and de-quantizing the tensors into it (``stream_s``)."""
+    the model (``build_s``), and pairing the tensors with its weights and de-quantizing them into it
+    (``stream_s``)."""
 
     model: Optional[torch.nn.Module]
     refused: Optional[str] = None
@@ -175,24 +239,22 @@ def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model
     """
     import time
 
-    from gguf import GGUFReader
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
+    from lm_eval_genbound.harness.gguf_header import GgufHeaderError, read_gguf_header
     from lm_eval_genbound.memory import release_freed_memory
 
     t0 = time.perf_counter()
-    reader = GGUFReader(str(path))
-    arch = _architecture(reader)
+    try:
+        # the tensor table and scalars only: gguf's GGUFReader would parse every vocabulary entry
+        header = read_gguf_header(path)
+    except GgufHeaderError as exc:
+        return StreamedLoad(None, str(exc))
+    arch = header.architecture
     reason = stream_refusal(arch, dtype)
     if reason is not None:
         return StreamedLoad(None, reason)
-    tensors = list(reader.tensors)
-    del reader                               # its parsed fields (a large vocabulary: 10⁵ small arrays)
-    # the processors get the config dict of transformers' own load; parsed before the model exists
-    gguf_config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
-    release_freed_memory()
     cfg = copy.deepcopy(config)
     cfg.dtype = resolve_dtype(dtype, config)
     if name_or_path is not None:
@@ -205,18 +267,33 @@ def load_gguf_model(path: str | Path, config: Any, *, dtype: Any = "auto", model
     model.tie_weights()                      # skipped with the init (a tied head is one tensor again)
     model.eval()
     build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     try:
-        plan = _plan(tensors, arch, gguf_config, model)
+        try:
+            plan = _stream(header, arch, processor_config(header), model, row_block_elements)
+        except _NeedsFullConfig as exc:
+            # a processor read a key the header does not vouch for: transformers' own parse of the
+            # metadata (every array included), then the whole plan and fill again
+            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+            logger.info("gguf_loader: the processor reads config key %r; parsing the full GGUF metadata", str(exc))
+            plan = _stream(header, arch, load_gguf_checkpoint(str(path), return_tensors=False)["config"], model,
+                           row_block_elements)
     except _Refused as exc:
         del model
         release_freed_memory()
         return StreamedLoad(None, str(exc))
-    t0 = time.perf_counter()
+    return StreamedLoad(model, None, len(plan.mapped), plan.skipped, build_s, time.perf_counter() - t0)
+
+
+def _stream(header: Any, arch: str, gguf_config: dict, model: torch.nn.Module, row_block_elements: int) -> "_Plan":
+    """Plan the file's tensors onto the model's weights, then fill each weight (the plan)."""
+    plan = _plan(header.tensors, arch, gguf_config, model)
     targets = model.state_dict()
     with torch.no_grad():
         for tensor, hf_name in plan.mapped:
             _fill(targets[hf_name], tensor, plan.processor, plan.key_mapping, row_block_elements)
-    return StreamedLoad(model, None, len(plan.mapped), plan.skipped, build_s, time.perf_counter() - t0)
+    return plan
 
 
 @dataclass
@@ -227,11 +304,6 @@ class _Plan:
     skipped: tuple[str, ...]
 
 
-def _logical_shape(tensor: Any) -> tuple[int, ...]:
-    """A GGUF tensor's shape in torch order (GGUF lists dimensions innermost first)."""
-    return tuple(int(n) for n in reversed(tensor.shape.tolist()))
-
-
 def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -> _Plan:
     """Pair every GGUF tensor with its parameter (transformers' processor and name map); refuse a
     file that leaves a weight unfilled or whose shapes do not match."""
@@ -239,7 +311,8 @@ def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -
 
     processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=gguf_config)
     try:
-        key_mapping = get_gguf_hf_weights_map(model, processor)
+        with _one_name_map_per_architecture():
+            key_mapping = get_gguf_hf_weights_map(model, processor)
     except NotImplementedError as exc:      # a model_type gguf-py has no tensor names for (e.g. mistral)
         raise _Refused(f"transformers cannot map the tensors of this {model.config.model_type!r} model: {exc}")
     targets = model.state_dict()
@@ -250,8 +323,8 @@ def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -
             skipped.append(tensor.name)
             continue
         shape = tuple(targets[hf_name].shape)
-        if _logical_shape(tensor) != shape:
-            raise _Refused(f"{tensor.name} has shape {_logical_shape(tensor)} in the file, {hf_name} {shape} "
+        if tensor.shape != shape:
+            raise _Refused(f"{tensor.name} has shape {tensor.shape} in the file, {hf_name} {shape} "
                            "in the model")
         mapped.append((tensor, hf_name))
         filled.add(targets[hf_name].data_ptr())
@@ -260,6 +333,24 @@ def _plan(tensors: list, arch: str, gguf_config: dict, model: torch.nn.Module) -
         raise _Refused(f"the file has no tensor for {len(unfilled)} of the model's weights ({', '.join(unfilled[:3])}"
                        f"{', ...' if len(unfilled) > 3 else ''})")
     return _Plan(processor, key_mapping, mapped, tuple(skipped))
+
+
+@contextlib.contextmanager
+def _one_name_map_per_architecture() -> Iterator[None]:
+    """While open, ``gguf.get_tensor_name_map`` is memoized (restored on exit).
+
+    transformers' ``get_gguf_hf_weights_map`` recurses into every submodule and builds gguf's
+    ``TensorNameMap`` (every tensor name of every block) afresh at each: 8.6 s for SmolLM2-135M's
+    30 blocks, 0.02 s with one map per (architecture, block count) — what the map depends on. The
+    mapping is the same (the tests compare every weight with transformers' load)."""
+    import gguf
+
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
 
 
 def _dequantize_into(tensor: Any, out: np.ndarray, row_block_elements: int) -> None:
