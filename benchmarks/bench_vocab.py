@@ -20,7 +20,8 @@ the weights' fingerprint and the head probe), the statistics kernel's one-off to
 (``compile s``, timed apart: the stock scorer has no such cost; tokens/s is given without and with
 it), scoring seconds, tokens/s of the scoring, peak RSS of the load (``ru_maxrss`` after it), RSS
 after the load, the scoring's own peak (``VmHWM`` reset after the load), the process's peak, bits
-per byte. ``--parallel`` runs one model's scorers at the same time (on a shared machine the load
+per byte; ``run s`` is the whole job as a user waits for it (load + compile + scoring) and
+``× stock run`` the stock scorer's run s over the row's. ``--parallel`` runs one model's scorers at the same time (on a shared machine the load
 then drifts alike for all of them); ``--head-tile-mb`` sets hf-genbound's ``head_tile_mb``.
 """
 from __future__ import annotations
@@ -293,19 +294,24 @@ def main() -> None:
                   + json.dumps(r), file=sys.stderr, flush=True)
     print(f"window={a.window} batch={a.batch_size} float32 CPU, 8 α, first {a.chars or 'all'} characters of the "
           "last held-out address; each row its own process\n")
+    # run s: the whole job as a user waits for it (load, compile, scoring); × stock run: the stock
+    # scorer's run s over this row's (above 1: sooner done)
     print("| model | V | scorer | tokens | load s | compile s | score s | tokens/s | × stock | × stock with compile "
-          "| load peak GiB | RSS after load GiB | scoring peak GiB | peak RSS GiB | × stock | bits/byte |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| run s | × stock run | load peak GiB | RSS after load GiB | scoring peak GiB | peak RSS GiB | × stock "
+          "| bits/byte |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         st = next((s for s in rows if s["model"] == r["model"] and s["scorer"] == "stock"), None)
         sp = f"{r['tokens_per_s'] / st['tokens_per_s']:.2f}" if st else "-"
         sp2 = f"{r['tokens_per_s_with_warmup'] / st['tokens_per_s']:.2f}" if st else "-"
         mem = f"{r['rss_peak_gib'] / st['rss_peak_gib']:.2f}" if st else "-"
+        run_s = r["load_s"] + r["warmup_s"] + r["score_s"]
+        sp3 = f"{(st['load_s'] + st['score_s']) / run_s:.2f}" if st else "-"
         head, _, loader = r["scorer"].partition("/")
         label = "stock" if head == "stock" else f"hf-genbound head={head}" + (f", gguf_loader={loader}" if loader else "")
         score_peak = "-" if r["rss_score_peak_gib"] is None else f"{r['rss_score_peak_gib']:.2f}"
         print(f"| {r['model']} | {r['V']:,} | {label} | {r['tokens']:,} | {r['load_s']:.1f} | {r['warmup_s']:.1f} "
-              f"| {r['score_s']:.1f} | {r['tokens_per_s']:.1f} | {sp} | {sp2} | {r['rss_load_peak_gib']:.2f} "
+              f"| {r['score_s']:.1f} | {r['tokens_per_s']:.1f} | {sp} | {sp2} | {run_s:.1f} | {sp3} | {r['rss_load_peak_gib']:.2f} "
               f"| {r['rss_after_load_gib']:.2f} | {score_peak} | {r['rss_peak_gib']:.2f} | {mem} | {r['bpb']:.9f} |")
 
 
