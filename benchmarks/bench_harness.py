@@ -26,7 +26,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from lm_eval_genbound.harness.model import GenBoundHFLM
-from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest
 from lm_eval_genbound.harness.tiled_head import HeadPlan
 from lm_eval_genbound.bound.stats import DEFAULT_ALPHAS
 
@@ -41,8 +41,9 @@ def _requests(docs: list[list[int]], alphas, genbound: bool) -> list[Instance]:
                               token_range=None, score_positions=None, no_prefix=False, doc_id=i,
                               grid_size=1000, design={"kind": "all"}, sidecar_dir=None,
                               sidecar_per_quantizer=False, per_token=False)
-        args = ("", req.to_json()) if genbound else ("",)
-        out.append(Instance("loglikelihood_rolling", {}, args, 0, ("bench", i, 1)))
+        # built as the genbound task builds them (GenboundInstance.of: the request object rides along)
+        out.append(GenboundInstance.of(req, "", doc={}, metadata=("bench", i, 1)) if genbound
+                   else Instance("loglikelihood_rolling", {}, ("",), 0, ("bench", i, 1)))
     return out
 
 

@@ -1,11 +1,14 @@
 """The task → model request protocol (lm_eval_genbound/harness/request.py)."""
 import json
+import pickle
 
 import numpy as np
 import pytest
 
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval.api.instance import Instance
+
+from lm_eval_genbound.harness.request import GenboundInstance, GenboundRequest, request_of
 
 
 def _request(**over) -> GenboundRequest:
@@ -67,3 +70,30 @@ def test_a_payload_that_is_not_a_json_object_is_an_error(text):
 def test_request_is_frozen():
     with pytest.raises(AttributeError):
         _request().per_token = True
+
+
+def test_an_instance_built_from_a_request_hands_the_model_that_object_without_parsing(monkeypatch):
+    req = _request()
+    inst = GenboundInstance.of(req, "text", doc={}, metadata=("t", 0, 1))
+    assert inst.arguments == ("text", req.to_json()) and inst.request_type == "loglikelihood_rolling"
+    monkeypatch.setattr(GenboundRequest, "from_json", classmethod(lambda cls, text: pytest.fail("parsed")))
+    assert request_of(inst) is req
+
+
+def test_an_edited_json_argument_is_parsed_not_replaced_by_the_attached_object():
+    """The attached object is used only while the JSON is the very string made from it."""
+    req = _request()
+    inst = GenboundInstance.of(req, "text", doc={}, metadata=("t", 0, 1))
+    edited = json.loads(inst.arguments[1]) | {"doc_id": 9}
+    inst.arguments = ("text", json.dumps(edited))
+    assert request_of(inst).doc_id == 9
+    inst.arguments = ("text", req.to_json())              # equal text, another string object: parsed
+    assert request_of(inst) == req and request_of(inst) is not req
+
+
+def test_a_plain_or_pickled_instance_gives_the_same_request():
+    req = _request()
+    plain = Instance("loglikelihood_rolling", {}, ("text", req.to_json()), 0, ("t", 0, 1))
+    assert request_of(plain) == req
+    back = pickle.loads(pickle.dumps(GenboundInstance.of(req, "text", doc={}, metadata=("t", 0, 1))))
+    assert request_of(back) == req

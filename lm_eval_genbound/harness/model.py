@@ -91,7 +91,7 @@ from lm_eval_genbound.memory import release_freed_memory
 from lm_eval_genbound.bound.design import SamplingDesign
 from lm_eval_genbound.bound.stats import GenboundStats
 from lm_eval_genbound.harness.records import DocScores, StreamedDoc
-from lm_eval_genbound.harness.request import GenboundRequest
+from lm_eval_genbound.harness.request import GenboundRequest, request_of
 from lm_eval_genbound.harness import tiled_head
 from lm_eval_genbound.harness.sidecar import sidecar_path
 from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
@@ -281,7 +281,7 @@ class GenBoundHFLM(HFLM):
         acc = getattr(self, "accelerator", None)
         self._model = load.model.to(acc.device if acc is not None else self.device)
         logger.info("gguf_loader: streamed %d tensors of %s into %s one at a time (%.1f s build, %.1f s "
-                    "de-quantizing)", load.n_tensors, gguf_file, type(load.model).__name__, load.build_s,
+                    "mapping and de-quantizing)", load.n_tensors, gguf_file, type(load.model).__name__, load.build_s,
                     load.stream_s)
         return None
 
@@ -378,7 +378,7 @@ class GenBoundHFLM(HFLM):
                 out[i] = v
         if ours:
             by_stream: dict[str, list[int]] = {}
-            parsed = {i: GenboundRequest.from_json(args[i][1]) for i in ours}
+            parsed = {i: request_of(requests[i]) for i in ours}
             for i in ours:
                 by_stream.setdefault(parsed[i].stream_key(), []).append(i)
             for idx in by_stream.values():

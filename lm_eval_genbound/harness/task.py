@@ -143,9 +143,8 @@ class GenBoundTask(ConfigurableTask):
             else -1, grid_size=int(self.settings.grid_size), design=self.design.to_dict(),
             sidecar_dir=self.settings.output_dir, sidecar_per_quantizer=self._sidecar_per_quantizer,
             per_token=bool(self.settings.per_token))
-        return GenboundInstance(request_type="loglikelihood_rolling", doc=doc,
-                                arguments=(doc["text"], request.to_json()), idx=0,
-                                metadata=kwargs.get("metadata", (None, None, None)))
+        return GenboundInstance.of(request, doc["text"], doc=doc,
+                                   metadata=kwargs.get("metadata", (None, None, None)))
 
     def process_results(self, doc, results):
         (scores,) = results
