@@ -2,6 +2,7 @@
 
     $ python benchmarks/bench_harness.py --suite demo_out/suite            # CPU, the demo models
     $ python benchmarks/bench_harness.py --pythia-shape 160m --device cuda  # GPU, random-init Pythia shape
+    $ python benchmarks/bench_harness.py --gguf gemma-3-270m-q4_k_m.gguf --tokens 3000 --window 512 --batch-size 4
 
 One ``GenBoundHFLM`` instance serves both: one-argument rolling requests take the harness's stock
 scorer (``HFLM.loglikelihood_rolling``: disjoint windows, log-softmax + gather), two-argument
@@ -10,8 +11,8 @@ the streaming accumulation), once with each head (``--heads full tiled``: the lo
 position, or the logit-free head of :mod:`lm_eval_genbound.harness.tiled_head`). Rounds alternate stock/genbound and the median is reported;
 tokens/s counts scored tokens; ``ratio`` is the median over rounds of each round's rate over the stock
 scorer's in the same round (paired: the machine's speed drifts between rounds), ``range`` its least and
-greatest value. Byte models read the held-out speeches (real text); the
-random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (allocator peak per variant).
+greatest value. Byte models read the held-out speeches (real text), GGUF models the same speeches through
+their own tokenizer; the random-init Pythia shapes read random tokens. Peak memory is reported on CUDA (allocator peak per variant).
 """
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default="demo_out/suite", help="a trained suite directory (CPU mode)")
     ap.add_argument("--pythia-shape", nargs="*", default=[], help="random-init Pythia shapes: 160m 410m 1b (tiny: smoke test)")
+    ap.add_argument("--gguf", nargs="*", default=[], help="GGUF files (real models: their tokenizer reads the "
+                    "held-out speeches; e.g. Gemma-3-270M, SmolLM2-135M)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--window", type=int, default=256)
@@ -142,24 +145,34 @@ def main() -> None:
             GPTNeoXForCausalLM(cfg).save_pretrained(tmp)
             save_byte_tokenizer(tmp)
             targets.append((str(tmp), 50304))
+    elif a.gguf:
+        for f in a.gguf:
+            targets.append((str(Path(f).resolve().parent), Path(f).name))
     else:
         for path in sorted(Path(a.suite).glob("*/config.json")):
             targets.append((str(path.parent), 256))
     for path, vocab in targets:
+        extra = {"gguf_file": vocab} if isinstance(vocab, str) else {}
         lm = _TokenStock(pretrained=path, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-                         window=a.window, max_length=a.window, prefix_token_id=0, stats_kernel=a.stats_kernel)
+                         window=a.window, max_length=a.window, prefix_token_id=0, stats_kernel=a.stats_kernel,
+                         **extra)
         docs, total = [], 0
-        if vocab == 256:      # byte models: real text, the held-out State of the Union speeches
+        if vocab == 256 or extra:      # real text, the held-out State of the Union speeches
             from lm_eval_genbound.data.corpus import load_sotu
-            stream = b"".join(d.text.encode() for d in load_sotu("heldout"))
-            while total < a.tokens:
+            if extra:                  # a real model: its own tokenizer
+                stream = lm.tokenizer.encode("\n\n".join(d.text for d in load_sotu("heldout")),
+                                             add_special_tokens=False)
+            else:
+                stream = b"".join(d.text.encode() for d in load_sotu("heldout"))
+            while total < a.tokens and total < len(stream):
                 n = int(rng.integers(a.window // 2, 4 * a.window))
                 docs.append(list(stream[total:total + n]))
                 total += n
-        while total < a.tokens:   # random-init Pythia shapes: random tokens
-            n = int(rng.integers(a.window // 2, 4 * a.window))
-            docs.append(rng.integers(0, vocab, n).tolist())
-            total += n
+        else:
+            while total < a.tokens:   # random-init Pythia shapes: random tokens
+                n = int(rng.integers(a.window // 2, 4 * a.window))
+                docs.append(rng.integers(0, vocab, n).tolist())
+                total += n
         run(lm, docs, alphas, a.rounds, a.device, a.heads)
         del lm
         if a.device == "cuda":

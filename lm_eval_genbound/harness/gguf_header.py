@@ -138,7 +138,6 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
         a duplicated tensor name, or a header or tensor that runs past the end of the file.
     """
     import gguf
-    from gguf.quants import quant_shape_to_byte_shape
 
     path = str(path)
     blob = np.memmap(path, mode="r", dtype=np.uint8)
@@ -176,8 +175,7 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
         if name in seen:
             raise GgufHeaderError(f"{path}: tensor {name!r} appears twice")
         seen.add(name)
-        tensors.append(_map_tensor(blob, path, name, dims, raw_type, data_start + offset,
-                                   gguf, quant_shape_to_byte_shape))
+        tensors.append(_map_tensor(blob, path, name, dims, raw_type, data_start + offset))
     return GgufHeader(path, scalars, arrays, tuple(tensors))
 
 
@@ -186,8 +184,12 @@ _VALUE_TYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": n
                 "I32": np.int32, "I64": np.int64}
 
 
-def _map_tensor(blob: np.ndarray, path: str, name: str, dims: tuple[int, ...], raw_type: int, start: int,
-                gguf, quant_shape_to_byte_shape) -> FileTensor:
+def _map_tensor(blob: np.ndarray, path: str, name: str, dims: tuple[int, ...], raw_type: int,
+                start: int) -> FileTensor:
+    """The tensor at byte ``start`` of the file, its data typed and shaped as ``GGUFReader`` gives it."""
+    import gguf
+    from gguf.quants import quant_shape_to_byte_shape
+
     try:
         qtype = gguf.GGMLQuantizationType(raw_type)
         block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
