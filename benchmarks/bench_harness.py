@@ -35,16 +35,16 @@ PYTHIA_SHAPES = {"160m": (768, 12, 12), "410m": (1024, 24, 16), "1b": (2048, 16,
                  "tiny": (64, 2, 2)}       # tiny: a CPU smoke test of the same path (benchmarks/device_check.sh --smoke)
 
 
-def _requests(docs: list[list[int]], alphas, genbound: bool) -> list[Instance]:
+def _requests(docs: list[list[int]], alphas) -> list[Instance]:
+    """hf-genbound's rolling requests for ``docs``, built as the genbound task builds them
+    (``GenboundInstance.of``: the request object rides along with its JSON)."""
     out = []
     for i, ids in enumerate(docs):
         req = GenboundRequest(alphas=tuple(alphas), token_ids=tuple(int(t) for t in ids), token_file=None,
                               token_range=None, score_positions=None, no_prefix=False, doc_id=i,
                               grid_size=1000, design={"kind": "all"}, sidecar_dir=None,
                               sidecar_per_quantizer=False, per_token=False)
-        # built as the genbound task builds them (GenboundInstance.of: the request object rides along)
-        out.append(GenboundInstance.of(req, "", doc={}, metadata=("bench", i, 1)) if genbound
-                   else Instance("loglikelihood_rolling", {}, ("",), 0, ("bench", i, 1)))
+        out.append(GenboundInstance.of(req, "", doc={}, metadata=("bench", i, 1)))
     return out
 
 
@@ -60,7 +60,7 @@ def run(lm: _TokenStock, docs: list[list[int]], alphas, rounds: int, device: str
     ``heads`` (``full``: logits of every position; ``tiled``: the logit-free head, if its probe passed)."""
     lm._bench_docs = docs
     stock_reqs = [Instance("loglikelihood_rolling", {}, (str(i),), 0, ("bench", i, 1)) for i in range(len(docs))]
-    ours_reqs = _requests(docs, alphas, True)
+    ours_reqs = _requests(docs, alphas)
     n_tokens = sum(len(d) for d in docs)
     probed = lm._head_plan(lm._model)
     plans = {"full": HeadPlan("full", reason="bench"), "tiled": probed, "tiled-torch": probed}
@@ -144,22 +144,22 @@ def main() -> None:
                                 intermediate_size=4 * d, max_position_embeddings=2048, rotary_pct=0.25)
             GPTNeoXForCausalLM(cfg).save_pretrained(tmp)
             save_byte_tokenizer(tmp)
-            targets.append((str(tmp), 50304))
+            targets.append((str(tmp), 50304, None))
     elif a.gguf:
         for f in a.gguf:
-            targets.append((str(Path(f).resolve().parent), Path(f).name))
+            targets.append((str(Path(f).resolve().parent), None, Path(f).name))
     else:
         for path in sorted(Path(a.suite).glob("*/config.json")):
-            targets.append((str(path.parent), 256))
-    for path, vocab in targets:
-        extra = {"gguf_file": vocab} if isinstance(vocab, str) else {}
+            targets.append((str(path.parent), 256, None))
+    for path, vocab, gguf_file in targets:       # vocab: 256 (byte model), the Pythia V, None (a GGUF's own)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
         lm = _TokenStock(pretrained=path, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
                          window=a.window, max_length=a.window, prefix_token_id=0, stats_kernel=a.stats_kernel,
                          **extra)
         docs, total = [], 0
-        if vocab == 256 or extra:      # real text, the held-out State of the Union speeches
+        if vocab == 256 or gguf_file:      # real text, the held-out State of the Union speeches
             from lm_eval_genbound.data.corpus import load_sotu
-            if extra:                  # a real model: its own tokenizer
+            if gguf_file:                  # a real model: its own tokenizer
                 stream = lm.tokenizer.encode("\n\n".join(d.text for d in load_sotu("heldout")),
                                              add_special_tokens=False)
             else:
