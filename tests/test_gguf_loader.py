@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from gguf import GGMLQuantizationType as T
+from lm_eval.models.huggingface import HFLM
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
 from lm_eval_genbound.complexity.parameters import weights_sha256
 from lm_eval_genbound.errors import GenboundError
-from lm_eval_genbound.harness.gguf_loader import load_gguf_model
+from lm_eval_genbound.harness.gguf_loader import load_gguf_model, one_metadata_parse_per_file
 from lm_eval_genbound.harness.model import GenBoundHFLM
 from lm_eval_genbound.harness.tiled_head import PROBE_TOL_NATS
 
@@ -164,3 +166,51 @@ def test_options_only_transformers_handles_go_through_transformers(tmp_path, cap
 def test_gguf_loader_must_be_stream_or_transformers(tmp_path):
     with pytest.raises(GenboundError, match="gguf_loader='lean' must be one of stream, transformers"):
         _hflm(tmp_path, gguf_loader="lean")
+
+
+def _counting_metadata_parses(monkeypatch) -> list[bool]:
+    """Record every call of transformers' GGUF parse (its return_tensors) and let it run."""
+    calls: list[bool] = []
+    real = gguf_utils.load_gguf_checkpoint
+
+    def counting(path, *args, **kwargs):
+        calls.append(bool(args[0] if args else kwargs.get("return_tensors", False)))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", counting)
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_hf_genbound_parses_the_gguf_metadata_once_with_the_stock_config_and_tokenizer(tmp_path, arch, monkeypatch):
+    """HFLM's config, its tokenizer and transformers' model load each ask transformers for the file's
+    metadata (the stock class: three parses); hf-genbound parses it once and builds the same config
+    and tokenizer from it, and leaves transformers' function as it found it."""
+    WRITERS[arch](tmp_path / "m.gguf")
+    calls = _counting_metadata_parses(monkeypatch)
+    counting = gguf_utils.load_gguf_checkpoint
+    stock = HFLM(pretrained=str(tmp_path), gguf_file="m.gguf", device="cpu", batch_size=2, dtype="float32")
+    assert calls == [False, False, False, True]       # config, tokenizer, the model's config, its tensors
+    calls.clear()
+    lean = _hflm(tmp_path, dtype="float32")
+    assert calls == [False] and gguf_utils.load_gguf_checkpoint is counting
+    assert lean.config.to_dict() == stock.config.to_dict()
+    assert lean.tokenizer.get_vocab() == stock.tokenizer.get_vocab()
+    text = "The quick brown fox, 1234 — naïve café!"
+    assert lean.tok_encode(text) == stock.tok_encode(text)
+
+
+def test_the_kept_metadata_parse_hands_out_copies_and_passes_tensor_loads_through(tmp_path, monkeypatch):
+    """A caller that edits its dict cannot change what the next caller gets; a tensor load is not kept."""
+    path = write_tiny_llama(tmp_path / "m.gguf")
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tmp_path), gguf_file="m.gguf"))
+    calls = _counting_metadata_parses(monkeypatch)
+    with one_metadata_parse_per_file():
+        first = gguf_utils.load_gguf_checkpoint(str(path), return_tensors=False)
+        first["config"]["num_hidden_layers"] = -1
+        first["tokenizer"]["tokens"].append("<edited>")
+        second = gguf_utils.load_gguf_checkpoint(tmp_path / "." / "m.gguf")
+        by_keyword = gguf_utils.load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
+        by_position = gguf_utils.load_gguf_checkpoint(str(path), True, model)
+    assert calls == [False, True, True]
+    assert len(by_keyword["tensors"]) == len(by_position["tensors"]) == 12
+    assert second["config"]["num_hidden_layers"] > 0 and "<edited>" not in second["tokenizer"]["tokens"]

@@ -23,6 +23,10 @@ this load used to run on top of transformers' own). The processors get the heade
 config keys they read (:data:`PROCESSOR_CONFIG_KEYS`, named by transformers' GGUF key map); one that
 reads any other key makes the load fall back to transformers' full metadata parse.
 
+HFLM's own config and tokenizer still ask transformers for the file's metadata, once each (25 s and
+30 s for Gemma-3-270M); ``hf-genbound`` builds them inside :func:`one_metadata_parse_per_file`, so
+the file is parsed once and both get the same dict (deep copies of it).
+
 Only architectures whose processor is pure per tensor are streamed (:data:`STREAMED_ARCHITECTURES`,
 and the processor class must be one of :data:`_PURE_PROCESSORS`); anything else — processors that
 merge MoE experts or store tensors across calls, architectures transformers loads through its own
@@ -351,6 +355,46 @@ def _one_name_map_per_architecture() -> Iterator[None]:
         yield
     finally:
         gguf.get_tensor_name_map = original
+
+
+#: the (positional, keyword) extra arguments of a metadata-only ``load_gguf_checkpoint`` call
+_METADATA_ONLY_CALLS = (((), {}), ((False,), {}), ((), {"return_tensors": False}))
+
+
+@contextlib.contextmanager
+def one_metadata_parse_per_file() -> Iterator[None]:
+    """While open, transformers' metadata-only GGUF parse runs once per file (restored on exit).
+
+    Loading a GGUF model through HFLM parses the file's metadata twice with transformers'
+    ``load_gguf_checkpoint(path, return_tensors=False)`` — ``GGUFReader`` plus a Python value per
+    element of the vocabulary arrays — once for the config and once more inside
+    ``AutoTokenizer`` (for architectures outside transformers' fast ``GGUF_CONFIG_ARCHS``, llama
+    and gemma3 among them): 25 s and 30 s for Gemma-3-270M's 262,144-entry vocabulary on the
+    project's CPU. While this is open the first parse of a file (keyed by its real path, size and
+    modification time) is kept and every later call gets a deep copy of it, so callers that edit
+    their dict cannot change what the next one sees. Calls with any other arguments (a tensor load:
+    ``return_tensors=True``, ``model_to_load``) go straight through."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.load_gguf_checkpoint
+    parsed: dict[tuple[str, int, int], dict] = {}
+
+    @functools.wraps(original)
+    def parse_once(gguf_checkpoint_path, *args, **kwargs):
+        if (args, kwargs) not in _METADATA_ONLY_CALLS:
+            return original(gguf_checkpoint_path, *args, **kwargs)
+        path = Path(gguf_checkpoint_path).resolve()
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in parsed:
+            parsed[key] = original(gguf_checkpoint_path, return_tensors=False)
+        return copy.deepcopy(parsed[key])
+
+    gguf_utils.load_gguf_checkpoint = parse_once
+    try:
+        yield
+    finally:
+        gguf_utils.load_gguf_checkpoint = original
 
 
 def _dequantize_into(tensor: Any, out: np.ndarray, row_block_elements: int) -> None:

@@ -68,6 +68,7 @@ fingerprint of the loaded full-precision weights (:func:`~lm_eval_genbound.compl
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import inspect
@@ -189,8 +190,12 @@ class GenBoundHFLM(HFLM):
         if gguf_loader not in GGUF_LOADERS:
             raise GenboundError(f"gguf_loader={gguf_loader!r} must be one of {', '.join(GGUF_LOADERS)}")
         self.gguf_loader = gguf_loader          # read by _create_model, inside HFLM's __init__
+        from lm_eval_genbound.harness.gguf_loader import one_metadata_parse_per_file
+
         try:
-            super().__init__(*args, **kwargs)
+            # HFLM's config and tokenizer each parse a GGUF file's metadata: once is enough
+            with one_metadata_parse_per_file() if kwargs.get("gguf_file") else contextlib.nullcontext():
+                super().__init__(*args, **kwargs)
         except TypeError as exc:
             # unknown keys travel through HFLM to from_pretrained and the model class, whose
             # TypeError names the key: report it as a misspelled model arg
