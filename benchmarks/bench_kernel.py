@@ -3,6 +3,7 @@
     $ python benchmarks/bench_kernel.py                 # CPU: V = 256 and 8192
     $ python benchmarks/bench_kernel.py --device cuda --vocab 50304 --dtype bfloat16
     $ python benchmarks/bench_kernel.py --compile-cost --vocab 256 4096 --alphas 4 8   # auto's threshold
+    $ python benchmarks/bench_kernel.py --eager-chunks 32768 131072 524288 4194304 --vocab 256 49152  # eager chunk
 
 Both compute, from logits [n, V] and targets, ln p(target) and H(q_α) for an 8-value α grid.
 "naive" materialises fp32 log-softmax and, per α, the smoothed distribution as whole [n, V]
@@ -91,6 +92,29 @@ def compile_cost(vocabs: list[int], alpha_counts: list[int], repeats: int) -> No
                   f"{warm / ((ns['eager'] - ns['compiled']) * 1e-9):24.3g}")
 
 
+def eager_chunk_sweep(vocabs: list[int], entries: list[int], repeats: int) -> None:
+    """Print the eager kernel's ns per unit for each chunk size (entries of one float32 work tensor)."""
+    import lm_eval_genbound.harness.token_stats as ts
+
+    default = ts.EAGER_CHUNK_ENTRIES_CPU
+    print("eager kernel, ns per position·α·entry, by chunk entries (8 α; the default marked *)")
+    print(f"{'V':>7s} {'rows':>6s} " + " ".join(f"{f'{e >> 10}k' + ('*' if e == default else ''):>8s}" for e in entries))
+    try:
+        for V in vocabs:
+            n = max(200, (1 << 25) // V)
+            g = torch.Generator().manual_seed(0)
+            z, t = torch.randn(n, V, generator=g) * 3, torch.randint(0, V, (n,), generator=g)
+            ns = []
+            for e in entries:
+                ts.EAGER_CHUNK_ENTRIES_CPU = e
+                token_statistics(z, t, DEFAULT_ALPHAS, kernel="eager")      # warm-up: the allocator settles
+                ns.append(1e9 * timeit(lambda: token_statistics(z, t, DEFAULT_ALPHAS, kernel="eager"), "cpu", repeats)
+                          / (n * len(DEFAULT_ALPHAS) * V))
+            print(f"{V:7d} {n:6d} " + " ".join(f"{x:8.2f}" for x in ns))
+    finally:
+        ts.EAGER_CHUNK_ENTRIES_CPU = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -100,7 +124,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compile-cost", action="store_true", help="the compile's cost and the break-even of auto (CPU)")
     ap.add_argument("--alphas", type=int, nargs="*", default=[8], help="with --compile-cost: sizes of the α grid")
+    ap.add_argument("--eager-chunks", type=int, nargs="*", metavar="ENTRIES",
+                    help="sweep the eager kernel's CPU chunk (entries per float32 work tensor), e.g. "
+                         "32768 131072 524288 4194304")
     a = ap.parse_args()
+    if a.eager_chunks:
+        eager_chunk_sweep(a.vocab, a.eager_chunks, a.repeats)
+        return
     if a.compile_cost:
         compile_cost(a.vocab, a.alphas, a.repeats)
         return

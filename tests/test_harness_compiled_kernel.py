@@ -67,7 +67,7 @@ def test_default_kernel_is_compiled_end_to_end_above_the_threshold_and_equals_ea
 
 
 def test_default_kernel_is_eager_for_a_run_too_small_to_repay_the_compile(tmp_path, monkeypatch):
-    """At the real threshold a small run (3 short documents: far below 10⁹ positions × |α| × V) with
+    """At the real threshold a small run (3 short documents: far below 2·10⁹ positions × |α| × V) with
     GENBOUND_STATS_KERNEL unset never calls the compiled kernel, and its metrics are exactly a
     stats_kernel=eager run's."""
     monkeypatch.delenv(ts.KERNEL_ENV, raising=False)

@@ -26,15 +26,15 @@ def test_compile_repays_on_an_accelerator_whatever_the_size():
 
 
 def test_compile_repays_at_the_documented_examples():
-    """The module docstring's figures: 490k positions at V = 256 with 8 α, 480 at V = 262,144; the
+    """The module docstring's figures: 977k positions at V = 256 with 8 α, 954 at V = 262,144; the
     short run that motivated the policy (4,181 positions at V = 256) does not repay."""
-    assert compile_repays(490_000, 8, 256) and not compile_repays(480_000, 8, 256)
-    assert compile_repays(480, 8, 262_144) and not compile_repays(470, 8, 262_144)
+    assert compile_repays(976_563, 8, 256) and not compile_repays(976_562, 8, 256)
+    assert compile_repays(954, 8, 262_144) and not compile_repays(953, 8, 262_144)
     assert not compile_repays(4_181, 8, 256)
 
 
 def test_auto_kernel_takes_the_environment_first_then_the_size(monkeypatch):
-    big, small = (10 ** 6, 8, 256), (10, 8, 256)
+    big, small = (10 ** 7, 8, 256), (10, 8, 256)
     monkeypatch.setenv(ts.KERNEL_ENV, "eager")
     assert auto_kernel(*big) == "eager"
     monkeypatch.setenv(ts.KERNEL_ENV, "compiled")

@@ -39,7 +39,7 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
 * ``stats_kernel``: ``auto`` (default), ``compiled`` (torch.compile: fused C++ on CPU, Triton on
   GPU) or ``eager``; see :mod:`lm_eval_genbound.harness.token_stats`. ``auto`` is
   ``GENBOUND_STATS_KERNEL`` when set, else decided per task before scoring from its size: on CPU
-  the one-off compile (≈ 10 s with a warm cache) repays only from 10⁹ units of work (scored
+  the one-off compile (6–12 s with a warm cache) repays only from 2·10⁹ units of work (scored
   positions × |α| × V, each model that scores them counted), below that the eager kernel runs
   (:func:`~lm_eval_genbound.harness.token_stats.compile_repays`). Both give the same numbers
   within ~1e-6 nats.

@@ -15,7 +15,8 @@ vocabulary) get p = 0 and still receive the α/V share of smoothing.
 Two implementations give the same numbers (within ~1e-6 nats of a float64 reference):
 
 * ``eager``: plain torch ops, chunked over positions so no [positions, V] float32 tensor larger
-  than ``chunk_tokens × V`` exists at once; one pass over the chunk per α.
+  than ``chunk_tokens × V`` (on CPU also :data:`EAGER_CHUNK_ENTRIES_CPU`) exists at once; a few
+  passes over the chunk per α.
 * ``compiled``: :func:`_fused_chunk_stats` handed to ``torch.compile`` (inductor: vectorised C++
   on CPU, a Triton kernel on GPU), which fuses the softmax, the smoothing and the α-grid
   entropies into one loop over each row's entries (the only [positions, V] intermediate is one float32
@@ -32,15 +33,21 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 ``GENBOUND_STATS_KERNEL`` names another choice (the test suite sets ``eager`` to avoid compile time).
 
 **When the compile repays** (:func:`compile_repays` and :func:`auto_kernel`, what ``hf-genbound``'s ``stats_kernel=auto`` uses
-for a run whose size is known before scoring). The compile is a one-off cost per process: 10–12 s
+for a run whose size is known before scoring). The compile is a one-off cost per process: 6–8 s
 with a warm inductor cache (``/tmp/torchinductor_<user>``, reused across processes; it does not
-remove the dynamo trace, the AOT pass and the load of the kernel), 48 s cold, on the project's
-2-core CPU at load average ≈ 4; 35 s and 228 s at load ≈ 12. Per unit of work — one position × one
-α × one vocabulary entry — the eager kernel costs 13–22 ns more than the compiled one at load ≈ 4
-(43–70 ns at ≈ 12; V = 256 and 4096, 4 and 8 α; ``benchmarks/bench_kernel.py --compile-cost``,
-BENCHMARKS.md). The warm-cache break-even is 0.5–0.8·10⁹ units in both measurements, so on CPU a
-run of fewer than ``AUTO_COMPILE_MIN_UNITS`` = 10⁹ units (positions × |α| × V: 490k positions at
-V = 256 with 8 α, 480 at V = 262,144) takes the eager kernel, a larger one compiles. On an
+remove the dynamo trace, the AOT pass and the load of the kernel), 29–37 s cold, on the project's
+2-core CPU at load average ≈ 1 (10–12 s and 48 s at load ≈ 4; 35 s and 228 s at ≈ 12). Per unit of
+work — one position × one α × one vocabulary entry — the eager kernel, in cache-sized chunks
+(:data:`EAGER_CHUNK_ENTRIES_CPU`), costs 1.2–2.0 ns more than the compiled one at load ≈ 1
+(2.2–2.5 against 0.5–1.0 ns; V = 256, 4096, 49,152 and 262,144, 8 α;
+``benchmarks/bench_kernel.py --compile-cost``, BENCHMARKS.md): a warm-cache break-even of 3–7·10⁹
+units there, and of 2.2·10⁹ in a whole Gemma-3-270M run (``benchmarks/bench_vocab.py``: a 4.2 s
+compile against 1.9 ns a unit saved). It was 0.5–2·10⁹ with the eager kernel's former 16 MiB
+chunks, 1.5–2× slower. The threshold takes the low end: too early a compile costs at most its
+seconds, once, while the eager kernel's excess grows with the run and with the machine's load (43–70
+ns a unit at load ≈ 12 with the former chunks). So on CPU a run of fewer than
+``AUTO_COMPILE_MIN_UNITS`` = 2·10⁹ units (positions × |α| × V: 977k positions at V = 256 with 8 α,
+954 at V = 262,144) takes the eager kernel, a larger one compiles. On an
 accelerator ``auto`` stays ``compiled`` (not measured there). The choice is a function of the
 sizes alone (not of what this process compiled before), so a resumed run takes the kernel its
 first attempt took. Both kernels give the same numbers within ~1e-6 nats.
@@ -60,14 +67,18 @@ logger = logging.getLogger(__name__)
 
 #: positions per chunk on CPU (also capped so a chunk's [positions, V] tensors stay small)
 DEFAULT_CHUNK_TOKENS = 1 << 16
+#: entries (positions × V) of each float32 tensor of one eager chunk on CPU (2 MiB): the eager kernel
+#: makes ~6 passes over its chunk per α, and chunks that stay in the caches run 1.5–2.8× faster than
+#: 16 MiB ones (a sweep of 32k–4M entries at V = 256, 4096, 49,152 and 262,144, BENCHMARKS.md)
+EAGER_CHUNK_ENTRIES_CPU = 1 << 19
 #: the kernels ``token_statistics`` accepts
 KERNELS = ("auto", "compiled", "eager")
 #: environment variable that sets what ``kernel="auto"`` means
 KERNEL_ENV = "GENBOUND_STATS_KERNEL"
 #: on CPU, ``auto`` compiles only for at least this many units of work (scored positions × |α| × V):
-#: the warm-cache compile over what compiling saves per unit, 0.5–0.8·10⁹ measured, rounded up
-#: (module docstring; measured on the project's 2-core CPU)
-AUTO_COMPILE_MIN_UNITS = 10**9
+#: the warm-cache compile over what compiling saves per unit, 2.2–7·10⁹ measured at load ≈ 1, the low
+#: end taken (module docstring; measured on the project's 2-core CPU)
+AUTO_COMPILE_MIN_UNITS = 2 * 10**9
 
 _compiled_fn = None
 #: why torch.compile of the kernel failed in this process (None: it has not failed); once set,
@@ -205,7 +216,7 @@ def compile_repays(n_positions: int, n_alphas: int, vocab: int, device: str | to
 
     Examples
     --------
-    >>> compile_repays(4_181, 8, 256), compile_repays(1_000_000, 8, 256), compile_repays(4_181, 8, 262_144)
+    >>> compile_repays(4_181, 8, 256), compile_repays(2_000_000, 8, 256), compile_repays(4_181, 8, 262_144)
     (False, True, True)
     """
     if torch.device(device).type != "cpu":
@@ -289,9 +300,9 @@ def _outputs(n: int, n_alphas: int, device: torch.device) -> tuple[torch.Tensor,
 def _run_eager(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ...],
                chunk_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, vocab = flat.shape
-    # bound the float32 work tensors per chunk: ~16 MiB each on CPU, ~256 MiB on an accelerator
+    # entries of each float32 work tensor per chunk: EAGER_CHUNK_ENTRIES_CPU on CPU, 256 MiB on an accelerator
     on_cpu = flat.device.type == "cpu"
-    budget = (4 << 20) if on_cpu else (64 << 20)
+    budget = EAGER_CHUNK_ENTRIES_CPU if on_cpu else (64 << 20)
     step = max(1, min(chunk_tokens if on_cpu else 1 << 30, budget // vocab))
     logp, ent = _outputs(n, len(alphas), flat.device)
     for i in range(0, n, step):
