@@ -144,17 +144,18 @@ def run_row(name: str, scorer: str, work: Path, window: int, batch: int, chars: 
 
 def _gemma_head_weight(work: Path):
     """Gemma's tied output head [V, d] in float32, read from the GGUF's ``token_embd`` tensor alone
-    (gguf's dequantizer; the head the model uses, without loading the model)."""
+    (the project's header reader and gguf's dequantizer; the head the model uses, without loading
+    the model or parsing the vocabulary arrays)."""
     import numpy as np
     import torch
-    from gguf import GGUFReader, dequantize
+    from gguf import dequantize
+
+    from lm_eval_genbound.harness.gguf_header import read_gguf_header
 
     pretrained, gguf = _model_source("gemma", work)
-    reader = GGUFReader(str(Path(pretrained) / gguf))
-    t = next(t for t in reader.tensors if t.name == "token_embd.weight")
-    d = int(t.shape[0])                                       # gguf shapes are (d, V)
-    w = torch.from_numpy(np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32))
-    return w.reshape(-1, d)
+    t = next(t for t in read_gguf_header(Path(pretrained) / gguf).tensors if t.name == "token_embd.weight")
+    w = np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+    return torch.from_numpy(w).reshape(t.shape)                # torch order: [V, d]
 
 
 def _time_phases() -> dict:
