@@ -68,8 +68,8 @@ logger = logging.getLogger(__name__)
 #: positions per chunk on CPU (also capped so a chunk's [positions, V] tensors stay small)
 DEFAULT_CHUNK_TOKENS = 1 << 16
 #: entries (positions × V) of each float32 tensor of one eager chunk on CPU (2 MiB): the eager kernel
-#: makes ~6 passes over its chunk per α, and chunks that stay in the caches run 1.5–2.8× faster than
-#: 16 MiB ones (a sweep of 32k–4M entries at V = 256, 4096, 49,152 and 262,144, BENCHMARKS.md)
+#: makes ~6 passes over its chunk per α, and chunks that stay in the caches ran up to 2× faster than
+#: 16 MiB ones at V = 256 and 0.9–1.5× at V = 49,152–262,144 (sweeps of 32k–4M entries, BENCHMARKS.md)
 EAGER_CHUNK_ENTRIES_CPU = 1 << 19
 #: the kernels ``token_statistics`` accepts
 KERNELS = ("auto", "compiled", "eager")
