@@ -61,6 +61,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
+from lm_eval_genbound.harness.swapped import swapped
+
 logger = logging.getLogger(__name__)
 
 #: GGUF ``general.architecture`` values streamed (their transformers processors are pure per tensor)
@@ -349,12 +351,8 @@ def _one_name_map_per_architecture() -> Iterator[None]:
     mapping is the same (the tests compare every weight with transformers' load)."""
     import gguf
 
-    original = gguf.get_tensor_name_map
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
-    try:
+    with swapped(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)):
         yield
-    finally:
-        gguf.get_tensor_name_map = original
 
 
 #: the (positional, keyword) extra arguments of a metadata-only ``load_gguf_checkpoint`` call
@@ -390,11 +388,8 @@ def one_metadata_parse_per_file() -> Iterator[None]:
             parsed[key] = original(gguf_checkpoint_path, return_tensors=False)
         return copy.deepcopy(parsed[key])
 
-    gguf_utils.load_gguf_checkpoint = parse_once
-    try:
+    with swapped(gguf_utils, "load_gguf_checkpoint", parse_once):
         yield
-    finally:
-        gguf_utils.load_gguf_checkpoint = original
 
 
 def _dequantize_into(tensor: Any, out: np.ndarray, row_block_elements: int) -> None:

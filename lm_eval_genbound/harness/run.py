@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from lm_eval_genbound.errors import GenboundError
+from lm_eval_genbound.harness.swapped import swapped
 from lm_eval_genbound.harness.task import OUTPUT_ENV
 from lm_eval_genbound.harness.task_files import TASKS_DIR
 
@@ -128,11 +129,8 @@ def task_manager_class(include_defaults: bool) -> Iterator[None]:
                 kwargs["include_defaults"] = False
             super().__init__(*args, **kwargs)
 
-    lt.TaskManager = GenboundTaskManager
-    try:
+    with swapped(lt, "TaskManager", GenboundTaskManager):
         yield
-    finally:
-        lt.TaskManager = original
 
 
 def parse_harness_argv(argv: Sequence[str]) -> Optional[argparse.Namespace]:
@@ -243,14 +241,13 @@ def quiet_harness(only_genbound: bool) -> Iterator[None]:
     is dropped. Both are restored afterwards."""
     import lm_eval.evaluator as ev
 
-    lookup, chat_filter = ev.get_git_commit_hash, _DropChatTemplateWarning()
-    ev.get_git_commit_hash = git_commit_hash
+    chat_filter = _DropChatTemplateWarning()
     if only_genbound:
         ev.eval_logger.addFilter(chat_filter)
     try:
-        yield
+        with swapped(ev, "get_git_commit_hash", git_commit_hash):
+            yield
     finally:
-        ev.get_git_commit_hash = lookup
         ev.eval_logger.removeFilter(chat_filter)
 
 
@@ -280,13 +277,10 @@ def run_harness_cli(argv: Sequence[str]) -> int:
     tasks = ns.tasks if ns is not None and ns.tasks else requested_tasks(argv)
     only_ours = bool(tasks) and all(is_genbound_task(t) for t in tasks)
     defaults = not (bool(tasks) and (only_ours or user_tasks_found(tasks, includes)))
-    old = sys.argv
-    sys.argv = ["lm-eval", *argv]
     try:
-        with task_manager_class(defaults), quiet_harness(only_ours):
+        with swapped(sys, "argv", ["lm-eval", *argv]), task_manager_class(defaults), quiet_harness(only_ours):
             cli_evaluate()
     finally:
-        sys.argv = old
         if out:
             if previous_output is None:
                 os.environ.pop(OUTPUT_ENV, None)
