@@ -14,9 +14,12 @@ each one's max error against a float64 reference (first 256 rows). The compile h
 timing (it is a one-off per process).
 
 ``--compile-cost`` measures what ``stats_kernel=auto`` weighs (``token_stats.compile_repays``): the
-first compiled call in a fresh process, with this user's inductor cache (warm) and with an empty
-one (cold), and the steady-state ns per unit of work (position × α × vocabulary entry) of the eager
-and the compiled kernel; the break-even is the compile over the difference.
+first compiled call in a fresh process, compiling in-process with this user's inductor cache (warm)
+and with an empty one (cold), and with the kernel's package (``harness/kernel_package.py``) built by
+that call (an empty package folder) and loaded by it (the folder holds the package), and the
+steady-state ns per unit of work (position × α × vocabulary entry) of the eager and the compiled
+kernel; the break-even is the warm in-process compile over the difference (with the package there is
+nothing to repay).
 """
 from __future__ import annotations
 
@@ -58,8 +61,13 @@ def timeit(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def first_call_seconds(cold: bool) -> float:
-    """Seconds of the first compiled call (V = 256, the default 8 α, 1000 rows) in a fresh Python process."""
+def first_call_seconds(mode: str, packages: str = "") -> float:
+    """Seconds of the first compiled call (V = 256, the default 8 α, 1000 rows) in a fresh Python process.
+
+    mode: ``compile-warm`` / ``compile-cold`` (no packages: torch.compile in the process, with this
+    user's inductor cache or an empty one), ``package-build`` (an empty package folder: the call builds
+    the package) or ``package-load`` (the folder holds it: the call loads it); packages: the package
+    folder of the ``package-*`` modes."""
     code = ("import time, torch; from lm_eval_genbound.harness.token_stats import compute_token_statistics as c; "
             "z = torch.randn(1000, 256); t = torch.randint(0, 256, (1000,)); s = time.perf_counter(); "
             f"k = c(z, t, {list(DEFAULT_ALPHAS)!r}, kernel='compiled').kernel; "
@@ -67,7 +75,8 @@ def first_call_seconds(cold: bool) -> float:
     env = dict(os.environ)
     env.pop("GENBOUND_STATS_KERNEL", None)
     with tempfile.TemporaryDirectory() as tmp:
-        if cold:
+        env["GENBOUND_KERNEL_CACHE"] = "off" if mode.startswith("compile") else packages
+        if mode == "compile-cold":
             env["TORCHINDUCTOR_CACHE_DIR"] = tmp
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.split()[-1])
@@ -75,9 +84,12 @@ def first_call_seconds(cold: bool) -> float:
 
 def compile_cost(vocabs: list[int], alpha_counts: list[int], repeats: int) -> None:
     """Print the compile's one-off seconds and each kernel's ns per unit (see the module docstring)."""
-    first_call_seconds(cold=False)                       # fills this user's cache if it is empty
-    warm, cold = first_call_seconds(cold=False), first_call_seconds(cold=True)
-    print(f"first compiled call in a fresh process: warm cache {warm:.1f} s, cold cache {cold:.1f} s")
+    first_call_seconds("compile-warm")                   # fills this user's inductor cache if it is empty
+    warm, cold = first_call_seconds("compile-warm"), first_call_seconds("compile-cold")
+    with tempfile.TemporaryDirectory() as packages:          # empty: the first call builds, the second loads
+        build, load = first_call_seconds("package-build", packages), first_call_seconds("package-load", packages)
+    print(f"first compiled call in a fresh process: in-process compile {warm:.1f} s (warm inductor cache), "
+          f"{cold:.1f} s (cold); package {build:.1f} s (built, once per machine), {load:.3f} s (loaded)")
     print(f"{'V':>7s} {'|α|':>4s} {'eager ns/unit':>14s} {'compiled ns/unit':>17s} {'break-even units (warm)':>24s}")
     for V in vocabs:
         for k in alpha_counts:

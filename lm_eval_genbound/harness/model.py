@@ -38,8 +38,10 @@ Model args beyond the harness's own (``pretrained``, ``revision``, ``dtype``, ``
   command after a crash resumes there and ends with the same numbers.
 * ``stats_kernel``: ``auto`` (default), ``compiled`` (torch.compile: fused C++ on CPU, Triton on
   GPU) or ``eager``; see :mod:`lm_eval_genbound.harness.token_stats`. ``auto`` is
-  ``GENBOUND_STATS_KERNEL`` when set, else decided per task before scoring from its size: on CPU
-  the one-off compile (6–12 s with a warm cache) repays only from 2·10⁹ units of work (scored
+  ``GENBOUND_STATS_KERNEL`` when set, else decided per task before scoring: ``compiled`` when this
+  machine has the kernel's package for the task's |α| (built once by the first compiled run, then
+  loaded in milliseconds: :mod:`lm_eval_genbound.harness.kernel_package`), else from its size: on
+  CPU the one-off compile (6–12 s with a warm cache) repays only from 2·10⁹ units of work (scored
   positions × |α| × V, each model that scores them counted), below that the eager kernel runs
   (:func:`~lm_eval_genbound.harness.token_stats.compile_repays`). Both give the same numbers
   within ~1e-6 nats.
@@ -119,8 +121,9 @@ MODEL_ARGS: dict[str, str] = {
     "quantize_seed": "seed of the quantizer's calibration sample",
     "stats_chunk": "positions per chunk of the per-token statistics kernel",
     "checkpoint_seconds": "seconds between checkpoints of the resumable state (a killed run loses at most this)",
-    "stats_kernel": "auto (compiled when the compile repays: positions × |α| × V ≥ 1e9 on CPU), compiled "
-                    "(torch.compile) or eager",
+    "stats_kernel": "auto (compiled when this machine has its package for |α| or the compile repays: "
+                    "positions × |α| × V ≥ 2e9 on CPU), compiled (torch.compile; on CPU a package built once "
+                    "per machine) or eager",
     "quantization_gap": "with quantize=: also score the original on the same windows (the gap R̂(h_q) − R̂(h))",
     "head": "auto (logit-free when the load-time probe reproduces the head), tiled (or an error) or full logits",
     "head_tile_mb": "MiB of float32 logits per tile of the logit-free head (None: 128 on CPU, 512 on a GPU)",

@@ -23,9 +23,14 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
   buffer of exponentials per chunk, ≤ 16 MiB on CPU). It writes
   ln q_α = ln c + ln p + ln(1 + β/p) (or ln β + ln(1 + p/β)) with ln p known from the softmax and
   ln(1 + t), t ∈ [0, 1], a degree-7 polynomial (error ≤ 2.6e-7), so no logarithm is evaluated
-  per (entry, α): about 2× faster than the same loop with logarithms on CPU. The first call
-  compiles (seconds with a warm inductor cache, ~20 s cold on a 2-core CPU); if compilation
-  fails the eager path is used, with a warning, for the rest of the process.
+  per (entry, α): about 2× faster than the same loop with logarithms on CPU. On CPU (float32
+  logits) the kernel is compiled ahead of time into a package per |α|
+  (:mod:`~lm_eval_genbound.harness.kernel_package`, :func:`package_spec`): built by the first
+  ``compiled`` request on a machine (25–45 s on 2 cores, about a cold compile), then loaded by every
+  later process in milliseconds, with outputs bitwise those of ``torch.compile``. Without
+  packages (``GENBOUND_KERNEL_CACHE=off``, another dtype, a GPU, or a build that failed: one
+  warning) the first call compiles in-process (6–8 s with a warm inductor cache, ~30 s cold); if
+  that fails too the eager path is used, with a warning, for the rest of the process.
   :func:`compute_token_statistics` reports which kernel actually ran (``TokenStatistics.kernel``)
   and :func:`compile_error` why compilation failed.
 
@@ -33,7 +38,9 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
 ``GENBOUND_STATS_KERNEL`` names another choice (the test suite sets ``eager`` to avoid compile time).
 
 **When the compile repays** (:func:`compile_repays` and :func:`auto_kernel`, what ``hf-genbound``'s ``stats_kernel=auto`` uses
-for a run whose size is known before scoring). The compile is a one-off cost per process: 6–8 s
+for a run whose size is known before scoring). When this machine already has the kernel's package
+for the run's |α| (:func:`package_ready`), ``auto`` is ``compiled`` whatever the size: loading it costs
+milliseconds. Otherwise the compile is a one-off cost per process: 6–8 s
 with a warm inductor cache (``/tmp/torchinductor_<user>``, reused across processes; it does not
 remove the dynamo trace, the AOT pass and the load of the kernel), 29–37 s cold, on the project's
 2-core CPU at load average ≈ 1 (10–12 s and 48 s at load ≈ 4; 35 s and 228 s at ≈ 12). Per unit of
@@ -48,12 +55,14 @@ seconds, once, while the eager kernel's excess grows with the run and with the m
 ns a unit at load ≈ 12 with the former chunks). So on CPU a run of fewer than
 ``AUTO_COMPILE_MIN_UNITS`` = 2·10⁹ units (positions × |α| × V: 977k positions at V = 256 with 8 α,
 954 at V = 262,144) takes the eager kernel, a larger one compiles. On an
-accelerator ``auto`` stays ``compiled`` (not measured there). The choice is a function of the
-sizes alone (not of what this process compiled before), so a resumed run takes the kernel its
-first attempt took. Both kernels give the same numbers within ~1e-6 nats.
+accelerator ``auto`` stays ``compiled`` (not measured there). Past the package, the choice is a
+function of the sizes alone (not of what this process compiled before); a resumed run takes the
+kernel its first attempt took unless a package was built in between. Both kernels give the same
+numbers within ~1e-6 nats.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -62,6 +71,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+
+from lm_eval_genbound.harness import kernel_package
+from lm_eval_genbound.harness.kernel_package import KernelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +96,11 @@ _compiled_fn = None
 #: why torch.compile of the kernel failed in this process (None: it has not failed); once set,
 #: ``compiled`` requests run the eager kernel without compiling again
 _compile_error: Optional[str] = None
+#: why building or loading the kernel's package failed in this process (None: it has not); once
+#: set, ``compiled`` requests compile in-process (torch.compile) without trying packages again
+_package_error: Optional[str] = None
+#: the packaged kernels of this process, by (|α|, torch's thread count); None: packages are off
+_package_fns: dict = {}
 
 
 @dataclass(frozen=True)
@@ -173,14 +190,61 @@ def _fused_chunk_stats(z: torch.Tensor, tgt: torch.Tensor,
     return logp, torch.stack(ents, dim=-1)
 
 
+#: inductor options of the compiled kernel (in-process and packaged): FMA contraction in the
+#: generated C++ (the ln(1+t) polynomial is a chain of multiply-adds), ~15% faster on a 2-core AVX2
+#: CPU, results within 1e-6 of the uncontracted kernel
+COMPILE_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
+
+
 def _compiled():
     global _compiled_fn
     if _compiled_fn is None:
-        # FMA contraction in inductor's C++ (the ln(1+t) polynomial is a chain of multiply-adds):
-        # ~15% faster on a 2-core AVX2 CPU, results within 1e-6 of the uncontracted kernel
-        _compiled_fn = torch.compile(_fused_chunk_stats, dynamic=True,
-                                     options={"cpp.enable_floating_point_contract_flag": "fast"})
+        _compiled_fn = torch.compile(_fused_chunk_stats, dynamic=True, options=dict(COMPILE_OPTIONS))
     return _compiled_fn
+
+
+def package_spec(n_alphas: int) -> KernelSpec:
+    """The compiled kernel for ``n_alphas`` α values as a CPU package (:mod:`~lm_eval_genbound.harness.kernel_package`):
+    float32 logits [rows ≥ 2, V], int64 targets [rows], the α constants [n_alphas, 5]; rows and V dynamic."""
+    rows, vocab = torch.export.Dim("rows", min=2), torch.export.Dim("vocab", min=2)
+    # inductor sizes its loops by the example's sizes (hints): those of a CPU chunk at V = 256, with
+    # which the package's outputs were bitwise those of the in-process compile (BENCHMARKS.md)
+    example = (torch.zeros(4096, 256), torch.zeros(4096, dtype=torch.int64), torch.ones(n_alphas, 5))
+    return KernelSpec(name=f"token-stats-a{n_alphas}", fn=_fused_chunk_stats, example_inputs=example,
+                      dynamic_shapes=({0: rows, 1: vocab}, {0: rows}, {0: torch.export.Dim.STATIC,
+                                                                       1: torch.export.Dim.STATIC}),
+                      key_parts=(inspect.getsource(_softmax_parts), repr(LOG1P_COEFFS)),
+                      options=dict(COMPILE_OPTIONS))
+
+
+def package_ready(n_alphas: int) -> bool:
+    """Whether this machine already has the compiled kernel's package for ``n_alphas`` α values
+    (then ``compiled`` costs milliseconds to load, not a compile)."""
+    try:
+        path = kernel_package.package_path(package_spec(n_alphas))
+    except OSError:                         # the kernel's source is not readable (an installation without .py files)
+        return False
+    return path is not None and path.is_file()
+
+
+def _packaged_kernel(n_alphas: int):
+    """The package's kernel (built first when missing), or None: packages off, or their build or
+    load failed in this process (logged once; then torch.compile in-process)."""
+    global _package_error
+    if _package_error is not None:
+        return None
+    key = (n_alphas, torch.get_num_threads())
+    if key in _package_fns:
+        return _package_fns[key]
+    try:
+        fn = _package_fns[key] = kernel_package.load_or_build(package_spec(n_alphas))
+        return fn
+    except Exception as exc:                # no C++ compiler, export unsupported by this torch, full disk, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _package_error = f"{type(exc).__name__}: {first}"
+        logger.warning("the statistics kernel's package could not be built (%s); compiling in-process",
+                       _package_error)
+        return None
 
 
 def resolve_kernel(kernel: str = "auto") -> str:
@@ -226,9 +290,12 @@ def compile_repays(n_positions: int, n_alphas: int, vocab: int, device: str | to
 
 def auto_kernel(n_positions: int, n_alphas: int, vocab: int, device: str | torch.device = "cpu") -> str:
     """The kernel ``auto`` means for a run of known size (arguments of :func:`compile_repays`):
-    ``GENBOUND_STATS_KERNEL`` when it is set, else ``compiled`` when the compile repays, else ``eager``."""
+    ``GENBOUND_STATS_KERNEL`` when it is set, else ``compiled`` when this machine has the kernel's
+    package for ``n_alphas`` (on CPU: it loads in milliseconds) or the compile repays, else ``eager``."""
     if os.environ.get(KERNEL_ENV):
         return resolve_kernel("auto")
+    if torch.device(device).type == "cpu" and package_ready(n_alphas):
+        return "compiled"
     return "compiled" if compile_repays(n_positions, n_alphas, vocab, device) else "eager"
 
 
@@ -318,7 +385,8 @@ def _run_compiled(flat: torch.Tensor, tgt: torch.Tensor, alphas: tuple[float, ..
     budget = (16 << 20) if flat.device.type == "cpu" else (256 << 20)
     cap = max(1, min(8192 if flat.device.type == "cpu" else 1 << 30, budget // (4 * vocab)))
     step = max(1, min(chunk_tokens, cap))
-    fn = _compiled()
+    on_cpu32 = flat.device.type == "cpu" and flat.dtype == torch.float32
+    fn = (_packaged_kernel(len(alphas)) if on_cpu32 else None) or _compiled()
     consts = _alpha_constants(alphas, vocab, flat.device)
     logp, ent = _outputs(n, len(alphas), flat.device)
     # no duck sizing: it would equate the rows of the first chunk with any other size they happen
