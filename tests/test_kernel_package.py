@@ -117,6 +117,7 @@ def test_package_key_changes_with_everything_the_generated_code_depends_on(monke
     others = {"alphas": kp.package_key(ts.package_spec(3)),
               "kernel source": kp.package_key(dataclasses.replace(spec, key_parts=spec.key_parts + ("x",))),
               "options": kp.package_key(dataclasses.replace(spec, options={})),
+              "dynamic dims": kp.package_key(dataclasses.replace(spec, dynamic_dims=({0: "rows"}, {0: "rows"}, {}))),
               "dtype": kp.package_key(dataclasses.replace(
                   spec, example_inputs=(spec.example_inputs[0].double(), *spec.example_inputs[1:])))}
     threads = torch.get_num_threads()

@@ -58,15 +58,19 @@ class KernelSpec:
 
     name: stem of the package's file name (e.g. ``token-stats-a8``). fn: the function of tensors
     (returns a tuple of tensors). example_inputs: CPU tensors of the dtypes and ranks it will be
-    called with. dynamic_shapes: ``torch.export`` dynamic shapes of ``example_inputs`` (one entry
-    per input). key_parts: strings the generated code depends on beyond ``fn``'s own source
-    (helpers' sources, constants). options: inductor options of the build.
+    called with. dynamic_dims: per input, its dynamic axes by name (``{0: "rows", 1: "vocab"}``;
+    one name is one size across inputs; other axes are static), each at least ``min_dynamic`` (a
+    dimension of 1 is specialised by export: callers pass at least 2). key_parts: strings the
+    generated code depends on beyond ``fn``'s own source (helpers' sources, constants). options:
+    inductor options of the build. (Names, not ``torch.export.Dim`` objects: creating those imports
+    sympy, half a second that a process which only loads the package does not pay.)
     """
 
     name: str
     fn: Callable[..., tuple[torch.Tensor, ...]]
     example_inputs: tuple[torch.Tensor, ...]
-    dynamic_shapes: tuple
+    dynamic_dims: tuple[dict[int, str], ...]
+    min_dynamic: int = 2
     key_parts: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
 
@@ -89,6 +93,7 @@ def package_key(spec: KernelSpec) -> str:
     parts = [f"format={PACKAGE_FORMAT}", f"torch={torch.__version__}", inspect.getsource(spec.fn),
              *spec.key_parts, repr(sorted(spec.options.items())),
              repr([(str(x.dtype), tuple(x.shape)) for x in spec.example_inputs]),
+             repr((spec.dynamic_dims, spec.min_dynamic)),
              f"isa={torch.backends.cpu.get_cpu_capability()}", f"machine={platform.machine()}",
              f"threads={torch.get_num_threads()}"]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -137,17 +142,20 @@ def build(spec: KernelSpec) -> Path:
     if path is None:
         raise RuntimeError(f"kernel packages are off ({CACHE_ENV}=off)")
     from torch._inductor import aoti_compile_and_package
-    from torch.export import export
+    from torch.export import Dim, export
 
     class _Module(torch.nn.Module):
         def forward(self, *inputs):
             return spec.fn(*inputs)
 
+    dims = {name: Dim(name, min=spec.min_dynamic) for axes in spec.dynamic_dims for name in axes.values()}
+    shapes = tuple({ax: dims[axes[ax]] if ax in axes else Dim.STATIC for ax in range(x.dim())}
+                   for axes, x in zip(spec.dynamic_dims, spec.example_inputs, strict=True))
     logger.info("building the %s kernel package once for this machine (%s)", spec.name, path)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                         # export's deprecation chatter
-        program = export(_Module(), spec.example_inputs, dynamic_shapes=(spec.dynamic_shapes,))  # the one *inputs
+        program = export(_Module(), spec.example_inputs, dynamic_shapes=(shapes,))   # the one *inputs
         atomic_write_with(path, lambda tmp: aoti_compile_and_package(
             program, package_path=tmp, inductor_configs=dict(spec.options)), suffix=".pt2")
     logger.info("built %s in %.1f s", path.name, time.perf_counter() - start)
