@@ -28,6 +28,7 @@ Only CPU packages are built: on a GPU the kernel is Triton's, compiled in-proces
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import platform
@@ -88,8 +89,6 @@ def cache_dir() -> Optional[Path]:
 
 def package_key(spec: KernelSpec) -> str:
     """16 hex digits of the sha256 of everything the generated code depends on (module docstring)."""
-    import inspect
-
     parts = [f"format={PACKAGE_FORMAT}", f"torch={torch.__version__}", inspect.getsource(spec.fn),
              *spec.key_parts, repr(sorted(spec.options.items())),
              repr([(str(x.dtype), tuple(x.shape)) for x in spec.example_inputs]),

@@ -99,7 +99,7 @@ from lm_eval_genbound.harness import tiled_head
 from lm_eval_genbound.harness.sidecar import sidecar_path
 from lm_eval_genbound.harness.stream import DEFAULT_CHECKPOINT_SECONDS, Checkpointer, RankStream, ScoredBatch
 from lm_eval_genbound.harness.token_stats import (AUTO_COMPILE_MIN_UNITS, DEFAULT_CHUNK_TOKENS, KERNELS, auto_kernel,
-                                                   token_statistics)
+                                                   package_ready, token_statistics)
 from lm_eval_genbound.harness.weight_states import WeightStates
 from lm_eval_genbound.harness.windows import Window, scoring_windows
 
@@ -520,9 +520,11 @@ class GenBoundHFLM(HFLM):
             return self.stats_kernel
         passes = 2 if self._fp_model is not None or self._states is not None else 1
         kernel = auto_kernel(n_positions * passes, n_alphas, self.vocab_size_logits, self.device)
-        logger.info("statistics kernel %s (auto: %d positions × %d α × V=%d %s %.3g units)", kernel,
-                    n_positions * passes, n_alphas, self.vocab_size_logits,
-                    "≥" if kernel == "compiled" else "<", AUTO_COMPILE_MIN_UNITS)
+        packaged = torch.device(self.device).type == "cpu" and package_ready(n_alphas)
+        logger.info("statistics kernel %s (auto: %d positions × %d α × V=%d = %.3g units, compiled from %.3g; "
+                    "this machine %s the kernel's package for %d α)", kernel, n_positions * passes, n_alphas,
+                    self.vocab_size_logits, n_positions * passes * n_alphas * self.vocab_size_logits,
+                    AUTO_COMPILE_MIN_UNITS, "has" if packaged else "has not", n_alphas)
         return kernel
 
     def _batches_with_gap(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],

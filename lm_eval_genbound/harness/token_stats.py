@@ -55,7 +55,8 @@ seconds, once, while the eager kernel's excess grows with the run and with the m
 ns a unit at load ≈ 12 with the former chunks). So on CPU a run of fewer than
 ``AUTO_COMPILE_MIN_UNITS`` = 2·10⁹ units (positions × |α| × V: 977k positions at V = 256 with 8 α,
 954 at V = 262,144) takes the eager kernel, a larger one compiles: with packages on, the first such
-run on a machine builds the package (25–45 s, about a cold compile: 33 s against 37 s measured), and
+run on a machine builds the package (25–45 s, about a cold compile: 31.6 and 37.4 s measured against
+the cold compile's 28.4 and 33.1 s), and
 every later run of that |α|, of any size, loads it. On an
 accelerator ``auto`` stays ``compiled`` (not measured there). Past the package, the choice is a
 function of the sizes alone (not of what this process compiled before); a resumed run takes the
@@ -101,7 +102,7 @@ _compile_error: Optional[str] = None
 #: why building or loading the kernel's package failed in this process (None: it has not); once
 #: set, ``compiled`` requests compile in-process (torch.compile) without trying packages again
 _package_error: Optional[str] = None
-#: the packaged kernels of this process, by (|α|, torch's thread count); None: packages are off
+#: the packaged kernels of this process, by (|α|, torch's thread count, package folder); None: packages are off
 _package_fns: dict = {}
 
 
@@ -233,7 +234,7 @@ def _packaged_kernel(n_alphas: int):
     global _package_error
     if _package_error is not None:
         return None
-    key = (n_alphas, torch.get_num_threads())
+    key = (n_alphas, torch.get_num_threads(), kernel_package.cache_dir())
     if key in _package_fns:
         return _package_fns[key]
     try:
