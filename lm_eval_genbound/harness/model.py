@@ -524,7 +524,7 @@ class GenBoundHFLM(HFLM):
         logger.info("statistics kernel %s (auto: %d positions × %d α × V=%d = %.3g units, compiled from %.3g; "
                     "this machine %s the kernel's package for %d α)", kernel, n_positions * passes, n_alphas,
                     self.vocab_size_logits, n_positions * passes * n_alphas * self.vocab_size_logits,
-                    AUTO_COMPILE_MIN_UNITS, "has" if packaged else "has not", n_alphas)
+                    AUTO_COMPILE_MIN_UNITS, "has" if packaged else "lacks", n_alphas)
         return kernel
 
     def _batches_with_gap(self, arrays: list[np.ndarray], jobs: list["_Job"], alphas: list[float],
