@@ -1,12 +1,13 @@
 """A torch function compiled ahead of time into a package on disk: built once per machine, loaded in milliseconds.
 
 ``torch.compile`` pays its dynamo trace, its AOT pass and the load of the generated kernel in every
-process: 6–8 s with a warm inductor cache, 29–37 s cold, on the project's 2-core CPU. The same
+process: 6–8 s with a warm inductor cache, 28–37 s cold, on the project's 2-core CPU. The same
 function exported (``torch.export``, with dynamic dimensions) and compiled by AOTInductor
 (``torch._inductor.aoti_compile_and_package``) is a ``.pt2`` package that torch's C++ loader opens in
 ~3 ms without importing dynamo or inductor, and it runs the same generated C++: for the statistics
 kernel its outputs are bitwise those of the ``torch.compile``\\ d function (BENCHMARKS.md). Building a
-package costs about what a cold compile costs (25 s for 2 α, 35–45 s for 8 α on 2 cores), once.
+package costs about what a cold compile costs, once: 19–25 s for 2 α, 27 s for 4 α, 32–40 s for 8 α
+on 2 cores.
 
 A package is specific to what the generated code depends on, and its file name carries a hash of
 all of it (:func:`package_key`): torch's version, the function's source and any constants it
@@ -135,7 +136,7 @@ def load(spec: KernelSpec) -> Optional[Callable[..., tuple[torch.Tensor, ...]]]:
 def build(spec: KernelSpec) -> Path:
     """Export and compile ``spec`` into its package (atomically) and return the package's path.
 
-    Costs about one cold ``torch.compile`` (25–45 s on 2 cores), once per machine and key. Raises
+    Costs about one cold ``torch.compile`` (20–40 s on 2 cores), once per machine and key. Raises
     ``RuntimeError`` when packages are off, and whatever export or the compiler raise."""
     path = package_path(spec)
     if path is None:

@@ -26,7 +26,7 @@ Two implementations give the same numbers (within ~1e-6 nats of a float64 refere
   per (entry, α): about 2× faster than the same loop with logarithms on CPU. On CPU (float32
   logits) the kernel is compiled ahead of time into a package per |α|
   (:mod:`~lm_eval_genbound.harness.kernel_package`, :func:`package_spec`): built by the first
-  ``compiled`` request on a machine (25–45 s on 2 cores, about a cold compile), then loaded by every
+  ``compiled`` request on a machine (20–40 s on 2 cores, about a cold compile), then loaded by every
   later process in milliseconds, with outputs bitwise those of ``torch.compile``. Without
   packages (``GENBOUND_KERNEL_CACHE=off``, another dtype, a GPU, or a build that failed: one
   warning) the first call compiles in-process (6–8 s with a warm inductor cache, ~30 s cold); if
@@ -55,7 +55,7 @@ seconds, once, while the eager kernel's excess grows with the run and with the m
 ns a unit at load ≈ 12 with the former chunks). So on CPU a run of fewer than
 ``AUTO_COMPILE_MIN_UNITS`` = 2·10⁹ units (positions × |α| × V: 977k positions at V = 256 with 8 α,
 954 at V = 262,144) takes the eager kernel, a larger one compiles: with packages on, the first such
-run on a machine builds the package (25–45 s, about a cold compile: 31.6 and 37.4 s measured against
+run on a machine builds the package (20–40 s, about a cold compile: 31.6 and 37.4 s measured against
 the cold compile's 28.4 and 33.1 s), and
 every later run of that |α|, of any size, loads it. On an
 accelerator ``auto`` stays ``compiled`` (not measured there). Past the package, the choice is a
