@@ -65,6 +65,7 @@ numbers within ~1e-6 nats.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -206,9 +207,11 @@ def _compiled():
     return _compiled_fn
 
 
+@functools.lru_cache(maxsize=None)
 def package_spec(n_alphas: int) -> KernelSpec:
     """The compiled kernel for ``n_alphas`` α values as a CPU package (:mod:`~lm_eval_genbound.harness.kernel_package`):
-    float32 logits [rows ≥ 2, V], int64 targets [rows], the α constants [n_alphas, 5]; rows and V dynamic."""
+    float32 logits [rows ≥ 2, V], int64 targets [rows], the α constants [n_alphas, 5]; rows and V dynamic.
+    One spec per |α| per process (its example tensors and the sources it reads are made once)."""
     # inductor sizes its loops by the example's sizes (hints): those of a CPU chunk at V = 256, with
     # which the package's outputs were bitwise those of the in-process compile (BENCHMARKS.md)
     example = (torch.zeros(4096, 256), torch.zeros(4096, dtype=torch.int64), torch.ones(n_alphas, 5))
